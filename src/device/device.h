@@ -1,0 +1,88 @@
+// Device: the one interface between vsfs and the storage under a datastore.
+//
+// Every IO is asynchronous: submit() queues requests and returns at once; each
+// request's `done` callback runs exactly once, later, on the device's completion thread
+// (never inside submit()), with the byte count on success or -errno on failure.
+// Submitting a batch enters the kernel once. A device bounds its in-flight IOs
+// (queue depth); requests beyond it wait in the device's own FIFO and are issued as
+// completions free slots.
+//
+// Offsets, lengths and buffer addresses must be multiples of alignment_bytes().
+// Buffers stay owned by the caller and must live until `done` runs.
+// A flush makes durable every write that completed before the flush was submitted.
+//
+// Thread-safety: submit() may be called from any thread, including from a `done`
+// callback. Callbacks of one device run on one thread, one at a time.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "util/result.h"
+
+namespace vsfs::device {
+
+enum class OpKind : uint8_t {
+  kRead = 0,
+  kWrite = 1,
+  kFlush = 2,
+  kDiscard = 3,      // the range may read back as anything unless discard_zeroes()
+  kWriteZeroes = 4,  // the range reads back as zeros afterwards
+};
+inline constexpr int kOpKinds = 5;
+const char* op_kind_name(OpKind kind);
+
+using Completion = std::function<void(int64_t result)>;
+
+struct IoRequest {
+  OpKind kind = OpKind::kRead;
+  uint64_t offset_bytes = 0;
+  uint64_t length_bytes = 0;   // for read/write: the sum of the iovec lengths
+  const iovec* iov = nullptr;  // read/write only; caller-owned until done
+  int iovcnt = 0;
+  Completion done;
+};
+
+struct DeviceCounters {
+  uint64_t ops[kOpKinds] = {};    // completed IOs by kind
+  uint64_t bytes[kOpKinds] = {};  // bytes of completed reads/writes/discards/zeroes
+  uint64_t errors = 0;
+  uint64_t in_flight = 0;         // submitted to the backend, not yet completed
+  uint64_t queued = 0;            // waiting for a queue-depth slot
+  uint64_t in_flight_peak = 0;
+};
+
+class Device {
+ public:
+  virtual ~Device() = default;
+  Device() = default;
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
+
+  virtual uint64_t size_bytes() const = 0;
+  virtual uint32_t alignment_bytes() const = 0;
+  // True when a discarded range reads back as zeros (a hole punched in a file).
+  virtual bool discard_zeroes() const = 0;
+  virtual void submit(std::span<IoRequest> requests) = 0;
+  virtual DeviceCounters counters() const = 0;
+  // A short description for logs and stats: backend and path.
+  virtual std::string describe() const = 0;
+
+  void submit_one(IoRequest request) { submit(std::span<IoRequest>(&request, 1)); }
+};
+
+// Blocking helpers built on submit(): for programs (mkfs, fsck), recovery and tests.
+// Never call them from a completion callback.
+Result<void> read_sync(Device& dev, uint64_t offset_bytes, void* buf, uint64_t length_bytes);
+Result<void> write_sync(Device& dev, uint64_t offset_bytes, const void* buf,
+                        uint64_t length_bytes);
+Result<void> flush_sync(Device& dev);
+Result<void> discard_sync(Device& dev, uint64_t offset_bytes, uint64_t length_bytes);
+Result<void> write_zeroes_sync(Device& dev, uint64_t offset_bytes, uint64_t length_bytes);
+
+}  // namespace vsfs::device

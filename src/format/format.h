@@ -1,0 +1,324 @@
+// The vsfs on-disk format, version 1 (SE-grain). man/vsfs-format.5 describes it in
+// prose; this header is the authority on field offsets.
+//
+// Geometry: 4 KiB grains inside 1 MiB storage blocks. Every metadata block is one grain
+// that starts with a 64-byte header (magic, type, version, length, crc32c, owner,
+// generation, self address, level) followed by a 4032-byte payload. All integers are
+// little-endian. Decoding validates the header and every field before returning, so a
+// decoded struct can be trusted; encoding always produces a sealed block (crc set).
+//
+// The structs here are the decoded, in-memory forms; they are separate from how the
+// meta layer uses them. Thread-safety: pure functions on caller-owned buffers.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "util/result.h"
+#include "util/units.h"
+
+namespace vsfs::format {
+
+using Grain = std::span<uint8_t, kGrainBytes>;
+using ConstGrain = std::span<const uint8_t, kGrainBytes>;
+
+inline constexpr uint32_t kMetaMagic = 0x424d5356;  // "VSMB" as little-endian bytes
+inline constexpr uint16_t kBlockVersion = 1;
+inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr size_t kHeaderBytes = 64;
+inline constexpr size_t kPayloadBytes = kGrainBytes - kHeaderBytes;  // 4032
+
+// Values once written are never renumbered.
+enum class BlockType : uint16_t {
+  kSuperblock = 1,
+  kMapInterior = 2,     // interior node of a disk's (or directory's) grain map
+  kMapLeaf = 3,         // leaf of a grain map: one slot per 4 KiB grain of the disk
+  kInodeInterior = 4,   // interior node of the inode table
+  kInodeLeaf = 5,       // leaf of the inode table: kInodesPerLeaf inode records
+  kDirBlock = 6,        // directory entries (a directory's map points at these)
+  kBlockTable = 7,      // one state entry per storage block
+  kRefcountTable = 8,   // one 16-bit reference count per grain
+  kJournalDesc = 9,     // journal: lists the home grains of the images that follow
+  kJournalCommit = 10,  // journal: seals a transaction
+  kReleaseList = 11,    // trees waiting to be released in the background
+};
+const char* block_type_name(BlockType type);
+
+// Header field offsets (bytes from the start of the grain).
+inline constexpr size_t kOffMagic = 0;        // u32
+inline constexpr size_t kOffType = 4;         // u16
+inline constexpr size_t kOffVersion = 6;      // u16
+inline constexpr size_t kOffLength = 8;       // u32, payload bytes in use
+inline constexpr size_t kOffCrc = 12;         // u32, crc32c of the grain with this field 0
+inline constexpr size_t kOffOwner = 16;       // u64, inode number owning it, 0 = datastore
+inline constexpr size_t kOffGeneration = 24;  // u64, datastore generation when written
+inline constexpr size_t kOffSelf = 32;        // u64, physical grain this block lives at
+inline constexpr size_t kOffLevel = 40;       // u8, tree level (0 = leaf); 0 otherwise
+// bytes 41..63 reserved, zero
+
+struct MetaHeader {
+  BlockType type = BlockType::kSuperblock;
+  uint32_t length_bytes = 0;
+  uint64_t owner = 0;
+  uint64_t generation = 0;
+  uint64_t self = 0;   // physical grain number (the superblock uses 0 for both copies)
+  uint8_t level = 0;
+};
+
+// Validates magic, version, type == expected, length <= payload, reserved bytes zero,
+// crc, and self == expected_self. Errors are kCorruption naming what failed.
+Result<MetaHeader> decode_header(ConstGrain buf, BlockType expected, uint64_t expected_self);
+// Writes the header fields (crc left 0); seal() computes the crc last.
+void encode_header(Grain buf, const MetaHeader& header);
+void seal(Grain buf);
+
+// Set by the fuzzing build so fuzzers reach past the checksum.
+extern bool g_skip_crc_check;
+
+// ---- Superblock (type 1): at grain 0 and, as a copy, at grain kSuperblockCopyGrain. ----
+inline constexpr uint64_t kSuperblockCopyGrain = 255;  // last grain of storage block 0
+
+// Feature words. incompat: refuse to mount; ro_compat: mount read-only; compat: ignore.
+inline constexpr uint64_t kIncompatKnown = 0;
+inline constexpr uint64_t kRoCompatKnown = 0;
+inline constexpr uint64_t kCompatKnown = 0;
+
+inline constexpr uint32_t kStateClean = 1u << 0;    // unmounted cleanly: journal empty
+inline constexpr uint32_t kStateMounted = 1u << 1;  // a vsfs-mount holds it read-write
+
+struct Superblock {
+  uint32_t format_version = kFormatVersion;
+  uint64_t compat = 0, ro_compat = 0, incompat = 0;
+  std::array<uint8_t, 16> uuid{};
+  uint64_t device_bytes = 0;            // bytes of the device covered by the datastore
+  uint64_t total_blocks = 0;            // storage blocks, = device_bytes / 1 MiB
+  uint64_t journal_start_grain = 0;     // first grain of the journal ring
+  uint64_t journal_grains = 0;          // length of the ring
+  uint64_t block_table_start_grain = 0;
+  uint64_t block_table_grains = 0;
+  uint64_t refcount_start_grain = 0;
+  uint64_t refcount_grains = 0;
+  uint64_t first_data_block = 0;        // first storage block the allocator may hand out
+  uint64_t inode_root = 0;              // physical grain of the inode table's root
+  uint8_t inode_height = 0;             // levels of the inode table (1 = root is a leaf)
+  uint64_t next_ino = 0;                // next inode number to hand out
+  uint64_t generation = 0;              // current epoch; bumped by every snapshot
+  uint64_t journal_tail_grain = 0;      // ring offset (grains) of the oldest live record
+  uint64_t journal_tail_seq = 0;        // sequence number expected at the tail
+  uint64_t release_list = 0;            // physical grain of the first release-list block
+  uint32_t state = 0;                   // kState* bits
+  uint64_t mount_count = 0;
+  uint64_t mkfs_time_ns = 0;            // CLOCK_REALTIME
+  uint64_t snapshot_root = 0;           // reserved for the snapshot list, 0 = none
+};
+// Payload field offsets, bytes from the start of the grain.
+inline constexpr size_t kSbOffFormatVersion = 64;  // u32 (+4 reserved)
+inline constexpr size_t kSbOffCompat = 72;
+inline constexpr size_t kSbOffRoCompat = 80;
+inline constexpr size_t kSbOffIncompat = 88;
+inline constexpr size_t kSbOffUuid = 96;           // 16 bytes
+inline constexpr size_t kSbOffDeviceBytes = 112;
+inline constexpr size_t kSbOffTotalBlocks = 120;
+inline constexpr size_t kSbOffJournalStart = 128;
+inline constexpr size_t kSbOffJournalGrains = 136;
+inline constexpr size_t kSbOffBlockTableStart = 144;
+inline constexpr size_t kSbOffBlockTableGrains = 152;
+inline constexpr size_t kSbOffRefcountStart = 160;
+inline constexpr size_t kSbOffRefcountGrains = 168;
+inline constexpr size_t kSbOffFirstDataBlock = 176;
+inline constexpr size_t kSbOffInodeRoot = 184;
+inline constexpr size_t kSbOffInodeHeight = 192;   // u8 (+7 reserved)
+inline constexpr size_t kSbOffNextIno = 200;
+inline constexpr size_t kSbOffGeneration = 208;
+inline constexpr size_t kSbOffJournalTailGrain = 216;
+inline constexpr size_t kSbOffJournalTailSeq = 224;
+inline constexpr size_t kSbOffReleaseList = 232;
+inline constexpr size_t kSbOffState = 240;         // u32 (+4 reserved)
+inline constexpr size_t kSbOffMountCount = 248;
+inline constexpr size_t kSbOffMkfsTime = 256;
+inline constexpr size_t kSbOffSnapshotRoot = 264;
+inline constexpr size_t kSbPayloadEnd = 272;       // length_bytes = 272 - 64
+
+// Checks, beyond the header: format version == 1, known incompat bits only (else
+// kUnsupported naming the bits), geometry consistent (regions inside the device, in
+// order, not overlapping, sizes matching total_blocks), pointers inside the device.
+Result<Superblock> decode_superblock(ConstGrain buf);
+void encode_superblock(const Superblock& sb, uint64_t generation, Grain buf);
+
+// ---- Radix tree nodes (grain maps and the inode table's interior) ----
+inline constexpr size_t kSlotBytes = 16;
+inline constexpr size_t kTreeFanout = kPayloadBytes / kSlotBytes;  // 252
+inline constexpr uint8_t kMaxTreeLevel = 7;  // 252^8 grains > 64 TiB / 4 KiB
+
+enum class SlotState : uint8_t {
+  kUnmapped = 0,  // nothing there: reads zeros, no stamp beyond what is recorded
+  kZero = 1,      // reads zeros (written zeros or punched), counts as a change
+  kMapped = 2,    // `grain` points at a physical grain (data, dir block or child node)
+};
+
+// One 16-byte slot. Leaf of a grain map: the disk grain's state, its physical grain and
+// its change stamp (generation of the last write or unmap). Interior node: the child
+// node's physical grain (state kMapped) or kUnmapped, and the newest stamp below it.
+// Encoding: u64 word = grain | state << 62; u64 stamp.
+struct Slot {
+  uint64_t grain = 0;  // physical grain number, < 2^62
+  SlotState state = SlotState::kUnmapped;
+  uint64_t stamp = 0;
+};
+
+struct TreeNode {
+  BlockType type = BlockType::kMapLeaf;  // kMapLeaf, kMapInterior or kInodeInterior
+  uint8_t level = 0;                     // 0 for leaves
+  uint64_t owner = 0;
+  std::array<Slot, kTreeFanout> slots{};
+};
+// Checks type/level agreement (leaf types have level 0, interior types 1..kMaxTreeLevel),
+// unused state values, grain < 2^62, mapped grains nonzero, unmapped slots all zero.
+Result<TreeNode> decode_tree_node(ConstGrain buf, uint64_t self);
+void encode_tree_node(const TreeNode& node, uint64_t self, uint64_t generation, Grain buf);
+
+// ---- Inode table leaf ----
+inline constexpr size_t kInodeBytes = 128;
+inline constexpr size_t kInodesPerLeaf = kPayloadBytes / kInodeBytes;  // 31
+
+struct InodeRecord {
+  uint64_t ino = 0;              // 0 = free slot
+  uint32_t mode = 0;             // S_IFREG/S_IFDIR | permission bits
+  uint32_t uid = 0, gid = 0;
+  uint32_t nlink = 0;
+  uint64_t size_bytes = 0;       // directories: bytes of entries in use
+  uint64_t atime_ns = 0, mtime_ns = 0, ctime_ns = 0;  // CLOCK_REALTIME
+  uint64_t map_root = 0;         // physical grain of the map's root node, 0 = empty
+  uint8_t map_height = 0;        // levels of the map (0 = empty, 1 = root is a leaf)
+  uint8_t flags = 0;             // reserved, 0
+  uint64_t allocated_grains = 0; // mapped grains (st_blocks)
+  uint64_t btime_ns = 0;         // creation time
+  uint64_t parent = 0;           // directories: the parent's inode number
+};
+// Offsets inside a record.
+inline constexpr size_t kInoOffIno = 0, kInoOffMode = 8, kInoOffUid = 12, kInoOffGid = 16,
+                        kInoOffNlink = 20, kInoOffSize = 24, kInoOffAtime = 32,
+                        kInoOffMtime = 40, kInoOffCtime = 48, kInoOffMapRoot = 56,
+                        kInoOffMapHeight = 64, kInoOffFlags = 65, kInoOffAllocated = 72,
+                        kInoOffBtime = 80, kInoOffParent = 88;  // 96..127 reserved
+
+struct InodeLeaf {
+  uint64_t first_ino = 0;  // slot i holds inode first_ino + i (or is free)
+  std::array<InodeRecord, kInodesPerLeaf> inodes{};
+};
+// Payload: kInodesPerLeaf records of kInodeBytes from payload offset 0. The leaf's
+// position in the inode table gives first_ino (the caller passes it); a used record's
+// ino must equal first_ino + its index, nlink and mode must be sane.
+Result<InodeLeaf> decode_inode_leaf(ConstGrain buf, uint64_t self, uint64_t first_ino);
+void encode_inode_leaf(const InodeLeaf& leaf, uint64_t self, uint64_t generation, Grain buf);
+
+// ---- Directory block ----
+inline constexpr size_t kMaxNameBytes = 255;
+struct DirEntry {
+  uint64_t ino = 0;
+  uint8_t type = 0;  // DT_REG, DT_DIR, ...
+  std::string name;  // 1..255 bytes, no '/', no NUL, not "." or ".."
+};
+// Encoding: entries packed from payload offset 0: u64 ino, u8 type, u8 name_len, name.
+inline constexpr size_t kDirEntryFixedBytes = 10;
+struct DirBlock {
+  uint64_t owner = 0;  // the directory's inode number
+  std::vector<DirEntry> entries;
+};
+size_t dir_entry_bytes(const DirEntry& e);
+Result<DirBlock> decode_dir_block(ConstGrain buf, uint64_t self);
+// The entries must fit (sum of dir_entry_bytes <= kPayloadBytes): asserted.
+void encode_dir_block(const DirBlock& block, uint64_t self, uint64_t generation, Grain buf);
+bool valid_name(std::string_view name);
+
+// ---- Block table: one 8-byte entry per storage block ----
+enum class BlockState : uint8_t {
+  kFormattedFree = 0,  // free, reads zeros
+  kToFormatFree = 1,   // free, may hold old data: format before anyone reads it
+  kData = 2,           // in use, holds data grains
+  kMeta = 3,           // in use, holds metadata grains (never data: journal safety)
+  kReserved = 4,       // superblocks, journal, tables
+};
+inline constexpr size_t kBlockEntryBytes = 8;
+inline constexpr size_t kBlocksPerTableGrain = kPayloadBytes / kBlockEntryBytes;  // 504
+struct BlockEntry {
+  BlockState state = BlockState::kFormattedFree;
+  uint16_t used_grains = 0;  // grains with a nonzero reference count, 0..256
+};
+// Encoding: u8 state, u8 reserved, u16 used_grains, u32 reserved.
+struct BlockTableGrain {
+  std::array<BlockEntry, kBlocksPerTableGrain> entries{};
+};
+Result<BlockTableGrain> decode_block_table(ConstGrain buf, uint64_t self);
+void encode_block_table(const BlockTableGrain& t, uint64_t self, uint64_t generation, Grain buf);
+
+// ---- Reference count table: u16 per grain ----
+inline constexpr size_t kGrainsPerRefcountGrain = kPayloadBytes / 2;  // 2016
+struct RefcountGrain {
+  std::array<uint16_t, kGrainsPerRefcountGrain> counts{};
+};
+Result<RefcountGrain> decode_refcounts(ConstGrain buf, uint64_t self);
+void encode_refcounts(const RefcountGrain& t, uint64_t self, uint64_t generation, Grain buf);
+
+// ---- Journal ----
+// A transaction is one or more groups [desc][image]*, then one commit record. Each desc
+// lists the home grains of the images that follow it. The commit carries the crc32c of
+// every desc and image grain of the transaction, in order.
+inline constexpr size_t kJournalDescMax = (kPayloadBytes - 16) / 8;  // 502 homes per desc
+struct JournalDesc {
+  uint64_t seq = 0;
+  bool last = false;               // the commit record follows this group's images
+  std::vector<uint64_t> homes;     // 1..kJournalDescMax home grains, each nonzero
+};
+// Desc payload: u64 seq, u32 count, u32 flags (bit 0 = last), then count u64 homes.
+Result<JournalDesc> decode_journal_desc(ConstGrain buf, uint64_t self);
+void encode_journal_desc(const JournalDesc& d, uint64_t self, Grain buf);
+
+struct JournalCommit {
+  uint64_t seq = 0;
+  uint32_t grains = 0;        // desc + image grains before this record
+  uint32_t payload_crc = 0;   // crc32c over those grains
+  uint64_t time_ns = 0;
+};
+// Commit payload: u64 seq, u32 grains, u32 payload_crc, u64 time_ns.
+Result<JournalCommit> decode_journal_commit(ConstGrain buf, uint64_t self);
+void encode_journal_commit(const JournalCommit& c, uint64_t self, Grain buf);
+
+// ---- Release list: trees waiting to be released by the background releaser ----
+enum class TreeKind : uint8_t { kFileMap = 1, kDirMap = 2, kInodeTable = 3 };
+struct ReleaseEntry {
+  uint64_t root = 0;   // physical grain of the tree's root node (nonzero)
+  uint8_t height = 0;  // 1..kMaxTreeLevel+1
+  TreeKind kind = TreeKind::kFileMap;
+  uint64_t owner = 0;  // inode number the tree belonged to
+};
+inline constexpr size_t kReleaseEntryBytes = 24;
+inline constexpr size_t kReleaseEntriesMax = (kPayloadBytes - 16) / kReleaseEntryBytes;  // 167
+struct ReleaseList {
+  uint64_t next = 0;   // physical grain of the next list block, 0 = end
+  std::vector<ReleaseEntry> entries;
+};
+// Payload: u64 next, u32 count, u32 reserved, then entries: u64 root, u8 height,
+// u8 kind, u16+u32 reserved, u64 owner.
+Result<ReleaseList> decode_release_list(ConstGrain buf, uint64_t self);
+void encode_release_list(const ReleaseList& l, uint64_t self, uint64_t generation, Grain buf);
+
+// ---- Geometry of a new datastore ----
+struct Layout {
+  uint64_t total_blocks = 0;
+  uint64_t journal_start_grain = 0, journal_grains = 0;
+  uint64_t block_table_start_grain = 0, block_table_grains = 0;
+  uint64_t refcount_start_grain = 0, refcount_grains = 0;
+  uint64_t first_data_block = 0;
+};
+inline constexpr uint64_t kMinDeviceBytes = 64ull << 20;  // smallest datastore: 64 MiB
+// Computes the fixed regions for a device: block 0 superblocks, then the journal
+// (device/256 clamped to [8 MiB, 1 GiB], whole blocks), then the block table and the
+// refcount table, each rounded up to whole storage blocks. Fails with kInvalidArgument
+// when the device is smaller than kMinDeviceBytes.
+Result<Layout> compute_layout(uint64_t device_bytes, uint64_t journal_bytes_override = 0);
+
+}  // namespace vsfs::format
