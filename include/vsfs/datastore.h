@@ -1,0 +1,179 @@
+// vsfs::Datastore: the public API of a vsfs datastore (a device holding the SE-grain
+// format), used by vsfs-mount, vsfs-fsck, the examples and the tests.
+//
+// Namespace operations (lookup, create, rename, ...) work on in-memory metadata and
+// return when the change is in the open journal transaction; they are durable after the
+// next commit (fsync of any file, the commit interval, or close). Data operations
+// (read, write, punch, truncate, fsync) are asynchronous: they return at once and call
+// `done` exactly once, on a device completion thread, when the result is known. The
+// *_sync helpers wait for that; never call them from inside a `done` callback.
+//
+// Thread-safety: every method may be called from any thread at any time between
+// open() and close(). Inode numbers are stable for the life of a file and never reused.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "util/result.h"
+
+namespace vsfs {
+namespace device { class Device; }
+
+using Ino = uint64_t;
+inline constexpr Ino kRootIno = 1;
+
+struct Attr {
+  Ino ino = 0;
+  uint32_t mode = 0;  // S_IFREG/S_IFDIR | permission bits
+  uint32_t uid = 0, gid = 0, nlink = 0;
+  uint64_t size_bytes = 0;
+  uint64_t allocated_bytes = 0;  // grains mapped * 4096 (st_blocks = this / 512)
+  uint64_t atime_ns = 0, mtime_ns = 0, ctime_ns = 0, btime_ns = 0;
+};
+
+struct DirEntryInfo {
+  std::string name;
+  Ino ino = 0;
+  uint32_t mode = 0;  // S_IFREG or S_IFDIR (type bits only)
+};
+
+struct SetAttr {
+  std::optional<uint32_t> mode;  // permission bits only
+  std::optional<uint32_t> uid, gid;
+  std::optional<uint64_t> size_bytes;
+  std::optional<uint64_t> atime_ns, mtime_ns;
+};
+
+struct SpaceInfo {
+  uint64_t total_bytes = 0;      // data area (storage blocks the allocator may use)
+  uint64_t used_bytes = 0;       // grains in use (data and metadata)
+  uint64_t free_bytes = 0;       // free grains, both free lists included
+  uint64_t formatted_blocks = 0;
+  uint64_t to_format_blocks = 0;
+  uint64_t inodes = 0;           // live inodes
+};
+
+struct DatastoreStats {
+  SpaceInfo space;
+  uint64_t read_requests = 0, write_requests = 0;
+  uint64_t read_bytes = 0, write_bytes = 0;
+  uint64_t in_place_grain_writes = 0, redirected_grain_writes = 0;
+  uint64_t device_ops[5] = {};  // by device::OpKind
+  uint64_t device_in_flight = 0, device_in_flight_peak = 0;
+  uint64_t journal_commits = 0, journal_bytes = 0, checkpoints = 0;
+  uint64_t release_pending = 0;  // trees waiting in the release list
+  uint64_t generation = 0;
+};
+
+struct OpenOptions {
+  bool read_only = false;
+  uint32_t commit_interval_ms = 1000;  // background commit of namespace changes
+  uint64_t meta_cache_bytes = 128ull << 20;  // bound on cached metadata (clean blocks)
+  // Mark the superblock "mounted" while open; refuse a datastore marked mounted unless
+  // force (the mark survives a crash; vsfs-mount's exclusive lock tells a live owner).
+  bool mark_mounted = true;
+  bool force = false;
+  bool start_background = true;  // commit timer and releaser threads
+};
+
+enum class RenameFlags : uint32_t { kNone = 0, kNoReplace = 1, kExchange = 2 };
+
+template <typename T>
+using Done = std::function<void(Result<T>)>;
+
+class Datastore {
+ public:
+  virtual ~Datastore() = default;
+
+  // Opens the datastore on `dev`, replaying the journal. Errors: kCorruption (not a
+  // datastore, damaged), kUnsupported (unknown incompat feature), kBusy (marked mounted).
+  static Result<std::unique_ptr<Datastore>> open(std::unique_ptr<device::Device> dev,
+                                                 const OpenOptions& options);
+  // Commits, checkpoints, marks the datastore clean. After close() only the destructor.
+  virtual Result<void> close() = 0;
+
+  // ---- namespace ----
+  virtual Result<Attr> lookup(Ino parent, const std::string& name) = 0;
+  virtual Result<Attr> getattr(Ino ino) = 0;
+  virtual Result<Attr> create(Ino parent, const std::string& name, uint32_t mode,
+                              uint32_t uid, uint32_t gid) = 0;
+  virtual Result<Attr> mkdir(Ino parent, const std::string& name, uint32_t mode,
+                             uint32_t uid, uint32_t gid) = 0;
+  virtual Result<void> unlink(Ino parent, const std::string& name) = 0;
+  virtual Result<void> rmdir(Ino parent, const std::string& name) = 0;
+  virtual Result<void> rename(Ino parent, const std::string& name, Ino new_parent,
+                              const std::string& new_name, RenameFlags flags) = 0;
+  virtual Result<std::vector<DirEntryInfo>> readdir(Ino dir) = 0;
+  // Attributes other than size; a size change goes through truncate().
+  virtual Result<Attr> setattr(Ino ino, const SetAttr& attr) = 0;
+
+  // Open references keep an unlinked file alive until the last release().
+  virtual Result<void> open_ref(Ino ino) = 0;
+  virtual void release_ref(Ino ino) = 0;
+
+  // ---- data (asynchronous) ----
+  // Reads [offset, offset+length) into buf; past the end of file the read is short.
+  virtual void read(Ino ino, uint64_t offset_bytes, uint64_t length_bytes, void* buf,
+                    Done<uint64_t> done) = 0;
+  // Writes; extends the file size when writing past it. `data` is copied before return.
+  virtual void write(Ino ino, uint64_t offset_bytes, const void* data,
+                     uint64_t length_bytes, Done<uint64_t> done) = 0;
+  // Frees the grains of the range (zeroing partial grains at its edges). File size kept.
+  virtual void punch_hole(Ino ino, uint64_t offset_bytes, uint64_t length_bytes,
+                          Done<void> done) = 0;
+  // Sets the file size; shrinking frees the grains past it.
+  virtual void truncate(Ino ino, uint64_t size_bytes, Done<void> done) = 0;
+  // Makes every completed write and namespace change durable (journal commit + device
+  // flush). `ino` is informational: a commit covers the whole datastore.
+  virtual void fsync(Ino ino, Done<void> done) = 0;
+
+  // SEEK_DATA / SEEK_HOLE: the next offset >= offset_bytes that is data (mapped, not
+  // zero) or hole. ENXIO when there is none before the end of file.
+  virtual Result<uint64_t> seek(Ino ino, uint64_t offset_bytes, bool data) = 0;
+
+  virtual SpaceInfo space() = 0;
+  virtual DatastoreStats stats() = 0;
+
+  // ---- blocking helpers ----
+  Result<uint64_t> read_sync(Ino ino, uint64_t offset_bytes, uint64_t length_bytes, void* buf);
+  Result<uint64_t> write_sync(Ino ino, uint64_t offset_bytes, const void* data,
+                              uint64_t length_bytes);
+  Result<void> punch_hole_sync(Ino ino, uint64_t offset_bytes, uint64_t length_bytes);
+  Result<void> truncate_sync(Ino ino, uint64_t size_bytes);
+  Result<void> fsync_sync(Ino ino);
+};
+
+// Opens a device path with the io_uring backend (exclusively) and the datastore on it.
+Result<std::unique_ptr<Datastore>> open_datastore_path(const std::string& path,
+                                                       const OpenOptions& options);
+
+struct MkfsOptions {
+  uint64_t journal_bytes = 0;  // 0 = sized from the device
+  bool force = false;          // overwrite an existing datastore or filesystem
+};
+// Writes a new, empty datastore on `dev` (root directory inode 1).
+Result<void> mkfs(device::Device& dev, const MkfsOptions& options);
+
+// What is on a device: used by vsfs-mkfs to refuse overwriting. Returns a name such as
+// "vsfs datastore", "ext4 filesystem", or "" when nothing is recognised.
+Result<std::string> probe_device_contents(device::Device& dev);
+
+struct FsckOptions {
+  bool repair = false;        // -y
+  bool full_zero_check = false;
+};
+struct FsckReport {
+  std::vector<std::string> problems;   // one line each, naming the structure
+  std::vector<std::string> repairs;    // what was repaired
+  uint64_t inodes = 0, files = 0, dirs = 0, tree_nodes = 0, data_grains = 0;
+  bool replayed_journal = false;
+};
+// Checks (and with repair, repairs) the datastore on `dev`, which must not be open.
+Result<FsckReport> fsck(device::Device& dev, const FsckOptions& options);
+
+}  // namespace vsfs

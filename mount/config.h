@@ -1,0 +1,55 @@
+// Configuration of vsfs-mount: defaults, the TOML file (toml++) and -o overrides.
+//
+// One table per layer. Every key has a default; unknown keys, wrong types and
+// out-of-range values are errors naming the file, line and key (for -o: the option).
+// Thread-safety: plain values; load once at start-up.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "util/result.h"
+
+namespace vsfs::mount {
+
+struct FuseConfig {
+  uint32_t threads = 4;             // [fuse] threads: worker threads of the session (1..64)
+  uint32_t max_background = 128;    // [fuse] max_background (1..65535)
+  uint32_t max_write_kib = 1024;    // [fuse] max_write_kib: largest write request (4..1024)
+  bool clone_fd = true;             // [fuse] clone_fd: one /dev/fuse fd per worker
+  double attr_timeout_s = 1.0;      // [fuse] attr_timeout_s (0..3600)
+  double entry_timeout_s = 1.0;     // [fuse] entry_timeout_s (0..3600)
+};
+
+struct DeviceConfig {
+  uint32_t queue_depth = 128;       // [device] queue_depth: IOs in flight (1..4096)
+  bool direct = true;               // [device] direct: O_DIRECT when the host allows it
+};
+
+struct JournalConfig {
+  uint32_t commit_interval_ms = 1000;  // [journal] commit_interval_ms (10..60000)
+  uint64_t meta_cache_mib = 128;       // [journal] meta_cache_mib (16..65536)
+};
+
+struct Config {
+  FuseConfig fuse;
+  DeviceConfig device;
+  JournalConfig journal;
+  // Options for the FUSE session that are not vsfs keys (allow_other, default_permissions,
+  // ro, ...), in the order given; vsfs-mount passes them to libfuse.
+  std::vector<std::string> fuse_options;
+  bool read_only = false;           // -o ro
+  std::string source;               // where the values came from, for messages
+};
+
+// Reads `path` (must exist) over the defaults. Errors name "path:line: key: problem".
+Result<Config> load_config_file(const std::string& path);
+// Applies "-o a,b=c,..." to `config`: known keys (fuse.threads=8 or threads=8 when the
+// name is unique across tables; ro/rw) set values, everything else is kept for FUSE.
+// Errors name the option: "-o queue_depth=x: expected an integer".
+Result<void> apply_mount_options(Config& config, const std::string& options);
+// The default config path, used when -c is not given and the file exists.
+inline constexpr const char* kDefaultConfigPath = "/etc/vsfs/vsfs.toml";
+
+}  // namespace vsfs::mount
