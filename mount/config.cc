@@ -1,0 +1,319 @@
+// Configuration of vsfs-mount: the table of keys, the TOML reader and the -o parser.
+//
+// Every key lives in one table, kKeys, with its type, its range and the field it sets;
+// the TOML file and -o both go through that table, so a key cannot be valid in one and
+// unknown in the other, and both give the same range messages. toml++ reports syntax
+// errors by exception; they are caught here and turned into an Error, so nothing
+// throws past this file.
+// Thread-safety: no shared state; every function works on the Config it is given.
+
+#include "mount/config.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <optional>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include <toml++/toml.h>
+
+namespace vsfs::mount {
+namespace {
+
+enum class KeyType { kInteger, kBoolean, kNumber };
+
+using Field = std::variant<uint32_t*, uint64_t*, bool*, double*>;
+
+// One configuration key. Integer and number ranges are inclusive; integer bounds fit
+// in a double exactly, so one pair of doubles serves both.
+struct KeySpec {
+  std::string_view table;
+  std::string_view key;
+  KeyType type;
+  double min;
+  double max;
+  Field (*field)(Config&);
+};
+
+// The ranges are those written beside the fields in config.h.
+constexpr std::array<KeySpec, 10> kKeys{{
+    {"fuse", "threads", KeyType::kInteger, 1, 64,
+     [](Config& c) -> Field { return &c.fuse.threads; }},
+    {"fuse", "max_background", KeyType::kInteger, 1, 65535,
+     [](Config& c) -> Field { return &c.fuse.max_background; }},
+    {"fuse", "max_write_kib", KeyType::kInteger, 4, 1024,
+     [](Config& c) -> Field { return &c.fuse.max_write_kib; }},
+    {"fuse", "clone_fd", KeyType::kBoolean, 0, 1,
+     [](Config& c) -> Field { return &c.fuse.clone_fd; }},
+    {"fuse", "attr_timeout_s", KeyType::kNumber, 0, 3600,
+     [](Config& c) -> Field { return &c.fuse.attr_timeout_s; }},
+    {"fuse", "entry_timeout_s", KeyType::kNumber, 0, 3600,
+     [](Config& c) -> Field { return &c.fuse.entry_timeout_s; }},
+    {"device", "queue_depth", KeyType::kInteger, 1, 4096,
+     [](Config& c) -> Field { return &c.device.queue_depth; }},
+    {"device", "direct", KeyType::kBoolean, 0, 1,
+     [](Config& c) -> Field { return &c.device.direct; }},
+    {"journal", "commit_interval_ms", KeyType::kInteger, 10, 60000,
+     [](Config& c) -> Field { return &c.journal.commit_interval_ms; }},
+    {"journal", "meta_cache_mib", KeyType::kInteger, 16, 65536,
+     [](Config& c) -> Field { return &c.journal.meta_cache_mib; }},
+}};
+
+bool is_table(std::string_view name) {
+  for (const KeySpec& spec : kKeys) {
+    if (spec.table == name) return true;
+  }
+  return false;
+}
+
+const KeySpec* find_key(std::string_view table, std::string_view key) {
+  for (const KeySpec& spec : kKeys) {
+    if (spec.table == table && spec.key == key) return &spec;
+  }
+  return nullptr;
+}
+
+// A bare -o key names a vsfs key only when exactly one table has it; otherwise the
+// user must write table.key.
+const KeySpec* find_bare_key(std::string_view key) {
+  const KeySpec* found = nullptr;
+  for (const KeySpec& spec : kKeys) {
+    if (spec.key != key) continue;
+    if (found != nullptr) return nullptr;
+    found = &spec;
+  }
+  return found;
+}
+
+const char* expected_text(KeyType type) {
+  switch (type) {
+    case KeyType::kInteger: return "expected an integer";
+    case KeyType::kBoolean: return "expected a boolean";
+    case KeyType::kNumber: return "expected a number";
+  }
+  return "expected a value";
+}
+
+// A value read from either source, before the range check.
+using Value = std::variant<int64_t, bool, double>;
+
+// Checks the range and stores the value; returns the problem, or nullopt.
+std::optional<std::string> store(Config& config, const KeySpec& spec, const Value& value) {
+  if (spec.type != KeyType::kBoolean) {
+    const double v = std::holds_alternative<int64_t>(value)
+                         ? static_cast<double>(std::get<int64_t>(value))
+                         : std::get<double>(value);
+    // Written so that NaN fails too.
+    if (!(v >= spec.min && v <= spec.max)) {
+      return fmt::format("must be between {} and {}", spec.min, spec.max);
+    }
+  }
+  Field field = spec.field(config);
+  if (auto* p = std::get_if<uint32_t*>(&field)) {
+    **p = static_cast<uint32_t>(std::get<int64_t>(value));
+  } else if (auto* p = std::get_if<uint64_t*>(&field)) {
+    **p = static_cast<uint64_t>(std::get<int64_t>(value));
+  } else if (auto* p = std::get_if<bool*>(&field)) {
+    **p = std::get<bool>(value);
+  } else if (auto* p = std::get_if<double*>(&field)) {
+    **p = std::holds_alternative<int64_t>(value)
+              ? static_cast<double>(std::get<int64_t>(value))
+              : std::get<double>(value);
+  }
+  return std::nullopt;
+}
+
+// The value of a TOML node as the key's type, or nullopt when the TOML type is wrong.
+// TOML has its own booleans, so the file does not take the -o spellings (on, 1, ...).
+std::optional<Value> value_from_toml(const toml::node& node, KeyType type) {
+  switch (type) {
+    case KeyType::kInteger:
+      if (const auto* v = node.as_integer()) return Value{v->get()};
+      return std::nullopt;
+    case KeyType::kBoolean:
+      if (const auto* v = node.as_boolean()) return Value{v->get()};
+      return std::nullopt;
+    case KeyType::kNumber:
+      if (const auto* v = node.as_integer()) return Value{v->get()};
+      if (const auto* v = node.as_floating_point()) return Value{v->get()};
+      return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+// The value of an -o option's text as the key's type, or nullopt when it does not parse.
+std::optional<Value> value_from_text(std::string_view text, KeyType type) {
+  const char* first = text.data();
+  const char* last = text.data() + text.size();
+  switch (type) {
+    case KeyType::kInteger: {
+      int64_t v = 0;
+      auto [end, ec] = std::from_chars(first, last, v);
+      if (text.empty() || ec != std::errc() || end != last) return std::nullopt;
+      return Value{v};
+    }
+    case KeyType::kBoolean:
+      if (text == "true" || text == "1" || text == "on") return Value{true};
+      if (text == "false" || text == "0" || text == "off") return Value{false};
+      return std::nullopt;
+    case KeyType::kNumber: {
+      double v = 0;
+      auto [end, ec] = std::from_chars(first, last, v);
+      if (text.empty() || ec != std::errc() || end != last) return std::nullopt;
+      return Value{v};
+    }
+  }
+  return std::nullopt;
+}
+
+Error config_error(std::string message) {
+  return Error{EINVAL, ErrorKind::kInvalidArgument, std::move(message)};
+}
+
+// Reads the whole file; the only place here that looks at errno.
+Result<std::string> read_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int e = errno;
+    return make_error(e, e == ENOENT ? ErrorKind::kNotFound : ErrorKind::kIo,
+                      "{}: cannot read: {}", path, std::strerror(e));
+  }
+  std::string text;
+  char buf[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      const int e = errno;
+      if (e == EINTR) continue;
+      ::close(fd);
+      return make_error(e, ErrorKind::kIo, "{}: cannot read: {}", path, std::strerror(e));
+    }
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return text;
+}
+
+Result<void> apply_table(Config& config, const std::string& path, std::string_view table_name,
+                         const toml::table& table) {
+  for (const auto& [key, node] : table) {
+    const KeySpec* spec = find_key(table_name, key.str());
+    if (spec == nullptr) {
+      return config_error(fmt::format("{}:{}: [{}] {}: unknown key", path,
+                                      key.source().begin.line, table_name, key.str()));
+    }
+    const auto line = node.source().begin.line;
+    std::optional<Value> value = value_from_toml(node, spec->type);
+    if (!value) {
+      return config_error(fmt::format("{}:{}: [{}] {}: {}", path, line, table_name,
+                                      key.str(), expected_text(spec->type)));
+    }
+    if (auto problem = store(config, *spec, *value)) {
+      return config_error(
+          fmt::format("{}:{}: [{}] {}: {}", path, line, table_name, key.str(), *problem));
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<Config> load_config_file(const std::string& path) {
+  VSFS_ASSIGN_OR_RETURN(std::string text, read_file(path));
+  Config config;
+  config.source = path;
+  toml::table root;
+  try {
+    root = toml::parse(text, path);
+  } catch (const toml::parse_error& e) {
+    return config_error(fmt::format("{}:{}:{}: {}", path, e.source().begin.line,
+                                    e.source().begin.column, e.description()));
+  } catch (const std::exception& e) {
+    return config_error(fmt::format("{}: {}", path, e.what()));
+  }
+  for (const auto& [key, node] : root) {
+    const auto line = key.source().begin.line;
+    if (!is_table(key.str())) {
+      if (node.is_table()) {
+        return config_error(
+            fmt::format("{}:{}: [{}]: unknown table", path, line, key.str()));
+      }
+      return config_error(fmt::format(
+          "{}:{}: {}: unknown key (keys belong in a table such as [fuse])", path, line,
+          key.str()));
+    }
+    const toml::table* table = node.as_table();
+    if (table == nullptr) {
+      return config_error(fmt::format("{}:{}: {}: expected a table", path, line, key.str()));
+    }
+    VSFS_TRY(apply_table(config, path, key.str(), *table));
+  }
+  return config;
+}
+
+Result<void> apply_mount_options(Config& config, const std::string& options) {
+  // Work on a copy so that a bad option leaves the caller's config untouched.
+  Config next = config;
+  std::string_view rest = options;
+  while (!rest.empty()) {
+    const size_t comma = rest.find(',');
+    const std::string_view item = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    if (item.empty()) continue;
+
+    if (item == "ro") {
+      next.read_only = true;
+      next.fuse_options.emplace_back(item);
+      continue;
+    }
+    if (item == "rw") {
+      next.read_only = false;
+      std::erase(next.fuse_options, std::string("ro"));
+      continue;
+    }
+
+    const size_t eq = item.find('=');
+    const std::string_view name = item.substr(0, eq);
+    const KeySpec* spec = nullptr;
+    const size_t dot = name.find('.');
+    if (dot != std::string_view::npos) {
+      const std::string_view table = name.substr(0, dot);
+      if (is_table(table)) {
+        spec = find_key(table, name.substr(dot + 1));
+        if (spec == nullptr) {
+          return config_error(fmt::format("-o {}: unknown key", item));
+        }
+      }
+    } else {
+      spec = find_bare_key(name);
+    }
+    if (spec == nullptr) {
+      // Not a vsfs key: a FUSE or kernel mount option, passed on as written.
+      next.fuse_options.emplace_back(item);
+      continue;
+    }
+    if (eq == std::string_view::npos) {
+      return config_error(fmt::format("-o {}: expected {}=VALUE", item, name));
+    }
+    std::optional<Value> value = value_from_text(item.substr(eq + 1), spec->type);
+    if (!value) {
+      return config_error(fmt::format("-o {}: {}", item, expected_text(spec->type)));
+    }
+    if (auto problem = store(next, *spec, *value)) {
+      return config_error(fmt::format("-o {}: {}", item, *problem));
+    }
+  }
+  config = std::move(next);
+  return {};
+}
+
+}  // namespace vsfs::mount

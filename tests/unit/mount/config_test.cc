@@ -1,0 +1,398 @@
+// Tests of the mount configuration: defaults, the TOML file with every error path (each
+// message checked for file, line and key), examples/vsfs.toml, and -o parsing.
+
+#include "mount/config.h"
+
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <gtest/gtest.h>
+
+namespace vsfs::mount {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A private temporary directory, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "vsfs_config_test.XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr) std::abort();
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  // Writes `text` to NAME in the directory and returns its path.
+  std::string write(const std::string& name, const std::string& text) const {
+    const fs::path p = path_ / name;
+    std::ofstream out(p, std::ios::binary);
+    out << text;
+    out.close();
+    if (!out) std::abort();
+    return p.string();
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+void expect_same(const Config& a, const Config& b) {
+  EXPECT_EQ(a.fuse.threads, b.fuse.threads);
+  EXPECT_EQ(a.fuse.max_background, b.fuse.max_background);
+  EXPECT_EQ(a.fuse.max_write_kib, b.fuse.max_write_kib);
+  EXPECT_EQ(a.fuse.clone_fd, b.fuse.clone_fd);
+  EXPECT_EQ(a.fuse.attr_timeout_s, b.fuse.attr_timeout_s);
+  EXPECT_EQ(a.fuse.entry_timeout_s, b.fuse.entry_timeout_s);
+  EXPECT_EQ(a.device.queue_depth, b.device.queue_depth);
+  EXPECT_EQ(a.device.direct, b.device.direct);
+  EXPECT_EQ(a.journal.commit_interval_ms, b.journal.commit_interval_ms);
+  EXPECT_EQ(a.journal.meta_cache_mib, b.journal.meta_cache_mib);
+  EXPECT_EQ(a.fuse_options, b.fuse_options);
+  EXPECT_EQ(a.read_only, b.read_only);
+}
+
+class ConfigFileTest : public ::testing::Test {
+ protected:
+  // Loads `text` as a config file and returns the error message, or "" on success.
+  // path_ is fixed beforehand, since the tests compare against it in the same expression.
+  std::string load_error(const std::string& text) {
+    dir_.write("vsfs.toml", text);
+    auto r = load_config_file(path_);
+    if (r.ok()) return "";
+    EXPECT_EQ(r.error().errno_value, EINVAL);
+    EXPECT_EQ(r.error().kind, ErrorKind::kInvalidArgument);
+    return r.error().message;
+  }
+
+  TempDir dir_;
+  std::string path_ = (dir_.path() / "vsfs.toml").string();
+};
+
+TEST(ConfigDefaults, MatchHeader) {
+  Config c;
+  EXPECT_EQ(c.fuse.threads, 4u);
+  EXPECT_EQ(c.fuse.max_background, 128u);
+  EXPECT_EQ(c.fuse.max_write_kib, 1024u);
+  EXPECT_TRUE(c.fuse.clone_fd);
+  EXPECT_EQ(c.fuse.attr_timeout_s, 1.0);
+  EXPECT_EQ(c.fuse.entry_timeout_s, 1.0);
+  EXPECT_EQ(c.device.queue_depth, 128u);
+  EXPECT_TRUE(c.device.direct);
+  EXPECT_EQ(c.journal.commit_interval_ms, 1000u);
+  EXPECT_EQ(c.journal.meta_cache_mib, 128u);
+  EXPECT_TRUE(c.fuse_options.empty());
+  EXPECT_FALSE(c.read_only);
+  EXPECT_STREQ(kDefaultConfigPath, "/etc/vsfs/vsfs.toml");
+}
+
+TEST_F(ConfigFileTest, EmptyFileIsDefaults) {
+  path_ = dir_.write("empty.toml", "");
+  auto r = load_config_file(path_);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  expect_same(*r, Config{});
+  EXPECT_EQ(r->source, path_);
+}
+
+TEST_F(ConfigFileTest, CommentsAndEmptyTablesAreDefaults) {
+  path_ = dir_.write("c.toml", "# nothing set\n[fuse]\n[device]\n[journal]\n");
+  auto r = load_config_file(path_);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  expect_same(*r, Config{});
+}
+
+TEST_F(ConfigFileTest, ExampleFileHoldsTheDefaults) {
+  auto r = load_config_file(VSFS_EXAMPLE_CONFIG);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  expect_same(*r, Config{});
+}
+
+TEST_F(ConfigFileTest, FullValidFile) {
+  path_ = dir_.write("full.toml",
+                     "[fuse]\n"
+                     "threads = 16\n"
+                     "max_background = 65535\n"
+                     "max_write_kib = 128\n"
+                     "clone_fd = false\n"
+                     "attr_timeout_s = 0.5\n"
+                     "entry_timeout_s = 30   # an integer is a number too\n"
+                     "\n"
+                     "[device]\n"
+                     "queue_depth = 4096\n"
+                     "direct = false\n"
+                     "\n"
+                     "[journal]\n"
+                     "commit_interval_ms = 10\n"
+                     "meta_cache_mib = 65536\n");
+  auto r = load_config_file(path_);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  const Config& c = *r;
+  EXPECT_EQ(c.fuse.threads, 16u);
+  EXPECT_EQ(c.fuse.max_background, 65535u);
+  EXPECT_EQ(c.fuse.max_write_kib, 128u);
+  EXPECT_FALSE(c.fuse.clone_fd);
+  EXPECT_EQ(c.fuse.attr_timeout_s, 0.5);
+  EXPECT_EQ(c.fuse.entry_timeout_s, 30.0);
+  EXPECT_EQ(c.device.queue_depth, 4096u);
+  EXPECT_FALSE(c.device.direct);
+  EXPECT_EQ(c.journal.commit_interval_ms, 10u);
+  EXPECT_EQ(c.journal.meta_cache_mib, 65536u);
+  EXPECT_FALSE(c.read_only);
+  EXPECT_EQ(c.source, path_);
+}
+
+TEST_F(ConfigFileTest, PartialFileKeepsOtherDefaults) {
+  path_ = dir_.write("p.toml", "[device]\nqueue_depth = 32\n");
+  auto r = load_config_file(path_);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  Config want;
+  want.device.queue_depth = 32;
+  expect_same(*r, want);
+}
+
+TEST_F(ConfigFileTest, DottedAndInlineTablesWork) {
+  path_ = dir_.write("d.toml", "fuse.threads = 8\ndevice = { direct = false }\n");
+  auto r = load_config_file(path_);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->fuse.threads, 8u);
+  EXPECT_FALSE(r->device.direct);
+}
+
+TEST_F(ConfigFileTest, MissingFile) {
+  const std::string path = (dir_.path() / "nope.toml").string();
+  auto r = load_config_file(path);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().errno_value, ENOENT);
+  EXPECT_EQ(r.error().kind, ErrorKind::kNotFound);
+  EXPECT_EQ(r.error().message, path + ": cannot read: No such file or directory");
+}
+
+TEST_F(ConfigFileTest, DirectoryIsNotAFile) {
+  const std::string path = dir_.path().string();
+  auto r = load_config_file(path);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().errno_value, EISDIR);
+  EXPECT_EQ(r.error().message, path + ": cannot read: Is a directory");
+}
+
+TEST_F(ConfigFileTest, SyntaxErrorNamesLineAndColumn) {
+  const std::string msg = load_error("[fuse]\nthreads = 4\nmax_background = = 2\n");
+  EXPECT_EQ(msg.rfind(path_ + ":3:", 0), 0u) << msg;
+  // path:line:col: message
+  const std::string rest = msg.substr(path_.size() + 3);
+  ASSERT_FALSE(rest.empty());
+  EXPECT_TRUE(std::isdigit(static_cast<unsigned char>(rest[0]))) << msg;
+  EXPECT_NE(rest.find(": "), std::string::npos) << msg;
+}
+
+TEST_F(ConfigFileTest, DuplicateKeyIsASyntaxError) {
+  const std::string msg = load_error("[device]\nqueue_depth = 4\nqueue_depth = 8\n");
+  EXPECT_EQ(msg.rfind(path_ + ":3:", 0), 0u) << msg;
+}
+
+TEST_F(ConfigFileTest, UnknownKey) {
+  EXPECT_EQ(load_error("[fuse]\nthreads = 4\n\nthread = 4\n"),
+            path_ + ":4: [fuse] thread: unknown key");
+}
+
+TEST_F(ConfigFileTest, KeyInTheWrongTable) {
+  EXPECT_EQ(load_error("[device]\nthreads = 4\n"), path_ + ":2: [device] threads: unknown key");
+}
+
+TEST_F(ConfigFileTest, UnknownTable) {
+  EXPECT_EQ(load_error("[fuse]\nthreads = 2\n[coalesce]\nwindow_us = 5\n"),
+            path_ + ":3: [coalesce]: unknown table");
+}
+
+TEST_F(ConfigFileTest, SubTableIsAnUnknownKey) {
+  EXPECT_EQ(load_error("[fuse]\nthreads = 2\n[fuse.extra]\nx = 1\n"),
+            path_ + ":3: [fuse] extra: unknown key");
+}
+
+TEST_F(ConfigFileTest, KeyOutsideAnyTable) {
+  EXPECT_EQ(load_error("# top\nthreads = 4\n"),
+            path_ + ":2: threads: unknown key (keys belong in a table such as [fuse])");
+}
+
+TEST_F(ConfigFileTest, TableNameUsedAsAValue) {
+  EXPECT_EQ(load_error("journal = 5\n"), path_ + ":1: journal: expected a table");
+}
+
+TEST_F(ConfigFileTest, WrongTypes) {
+  EXPECT_EQ(load_error("[fuse]\nthreads = \"4\"\n"),
+            path_ + ":2: [fuse] threads: expected an integer");
+  EXPECT_EQ(load_error("[journal]\n\ncommit_interval_ms = 1.5\n"),
+            path_ + ":3: [journal] commit_interval_ms: expected an integer");
+  EXPECT_EQ(load_error("[fuse]\nclone_fd = 1\n"),
+            path_ + ":2: [fuse] clone_fd: expected a boolean");
+  EXPECT_EQ(load_error("[device]\ndirect = \"on\"\n"),
+            path_ + ":2: [device] direct: expected a boolean");
+  EXPECT_EQ(load_error("[fuse]\nattr_timeout_s = true\n"),
+            path_ + ":2: [fuse] attr_timeout_s: expected a number");
+  EXPECT_EQ(load_error("[fuse]\nentry_timeout_s = [1]\n"),
+            path_ + ":2: [fuse] entry_timeout_s: expected a number");
+}
+
+TEST_F(ConfigFileTest, OutOfRange) {
+  EXPECT_EQ(load_error("[fuse]\nthreads = 0\n"),
+            path_ + ":2: [fuse] threads: must be between 1 and 64");
+  EXPECT_EQ(load_error("[fuse]\nthreads = 65\n"),
+            path_ + ":2: [fuse] threads: must be between 1 and 64");
+  EXPECT_EQ(load_error("[fuse]\nmax_background = 65536\n"),
+            path_ + ":2: [fuse] max_background: must be between 1 and 65535");
+  EXPECT_EQ(load_error("[fuse]\nmax_write_kib = 2048\n"),
+            path_ + ":2: [fuse] max_write_kib: must be between 4 and 1024");
+  EXPECT_EQ(load_error("[fuse]\nattr_timeout_s = -0.5\n"),
+            path_ + ":2: [fuse] attr_timeout_s: must be between 0 and 3600");
+  EXPECT_EQ(load_error("[fuse]\nentry_timeout_s = nan\n"),
+            path_ + ":2: [fuse] entry_timeout_s: must be between 0 and 3600");
+  EXPECT_EQ(load_error("[device]\nqueue_depth = -1\n"),
+            path_ + ":2: [device] queue_depth: must be between 1 and 4096");
+  EXPECT_EQ(load_error("[journal]\ncommit_interval_ms = 9\n"),
+            path_ + ":2: [journal] commit_interval_ms: must be between 10 and 60000");
+  EXPECT_EQ(load_error("[journal]\nmeta_cache_mib = 9223372036854775807\n"),
+            path_ + ":2: [journal] meta_cache_mib: must be between 16 and 65536");
+}
+
+// -o ----------------------------------------------------------------------------------
+
+TEST(MountOptions, EmptyChangesNothing) {
+  Config c;
+  ASSERT_TRUE(apply_mount_options(c, "").ok());
+  ASSERT_TRUE(apply_mount_options(c, ",,").ok());
+  expect_same(c, Config{});
+}
+
+TEST(MountOptions, QualifiedAndBareKeys) {
+  Config c;
+  auto r = apply_mount_options(
+      c, "fuse.threads=8,max_background=256,max_write_kib=512,clone_fd=off,"
+         "attr_timeout_s=2.5,fuse.entry_timeout_s=0,device.queue_depth=64,direct=0,"
+         "journal.commit_interval_ms=5000,meta_cache_mib=16");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(c.fuse.threads, 8u);
+  EXPECT_EQ(c.fuse.max_background, 256u);
+  EXPECT_EQ(c.fuse.max_write_kib, 512u);
+  EXPECT_FALSE(c.fuse.clone_fd);
+  EXPECT_EQ(c.fuse.attr_timeout_s, 2.5);
+  EXPECT_EQ(c.fuse.entry_timeout_s, 0.0);
+  EXPECT_EQ(c.device.queue_depth, 64u);
+  EXPECT_FALSE(c.device.direct);
+  EXPECT_EQ(c.journal.commit_interval_ms, 5000u);
+  EXPECT_EQ(c.journal.meta_cache_mib, 16u);
+  EXPECT_TRUE(c.fuse_options.empty());
+}
+
+TEST(MountOptions, BooleanSpellings) {
+  const struct {
+    const char* text;
+    bool value;
+  } cases[] = {{"true", true}, {"1", true}, {"on", true},
+               {"false", false}, {"0", false}, {"off", false}};
+  for (const auto& tc : cases) {
+    Config c;
+    c.device.direct = !tc.value;
+    auto r = apply_mount_options(c, std::string("direct=") + tc.text);
+    ASSERT_TRUE(r.ok()) << tc.text << ": " << r.error().message;
+    EXPECT_EQ(c.device.direct, tc.value) << tc.text;
+  }
+}
+
+TEST(MountOptions, OverridesTheFile) {
+  TempDir dir;
+  const std::string path = dir.write("f.toml", "[fuse]\nthreads = 2\n[device]\ndirect = false\n");
+  auto r = load_config_file(path);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  Config c = std::move(r).value();
+  ASSERT_TRUE(apply_mount_options(c, "threads=12").ok());
+  EXPECT_EQ(c.fuse.threads, 12u);
+  EXPECT_FALSE(c.device.direct);  // from the file, untouched
+}
+
+TEST(MountOptions, ReadOnlyAndPassThrough) {
+  Config c;
+  auto r = apply_mount_options(
+      c, "allow_other,ro,default_permissions,fsname=vsfs:/srv/ds.img,threads=2,noatime");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE(c.read_only);
+  EXPECT_EQ(c.fuse.threads, 2u);
+  const std::vector<std::string> want{"allow_other", "ro", "default_permissions",
+                                      "fsname=vsfs:/srv/ds.img", "noatime"};
+  EXPECT_EQ(c.fuse_options, want);
+}
+
+TEST(MountOptions, OptionsAccumulateAcrossCalls) {
+  Config c;
+  ASSERT_TRUE(apply_mount_options(c, "allow_other").ok());
+  ASSERT_TRUE(apply_mount_options(c, "subtype=vsfs").ok());
+  const std::vector<std::string> want{"allow_other", "subtype=vsfs"};
+  EXPECT_EQ(c.fuse_options, want);
+}
+
+TEST(MountOptions, RwUndoesRo) {
+  Config c;
+  ASSERT_TRUE(apply_mount_options(c, "ro,allow_other,rw").ok());
+  EXPECT_FALSE(c.read_only);
+  EXPECT_EQ(c.fuse_options, std::vector<std::string>{"allow_other"});
+  ASSERT_TRUE(apply_mount_options(c, "rw,ro").ok());
+  EXPECT_TRUE(c.read_only);
+  const std::vector<std::string> want{"allow_other", "ro"};
+  EXPECT_EQ(c.fuse_options, want);
+}
+
+TEST(MountOptions, UnknownDottedNameOutsideVsfsTablesPassesThrough) {
+  Config c;
+  ASSERT_TRUE(apply_mount_options(c, "x-systemd.automount").ok());
+  EXPECT_EQ(c.fuse_options, std::vector<std::string>{"x-systemd.automount"});
+}
+
+// Each -o error names the option as written and leaves the config unchanged.
+void expect_option_error(const std::string& options, const std::string& message) {
+  Config c;
+  c.fuse.threads = 7;
+  auto r = apply_mount_options(c, options);
+  ASSERT_FALSE(r.ok()) << options;
+  EXPECT_EQ(r.error().errno_value, EINVAL);
+  EXPECT_EQ(r.error().kind, ErrorKind::kInvalidArgument);
+  EXPECT_EQ(r.error().message, message);
+  Config want;
+  want.fuse.threads = 7;
+  expect_same(c, want);
+}
+
+TEST(MountOptions, Errors) {
+  expect_option_error("queue_depth=x", "-o queue_depth=x: expected an integer");
+  expect_option_error("threads=", "-o threads=: expected an integer");
+  expect_option_error("threads=4k", "-o threads=4k: expected an integer");
+  expect_option_error("threads=1.5", "-o threads=1.5: expected an integer");
+  expect_option_error("direct=yes", "-o direct=yes: expected a boolean");
+  expect_option_error("attr_timeout_s=soon", "-o attr_timeout_s=soon: expected a number");
+  expect_option_error("threads=0", "-o threads=0: must be between 1 and 64");
+  expect_option_error("fuse.threads=100", "-o fuse.threads=100: must be between 1 and 64");
+  expect_option_error("queue_depth=-3", "-o queue_depth=-3: must be between 1 and 4096");
+  expect_option_error("entry_timeout_s=3600.5",
+                      "-o entry_timeout_s=3600.5: must be between 0 and 3600");
+  expect_option_error("meta_cache_mib=65537",
+                      "-o meta_cache_mib=65537: must be between 16 and 65536");
+  expect_option_error("device.threads=4", "-o device.threads=4: unknown key");
+  expect_option_error("journal.bogus", "-o journal.bogus: unknown key");
+  expect_option_error("direct", "-o direct: expected direct=VALUE");
+  // Everything before the bad option is undone too.
+  expect_option_error("ro,allow_other,threads=9,threads=99",
+                      "-o threads=99: must be between 1 and 64");
+}
+
+}  // namespace
+}  // namespace vsfs::mount
