@@ -1,0 +1,94 @@
+// Device helpers shared by every backend: op names and the blocking *_sync calls.
+//
+// The sync helpers submit one request and wait on a future for its completion. They
+// must not run on a device's completion thread (the completion they wait for could
+// never be delivered); any other thread may call them.
+#include "device/device.h"
+
+#include <cstring>
+#include <future>
+
+namespace vsfs::device {
+
+const char* op_kind_name(OpKind kind) {
+  switch (kind) {
+    case OpKind::kRead: return "read";
+    case OpKind::kWrite: return "write";
+    case OpKind::kFlush: return "flush";
+    case OpKind::kDiscard: return "discard";
+    case OpKind::kWriteZeroes: return "write-zeroes";
+  }
+  return "unknown";
+}
+
+namespace {
+
+ErrorKind kind_of_errno(int errno_value) {
+  switch (errno_value) {
+    case EINVAL: return ErrorKind::kInvalidArgument;
+    case ENOSPC: return ErrorKind::kNoSpace;
+    case EOPNOTSUPP: return ErrorKind::kUnsupported;
+    default: return ErrorKind::kIo;
+  }
+}
+
+// Submits `request` and blocks until its completion, returning the result.
+int64_t submit_and_wait(Device& dev, IoRequest request) {
+  auto promise = std::make_shared<std::promise<int64_t>>();
+  std::future<int64_t> future = promise->get_future();
+  request.done = [promise](int64_t result) { promise->set_value(result); };
+  dev.submit_one(std::move(request));
+  return future.get();
+}
+
+Result<void> run_sync(Device& dev, OpKind kind, uint64_t offset_bytes, void* buf,
+                      uint64_t length_bytes) {
+  iovec iov{buf, static_cast<size_t>(length_bytes)};
+  IoRequest request;
+  request.kind = kind;
+  request.offset_bytes = offset_bytes;
+  request.length_bytes = length_bytes;
+  if (kind == OpKind::kRead || kind == OpKind::kWrite) {
+    request.iov = &iov;
+    request.iovcnt = 1;
+  }
+  int64_t result = submit_and_wait(dev, std::move(request));
+  if (result < 0) {
+    int err = static_cast<int>(-result);
+    return make_error(err, kind_of_errno(err), "{}: {} of {} bytes at offset {} failed: {}",
+                      dev.describe(), op_kind_name(kind), length_bytes, offset_bytes,
+                      std::strerror(err));
+  }
+  uint64_t expected = kind == OpKind::kFlush ? 0 : length_bytes;
+  if (static_cast<uint64_t>(result) != expected) {
+    return make_error(EIO, ErrorKind::kIo, "{}: {} of {} bytes at offset {} returned {}",
+                      dev.describe(), op_kind_name(kind), length_bytes, offset_bytes, result);
+  }
+  return ok_result();
+}
+
+}  // namespace
+
+Result<void> read_sync(Device& dev, uint64_t offset_bytes, void* buf, uint64_t length_bytes) {
+  return run_sync(dev, OpKind::kRead, offset_bytes, buf, length_bytes);
+}
+
+Result<void> write_sync(Device& dev, uint64_t offset_bytes, const void* buf,
+                        uint64_t length_bytes) {
+  // The device only reads from a write's buffer; iovec has no const variant.
+  return run_sync(dev, OpKind::kWrite, offset_bytes, const_cast<void*>(buf), length_bytes);
+}
+
+Result<void> flush_sync(Device& dev) {
+  return run_sync(dev, OpKind::kFlush, 0, nullptr, 0);
+}
+
+Result<void> discard_sync(Device& dev, uint64_t offset_bytes, uint64_t length_bytes) {
+  return run_sync(dev, OpKind::kDiscard, offset_bytes, nullptr, length_bytes);
+}
+
+Result<void> write_zeroes_sync(Device& dev, uint64_t offset_bytes, uint64_t length_bytes) {
+  return run_sync(dev, OpKind::kWriteZeroes, offset_bytes, nullptr, length_bytes);
+}
+
+}  // namespace vsfs::device
