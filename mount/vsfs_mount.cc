@@ -1,0 +1,383 @@
+// vsfs-mount: mounts a vsfs datastore through FUSE (vsfs-mount(8)).
+//
+// Checks everything it can before mounting and, when something is wrong, prints one
+// line on stderr and exits 1 without mounting and without changing the device: bad
+// configuration, device missing, mount point missing or not a directory, device in use
+// (the io_uring backend takes an exclusive lock: flock on files, O_EXCL on block
+// devices), not a datastore or damaged, unsupported feature.
+//
+// Without -f the process forks first (before any thread or ring exists); the child opens
+// the device and the datastore, mounts, and tells the parent "ok" or its error line
+// through a pipe; the parent prints the error or returns 0 once the mount is in place.
+// The child then detaches (setsid, stdio to /dev/null) and serves until unmount
+// (fusermount3 -u, umount) or SIGINT/SIGTERM/SIGHUP, then unmounts and closes the
+// datastore (commit, checkpoint, clean mark) and exits 0.
+//
+// Threading: main thread only; the FUSE workers and the device completion thread are
+// started by libfuse and the library and stopped before close().
+#include <fcntl.h>
+#include <getopt.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "device/uring_device.h"
+#include "fuse/fuse_fs.h"
+#include "fuse/session.h"
+#include "mount/config.h"
+#include "util/log.h"
+#include "vsfs/datastore.h"
+
+namespace {
+
+constexpr const char* kProg = "vsfs-mount";
+constexpr const char* kVersion = "0.1.0";
+
+void print_usage(FILE* out) {
+  std::fprintf(out,
+               "usage: %s [-f] [-o OPTIONS] [-c CONFIG] DEVICE DIR\n"
+               "       %s --help | --version\n"
+               "Mounts the vsfs datastore on DEVICE (a block device or a file made by\n"
+               "vsfs-mkfs) at the directory DIR through FUSE.\n"
+               "\n"
+               "  -f          stay in the foreground; log to standard error\n"
+               "  -o OPTIONS  comma-separated: ro, rw, configuration keys (threads=8,\n"
+               "              journal.commit_interval_ms=500, ...), FUSE options\n"
+               "              (allow_other, ...)\n"
+               "  -c CONFIG   configuration file (default %s when present)\n"
+               "  -h, --help  this text\n"
+               "  -V, --version\n"
+               "See vsfs-mount(8) and vsfs.toml(5).\n",
+               kProg, kProg, vsfs::mount::kDefaultConfigPath);
+}
+
+struct Args {
+  bool foreground = false;
+  std::vector<std::string> options;
+  std::optional<std::string> config_path;
+  std::string device;
+  std::string dir;
+};
+
+// Where start-up errors go: straight to stderr (-f), or through the pipe to the parent.
+class Reporter {
+ public:
+  explicit Reporter(int fd) : fd_(fd) {}
+  // One line, without the program name.
+  void fail(const std::string& line) {
+    std::string msg = std::string(kProg) + ": " + line + "\n";
+    if (fd_ < 0) {
+      std::fputs(msg.c_str(), stderr);
+      return;
+    }
+    write_all(msg);
+    close_pipe();
+  }
+  void ready() {
+    if (fd_ < 0) return;
+    write_all("ok\n");
+    close_pipe();
+  }
+
+ private:
+  void write_all(const std::string& s) {
+    size_t done = 0;
+    while (done < s.size()) {
+      ssize_t n = ::write(fd_, s.data() + done, s.size() - done);
+      if (n <= 0) return;
+      done += static_cast<size_t>(n);
+    }
+  }
+  void close_pipe() {
+    ::close(fd_);
+    fd_ = -1;
+  }
+  int fd_;
+};
+
+std::string absolute_path(const std::string& p) {
+  char buf[PATH_MAX];
+  if (::realpath(p.c_str(), buf) != nullptr) return buf;
+  return p;
+}
+
+// The checks that need no device open: nothing is changed by them.
+std::optional<std::string> preflight(const Args& a) {
+  struct stat st;
+  if (::stat(a.device.c_str(), &st) != 0) {
+    return a.device + ": " + std::strerror(errno);
+  }
+  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+    return a.device + ": not a regular file or block device";
+  }
+  if (::stat(a.dir.c_str(), &st) != 0) {
+    return a.dir + ": mount point: " + std::strerror(errno);
+  }
+  if (!S_ISDIR(st.st_mode)) return a.dir + ": mount point is not a directory";
+  return std::nullopt;
+}
+
+vsfs::Result<std::unique_ptr<vsfs::device::Device>> open_device(const std::string& path,
+                                                                 const vsfs::mount::Config& c) {
+  vsfs::device::UringOptions uo;
+  uo.queue_depth = c.device.queue_depth;
+  uo.exclusive = true;
+  uo.read_only = c.read_only;
+  uo.try_direct = c.device.direct;
+  auto dev = vsfs::device::open_uring_device(path, uo);
+  if (!dev.ok()) {
+    const vsfs::Error& e = dev.error();
+    if (e.kind == vsfs::ErrorKind::kBusy || e.errno_value == EBUSY ||
+        e.errno_value == EWOULDBLOCK) {
+      return vsfs::make_error(EBUSY, vsfs::ErrorKind::kBusy,
+                              "{}: datastore is already mounted (the device is in use)", path);
+    }
+    return vsfs::make_error(e.errno_value, e.kind, "{}: {}", path, e.message);
+  }
+  return dev;
+}
+
+std::string datastore_error_line(const std::string& path, const vsfs::Error& e) {
+  switch (e.kind) {
+    case vsfs::ErrorKind::kCorruption:
+      return path + ": not a vsfs datastore, or damaged (" + e.message +
+             "); see vsfs-fsck(8)";
+    case vsfs::ErrorKind::kUnsupported:
+      return path + ": unsupported datastore feature (" + e.message + ")";
+    case vsfs::ErrorKind::kBusy:
+      return path + ": datastore is already mounted (" + e.message + ")";
+    default:
+      return path + ": cannot open datastore: " + e.message;
+  }
+}
+
+// Opens the datastore. The device lock proves that no live process on this host owns
+// it; a mounted mark without a lock holder is the trace of a daemon that stopped
+// without unmounting (crash, power loss): the journal replay recovers, so reopen with
+// force and say so.
+vsfs::Result<std::unique_ptr<vsfs::Datastore>> open_datastore(const std::string& path,
+                                                             const vsfs::mount::Config& c) {
+  vsfs::OpenOptions oo;
+  oo.read_only = c.read_only;
+  oo.commit_interval_ms = c.journal.commit_interval_ms;
+  oo.meta_cache_bytes = c.journal.meta_cache_mib << 20;
+  oo.mark_mounted = !c.read_only;
+  oo.force = false;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    VSFS_ASSIGN_OR_RETURN(auto dev, open_device(path, c));
+    auto ds = vsfs::Datastore::open(std::move(dev), oo);
+    if (ds.ok()) return ds;
+    if (ds.error().kind == vsfs::ErrorKind::kBusy && !oo.force) {
+      VSFS_LOG_WARN("{}: datastore was not unmounted cleanly (mounted mark set, no live "
+                    "owner); recovering",
+                    path);
+      oo.force = true;
+      continue;
+    }
+    return vsfs::Error{ds.error().errno_value, ds.error().kind,
+                       datastore_error_line(path, ds.error())};
+  }
+  return vsfs::make_error(EBUSY, vsfs::ErrorKind::kBusy, "{}: datastore is already mounted",
+                          path);
+}
+
+void detach_stdio() {
+  int fd = ::open("/dev/null", O_RDWR);
+  if (fd < 0) return;
+  ::dup2(fd, 0);
+  ::dup2(fd, 1);
+  ::dup2(fd, 2);
+  if (fd > 2) ::close(fd);
+}
+
+// Opens, mounts, serves. Returns the exit status.
+int serve(const Args& a, const vsfs::mount::Config& c, Reporter& rep) {
+  auto ds = open_datastore(a.device, c);
+  if (!ds.ok()) {
+    rep.fail(ds.error().message);
+    return 1;
+  }
+  vsfs::fuse::FsOptions fo;
+  fo.attr_timeout_s = c.fuse.attr_timeout_s;
+  fo.entry_timeout_s = c.fuse.entry_timeout_s;
+  fo.max_background = c.fuse.max_background;
+  fo.max_write_bytes = c.fuse.max_write_kib * 1024;
+  fo.read_only = c.read_only;
+  const char* no_parallel = std::getenv("VSFS_NO_PARALLEL_DIRECT_WRITES");
+  fo.parallel_direct_writes = !(no_parallel != nullptr && std::strcmp(no_parallel, "1") == 0);
+
+  int status = 0;
+  {
+    vsfs::fuse::FuseFs fs(**ds, fo);
+    vsfs::fuse::SessionOptions so;
+    so.fsname = a.device;
+    so.fuse_options = c.fuse_options;
+    so.read_only = c.read_only;
+    auto session = vsfs::fuse::Session::create(fs, so);
+    if (!session.ok()) {
+      rep.fail(session.error().message);
+      (void)(*ds)->close();
+      return 1;
+    }
+    auto mount = vsfs::fuse::MountPoint::create(**session, a.dir);
+    if (!mount.ok()) {
+      rep.fail(a.dir + ": " + mount.error().message);
+      session->reset();
+      (void)(*ds)->close();
+      return 1;
+    }
+    auto signals = vsfs::fuse::SignalHandlers::create(**session);
+    if (!signals.ok()) {
+      rep.fail(signals.error().message);
+      mount->reset();
+      session->reset();
+      (void)(*ds)->close();
+      return 1;
+    }
+    VSFS_LOG_INFO("{} mounted at {}", a.device, a.dir);
+    rep.ready();
+    if (!a.foreground) detach_stdio();
+
+    vsfs::fuse::LoopOptions lo;
+    lo.threads = c.fuse.threads;
+    lo.clone_fd = c.fuse.clone_fd;
+    auto run = vsfs::fuse::run_session_loop(**session, lo);
+    if (!run.ok()) {
+      VSFS_LOG_ERROR("{}", run.error().message);
+      status = 1;
+    }
+    // Reverse order: signal handlers, the mount, the session.
+    signals->reset();
+    mount->reset();
+    session->reset();
+  }
+  auto closed = (*ds)->close();
+  if (!closed.ok()) {
+    VSFS_LOG_ERROR("{}: closing the datastore failed: {}", a.device, closed.error().message);
+    status = 1;
+  } else {
+    VSFS_LOG_INFO("{} unmounted cleanly", a.device);
+  }
+  return status;
+}
+
+// Returns the exit status of the parent: 0 when the child said "ok".
+int wait_for_child(int fd) {
+  std::string got;
+  char buf[512];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  if (got == "ok\n") return 0;
+  if (got.empty()) {
+    std::fprintf(stderr, "%s: the daemon stopped during start-up\n", kProg);
+  } else {
+    std::fputs(got.c_str(), stderr);
+  }
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
+                                 {"version", no_argument, nullptr, 'V'},
+                                 {nullptr, 0, nullptr, 0}};
+  Args a;
+  int ch;
+  opterr = 0;
+  // GNU getopt permutes: options may also follow DEVICE DIR (mount(8) style); "--" ends
+  // the options.
+  while ((ch = getopt_long(argc, argv, "fo:c:hV", kLong, nullptr)) != -1) {
+    switch (ch) {
+      case 'f': a.foreground = true; break;
+      case 'o': a.options.emplace_back(optarg); break;
+      case 'c': a.config_path = optarg; break;
+      case 'h': print_usage(stdout); return 0;
+      case 'V': std::printf("%s %s\n", kProg, kVersion); return 0;
+      default:
+        if (optopt != 0 && std::strchr("oc", optopt) != nullptr) {
+          std::fprintf(stderr, "%s: -%c needs a value\n", kProg, optopt);
+        } else {
+          std::fprintf(stderr, "%s: %s: unknown option\n", kProg, argv[optind - 1]);
+        }
+        print_usage(stderr);
+        return 2;
+    }
+  }
+  std::vector<std::string> pos(argv + optind, argv + argc);
+  if (pos.size() != 2) {
+    print_usage(stderr);
+    return 2;
+  }
+  a.device = pos[0];
+  a.dir = pos[1];
+
+  if (a.foreground) vsfs::set_log_level(vsfs::LogLevel::kInfo);
+  vsfs::fuse::capture_fuse_messages();
+
+  // Configuration: file (given, or the default when present), then -o in order.
+  vsfs::mount::Config config;
+  std::string path = a.config_path.value_or(vsfs::mount::kDefaultConfigPath);
+  if (a.config_path || ::access(path.c_str(), F_OK) == 0) {
+    auto loaded = vsfs::mount::load_config_file(path);
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "%s: %s\n", kProg, loaded.error().message.c_str());
+      return 1;
+    }
+    config = std::move(*loaded);
+  }
+  for (const std::string& o : a.options) {
+    auto r = vsfs::mount::apply_mount_options(config, o);
+    if (!r.ok()) {
+      std::fprintf(stderr, "%s: %s\n", kProg, r.error().message.c_str());
+      return 1;
+    }
+  }
+
+  if (auto bad = preflight(a)) {
+    std::fprintf(stderr, "%s: %s\n", kProg, bad->c_str());
+    return 1;
+  }
+  a.device = absolute_path(a.device);
+  a.dir = absolute_path(a.dir);
+
+  if (a.foreground) {
+    Reporter rep(-1);
+    return serve(a, config, rep);
+  }
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    std::fprintf(stderr, "%s: pipe: %s\n", kProg, std::strerror(errno));
+    return 1;
+  }
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    std::fprintf(stderr, "%s: fork: %s\n", kProg, std::strerror(errno));
+    return 1;
+  }
+  if (pid > 0) {
+    ::close(fds[1]);
+    return wait_for_child(fds[0]);
+  }
+  ::close(fds[0]);
+  ::setsid();
+  if (::chdir("/") != 0) {
+    // Paths are absolute already; staying in the old directory only pins it.
+  }
+  Reporter rep(fds[1]);
+  return serve(a, config, rep);
+}

@@ -1,0 +1,75 @@
+// read: from a regular file through the asynchronous Datastore::read into a pooled,
+// aligned, pre-faulted buffer (BufferPool), answered with fuse_reply_buf from the
+// completion; or from the stats handle's snapshot. Short reads at end of file.
+// Threading: the handler runs on a worker thread and returns at once; the reply is sent
+// on the device completion thread, which also gives the buffer back to the pool.
+#include <algorithm>
+#include <cstring>
+#include <memory>
+
+#include "fuse/ops.h"
+#include "fuse/stats_file.h"
+
+namespace vsfs::fuse {
+namespace {
+
+struct ReadRequest {
+  fuse_req_t req;
+  FuseFs* fs;
+  AlignedBuffer buffer;
+};
+
+void read_stats(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi) {
+  const auto* h = reinterpret_cast<const StatsHandle*>(fi->fh);
+  const std::string& s = h->json;
+  if (off < 0 || static_cast<size_t>(off) >= s.size()) {
+    fuse_reply_buf(req, nullptr, 0);
+    return;
+  }
+  size_t n = std::min(size, s.size() - static_cast<size_t>(off));
+  fuse_reply_buf(req, s.data() + off, n);
+}
+
+}  // namespace
+
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  guarded(req, [&] {
+    if (ino == kStatsIno) {
+      read_stats(req, size, off, fi);
+      return;
+    }
+    if (ino == kVsfsDirIno) {
+      fuse_reply_err(req, EISDIR);
+      return;
+    }
+    if (off < 0) {
+      fuse_reply_err(req, EINVAL);
+      return;
+    }
+    if (size == 0) {
+      fuse_reply_buf(req, nullptr, 0);
+      return;
+    }
+    FuseFs& fs = fs_of(req);
+    auto rr = std::make_unique<ReadRequest>(ReadRequest{req, &fs, fs.read_buffers().take(size)});
+    ReadRequest* p = rr.get();
+    // Two pointers: fits std::function's inline storage, no allocation per request.
+    Done<uint64_t> done = [p](Result<uint64_t> r) {
+      std::unique_ptr<ReadRequest> owned(p);
+      if (!r.ok()) {
+        reply_error(owned->req, r.error());
+      } else {
+        fuse_reply_buf(owned->req, reinterpret_cast<const char*>(owned->buffer.data()), *r);
+      }
+      FuseFs* fsp = owned->fs;
+      fsp->read_buffers().give(std::move(owned->buffer));
+      fsp->requests().end();
+    };
+    // Nothing allocates from here on: `done` sends the one reply and frees `p`.
+    rr.release();
+    fs.requests().begin();
+    fs.ds().read(ino, static_cast<uint64_t>(off), size, p->buffer.data(), std::move(done));
+  });
+}
+
+}  // namespace vsfs::fuse

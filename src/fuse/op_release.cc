@@ -1,0 +1,19 @@
+// release: the last close of an open file. Drops the open reference taken by open or
+// create, so an unlinked file's space is freed once no one has it open; frees the stats
+// snapshot of a `.vsfs/stats` handle. Its only valid reply is an errno (0).
+// Threading: any worker thread.
+#include "fuse/ops.h"
+#include "fuse/stats_file.h"
+
+namespace vsfs::fuse {
+
+void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if (ino == kStatsIno) {
+    delete reinterpret_cast<StatsHandle*>(fi->fh);
+  } else if (!is_synthetic(ino)) {
+    fs_of(req).ds().release_ref(ino);
+  }
+  fuse_reply_err(req, 0);
+}
+
+}  // namespace vsfs::fuse

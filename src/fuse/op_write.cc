@@ -1,0 +1,45 @@
+// write: to a regular file through the asynchronous Datastore::write, which copies the
+// payload before it returns (libfuse's buffer is reused as soon as this handler
+// returns; the payload sits at offset 96 mod 4096 there, so the library copies it into
+// an aligned buffer anyway). The reply (bytes written) comes from the completion.
+// The synthetic tree is read-only: EBADF cannot happen (open refuses write access to
+// stats), EISDIR for the directory.
+// Threading: the handler runs on a worker thread and returns at once; the reply is sent
+// on the device completion thread.
+#include "fuse/ops.h"
+
+namespace vsfs::fuse {
+
+void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+              fuse_file_info* /*fi*/) {
+  guarded(req, [&] {
+    if (ino == kVsfsDirIno) {
+      fuse_reply_err(req, EISDIR);
+      return;
+    }
+    if (is_synthetic(ino)) {
+      fuse_reply_err(req, EBADF);
+      return;
+    }
+    if (off < 0) {
+      fuse_reply_err(req, EINVAL);
+      return;
+    }
+    FuseFs& fs = fs_of(req);
+    FuseFs* fsp = &fs;
+    // Two pointers: fits std::function's inline storage, no allocation per request.
+    Done<uint64_t> done = [req, fsp](Result<uint64_t> r) {
+      if (!r.ok()) {
+        reply_error(req, r.error());
+      } else {
+        fuse_reply_write(req, *r);
+      }
+      fsp->requests().end();
+    };
+    // Nothing allocates from here on: `done` sends the one reply.
+    fs.requests().begin();
+    fs.ds().write(ino, static_cast<uint64_t>(off), buf, size, std::move(done));
+  });
+}
+
+}  // namespace vsfs::fuse

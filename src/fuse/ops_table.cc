@@ -1,0 +1,49 @@
+// The fuse_lowlevel_ops table: which handler answers which FUSE operation.
+// Operations left out (symlink, link, xattrs, locks, ioctl, ...) get ENOSYS from
+// libfuse; the kernel then remembers that and answers EOPNOTSUPP or EPERM itself.
+// Thread-safety: the table is built once, on first use, and never changes.
+#include "fuse/ops.h"
+
+namespace vsfs::fuse {
+namespace {
+
+fuse_lowlevel_ops build_table() {
+  fuse_lowlevel_ops ops{};
+  ops.init = op_init;
+  ops.destroy = op_destroy;
+  ops.lookup = op_lookup;
+  ops.forget = op_forget;
+  ops.forget_multi = op_forget_multi;
+  ops.getattr = op_getattr;
+  ops.setattr = op_setattr;
+  ops.mknod = op_mknod;
+  ops.create = op_create;
+  ops.mkdir = op_mkdir;
+  ops.unlink = op_unlink;
+  ops.rmdir = op_rmdir;
+  ops.rename = op_rename;
+  ops.open = op_open;
+  ops.read = op_read;
+  ops.write = op_write;
+  ops.flush = op_flush;
+  ops.release = op_release;
+  ops.fsync = op_fsync;
+  ops.opendir = op_opendir;
+  ops.readdir = op_readdir;
+  ops.readdirplus = op_readdirplus;
+  ops.releasedir = op_releasedir;
+  ops.fsyncdir = op_fsyncdir;
+  ops.statfs = op_statfs;
+  ops.fallocate = op_fallocate;
+  ops.lseek = op_lseek;
+  return ops;
+}
+
+}  // namespace
+
+const fuse_lowlevel_ops& ops_table() {
+  static const fuse_lowlevel_ops table = build_table();
+  return table;
+}
+
+}  // namespace vsfs::fuse

@@ -1,0 +1,128 @@
+// Session, MountPoint, SignalHandlers and the loop: see session.h.
+//
+// This file alone uses libfuse's 3.12 loop API (fuse_loop_cfg_*), the only way in 3.14
+// to bound the worker threads (fuse_loop_config of API 3.4 has clone_fd and idle
+// threads only). Nothing else here depends on the API version.
+// Thread-safety: main thread only, except the log function (any libfuse thread; one
+// mutex around the last message).
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+
+#include "fuse/fuse_fs.h"
+#include "fuse/ops.h"
+#include "fuse/session.h"
+#include "util/log.h"
+
+namespace vsfs::fuse {
+namespace {
+
+std::mutex g_message_mu;
+std::string g_last_message;  // guarded by g_message_mu
+
+void fuse_log_to_vsfs(enum fuse_log_level level, const char* fmt, va_list ap) {
+  char line[1024];
+  std::vsnprintf(line, sizeof(line), fmt, ap);
+  std::string s(line);
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  if (s.rfind("fuse: ", 0) == 0) s.erase(0, 6);
+  {
+    std::lock_guard lock(g_message_mu);
+    g_last_message = s;
+  }
+  // Debug only: the caller reports a failure in its own words, in one line.
+  VSFS_LOG_DEBUG("libfuse[{}]: {}", static_cast<int>(level), s);
+}
+
+// Escapes ',' and '\' in one -o value (fuse_opt's quoting).
+std::string escape_option(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == ',' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out;
+}
+
+}  // namespace
+
+void capture_fuse_messages() { fuse_set_log_func(fuse_log_to_vsfs); }
+
+std::string last_fuse_message() {
+  std::lock_guard lock(g_message_mu);
+  return g_last_message;
+}
+
+Result<std::unique_ptr<Session>> Session::create(FuseFs& fs, const SessionOptions& options) {
+  // default_permissions: the kernel checks modes and owners (the library does not).
+  std::string builtin = "fsname=" + escape_option(options.fsname) +
+                        ",subtype=vsfs,default_permissions";
+  if (options.read_only) builtin += ",ro";
+  std::vector<std::string> argv_s = {"vsfs-mount", "-o", builtin};
+  for (const std::string& o : options.fuse_options) {
+    argv_s.push_back("-o");
+    argv_s.push_back(o);
+  }
+  std::vector<char*> argv;
+  for (auto& s : argv_s) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv_s.size()), argv.data());
+  {
+    std::lock_guard lock(g_message_mu);
+    g_last_message.clear();
+  }
+  fuse_session* se = fuse_session_new(&args, &ops_table(), sizeof(fuse_lowlevel_ops), &fs);
+  fuse_opt_free_args(&args);
+  if (se == nullptr) {
+    std::string why = last_fuse_message();
+    return make_error(EINVAL, ErrorKind::kInvalidArgument, "bad FUSE options: {}",
+                      why.empty() ? "fuse_session_new failed" : why);
+  }
+  return std::unique_ptr<Session>(new Session(se));
+}
+
+Session::~Session() { fuse_session_destroy(se_); }
+
+Result<std::unique_ptr<MountPoint>> MountPoint::create(Session& session, const std::string& dir) {
+  {
+    std::lock_guard lock(g_message_mu);
+    g_last_message.clear();
+  }
+  if (fuse_session_mount(session.get(), dir.c_str()) != 0) {
+    std::string why = last_fuse_message();
+    return make_error(EIO, ErrorKind::kIo, "cannot mount: {}",
+                      why.empty() ? "fuse_session_mount failed" : why);
+  }
+  return std::unique_ptr<MountPoint>(new MountPoint(session));
+}
+
+MountPoint::~MountPoint() { fuse_session_unmount(session_.get()); }
+
+Result<std::unique_ptr<SignalHandlers>> SignalHandlers::create(Session& session) {
+  if (fuse_set_signal_handlers(session.get()) != 0) {
+    return make_error(EIO, ErrorKind::kIo, "cannot install signal handlers");
+  }
+  return std::unique_ptr<SignalHandlers>(new SignalHandlers(session));
+}
+
+SignalHandlers::~SignalHandlers() { fuse_remove_signal_handlers(session_.get()); }
+
+Result<void> run_session_loop(Session& session, const LoopOptions& options) {
+  fuse_loop_config* cfg = fuse_loop_cfg_create();
+  if (cfg == nullptr) return make_error(ENOMEM, ErrorKind::kIo, "fuse_loop_cfg_create failed");
+  fuse_loop_cfg_set_clone_fd(cfg, options.clone_fd ? 1 : 0);
+  fuse_loop_cfg_set_max_threads(cfg, options.threads);
+  // Keep every worker: re-creating threads re-faults their buffers (PERFORMANCE.md).
+  fuse_loop_cfg_set_idle_threads(cfg, options.threads);
+  int r = fuse_session_loop_mt(session.get(), cfg);
+  fuse_loop_cfg_destroy(cfg);
+  // 0: unmounted; > 0: the signal that ended the loop; < 0: -errno.
+  if (r < 0) return make_error(-r, ErrorKind::kIo, "session loop failed: {}", std::strerror(-r));
+  return ok_result();
+}
+
+}  // namespace vsfs::fuse

@@ -1,0 +1,85 @@
+// The FUSE session of vsfs-mount and its RAII owners.
+//
+// Session owns the fuse_session (fuse_session_new / fuse_session_destroy), MountPoint
+// owns the kernel mount (fuse_session_mount / fuse_session_unmount), SignalHandlers the
+// SIGINT/SIGTERM/SIGHUP handlers that end the loop. Destroy them in reverse order of
+// creation: signal handlers, mount, session (declare them in that order, reversed).
+// run_session_loop() serves requests with libfuse's multithreaded loop until the file
+// system is unmounted (fusermount3 -u, umount) or a signal arrives.
+// libfuse's own messages are captured (last_fuse_message) so that a refusal is one line.
+// Thread-safety: create, run and destroy from the main thread; FuseFs is shared with the
+// worker threads the loop starts.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "util/result.h"
+
+struct fuse_session;
+
+namespace vsfs::fuse {
+
+class FuseFs;
+
+struct SessionOptions {
+  std::string fsname;                     // shown by mount(8) and df: the device path
+  std::vector<std::string> fuse_options;  // -o options for libfuse (allow_other, ...)
+  bool read_only = false;
+};
+
+struct LoopOptions {
+  uint32_t threads = 4;    // most worker threads; as many are kept when idle
+  bool clone_fd = true;    // one /dev/fuse file descriptor per worker
+};
+
+class Session {
+ public:
+  // Errors: kInvalidArgument naming the option libfuse refused.
+  static Result<std::unique_ptr<Session>> create(FuseFs& fs, const SessionOptions& options);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  fuse_session* get() const { return se_; }
+
+ private:
+  explicit Session(fuse_session* se) : se_(se) {}
+  fuse_session* se_;
+};
+
+class MountPoint {
+ public:
+  // `dir` should be absolute. Errors: kIo with libfuse's reason.
+  static Result<std::unique_ptr<MountPoint>> create(Session& session, const std::string& dir);
+  ~MountPoint();  // fuse_session_unmount
+  MountPoint(const MountPoint&) = delete;
+  MountPoint& operator=(const MountPoint&) = delete;
+
+ private:
+  explicit MountPoint(Session& session) : session_(session) {}
+  Session& session_;
+};
+
+class SignalHandlers {
+ public:
+  static Result<std::unique_ptr<SignalHandlers>> create(Session& session);
+  ~SignalHandlers();
+  SignalHandlers(const SignalHandlers&) = delete;
+  SignalHandlers& operator=(const SignalHandlers&) = delete;
+
+ private:
+  explicit SignalHandlers(Session& session) : session_(session) {}
+  Session& session_;
+};
+
+// Serves until unmount or signal. Returns the error when the loop failed.
+Result<void> run_session_loop(Session& session, const LoopOptions& options);
+
+// Installs the libfuse log function that keeps the last message (and logs it).
+void capture_fuse_messages();
+std::string last_fuse_message();
+
+}  // namespace vsfs::fuse

@@ -1,0 +1,69 @@
+// `.vsfs/stats` rendering: see stats_file.h. The section and key names are an interface
+// (scripts parse them): add keys, never rename or remove one.
+#include "fuse/stats_file.h"
+
+#include <fmt/format.h>
+
+#include "fuse/fuse_fs.h"
+
+namespace vsfs::fuse {
+
+std::string render_stats_json(FuseFs& fs) {
+  DatastoreStats s = fs.ds().stats();
+  const SpaceInfo& sp = s.space;
+  std::string out;
+  out.reserve(1024);
+  auto it = std::back_inserter(out);
+  fmt::format_to(it, "{{\n");
+  fmt::format_to(it,
+                 "  \"space\": {{\n"
+                 "    \"total_bytes\": {},\n"
+                 "    \"used_bytes\": {},\n"
+                 "    \"free_bytes\": {},\n"
+                 "    \"formatted_blocks\": {},\n"
+                 "    \"to_format_blocks\": {},\n"
+                 "    \"inodes\": {}\n"
+                 "  }},\n",
+                 sp.total_bytes, sp.used_bytes, sp.free_bytes, sp.formatted_blocks,
+                 sp.to_format_blocks, sp.inodes);
+  fmt::format_to(it,
+                 "  \"io\": {{\n"
+                 "    \"read_requests\": {},\n"
+                 "    \"write_requests\": {},\n"
+                 "    \"read_bytes\": {},\n"
+                 "    \"write_bytes\": {},\n"
+                 "    \"in_place_grain_writes\": {},\n"
+                 "    \"redirected_grain_writes\": {},\n"
+                 "    \"device_ops\": {{\n"
+                 "      \"read\": {},\n"
+                 "      \"write\": {},\n"
+                 "      \"flush\": {},\n"
+                 "      \"discard\": {},\n"
+                 "      \"write_zeroes\": {}\n"
+                 "    }},\n"
+                 "    \"device_in_flight\": {},\n"
+                 "    \"device_in_flight_peak\": {},\n"
+                 "    \"fuse_in_flight\": {},\n"
+                 "    \"fuse_in_flight_peak\": {}\n"
+                 "  }},\n",
+                 s.read_requests, s.write_requests, s.read_bytes, s.write_bytes,
+                 s.in_place_grain_writes, s.redirected_grain_writes, s.device_ops[0],
+                 s.device_ops[1], s.device_ops[2], s.device_ops[3], s.device_ops[4],
+                 s.device_in_flight, s.device_in_flight_peak, fs.requests().in_flight(),
+                 fs.requests().peak());
+  fmt::format_to(it,
+                 "  \"journal\": {{\n"
+                 "    \"commits\": {},\n"
+                 "    \"bytes\": {},\n"
+                 "    \"checkpoints\": {}\n"
+                 "  }},\n",
+                 s.journal_commits, s.journal_bytes, s.checkpoints);
+  fmt::format_to(it,
+                 "  \"release_pending\": {},\n"
+                 "  \"generation\": {}\n"
+                 "}}\n",
+                 s.release_pending, s.generation);
+  return out;
+}
+
+}  // namespace vsfs::fuse

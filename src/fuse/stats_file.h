@@ -1,0 +1,22 @@
+// `.vsfs/stats`: the read-only JSON file of live counters (DESIGN.md §1).
+//
+// render_stats_json() takes one snapshot of Datastore::stats() and the FUSE counters.
+// An open of the file renders one snapshot into a StatsHandle (the file handle), which
+// reads slice; the open is direct_io so readers read to the end of their snapshot.
+// Thread-safety: render_stats_json() may run on any thread; a StatsHandle is immutable
+// after open and freed by release.
+#pragma once
+
+#include <string>
+
+namespace vsfs::fuse {
+
+class FuseFs;
+
+std::string render_stats_json(FuseFs& fs);
+
+struct StatsHandle {
+  std::string json;
+};
+
+}  // namespace vsfs::fuse
