@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "util/result.h"
@@ -161,7 +162,8 @@ enum class SlotState : uint8_t {
 
 // One 16-byte slot. Leaf of a grain map: the disk grain's state, its physical grain and
 // its change stamp (generation of the last write or unmap). Interior node: the child
-// node's physical grain (state kMapped) or kUnmapped, and the newest stamp below it.
+// node's physical grain (state kMapped), kUnmapped, or kZero for a whole subtree that
+// reads as zeros (unmapped as a whole at the slot's stamp); and the newest stamp below.
 // Encoding: u64 word = grain | state << 62; u64 stamp.
 struct Slot {
   uint64_t grain = 0;  // physical grain number, < 2^62
@@ -211,7 +213,9 @@ struct InodeLeaf {
 };
 // Payload: kInodesPerLeaf records of kInodeBytes from payload offset 0. The leaf's
 // position in the inode table gives first_ino (the caller passes it); a used record's
-// ino must equal first_ino + its index, nlink and mode must be sane.
+// ino must equal first_ino + its index, its mode must be S_IFREG or S_IFDIR with only
+// permission bits besides, map_height must agree with map_root, and flags and reserved
+// bytes must be zero. A free record (ino 0) is all zero.
 Result<InodeLeaf> decode_inode_leaf(ConstGrain buf, uint64_t self, uint64_t first_ino);
 void encode_inode_leaf(const InodeLeaf& leaf, uint64_t self, uint64_t generation, Grain buf);
 
@@ -317,8 +321,10 @@ struct Layout {
 inline constexpr uint64_t kMinDeviceBytes = 64ull << 20;  // smallest datastore: 64 MiB
 // Computes the fixed regions for a device: block 0 superblocks, then the journal
 // (device/256 clamped to [8 MiB, 1 GiB], whole blocks), then the block table and the
-// refcount table, each rounded up to whole storage blocks. Fails with kInvalidArgument
-// when the device is smaller than kMinDeviceBytes.
+// refcount table, each rounded up to whole storage blocks. A nonzero
+// journal_bytes_override replaces the journal size (rounded up to whole blocks, at least
+// 4 MiB). Fails with kInvalidArgument when the device is smaller than kMinDeviceBytes or
+// fewer than 16 storage blocks would remain for data.
 Result<Layout> compute_layout(uint64_t device_bytes, uint64_t journal_bytes_override = 0);
 
 }  // namespace vsfs::format

@@ -1,0 +1,952 @@
+// Encode and decode of the vsfs on-disk format, version 1 (format.h is the authority on
+// offsets; man/vsfs-format.5 describes the format in prose).
+//
+// Decoders trust nothing: each one checks the 64-byte header (magic, version, type,
+// length, reserved bytes, crc32c, self address, level) and then every field of the
+// payload, including that reserved bytes and the unused tail of the payload are zero, so
+// a block has exactly one valid encoding. Errors are kCorruption (kUnsupported for
+// features this version does not know) with a message naming the structure, where it
+// lives and the field that failed. Encoders zero the whole grain, write the fields, and
+// seal the block last; they assert the invariants the decoder would check, because
+// writing a block we could not read back is a bug.
+// Thread-safety: pure functions on caller-owned buffers; g_skip_crc_check is set once
+// before any thread starts.
+#include "format/format.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstring>
+#include <initializer_list>
+#include <string_view>
+#include <unordered_set>
+
+#include <fmt/format.h>
+
+#include "util/assert.h"
+#include "util/crc32c.h"
+#include "util/endian.h"
+
+namespace vsfs::format {
+
+bool g_skip_crc_check = false;
+
+namespace {
+
+constexpr uint64_t kGrainLimit = 1ull << 62;  // physical grain numbers are < 2^62
+constexpr uint64_t kGrainMask = kGrainLimit - 1;
+constexpr uint8_t kMaxTreeHeight = kMaxTreeLevel + 1;
+
+constexpr size_t kHeaderReservedStart = kOffLevel + 1;  // 41
+
+// Payload lengths of the fixed-size blocks.
+constexpr uint32_t kSbLength = kSbPayloadEnd - kHeaderBytes;                      // 208
+constexpr uint32_t kTreeNodeLength = kTreeFanout * kSlotBytes;                    // 4032
+constexpr uint32_t kInodeLeafLength = kInodesPerLeaf * kInodeBytes;               // 3968
+constexpr uint32_t kBlockTableLength = kBlocksPerTableGrain * kBlockEntryBytes;   // 4032
+constexpr uint32_t kRefcountLength = kGrainsPerRefcountGrain * 2;                 // 4032
+constexpr uint32_t kJournalDescFixed = 16;
+constexpr uint32_t kJournalCommitLength = 24;
+constexpr uint32_t kReleaseListFixed = 16;
+
+static_assert(kHeaderBytes == 64 && kPayloadBytes == 4032);
+static_assert(kTreeFanout == 252 && kInodesPerLeaf == 31 && kBlocksPerTableGrain == 504);
+static_assert(kGrainsPerRefcountGrain == 2016 && kJournalDescMax == 502);
+static_assert(kReleaseEntriesMax == 167);
+static_assert(kOffLevel == 40 && kSbPayloadEnd == 272);
+static_assert(kInoOffParent + 8 <= kInodeBytes);
+static_assert(kJournalDescFixed + kJournalDescMax * 8 <= kPayloadBytes);
+static_assert(kReleaseListFixed + kReleaseEntriesMax * kReleaseEntryBytes <= kPayloadBytes);
+
+// Release-list entry offsets (inside an entry).
+constexpr size_t kRelOffRoot = 0, kRelOffHeight = 8, kRelOffKind = 9, kRelOffOwner = 16;
+
+bool is_interior(BlockType t) {
+  return t == BlockType::kMapInterior || t == BlockType::kInodeInterior;
+}
+
+bool is_known_type(uint16_t raw) {
+  return raw >= static_cast<uint16_t>(BlockType::kSuperblock) &&
+         raw <= static_cast<uint16_t>(BlockType::kReleaseList);
+}
+
+std::string type_text(uint16_t raw) {
+  if (!is_known_type(raw)) return fmt::format("{} (unknown)", raw);
+  return fmt::format("{} ({})", raw, block_type_name(static_cast<BlockType>(raw)));
+}
+
+// The structure and where it lives, as error messages name it.
+std::string where(BlockType type, uint64_t self) {
+  if (type == BlockType::kSuperblock) return "superblock";
+  return fmt::format("{} at grain {}", block_type_name(type), self);
+}
+
+template <typename... Args>
+Error bad(const std::string& at, fmt::format_string<Args...> f, Args&&... args) {
+  return corruption(at + ": " + fmt::format(f, std::forward<Args>(args)...));
+}
+
+template <typename T>
+T load(ConstGrain buf, size_t off) {
+  return load_le<T>(buf.data() + off);
+}
+template <typename T>
+void store(Grain buf, size_t off, T v) {
+  store_le<T>(buf.data() + off, v);
+}
+
+// Returns the offset of the first nonzero byte in [from, to), or `to` when all are zero.
+size_t first_nonzero(ConstGrain buf, size_t from, size_t to) {
+  for (size_t i = from; i < to; ++i) {
+    if (buf[i] != 0) return i;
+  }
+  return to;
+}
+
+Result<void> check_zero(ConstGrain buf, size_t from, size_t to, const std::string& at,
+                        std::string_view what) {
+  size_t i = first_nonzero(buf, from, to);
+  if (i != to) {
+    return bad(at, "{} byte {} is 0x{:02x}, must be zero", what, i, buf[i]);
+  }
+  return ok_result();
+}
+
+// The unused tail of the payload, after length_bytes, must be zero.
+Result<void> check_tail(ConstGrain buf, const MetaHeader& h, const std::string& at) {
+  return check_zero(buf, kHeaderBytes + h.length_bytes, kGrainBytes, at,
+                    "unused payload");
+}
+
+Result<void> check_length(const MetaHeader& h, uint32_t expected, const std::string& at) {
+  if (h.length_bytes != expected) {
+    return bad(at, "length {} bytes, expected {} (truncated or overlong)", h.length_bytes,
+               expected);
+  }
+  return ok_result();
+}
+
+Result<void> check_no_owner(const MetaHeader& h, const std::string& at) {
+  if (h.owner != 0) return bad(at, "owner {} must be 0 for a datastore block", h.owner);
+  return ok_result();
+}
+
+uint32_t grain_crc(ConstGrain buf) {
+  static constexpr uint8_t kZeros[4] = {};
+  uint32_t c = crc32c(0, buf.data(), kOffCrc);
+  c = crc32c(c, kZeros, sizeof kZeros);
+  return crc32c(c, buf.data() + kOffCrc + 4, kGrainBytes - kOffCrc - 4);
+}
+
+// Checks the header in the order magic, version, type, length, reserved bytes, crc,
+// self, level. `allowed` lists the types accepted; `at` names the structure for errors.
+Result<MetaHeader> check_header(ConstGrain buf, std::initializer_list<BlockType> allowed,
+                                uint64_t expected_self, const std::string& at) {
+  uint32_t magic = load<uint32_t>(buf, kOffMagic);
+  if (magic != kMetaMagic) {
+    return bad(at, "bad magic 0x{:08x}, expected 0x{:08x}", magic, kMetaMagic);
+  }
+  uint16_t version = load<uint16_t>(buf, kOffVersion);
+  if (version != kBlockVersion) {
+    return bad(at, "unsupported block version {}, expected {}", version, kBlockVersion);
+  }
+  uint16_t raw_type = load<uint16_t>(buf, kOffType);
+  bool type_ok = std::any_of(allowed.begin(), allowed.end(), [&](BlockType t) {
+    return static_cast<uint16_t>(t) == raw_type;
+  });
+  if (!type_ok) return bad(at, "wrong block type {}", type_text(raw_type));
+  MetaHeader h;
+  h.type = static_cast<BlockType>(raw_type);
+  h.length_bytes = load<uint32_t>(buf, kOffLength);
+  if (h.length_bytes > kPayloadBytes) {
+    return bad(at, "length {} bytes exceeds the {}-byte payload (truncated)", h.length_bytes,
+               kPayloadBytes);
+  }
+  VSFS_TRY(check_zero(buf, kHeaderReservedStart, kHeaderBytes, at, "reserved header"));
+  uint32_t stored_crc = load<uint32_t>(buf, kOffCrc);
+  if (!g_skip_crc_check) {
+    uint32_t actual = grain_crc(buf);
+    if (stored_crc != actual) {
+      return bad(at, "bad crc32c 0x{:08x}, computed 0x{:08x}", stored_crc, actual);
+    }
+  }
+  h.owner = load<uint64_t>(buf, kOffOwner);
+  h.generation = load<uint64_t>(buf, kOffGeneration);
+  h.self = load<uint64_t>(buf, kOffSelf);
+  if (h.self != expected_self) {
+    return bad(at, "self address {} does not match its location {}", h.self, expected_self);
+  }
+  // The type is trusted by now, so name the structure exactly.
+  h.level = load<uint8_t>(buf, kOffLevel);
+  if (is_interior(h.type)) {
+    if (h.level < 1 || h.level > kMaxTreeLevel) {
+      return bad(where(h.type, expected_self), "level {} is outside 1..{}", h.level,
+                 kMaxTreeLevel);
+    }
+  } else if (h.level != 0) {
+    return bad(where(h.type, expected_self), "level {} must be 0", h.level);
+  }
+  return h;
+}
+
+void begin_block(Grain buf, BlockType type, uint32_t length, uint64_t owner,
+                 uint64_t generation, uint64_t self, uint8_t level) {
+  std::memset(buf.data(), 0, kGrainBytes);
+  VSFS_ASSERT(length <= kPayloadBytes);
+  encode_header(buf, MetaHeader{type, length, owner, generation, self, level});
+}
+
+}  // namespace
+
+const char* block_type_name(BlockType type) {
+  switch (type) {
+    case BlockType::kSuperblock: return "superblock";
+    case BlockType::kMapInterior: return "map interior";
+    case BlockType::kMapLeaf: return "map leaf";
+    case BlockType::kInodeInterior: return "inode interior";
+    case BlockType::kInodeLeaf: return "inode leaf";
+    case BlockType::kDirBlock: return "dir block";
+    case BlockType::kBlockTable: return "block table";
+    case BlockType::kRefcountTable: return "refcount table";
+    case BlockType::kJournalDesc: return "journal desc";
+    case BlockType::kJournalCommit: return "journal commit";
+    case BlockType::kReleaseList: return "release list";
+  }
+  return "unknown block";
+}
+
+// ---- Header ----
+
+Result<MetaHeader> decode_header(ConstGrain buf, BlockType expected, uint64_t expected_self) {
+  return check_header(buf, {expected}, expected_self, where(expected, expected_self));
+}
+
+void encode_header(Grain buf, const MetaHeader& h) {
+  store<uint32_t>(buf, kOffMagic, kMetaMagic);
+  store<uint16_t>(buf, kOffType, static_cast<uint16_t>(h.type));
+  store<uint16_t>(buf, kOffVersion, kBlockVersion);
+  store<uint32_t>(buf, kOffLength, h.length_bytes);
+  store<uint32_t>(buf, kOffCrc, 0);
+  store<uint64_t>(buf, kOffOwner, h.owner);
+  store<uint64_t>(buf, kOffGeneration, h.generation);
+  store<uint64_t>(buf, kOffSelf, h.self);
+  store<uint8_t>(buf, kOffLevel, h.level);
+  std::memset(buf.data() + kHeaderReservedStart, 0, kHeaderBytes - kHeaderReservedStart);
+}
+
+void seal(Grain buf) { store<uint32_t>(buf, kOffCrc, grain_crc(buf)); }
+
+// ---- Superblock ----
+
+namespace {
+
+// Geometry and pointer checks; `sb` is fully loaded. Arithmetic is arranged so that
+// hostile values cannot overflow.
+Result<void> check_geometry(const Superblock& sb) {
+  const std::string at = "superblock";
+  if (sb.device_bytes < kMinDeviceBytes) {
+    return bad(at, "device_bytes {} is below the minimum {}", sb.device_bytes,
+               kMinDeviceBytes);
+  }
+  if (sb.device_bytes / kBlockBytes >= kGrainLimit / kGrainsPerBlock) {
+    return bad(at, "device_bytes {} is too large", sb.device_bytes);
+  }
+  if (sb.total_blocks != sb.device_bytes / kBlockBytes) {
+    return bad(at, "total_blocks {} does not match device_bytes {} ({} blocks)",
+               sb.total_blocks, sb.device_bytes, sb.device_bytes / kBlockBytes);
+  }
+  const uint64_t total_grains = sb.total_blocks * kGrainsPerBlock;
+  struct Region {
+    const char* name;
+    uint64_t start, grains;
+  };
+  const Region regions[] = {
+      {"journal", sb.journal_start_grain, sb.journal_grains},
+      {"block table", sb.block_table_start_grain, sb.block_table_grains},
+      {"refcount table", sb.refcount_start_grain, sb.refcount_grains},
+  };
+  uint64_t prev_end = kGrainsPerBlock;  // block 0 holds the superblocks
+  const char* prev_name = "storage block 0";
+  for (const Region& r : regions) {
+    if (r.grains == 0) return bad(at, "{} region is empty", r.name);
+    if (r.start % kGrainsPerBlock != 0) {
+      return bad(at, "{} starts at grain {}, not on a storage block boundary", r.name,
+                 r.start);
+    }
+    if (r.start < prev_end) {
+      return bad(at, "{} region at grain {} overlaps or precedes the {} (ends at grain {})",
+                 r.name, r.start, prev_name, prev_end);
+    }
+    if (r.start >= total_grains || r.grains > total_grains - r.start) {
+      return bad(at, "{} region [{}, +{}) runs past the device's {} grains", r.name, r.start,
+                 r.grains, total_grains);
+    }
+    prev_end = r.start + r.grains;
+    prev_name = r.name;
+  }
+  if (sb.first_data_block >= sb.total_blocks ||
+      sb.first_data_block * kGrainsPerBlock < prev_end) {
+    return bad(at, "first_data_block {} is not after the refcount table (ends at grain {}) "
+               "and inside the device ({} blocks)",
+               sb.first_data_block, prev_end, sb.total_blocks);
+  }
+  if (sb.block_table_grains * kBlocksPerTableGrain < sb.total_blocks) {
+    return bad(at, "block table of {} grains cannot describe {} storage blocks",
+               sb.block_table_grains, sb.total_blocks);
+  }
+  if (sb.refcount_grains * kGrainsPerRefcountGrain < total_grains) {
+    return bad(at, "refcount table of {} grains cannot count {} grains", sb.refcount_grains,
+               total_grains);
+  }
+  if (sb.journal_tail_grain >= sb.journal_grains) {
+    return bad(at, "journal_tail_grain {} is outside the {}-grain journal",
+               sb.journal_tail_grain, sb.journal_grains);
+  }
+  // Metadata lives in storage blocks the allocator hands out, never in the fixed regions.
+  const uint64_t data_start = sb.first_data_block * kGrainsPerBlock;
+  struct Pointer {
+    const char* name;
+    uint64_t grain;
+  };
+  const Pointer pointers[] = {{"inode_root", sb.inode_root},
+                              {"release_list", sb.release_list},
+                              {"snapshot_root", sb.snapshot_root}};
+  for (const Pointer& p : pointers) {
+    if (p.grain != 0 && (p.grain < data_start || p.grain >= total_grains)) {
+      return bad(at, "{} {} is outside the allocatable grains [{}, {})", p.name, p.grain,
+                 data_start, total_grains);
+    }
+  }
+  if (sb.inode_root == 0 ? sb.inode_height != 0
+                         : (sb.inode_height < 1 || sb.inode_height > kMaxTreeHeight)) {
+    return bad(at, "inode_height {} is invalid for inode_root {} (must be 1..{}, or 0 "
+               "without a root)",
+               sb.inode_height, sb.inode_root, kMaxTreeHeight);
+  }
+  return ok_result();
+}
+
+}  // namespace
+
+Result<Superblock> decode_superblock(ConstGrain buf) {
+  const std::string at = "superblock";
+  VSFS_ASSIGN_OR_RETURN(MetaHeader h, check_header(buf, {BlockType::kSuperblock}, 0, at));
+  // Version and incompatible features come before the layout checks: a newer format
+  // may lay the payload out differently, and deserves "unsupported", not "corrupt".
+  Superblock sb;
+  sb.format_version = load<uint32_t>(buf, kSbOffFormatVersion);
+  if (sb.format_version > kFormatVersion) {
+    return make_error(EOPNOTSUPP, ErrorKind::kUnsupported,
+                      "superblock: unsupported format version {} (this vsfs reads {})",
+                      sb.format_version, kFormatVersion);
+  }
+  if (sb.format_version != kFormatVersion) {
+    return bad(at, "invalid format version {}", sb.format_version);
+  }
+  sb.compat = load<uint64_t>(buf, kSbOffCompat);
+  sb.ro_compat = load<uint64_t>(buf, kSbOffRoCompat);
+  sb.incompat = load<uint64_t>(buf, kSbOffIncompat);
+  if ((sb.incompat & ~kIncompatKnown) != 0) {
+    return make_error(EOPNOTSUPP, ErrorKind::kUnsupported,
+                      "superblock: unsupported incompatible features 0x{:x}",
+                      sb.incompat & ~kIncompatKnown);
+  }
+  VSFS_TRY(check_length(h, kSbLength, at));
+  VSFS_TRY(check_no_owner(h, at));
+  VSFS_TRY(check_tail(buf, h, at));
+  std::memcpy(sb.uuid.data(), buf.data() + kSbOffUuid, sb.uuid.size());
+  sb.device_bytes = load<uint64_t>(buf, kSbOffDeviceBytes);
+  sb.total_blocks = load<uint64_t>(buf, kSbOffTotalBlocks);
+  sb.journal_start_grain = load<uint64_t>(buf, kSbOffJournalStart);
+  sb.journal_grains = load<uint64_t>(buf, kSbOffJournalGrains);
+  sb.block_table_start_grain = load<uint64_t>(buf, kSbOffBlockTableStart);
+  sb.block_table_grains = load<uint64_t>(buf, kSbOffBlockTableGrains);
+  sb.refcount_start_grain = load<uint64_t>(buf, kSbOffRefcountStart);
+  sb.refcount_grains = load<uint64_t>(buf, kSbOffRefcountGrains);
+  sb.first_data_block = load<uint64_t>(buf, kSbOffFirstDataBlock);
+  sb.inode_root = load<uint64_t>(buf, kSbOffInodeRoot);
+  sb.inode_height = load<uint8_t>(buf, kSbOffInodeHeight);
+  sb.next_ino = load<uint64_t>(buf, kSbOffNextIno);
+  sb.generation = load<uint64_t>(buf, kSbOffGeneration);
+  sb.journal_tail_grain = load<uint64_t>(buf, kSbOffJournalTailGrain);
+  sb.journal_tail_seq = load<uint64_t>(buf, kSbOffJournalTailSeq);
+  sb.release_list = load<uint64_t>(buf, kSbOffReleaseList);
+  sb.state = load<uint32_t>(buf, kSbOffState);
+  sb.mount_count = load<uint64_t>(buf, kSbOffMountCount);
+  sb.mkfs_time_ns = load<uint64_t>(buf, kSbOffMkfsTime);
+  sb.snapshot_root = load<uint64_t>(buf, kSbOffSnapshotRoot);
+
+  VSFS_TRY(check_zero(buf, kSbOffFormatVersion + 4, kSbOffCompat, at, "reserved"));
+  VSFS_TRY(check_zero(buf, kSbOffInodeHeight + 1, kSbOffNextIno, at, "reserved"));
+  VSFS_TRY(check_zero(buf, kSbOffState + 4, kSbOffMountCount, at, "reserved"));
+  if ((sb.state & ~(kStateClean | kStateMounted)) != 0) {
+    return bad(at, "unknown state bits 0x{:x}", sb.state & ~(kStateClean | kStateMounted));
+  }
+  VSFS_TRY(check_geometry(sb));
+  return sb;
+}
+
+void encode_superblock(const Superblock& sb, uint64_t generation, Grain buf) {
+  VSFS_ASSERT(sb.format_version == kFormatVersion);
+  VSFS_ASSERT((sb.state & ~(kStateClean | kStateMounted)) == 0);
+  begin_block(buf, BlockType::kSuperblock, kSbLength, 0, generation, 0, 0);
+  store<uint32_t>(buf, kSbOffFormatVersion, sb.format_version);
+  store<uint64_t>(buf, kSbOffCompat, sb.compat);
+  store<uint64_t>(buf, kSbOffRoCompat, sb.ro_compat);
+  store<uint64_t>(buf, kSbOffIncompat, sb.incompat);
+  std::memcpy(buf.data() + kSbOffUuid, sb.uuid.data(), sb.uuid.size());
+  store<uint64_t>(buf, kSbOffDeviceBytes, sb.device_bytes);
+  store<uint64_t>(buf, kSbOffTotalBlocks, sb.total_blocks);
+  store<uint64_t>(buf, kSbOffJournalStart, sb.journal_start_grain);
+  store<uint64_t>(buf, kSbOffJournalGrains, sb.journal_grains);
+  store<uint64_t>(buf, kSbOffBlockTableStart, sb.block_table_start_grain);
+  store<uint64_t>(buf, kSbOffBlockTableGrains, sb.block_table_grains);
+  store<uint64_t>(buf, kSbOffRefcountStart, sb.refcount_start_grain);
+  store<uint64_t>(buf, kSbOffRefcountGrains, sb.refcount_grains);
+  store<uint64_t>(buf, kSbOffFirstDataBlock, sb.first_data_block);
+  store<uint64_t>(buf, kSbOffInodeRoot, sb.inode_root);
+  store<uint8_t>(buf, kSbOffInodeHeight, sb.inode_height);
+  store<uint64_t>(buf, kSbOffNextIno, sb.next_ino);
+  store<uint64_t>(buf, kSbOffGeneration, sb.generation);
+  store<uint64_t>(buf, kSbOffJournalTailGrain, sb.journal_tail_grain);
+  store<uint64_t>(buf, kSbOffJournalTailSeq, sb.journal_tail_seq);
+  store<uint64_t>(buf, kSbOffReleaseList, sb.release_list);
+  store<uint32_t>(buf, kSbOffState, sb.state);
+  store<uint64_t>(buf, kSbOffMountCount, sb.mount_count);
+  store<uint64_t>(buf, kSbOffMkfsTime, sb.mkfs_time_ns);
+  store<uint64_t>(buf, kSbOffSnapshotRoot, sb.snapshot_root);
+  seal(buf);
+}
+
+// ---- Radix tree nodes ----
+
+Result<TreeNode> decode_tree_node(ConstGrain buf, uint64_t self) {
+  // Until the type is known the node is named generically.
+  const std::string generic = fmt::format("tree node at grain {}", self);
+  VSFS_ASSIGN_OR_RETURN(
+      MetaHeader h,
+      check_header(buf, {BlockType::kMapLeaf, BlockType::kMapInterior,
+                         BlockType::kInodeInterior},
+                   self, generic));
+  const std::string at = where(h.type, self);
+  VSFS_TRY(check_length(h, kTreeNodeLength, at));
+  TreeNode node;
+  node.type = h.type;
+  node.level = h.level;
+  node.owner = h.owner;
+  for (size_t i = 0; i < kTreeFanout; ++i) {
+    const size_t off = kHeaderBytes + i * kSlotBytes;
+    const uint64_t word = load<uint64_t>(buf, off);
+    const uint64_t stamp = load<uint64_t>(buf, off + 8);
+    const uint8_t state = static_cast<uint8_t>(word >> 62);
+    const uint64_t grain = word & kGrainMask;
+    Slot& s = node.slots[i];
+    switch (state) {
+      case static_cast<uint8_t>(SlotState::kUnmapped):
+        if (word != 0 || stamp != 0) {
+          return bad(at, "slot {} is unmapped but not all zero (grain {}, stamp {})", i,
+                     grain, stamp);
+        }
+        break;
+      case static_cast<uint8_t>(SlotState::kZero):
+        // In an interior node: the whole subtree under the slot reads as zeros.
+        if (grain != 0) return bad(at, "slot {} has state zero but grain {}", i, grain);
+        break;
+      case static_cast<uint8_t>(SlotState::kMapped):
+        if (grain == 0) return bad(at, "slot {} is mapped to grain 0", i);
+        break;
+      default:
+        return bad(at, "slot {} has unknown state {}", i, state);
+    }
+    s.grain = grain;
+    s.state = static_cast<SlotState>(state);
+    s.stamp = stamp;
+  }
+  return node;
+}
+
+void encode_tree_node(const TreeNode& node, uint64_t self, uint64_t generation, Grain buf) {
+  VSFS_ASSERT(node.type == BlockType::kMapLeaf || node.type == BlockType::kMapInterior ||
+              node.type == BlockType::kInodeInterior);
+  VSFS_ASSERT(is_interior(node.type) ? node.level >= 1 && node.level <= kMaxTreeLevel
+                                     : node.level == 0);
+  begin_block(buf, node.type, kTreeNodeLength, node.owner, generation, self, node.level);
+  for (size_t i = 0; i < kTreeFanout; ++i) {
+    const Slot& s = node.slots[i];
+    VSFS_ASSERT(s.grain < kGrainLimit);
+    switch (s.state) {
+      case SlotState::kUnmapped: VSFS_ASSERT(s.grain == 0 && s.stamp == 0); break;
+      case SlotState::kZero: VSFS_ASSERT(s.grain == 0); break;
+      case SlotState::kMapped: VSFS_ASSERT(s.grain != 0); break;
+      default: VSFS_ASSERT(false && "unknown slot state");
+    }
+    const size_t off = kHeaderBytes + i * kSlotBytes;
+    store<uint64_t>(buf, off, s.grain | static_cast<uint64_t>(s.state) << 62);
+    store<uint64_t>(buf, off + 8, s.stamp);
+  }
+  seal(buf);
+}
+
+// ---- Inode table leaf ----
+
+namespace {
+
+bool valid_mode(uint32_t mode) {
+  const uint32_t type = mode & S_IFMT;
+  return (type == S_IFREG || type == S_IFDIR) && (mode & ~(S_IFMT | 07777u)) == 0;
+}
+
+}  // namespace
+
+Result<InodeLeaf> decode_inode_leaf(ConstGrain buf, uint64_t self, uint64_t first_ino) {
+  const std::string at = where(BlockType::kInodeLeaf, self);
+  VSFS_ASSIGN_OR_RETURN(MetaHeader h, check_header(buf, {BlockType::kInodeLeaf}, self, at));
+  VSFS_TRY(check_length(h, kInodeLeafLength, at));
+  VSFS_TRY(check_no_owner(h, at));
+  VSFS_TRY(check_tail(buf, h, at));
+  InodeLeaf leaf;
+  leaf.first_ino = first_ino;
+  for (size_t i = 0; i < kInodesPerLeaf; ++i) {
+    const size_t base = kHeaderBytes + i * kInodeBytes;
+    InodeRecord& r = leaf.inodes[i];
+    r.ino = load<uint64_t>(buf, base + kInoOffIno);
+    if (r.ino == 0) {
+      size_t nz = first_nonzero(buf, base, base + kInodeBytes);
+      if (nz != base + kInodeBytes) {
+        return bad(at, "record {} is free (ino 0) but byte {} is nonzero", i, nz - base);
+      }
+      continue;
+    }
+    if (r.ino != first_ino + i) {
+      return bad(at, "record {} holds inode {}, expected {}", i, r.ino, first_ino + i);
+    }
+    r.mode = load<uint32_t>(buf, base + kInoOffMode);
+    r.uid = load<uint32_t>(buf, base + kInoOffUid);
+    r.gid = load<uint32_t>(buf, base + kInoOffGid);
+    r.nlink = load<uint32_t>(buf, base + kInoOffNlink);
+    r.size_bytes = load<uint64_t>(buf, base + kInoOffSize);
+    r.atime_ns = load<uint64_t>(buf, base + kInoOffAtime);
+    r.mtime_ns = load<uint64_t>(buf, base + kInoOffMtime);
+    r.ctime_ns = load<uint64_t>(buf, base + kInoOffCtime);
+    r.map_root = load<uint64_t>(buf, base + kInoOffMapRoot);
+    r.map_height = load<uint8_t>(buf, base + kInoOffMapHeight);
+    r.flags = load<uint8_t>(buf, base + kInoOffFlags);
+    r.allocated_grains = load<uint64_t>(buf, base + kInoOffAllocated);
+    r.btime_ns = load<uint64_t>(buf, base + kInoOffBtime);
+    r.parent = load<uint64_t>(buf, base + kInoOffParent);
+    if (!valid_mode(r.mode)) {
+      return bad(at, "inode {} has invalid mode 0{:o} (must be a regular file or directory)",
+                 r.ino, r.mode);
+    }
+    if (r.flags != 0) return bad(at, "inode {} has unknown flags 0x{:x}", r.ino, r.flags);
+    if (r.map_root >= kGrainLimit) {
+      return bad(at, "inode {} has map_root {} beyond 2^62", r.ino, r.map_root);
+    }
+    if (r.map_root == 0 ? r.map_height != 0
+                        : (r.map_height < 1 || r.map_height > kMaxTreeHeight)) {
+      return bad(at, "inode {} has map_height {} for map_root {} (must be 1..{}, or 0 "
+                 "without a root)",
+                 r.ino, r.map_height, r.map_root, kMaxTreeHeight);
+    }
+    if (r.map_root == 0 && r.allocated_grains != 0) {
+      return bad(at, "inode {} has {} allocated grains but no map", r.ino,
+                 r.allocated_grains);
+    }
+    size_t nz = first_nonzero(buf, base + kInoOffFlags + 1, base + kInoOffAllocated);
+    if (nz == base + kInoOffAllocated) {
+      nz = first_nonzero(buf, base + kInoOffParent + 8, base + kInodeBytes);
+      if (nz == base + kInodeBytes) continue;
+    }
+    return bad(at, "inode {} has nonzero reserved byte {} of its record", r.ino, nz - base);
+  }
+  return leaf;
+}
+
+void encode_inode_leaf(const InodeLeaf& leaf, uint64_t self, uint64_t generation, Grain buf) {
+  begin_block(buf, BlockType::kInodeLeaf, kInodeLeafLength, 0, generation, self, 0);
+  for (size_t i = 0; i < kInodesPerLeaf; ++i) {
+    const InodeRecord& r = leaf.inodes[i];
+    if (r.ino == 0) continue;  // a free record is all zero
+    VSFS_ASSERT(r.ino == leaf.first_ino + i);
+    VSFS_ASSERT(valid_mode(r.mode));
+    VSFS_ASSERT(r.flags == 0);
+    VSFS_ASSERT(r.map_root == 0 ? r.map_height == 0 && r.allocated_grains == 0
+                                : r.map_height >= 1 && r.map_height <= kMaxTreeHeight);
+    const size_t base = kHeaderBytes + i * kInodeBytes;
+    store<uint64_t>(buf, base + kInoOffIno, r.ino);
+    store<uint32_t>(buf, base + kInoOffMode, r.mode);
+    store<uint32_t>(buf, base + kInoOffUid, r.uid);
+    store<uint32_t>(buf, base + kInoOffGid, r.gid);
+    store<uint32_t>(buf, base + kInoOffNlink, r.nlink);
+    store<uint64_t>(buf, base + kInoOffSize, r.size_bytes);
+    store<uint64_t>(buf, base + kInoOffAtime, r.atime_ns);
+    store<uint64_t>(buf, base + kInoOffMtime, r.mtime_ns);
+    store<uint64_t>(buf, base + kInoOffCtime, r.ctime_ns);
+    store<uint64_t>(buf, base + kInoOffMapRoot, r.map_root);
+    store<uint8_t>(buf, base + kInoOffMapHeight, r.map_height);
+    store<uint8_t>(buf, base + kInoOffFlags, r.flags);
+    store<uint64_t>(buf, base + kInoOffAllocated, r.allocated_grains);
+    store<uint64_t>(buf, base + kInoOffBtime, r.btime_ns);
+    store<uint64_t>(buf, base + kInoOffParent, r.parent);
+  }
+  seal(buf);
+}
+
+// ---- Directory block ----
+
+bool valid_name(std::string_view name) {
+  if (name.empty() || name.size() > kMaxNameBytes) return false;
+  if (name == "." || name == "..") return false;
+  return name.find('/') == std::string_view::npos &&
+         name.find('\0') == std::string_view::npos;
+}
+
+size_t dir_entry_bytes(const DirEntry& e) { return kDirEntryFixedBytes + e.name.size(); }
+
+Result<DirBlock> decode_dir_block(ConstGrain buf, uint64_t self) {
+  const std::string at = where(BlockType::kDirBlock, self);
+  VSFS_ASSIGN_OR_RETURN(MetaHeader h, check_header(buf, {BlockType::kDirBlock}, self, at));
+  if (h.owner == 0) return bad(at, "owner is 0, expected the directory's inode number");
+  DirBlock block;
+  block.owner = h.owner;
+  std::unordered_set<std::string_view> seen;
+  const size_t end = kHeaderBytes + h.length_bytes;
+  size_t off = kHeaderBytes;
+  while (off < end) {
+    const size_t index = block.entries.size();
+    const size_t pos = off - kHeaderBytes;
+    if (end - off < kDirEntryFixedBytes) {
+      return bad(at, "entry {} at payload offset {} runs past length {}", index, pos,
+                 h.length_bytes);
+    }
+    DirEntry e;
+    e.ino = load<uint64_t>(buf, off);
+    e.type = load<uint8_t>(buf, off + 8);
+    const uint8_t name_len = load<uint8_t>(buf, off + 9);
+    if (name_len == 0) return bad(at, "entry {} at payload offset {} has an empty name", index, pos);
+    if (end - off - kDirEntryFixedBytes < name_len) {
+      return bad(at, "entry {} at payload offset {} (name of {} bytes) runs past length {}",
+                 index, pos, name_len, h.length_bytes);
+    }
+    const char* name_ptr = reinterpret_cast<const char*>(buf.data() + off + kDirEntryFixedBytes);
+    std::string_view name(name_ptr, name_len);
+    if (!valid_name(name)) {
+      return bad(at, "entry {} at payload offset {} has an invalid name (contains '/' or "
+                 "NUL, or is . or ..)",
+                 index, pos);
+    }
+    if (e.ino == 0) return bad(at, "entry {} ({}) has inode 0", index, name);
+    if (e.type != DT_REG && e.type != DT_DIR) {
+      return bad(at, "entry {} ({}) has unknown file type {}", index, name, e.type);
+    }
+    if (!seen.insert(name).second) return bad(at, "entry {} repeats the name {}", index, name);
+    e.name.assign(name);
+    block.entries.push_back(std::move(e));
+    off += kDirEntryFixedBytes + name_len;
+  }
+  // After the entries, so that an entry running past `length` is reported as such.
+  VSFS_TRY(check_tail(buf, h, at));
+  return block;
+}
+
+void encode_dir_block(const DirBlock& block, uint64_t self, uint64_t generation, Grain buf) {
+  size_t length = 0;
+  for (const DirEntry& e : block.entries) length += dir_entry_bytes(e);
+  VSFS_ASSERT(length <= kPayloadBytes);
+  VSFS_ASSERT(block.owner != 0);
+  begin_block(buf, BlockType::kDirBlock, static_cast<uint32_t>(length), block.owner,
+              generation, self, 0);
+  size_t off = kHeaderBytes;
+  for (const DirEntry& e : block.entries) {
+    VSFS_ASSERT(valid_name(e.name));
+    VSFS_ASSERT(e.ino != 0 && (e.type == DT_REG || e.type == DT_DIR));
+    store<uint64_t>(buf, off, e.ino);
+    store<uint8_t>(buf, off + 8, e.type);
+    store<uint8_t>(buf, off + 9, static_cast<uint8_t>(e.name.size()));
+    std::memcpy(buf.data() + off + kDirEntryFixedBytes, e.name.data(), e.name.size());
+    off += dir_entry_bytes(e);
+  }
+  seal(buf);
+}
+
+// ---- Block table ----
+
+Result<BlockTableGrain> decode_block_table(ConstGrain buf, uint64_t self) {
+  const std::string at = where(BlockType::kBlockTable, self);
+  VSFS_ASSIGN_OR_RETURN(MetaHeader h, check_header(buf, {BlockType::kBlockTable}, self, at));
+  VSFS_TRY(check_length(h, kBlockTableLength, at));
+  VSFS_TRY(check_no_owner(h, at));
+  BlockTableGrain t;
+  for (size_t i = 0; i < kBlocksPerTableGrain; ++i) {
+    const size_t off = kHeaderBytes + i * kBlockEntryBytes;
+    const uint8_t state = load<uint8_t>(buf, off);
+    const uint16_t used = load<uint16_t>(buf, off + 2);
+    if (state > static_cast<uint8_t>(BlockState::kReserved)) {
+      return bad(at, "entry {} has unknown state {}", i, state);
+    }
+    if (load<uint8_t>(buf, off + 1) != 0 || load<uint32_t>(buf, off + 4) != 0) {
+      return bad(at, "entry {} has nonzero reserved bytes", i);
+    }
+    if (used > kGrainsPerBlock) {
+      return bad(at, "entry {} has {} used grains, more than {}", i, used, kGrainsPerBlock);
+    }
+    const auto s = static_cast<BlockState>(state);
+    if ((s == BlockState::kFormattedFree || s == BlockState::kToFormatFree) && used != 0) {
+      return bad(at, "entry {} is free but has {} used grains", i, used);
+    }
+    t.entries[i] = BlockEntry{s, used};
+  }
+  return t;
+}
+
+void encode_block_table(const BlockTableGrain& t, uint64_t self, uint64_t generation,
+                        Grain buf) {
+  begin_block(buf, BlockType::kBlockTable, kBlockTableLength, 0, generation, self, 0);
+  for (size_t i = 0; i < kBlocksPerTableGrain; ++i) {
+    const BlockEntry& e = t.entries[i];
+    VSFS_ASSERT(e.state <= BlockState::kReserved && e.used_grains <= kGrainsPerBlock);
+    VSFS_ASSERT(e.state >= BlockState::kData || e.used_grains == 0);
+    const size_t off = kHeaderBytes + i * kBlockEntryBytes;
+    store<uint8_t>(buf, off, static_cast<uint8_t>(e.state));
+    store<uint16_t>(buf, off + 2, e.used_grains);
+  }
+  seal(buf);
+}
+
+// ---- Reference counts ----
+
+Result<RefcountGrain> decode_refcounts(ConstGrain buf, uint64_t self) {
+  const std::string at = where(BlockType::kRefcountTable, self);
+  VSFS_ASSIGN_OR_RETURN(MetaHeader h,
+                        check_header(buf, {BlockType::kRefcountTable}, self, at));
+  VSFS_TRY(check_length(h, kRefcountLength, at));
+  VSFS_TRY(check_no_owner(h, at));
+  RefcountGrain t;
+  for (size_t i = 0; i < kGrainsPerRefcountGrain; ++i) {
+    t.counts[i] = load<uint16_t>(buf, kHeaderBytes + i * 2);
+  }
+  return t;
+}
+
+void encode_refcounts(const RefcountGrain& t, uint64_t self, uint64_t generation, Grain buf) {
+  begin_block(buf, BlockType::kRefcountTable, kRefcountLength, 0, generation, self, 0);
+  for (size_t i = 0; i < kGrainsPerRefcountGrain; ++i) {
+    store<uint16_t>(buf, kHeaderBytes + i * 2, t.counts[i]);
+  }
+  seal(buf);
+}
+
+// ---- Journal ----
+// Journal records are not owned and carry no generation: the sequence number orders
+// them. Their `self` is the physical grain they were written at, so a stale record left
+// in the ring from an earlier lap, or a misdirected write, does not validate.
+
+Result<JournalDesc> decode_journal_desc(ConstGrain buf, uint64_t self) {
+  const std::string at = where(BlockType::kJournalDesc, self);
+  VSFS_ASSIGN_OR_RETURN(MetaHeader h, check_header(buf, {BlockType::kJournalDesc}, self, at));
+  VSFS_TRY(check_no_owner(h, at));
+  if (h.generation != 0) return bad(at, "generation {} must be 0", h.generation);
+  if (h.length_bytes < kJournalDescFixed) {
+    return bad(at, "length {} bytes is shorter than the {}-byte fixed part (truncated)",
+               h.length_bytes, kJournalDescFixed);
+  }
+  JournalDesc d;
+  d.seq = load<uint64_t>(buf, kHeaderBytes);
+  const uint32_t count = load<uint32_t>(buf, kHeaderBytes + 8);
+  const uint32_t flags = load<uint32_t>(buf, kHeaderBytes + 12);
+  if (count < 1 || count > kJournalDescMax) {
+    return bad(at, "count {} is outside 1..{}", count, kJournalDescMax);
+  }
+  VSFS_TRY(check_length(h, kJournalDescFixed + count * 8, at));
+  VSFS_TRY(check_tail(buf, h, at));
+  if ((flags & ~1u) != 0) return bad(at, "unknown flags 0x{:x}", flags & ~1u);
+  d.last = (flags & 1u) != 0;
+  d.homes.resize(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    const uint64_t home = load<uint64_t>(buf, kHeaderBytes + kJournalDescFixed + i * 8);
+    if (home == 0 || home >= kGrainLimit) {
+      return bad(at, "home {} is grain {}, must be nonzero and below 2^62", i, home);
+    }
+    d.homes[i] = home;
+  }
+  return d;
+}
+
+void encode_journal_desc(const JournalDesc& d, uint64_t self, Grain buf) {
+  VSFS_ASSERT(!d.homes.empty() && d.homes.size() <= kJournalDescMax);
+  const auto length = static_cast<uint32_t>(kJournalDescFixed + d.homes.size() * 8);
+  begin_block(buf, BlockType::kJournalDesc, length, 0, 0, self, 0);
+  store<uint64_t>(buf, kHeaderBytes, d.seq);
+  store<uint32_t>(buf, kHeaderBytes + 8, static_cast<uint32_t>(d.homes.size()));
+  store<uint32_t>(buf, kHeaderBytes + 12, d.last ? 1u : 0u);
+  for (size_t i = 0; i < d.homes.size(); ++i) {
+    VSFS_ASSERT(d.homes[i] != 0 && d.homes[i] < kGrainLimit);
+    store<uint64_t>(buf, kHeaderBytes + kJournalDescFixed + i * 8, d.homes[i]);
+  }
+  seal(buf);
+}
+
+Result<JournalCommit> decode_journal_commit(ConstGrain buf, uint64_t self) {
+  const std::string at = where(BlockType::kJournalCommit, self);
+  VSFS_ASSIGN_OR_RETURN(MetaHeader h,
+                        check_header(buf, {BlockType::kJournalCommit}, self, at));
+  VSFS_TRY(check_length(h, kJournalCommitLength, at));
+  VSFS_TRY(check_no_owner(h, at));
+  if (h.generation != 0) return bad(at, "generation {} must be 0", h.generation);
+  VSFS_TRY(check_tail(buf, h, at));
+  JournalCommit c;
+  c.seq = load<uint64_t>(buf, kHeaderBytes);
+  c.grains = load<uint32_t>(buf, kHeaderBytes + 8);
+  c.payload_crc = load<uint32_t>(buf, kHeaderBytes + 12);
+  c.time_ns = load<uint64_t>(buf, kHeaderBytes + 16);
+  if (c.grains < 2) {
+    return bad(at, "covers {} grains; a transaction has at least a desc and an image",
+               c.grains);
+  }
+  return c;
+}
+
+void encode_journal_commit(const JournalCommit& c, uint64_t self, Grain buf) {
+  VSFS_ASSERT(c.grains >= 2);
+  begin_block(buf, BlockType::kJournalCommit, kJournalCommitLength, 0, 0, self, 0);
+  store<uint64_t>(buf, kHeaderBytes, c.seq);
+  store<uint32_t>(buf, kHeaderBytes + 8, c.grains);
+  store<uint32_t>(buf, kHeaderBytes + 12, c.payload_crc);
+  store<uint64_t>(buf, kHeaderBytes + 16, c.time_ns);
+  seal(buf);
+}
+
+// ---- Release list ----
+
+Result<ReleaseList> decode_release_list(ConstGrain buf, uint64_t self) {
+  const std::string at = where(BlockType::kReleaseList, self);
+  VSFS_ASSIGN_OR_RETURN(MetaHeader h, check_header(buf, {BlockType::kReleaseList}, self, at));
+  VSFS_TRY(check_no_owner(h, at));
+  if (h.length_bytes < kReleaseListFixed) {
+    return bad(at, "length {} bytes is shorter than the {}-byte fixed part (truncated)",
+               h.length_bytes, kReleaseListFixed);
+  }
+  ReleaseList l;
+  l.next = load<uint64_t>(buf, kHeaderBytes);
+  const uint32_t count = load<uint32_t>(buf, kHeaderBytes + 8);
+  if (count > kReleaseEntriesMax) {
+    return bad(at, "count {} exceeds {}", count, kReleaseEntriesMax);
+  }
+  VSFS_TRY(check_length(h, kReleaseListFixed + count * kReleaseEntryBytes, at));
+  VSFS_TRY(check_tail(buf, h, at));
+  if (load<uint32_t>(buf, kHeaderBytes + 12) != 0) {
+    return bad(at, "reserved word after count is nonzero");
+  }
+  if (l.next >= kGrainLimit || (l.next != 0 && l.next == self)) {
+    return bad(at, "next {} is invalid", l.next);
+  }
+  l.entries.resize(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    const size_t off = kHeaderBytes + kReleaseListFixed + i * kReleaseEntryBytes;
+    ReleaseEntry& e = l.entries[i];
+    e.root = load<uint64_t>(buf, off + kRelOffRoot);
+    e.height = load<uint8_t>(buf, off + kRelOffHeight);
+    const uint8_t kind = load<uint8_t>(buf, off + kRelOffKind);
+    e.owner = load<uint64_t>(buf, off + kRelOffOwner);
+    if (e.root == 0 || e.root >= kGrainLimit) {
+      return bad(at, "entry {} has root grain {}, must be nonzero and below 2^62", i, e.root);
+    }
+    if (e.height < 1 || e.height > kMaxTreeHeight) {
+      return bad(at, "entry {} has height {}, must be 1..{}", i, e.height, kMaxTreeHeight);
+    }
+    if (kind < static_cast<uint8_t>(TreeKind::kFileMap) ||
+        kind > static_cast<uint8_t>(TreeKind::kInodeTable)) {
+      return bad(at, "entry {} has unknown tree kind {}", i, kind);
+    }
+    e.kind = static_cast<TreeKind>(kind);
+    size_t nz = first_nonzero(buf, off + kRelOffKind + 1, off + kRelOffOwner);
+    if (nz != off + kRelOffOwner) {
+      return bad(at, "entry {} has nonzero reserved byte {}", i, nz - off);
+    }
+  }
+  return l;
+}
+
+void encode_release_list(const ReleaseList& l, uint64_t self, uint64_t generation,
+                         Grain buf) {
+  VSFS_ASSERT(l.entries.size() <= kReleaseEntriesMax);
+  VSFS_ASSERT(l.next < kGrainLimit && (l.next == 0 || l.next != self));
+  const auto length =
+      static_cast<uint32_t>(kReleaseListFixed + l.entries.size() * kReleaseEntryBytes);
+  begin_block(buf, BlockType::kReleaseList, length, 0, generation, self, 0);
+  store<uint64_t>(buf, kHeaderBytes, l.next);
+  store<uint32_t>(buf, kHeaderBytes + 8, static_cast<uint32_t>(l.entries.size()));
+  for (size_t i = 0; i < l.entries.size(); ++i) {
+    const ReleaseEntry& e = l.entries[i];
+    VSFS_ASSERT(e.root != 0 && e.root < kGrainLimit);
+    VSFS_ASSERT(e.height >= 1 && e.height <= kMaxTreeHeight);
+    VSFS_ASSERT(e.kind >= TreeKind::kFileMap && e.kind <= TreeKind::kInodeTable);
+    const size_t off = kHeaderBytes + kReleaseListFixed + i * kReleaseEntryBytes;
+    store<uint64_t>(buf, off + kRelOffRoot, e.root);
+    store<uint8_t>(buf, off + kRelOffHeight, e.height);
+    store<uint8_t>(buf, off + kRelOffKind, static_cast<uint8_t>(e.kind));
+    store<uint64_t>(buf, off + kRelOffOwner, e.owner);
+  }
+  seal(buf);
+}
+
+// ---- Geometry of a new datastore ----
+
+Result<Layout> compute_layout(uint64_t device_bytes, uint64_t journal_bytes_override) {
+  constexpr uint64_t kMinJournalBytes = 8ull << 20;
+  constexpr uint64_t kMaxJournalBytes = 1ull << 30;
+  constexpr uint64_t kMinOverrideJournalBytes = 4ull << 20;
+  constexpr uint64_t kMinDataBlocks = 16;
+  if (device_bytes < kMinDeviceBytes) {
+    return make_error(EINVAL, ErrorKind::kInvalidArgument,
+                      "device is {} bytes; a datastore needs at least 64 MiB", device_bytes);
+  }
+  if (device_bytes / kBlockBytes >= kGrainLimit / kGrainsPerBlock) {
+    return make_error(EINVAL, ErrorKind::kInvalidArgument,
+                      "device is {} bytes; too large for vsfs", device_bytes);
+  }
+  Layout l;
+  l.total_blocks = device_bytes / kBlockBytes;
+
+  uint64_t journal_blocks;
+  if (journal_bytes_override != 0) {
+    if (journal_bytes_override > device_bytes) {
+      return make_error(EINVAL, ErrorKind::kInvalidArgument,
+                        "journal of {} bytes does not fit a {}-byte device",
+                        journal_bytes_override, device_bytes);
+    }
+    journal_blocks = std::max(div_round_up(journal_bytes_override, kBlockBytes),
+                              kMinOverrideJournalBytes / kBlockBytes);
+  } else {
+    const uint64_t bytes = std::clamp(device_bytes / 256, kMinJournalBytes, kMaxJournalBytes);
+    journal_blocks = div_round_up(bytes, kBlockBytes);
+  }
+  l.journal_start_grain = kGrainsPerBlock;  // after block 0, the superblocks
+  l.journal_grains = journal_blocks * kGrainsPerBlock;
+
+  l.block_table_start_grain = l.journal_start_grain + l.journal_grains;
+  l.block_table_grains = div_round_up(l.total_blocks, kBlocksPerTableGrain);
+  const uint64_t table_blocks = div_round_up(l.block_table_grains, kGrainsPerBlock);
+
+  l.refcount_start_grain = l.block_table_start_grain + table_blocks * kGrainsPerBlock;
+  l.refcount_grains =
+      div_round_up(l.total_blocks * kGrainsPerBlock, kGrainsPerRefcountGrain);
+  const uint64_t refcount_blocks = div_round_up(l.refcount_grains, kGrainsPerBlock);
+
+  l.first_data_block = l.refcount_start_grain / kGrainsPerBlock + refcount_blocks;
+  if (l.first_data_block > l.total_blocks ||
+      l.total_blocks - l.first_data_block < kMinDataBlocks) {
+    return make_error(EINVAL, ErrorKind::kInvalidArgument,
+                      "device of {} bytes leaves {} storage blocks for data after the "
+                      "journal and tables; a datastore needs at least {}",
+                      device_bytes,
+                      l.first_data_block > l.total_blocks
+                          ? 0
+                          : l.total_blocks - l.first_data_block,
+                      kMinDataBlocks);
+  }
+  return l;
+}
+
+}  // namespace vsfs::format

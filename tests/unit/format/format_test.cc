@@ -1,0 +1,493 @@
+// Round trips of every on-disk structure, the header's byte layout and checksum, name
+// rules, and the layout of new datastores. Decode error paths are in
+// decode_errors_test.cc.
+#include "format/format.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "format_test_util.h"
+#include "util/crc32c.h"
+#include "util/endian.h"
+
+namespace vsfs::format {
+namespace {
+
+using testing::Buf;
+using testing::sample_superblock;
+
+// Fills the buffer with garbage first: encode must zero the whole grain itself.
+Buf dirty_buf() {
+  Buf b;
+  b.fill(0xAA);
+  return b;
+}
+
+TEST(Header, ByteLayoutAndCrc) {
+  Buf buf = dirty_buf();
+  RefcountGrain t;
+  encode_refcounts(t, 4242, 99, buf);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(buf.data()), 4), "VSMB");
+  EXPECT_EQ(load_le<uint16_t>(buf.data() + kOffType), 8);
+  EXPECT_EQ(load_le<uint16_t>(buf.data() + kOffVersion), 1);
+  EXPECT_EQ(load_le<uint32_t>(buf.data() + kOffLength), 4032u);
+  EXPECT_EQ(load_le<uint64_t>(buf.data() + kOffOwner), 0u);
+  EXPECT_EQ(load_le<uint64_t>(buf.data() + kOffGeneration), 99u);
+  EXPECT_EQ(load_le<uint64_t>(buf.data() + kOffSelf), 4242u);
+  for (size_t i = kOffLevel; i < kHeaderBytes; ++i) EXPECT_EQ(buf[i], 0) << i;
+  // The crc is crc32c of the whole grain with the crc field zero.
+  Buf copy = buf;
+  store_le<uint32_t>(copy.data() + kOffCrc, 0);
+  EXPECT_EQ(load_le<uint32_t>(buf.data() + kOffCrc), crc32c(0, copy.data(), copy.size()));
+
+  auto h = decode_header(buf, BlockType::kRefcountTable, 4242);
+  ASSERT_TRUE(h.ok()) << h.error().message;
+  EXPECT_EQ(h->type, BlockType::kRefcountTable);
+  EXPECT_EQ(h->length_bytes, 4032u);
+  EXPECT_EQ(h->generation, 99u);
+  EXPECT_EQ(h->self, 4242u);
+  EXPECT_EQ(h->level, 0);
+}
+
+TEST(Header, EncodeAndSealRoundTrip) {
+  Buf buf{};
+  MetaHeader in{BlockType::kMapInterior, 4032, 17, 5, 300, 3};
+  encode_header(buf, in);
+  EXPECT_EQ(load_le<uint32_t>(buf.data() + kOffCrc), 0u);
+  seal(buf);
+  auto h = decode_header(buf, BlockType::kMapInterior, 300);
+  ASSERT_TRUE(h.ok()) << h.error().message;
+  EXPECT_EQ(h->owner, 17u);
+  EXPECT_EQ(h->level, 3);
+}
+
+TEST(Header, BlockTypeNames) {
+  EXPECT_STREQ(block_type_name(BlockType::kSuperblock), "superblock");
+  EXPECT_STREQ(block_type_name(BlockType::kMapLeaf), "map leaf");
+  EXPECT_STREQ(block_type_name(BlockType::kDirBlock), "dir block");
+  EXPECT_STREQ(block_type_name(BlockType::kReleaseList), "release list");
+  EXPECT_STRNE(block_type_name(static_cast<BlockType>(99)), "");
+}
+
+TEST(Superblock, RoundTrip) {
+  Superblock in = sample_superblock();
+  in.compat = 0x8000'0000'0000'0001ull;     // unknown compat bits are ignored
+  in.ro_compat = 0x4;                        // unknown ro_compat bits decode; mount decides
+  in.state = kStateClean | kStateMounted;
+  in.snapshot_root = in.first_data_block * kGrainsPerBlock + 20;
+  Buf buf = dirty_buf();
+  encode_superblock(in, 555, buf);
+  auto h = decode_header(buf, BlockType::kSuperblock, 0);
+  ASSERT_TRUE(h.ok()) << h.error().message;
+  EXPECT_EQ(h->generation, 555u);
+  EXPECT_EQ(h->length_bytes, kSbPayloadEnd - kHeaderBytes);
+  EXPECT_EQ(load_le<uint64_t>(buf.data() + kSbOffDeviceBytes), in.device_bytes);
+  EXPECT_EQ(buf[kSbOffInodeHeight], in.inode_height);
+
+  auto out = decode_superblock(buf);
+  ASSERT_TRUE(out.ok()) << out.error().message;
+  EXPECT_EQ(out->format_version, 1u);
+  EXPECT_EQ(out->compat, in.compat);
+  EXPECT_EQ(out->ro_compat, in.ro_compat);
+  EXPECT_EQ(out->incompat, in.incompat);
+  EXPECT_EQ(out->uuid, in.uuid);
+  EXPECT_EQ(out->device_bytes, in.device_bytes);
+  EXPECT_EQ(out->total_blocks, in.total_blocks);
+  EXPECT_EQ(out->journal_start_grain, in.journal_start_grain);
+  EXPECT_EQ(out->journal_grains, in.journal_grains);
+  EXPECT_EQ(out->block_table_start_grain, in.block_table_start_grain);
+  EXPECT_EQ(out->block_table_grains, in.block_table_grains);
+  EXPECT_EQ(out->refcount_start_grain, in.refcount_start_grain);
+  EXPECT_EQ(out->refcount_grains, in.refcount_grains);
+  EXPECT_EQ(out->first_data_block, in.first_data_block);
+  EXPECT_EQ(out->inode_root, in.inode_root);
+  EXPECT_EQ(out->inode_height, in.inode_height);
+  EXPECT_EQ(out->next_ino, in.next_ino);
+  EXPECT_EQ(out->generation, in.generation);
+  EXPECT_EQ(out->journal_tail_grain, in.journal_tail_grain);
+  EXPECT_EQ(out->journal_tail_seq, in.journal_tail_seq);
+  EXPECT_EQ(out->release_list, in.release_list);
+  EXPECT_EQ(out->state, in.state);
+  EXPECT_EQ(out->mount_count, in.mount_count);
+  EXPECT_EQ(out->mkfs_time_ns, in.mkfs_time_ns);
+  EXPECT_EQ(out->snapshot_root, in.snapshot_root);
+
+  // Re-encoding what was decoded gives the same bytes: one encoding per value.
+  Buf again = dirty_buf();
+  encode_superblock(*out, 555, again);
+  EXPECT_EQ(again, buf);
+}
+
+TEST(Superblock, EmptyPointersDecode) {
+  Superblock in = sample_superblock();
+  in.inode_root = 0;
+  in.inode_height = 0;
+  in.release_list = 0;
+  in.state = 0;
+  Buf buf{};
+  encode_superblock(in, 1, buf);
+  auto out = decode_superblock(buf);
+  ASSERT_TRUE(out.ok()) << out.error().message;
+  EXPECT_EQ(out->inode_root, 0u);
+}
+
+TEST(TreeNode, MapLeafRoundTrip) {
+  TreeNode in;
+  in.type = BlockType::kMapLeaf;
+  in.level = 0;
+  in.owner = 42;
+  for (size_t i = 0; i < kTreeFanout; ++i) {
+    Slot& s = in.slots[i];
+    switch (i % 3) {
+      case 0: break;  // unmapped, all zero
+      case 1: s.state = SlotState::kZero; s.stamp = 1000 + i; break;
+      case 2: s.state = SlotState::kMapped; s.grain = (1ull << 62) - 1 - i; s.stamp = i; break;
+    }
+  }
+  Buf buf = dirty_buf();
+  encode_tree_node(in, 8000, 7, buf);
+  // Slot 2 at payload offset 32: grain | kMapped << 62, then the stamp.
+  EXPECT_EQ(load_le<uint64_t>(buf.data() + kHeaderBytes + 2 * kSlotBytes),
+            ((1ull << 62) - 3) | (2ull << 62));
+  EXPECT_EQ(load_le<uint64_t>(buf.data() + kHeaderBytes + 2 * kSlotBytes + 8), 2u);
+  auto out = decode_tree_node(buf, 8000);
+  ASSERT_TRUE(out.ok()) << out.error().message;
+  EXPECT_EQ(out->type, BlockType::kMapLeaf);
+  EXPECT_EQ(out->level, 0);
+  EXPECT_EQ(out->owner, 42u);
+  for (size_t i = 0; i < kTreeFanout; ++i) {
+    EXPECT_EQ(out->slots[i].state, in.slots[i].state) << i;
+    EXPECT_EQ(out->slots[i].grain, in.slots[i].grain) << i;
+    EXPECT_EQ(out->slots[i].stamp, in.slots[i].stamp) << i;
+  }
+}
+
+TEST(TreeNode, InteriorRoundTrip) {
+  for (BlockType type : {BlockType::kMapInterior, BlockType::kInodeInterior}) {
+    for (uint8_t level : {uint8_t{1}, kMaxTreeLevel}) {
+      TreeNode in;
+      in.type = type;
+      in.level = level;
+      in.slots[0] = Slot{5000, SlotState::kMapped, 3};
+      in.slots[251] = Slot{5001, SlotState::kMapped, 0};
+      Buf buf = dirty_buf();
+      encode_tree_node(in, 6000, 1, buf);
+      auto out = decode_tree_node(buf, 6000);
+      ASSERT_TRUE(out.ok()) << out.error().message;
+      EXPECT_EQ(out->type, type);
+      EXPECT_EQ(out->level, level);
+      EXPECT_EQ(out->slots[0].grain, 5000u);
+      EXPECT_EQ(out->slots[0].stamp, 3u);
+      EXPECT_EQ(out->slots[251].grain, 5001u);
+      EXPECT_EQ(out->slots[1].state, SlotState::kUnmapped);
+    }
+  }
+}
+
+InodeRecord sample_inode(uint64_t ino, bool dir) {
+  InodeRecord r;
+  r.ino = ino;
+  r.mode = (dir ? S_IFDIR : S_IFREG) | 07755;
+  r.uid = 1000;
+  r.gid = 0xffffffffu;
+  r.nlink = dir ? 2 : 1;
+  r.size_bytes = dir ? 130 : (1ull << 44);
+  r.atime_ns = 11;
+  r.mtime_ns = 22;
+  r.ctime_ns = 33;
+  r.map_root = 123456;
+  r.map_height = kMaxTreeLevel + 1;
+  r.allocated_grains = 1ull << 32;
+  r.btime_ns = 44;
+  r.parent = dir ? 1 : 0;
+  return r;
+}
+
+TEST(InodeLeaf, RoundTrip) {
+  InodeLeaf in;
+  in.first_ino = 31 * 5;
+  for (size_t i = 0; i < kInodesPerLeaf; i += 2) in.inodes[i] = sample_inode(in.first_ino + i, i % 4 == 0);
+  in.inodes[30].map_root = 0;  // an empty file
+  in.inodes[30].map_height = 0;
+  in.inodes[30].allocated_grains = 0;
+  Buf buf = dirty_buf();
+  encode_inode_leaf(in, 700, 3, buf);
+  // Record 2 starts at payload offset 256; its mode at +8.
+  EXPECT_EQ(load_le<uint64_t>(buf.data() + kHeaderBytes + 2 * kInodeBytes), in.first_ino + 2);
+  EXPECT_EQ(load_le<uint32_t>(buf.data() + kHeaderBytes + 2 * kInodeBytes + kInoOffMode),
+            in.inodes[2].mode);
+  auto out = decode_inode_leaf(buf, 700, in.first_ino);
+  ASSERT_TRUE(out.ok()) << out.error().message;
+  EXPECT_EQ(out->first_ino, in.first_ino);
+  for (size_t i = 0; i < kInodesPerLeaf; ++i) {
+    const InodeRecord& a = in.inodes[i];
+    const InodeRecord& b = out->inodes[i];
+    EXPECT_EQ(a.ino, b.ino) << i;
+    EXPECT_EQ(a.mode, b.mode) << i;
+    EXPECT_EQ(a.uid, b.uid) << i;
+    EXPECT_EQ(a.gid, b.gid) << i;
+    EXPECT_EQ(a.nlink, b.nlink) << i;
+    EXPECT_EQ(a.size_bytes, b.size_bytes) << i;
+    EXPECT_EQ(a.atime_ns, b.atime_ns) << i;
+    EXPECT_EQ(a.mtime_ns, b.mtime_ns) << i;
+    EXPECT_EQ(a.ctime_ns, b.ctime_ns) << i;
+    EXPECT_EQ(a.map_root, b.map_root) << i;
+    EXPECT_EQ(a.map_height, b.map_height) << i;
+    EXPECT_EQ(a.flags, b.flags) << i;
+    EXPECT_EQ(a.allocated_grains, b.allocated_grains) << i;
+    EXPECT_EQ(a.btime_ns, b.btime_ns) << i;
+    EXPECT_EQ(a.parent, b.parent) << i;
+  }
+}
+
+TEST(DirBlock, NameRules) {
+  EXPECT_TRUE(valid_name("a"));
+  EXPECT_TRUE(valid_name("..."));
+  EXPECT_TRUE(valid_name(".hidden"));
+  EXPECT_TRUE(valid_name(std::string(255, 'x')));
+  EXPECT_FALSE(valid_name(std::string(256, 'x')));
+  EXPECT_FALSE(valid_name(""));
+  EXPECT_FALSE(valid_name("."));
+  EXPECT_FALSE(valid_name(".."));
+  EXPECT_FALSE(valid_name("a/b"));
+  EXPECT_FALSE(valid_name(std::string("a\0b", 3)));
+  EXPECT_EQ(dir_entry_bytes(DirEntry{1, DT_REG, "abc"}), 13u);
+}
+
+TEST(DirBlock, RoundTripMaxLengthNames) {
+  DirBlock in;
+  in.owner = 9;
+  for (char c : {'a', 'b', 'c'}) in.entries.push_back({100u + c, DT_REG, std::string(255, c)});
+  in.entries.push_back({5, DT_DIR, "d"});
+  Buf buf = dirty_buf();
+  encode_dir_block(in, 321, 4, buf);
+  auto out = decode_dir_block(buf, 321);
+  ASSERT_TRUE(out.ok()) << out.error().message;
+  EXPECT_EQ(out->owner, 9u);
+  ASSERT_EQ(out->entries.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(out->entries[i].ino, in.entries[i].ino);
+    EXPECT_EQ(out->entries[i].type, in.entries[i].type);
+    EXPECT_EQ(out->entries[i].name, in.entries[i].name);
+  }
+}
+
+TEST(DirBlock, RoundTripFullBlock) {
+  // 15 entries of 265 bytes and one of 57 fill the 4032-byte payload exactly.
+  DirBlock in;
+  in.owner = 1;
+  for (int i = 0; i < 15; ++i) {
+    std::string name(255, 'n');
+    name[0] = static_cast<char>('A' + i);
+    in.entries.push_back({static_cast<uint64_t>(1000 + i), DT_REG, name});
+  }
+  in.entries.push_back({2000, DT_DIR, std::string(47, 'z')});
+  size_t total = 0;
+  for (const auto& e : in.entries) total += dir_entry_bytes(e);
+  ASSERT_EQ(total, kPayloadBytes);
+  Buf buf = dirty_buf();
+  encode_dir_block(in, 322, 4, buf);
+  EXPECT_EQ(load_le<uint32_t>(buf.data() + kOffLength), kPayloadBytes);
+  auto out = decode_dir_block(buf, 322);
+  ASSERT_TRUE(out.ok()) << out.error().message;
+  ASSERT_EQ(out->entries.size(), in.entries.size());
+  EXPECT_EQ(out->entries.back().name, std::string(47, 'z'));
+  EXPECT_EQ(out->entries[14].name, in.entries[14].name);
+}
+
+TEST(DirBlock, RoundTripEmpty) {
+  DirBlock in;
+  in.owner = 3;
+  Buf buf = dirty_buf();
+  encode_dir_block(in, 323, 4, buf);
+  auto out = decode_dir_block(buf, 323);
+  ASSERT_TRUE(out.ok()) << out.error().message;
+  EXPECT_TRUE(out->entries.empty());
+}
+
+TEST(BlockTable, RoundTrip) {
+  BlockTableGrain in;
+  for (size_t i = 0; i < kBlocksPerTableGrain; ++i) {
+    auto state = static_cast<BlockState>(i % 5);
+    uint16_t used = 0;
+    if (state == BlockState::kData || state == BlockState::kMeta) used = i % 257;
+    if (state == BlockState::kReserved) used = 256;
+    in.entries[i] = BlockEntry{state, used};
+  }
+  Buf buf = dirty_buf();
+  encode_block_table(in, 2304, 8, buf);
+  EXPECT_EQ(buf[kHeaderBytes + 3 * kBlockEntryBytes], 3);  // entry 3: kMeta
+  auto out = decode_block_table(buf, 2304);
+  ASSERT_TRUE(out.ok()) << out.error().message;
+  for (size_t i = 0; i < kBlocksPerTableGrain; ++i) {
+    EXPECT_EQ(out->entries[i].state, in.entries[i].state) << i;
+    EXPECT_EQ(out->entries[i].used_grains, in.entries[i].used_grains) << i;
+  }
+}
+
+TEST(Refcounts, RoundTrip) {
+  RefcountGrain in;
+  for (size_t i = 0; i < kGrainsPerRefcountGrain; ++i) in.counts[i] = static_cast<uint16_t>(i * 37);
+  in.counts[2015] = 0xffff;
+  Buf buf = dirty_buf();
+  encode_refcounts(in, 2560, 8, buf);
+  auto out = decode_refcounts(buf, 2560);
+  ASSERT_TRUE(out.ok()) << out.error().message;
+  EXPECT_EQ(out->counts, in.counts);
+}
+
+TEST(Journal, DescRoundTripFull) {
+  JournalDesc in;
+  in.seq = 1ull << 40;
+  in.last = true;
+  for (size_t i = 0; i < kJournalDescMax; ++i) in.homes.push_back(3000 + i * 7);
+  Buf buf = dirty_buf();
+  encode_journal_desc(in, 300, buf);
+  EXPECT_EQ(load_le<uint32_t>(buf.data() + kOffLength), 16u + 502u * 8u);
+  auto out = decode_journal_desc(buf, 300);
+  ASSERT_TRUE(out.ok()) << out.error().message;
+  EXPECT_EQ(out->seq, in.seq);
+  EXPECT_TRUE(out->last);
+  EXPECT_EQ(out->homes, in.homes);
+}
+
+TEST(Journal, DescRoundTripOneHome) {
+  JournalDesc in{5, false, {77}};
+  Buf buf = dirty_buf();
+  encode_journal_desc(in, 257, buf);
+  auto out = decode_journal_desc(buf, 257);
+  ASSERT_TRUE(out.ok()) << out.error().message;
+  EXPECT_FALSE(out->last);
+  EXPECT_EQ(out->homes, std::vector<uint64_t>{77});
+}
+
+TEST(Journal, CommitRoundTrip) {
+  JournalCommit in{99, 503, 0xdeadbeef, 123456789};
+  Buf buf = dirty_buf();
+  encode_journal_commit(in, 900, buf);
+  auto out = decode_journal_commit(buf, 900);
+  ASSERT_TRUE(out.ok()) << out.error().message;
+  EXPECT_EQ(out->seq, 99u);
+  EXPECT_EQ(out->grains, 503u);
+  EXPECT_EQ(out->payload_crc, 0xdeadbeefu);
+  EXPECT_EQ(out->time_ns, 123456789u);
+}
+
+TEST(ReleaseList, RoundTripFull) {
+  ReleaseList in;
+  in.next = 4444;
+  for (size_t i = 0; i < kReleaseEntriesMax; ++i) {
+    in.entries.push_back({1000 + i, static_cast<uint8_t>(1 + i % (kMaxTreeLevel + 1)),
+                          static_cast<TreeKind>(1 + i % 3), 50 + i});
+  }
+  Buf buf = dirty_buf();
+  encode_release_list(in, 4443, 2, buf);
+  auto out = decode_release_list(buf, 4443);
+  ASSERT_TRUE(out.ok()) << out.error().message;
+  EXPECT_EQ(out->next, 4444u);
+  ASSERT_EQ(out->entries.size(), kReleaseEntriesMax);
+  for (size_t i = 0; i < kReleaseEntriesMax; ++i) {
+    EXPECT_EQ(out->entries[i].root, in.entries[i].root);
+    EXPECT_EQ(out->entries[i].height, in.entries[i].height);
+    EXPECT_EQ(out->entries[i].kind, in.entries[i].kind);
+    EXPECT_EQ(out->entries[i].owner, in.entries[i].owner);
+  }
+}
+
+TEST(ReleaseList, RoundTripEmpty) {
+  ReleaseList in;
+  Buf buf = dirty_buf();
+  encode_release_list(in, 4443, 2, buf);
+  auto out = decode_release_list(buf, 4443);
+  ASSERT_TRUE(out.ok()) << out.error().message;
+  EXPECT_EQ(out->next, 0u);
+  EXPECT_TRUE(out->entries.empty());
+}
+
+// ---- Layout ----
+
+void expect_layout(uint64_t device_bytes, const Layout& want) {
+  auto l = compute_layout(device_bytes);
+  ASSERT_TRUE(l.ok()) << l.error().message;
+  EXPECT_EQ(l->total_blocks, want.total_blocks);
+  EXPECT_EQ(l->journal_start_grain, want.journal_start_grain);
+  EXPECT_EQ(l->journal_grains, want.journal_grains);
+  EXPECT_EQ(l->block_table_start_grain, want.block_table_start_grain);
+  EXPECT_EQ(l->block_table_grains, want.block_table_grains);
+  EXPECT_EQ(l->refcount_start_grain, want.refcount_start_grain);
+  EXPECT_EQ(l->refcount_grains, want.refcount_grains);
+  EXPECT_EQ(l->first_data_block, want.first_data_block);
+}
+
+TEST(Layout, Min64MiB) {
+  // Journal clamped up to 8 MiB; one block each for the tables.
+  expect_layout(64ull << 20, {64, 256, 2048, 2304, 1, 2560, 9, 11});
+}
+
+TEST(Layout, OneGiB) { expect_layout(1ull << 30, {1024, 256, 2048, 2304, 3, 2560, 131, 11}); }
+
+TEST(Layout, SixtyFourGiB) {
+  // Journal device/256 = 256 MiB; refcounts 8323 grains = 33 blocks.
+  expect_layout(64ull << 30, {65536, 256, 65536, 65792, 131, 66048, 8323, 291});
+}
+
+TEST(Layout, SixtyFourTiB) {
+  // Journal clamped down to 1 GiB; block table 133153 grains = 521 blocks.
+  expect_layout(64ull << 40,
+                {67108864, 256, 262144, 262400, 133153, 395776, 8521761, 34835});
+}
+
+TEST(Layout, TooSmall) {
+  auto l = compute_layout((64ull << 20) - 1);
+  EXPECT_TRUE(testing::fails_with(l, ErrorKind::kInvalidArgument,
+                                  {"device is 67108863 bytes",
+                                   "a datastore needs at least 64 MiB"}));
+  EXPECT_FALSE(compute_layout(0).ok());
+}
+
+TEST(Layout, JournalOverride) {
+  auto l = compute_layout(1ull << 30, 1);  // rounded up to the 4 MiB minimum
+  ASSERT_TRUE(l.ok()) << l.error().message;
+  EXPECT_EQ(l->journal_grains, 1024u);
+  l = compute_layout(1ull << 30, (5ull << 20) + 1);  // rounded up to whole blocks
+  ASSERT_TRUE(l.ok()) << l.error().message;
+  EXPECT_EQ(l->journal_grains, 6u * 256);
+  EXPECT_EQ(l->block_table_start_grain, 7u * 256);
+}
+
+TEST(Layout, TooFewDataBlocks) {
+  // 64 MiB with a 50 MiB journal leaves 64 - 1 - 50 - 2 = 11 data blocks.
+  auto l = compute_layout(64ull << 20, 50ull << 20);
+  EXPECT_TRUE(testing::fails_with(l, ErrorKind::kInvalidArgument, {"at least 16"}));
+  EXPECT_TRUE(compute_layout(64ull << 20, 45ull << 20).ok());  // leaves exactly 16
+  EXPECT_FALSE(compute_layout(64ull << 20, 1ull << 40).ok());
+}
+
+TEST(Layout, EveryLayoutMakesADecodableSuperblock) {
+  for (uint64_t bytes : {64ull << 20, (64ull << 20) + 12345, 100ull << 20, 1ull << 30,
+                         (3ull << 30) + 4096, 64ull << 30, 1ull << 40, 64ull << 40}) {
+    auto l = compute_layout(bytes);
+    ASSERT_TRUE(l.ok()) << l.error().message;
+    Superblock sb;
+    sb.device_bytes = bytes;
+    sb.total_blocks = l->total_blocks;
+    sb.journal_start_grain = l->journal_start_grain;
+    sb.journal_grains = l->journal_grains;
+    sb.block_table_start_grain = l->block_table_start_grain;
+    sb.block_table_grains = l->block_table_grains;
+    sb.refcount_start_grain = l->refcount_start_grain;
+    sb.refcount_grains = l->refcount_grains;
+    sb.first_data_block = l->first_data_block;
+    Buf buf{};
+    encode_superblock(sb, 1, buf);
+    auto out = decode_superblock(buf);
+    EXPECT_TRUE(out.ok()) << bytes << ": " << out.error().message;
+  }
+}
+
+}  // namespace
+}  // namespace vsfs::format
