@@ -765,8 +765,9 @@ Result<JournalDesc> decode_journal_desc(ConstGrain buf, uint64_t self) {
   d.homes.resize(count);
   for (uint32_t i = 0; i < count; ++i) {
     const uint64_t home = load<uint64_t>(buf, kHeaderBytes + kJournalDescFixed + i * 8);
-    if (home == 0 || home >= kGrainLimit) {
-      return bad(at, "home {} is grain {}, must be nonzero and below 2^62", i, home);
+    // Home 0 is the superblock (written to both copies on replay).
+    if (home >= kGrainLimit) {
+      return bad(at, "home {} is grain {}, must be below 2^62", i, home);
     }
     d.homes[i] = home;
   }
@@ -781,7 +782,7 @@ void encode_journal_desc(const JournalDesc& d, uint64_t self, Grain buf) {
   store<uint32_t>(buf, kHeaderBytes + 8, static_cast<uint32_t>(d.homes.size()));
   store<uint32_t>(buf, kHeaderBytes + 12, d.last ? 1u : 0u);
   for (size_t i = 0; i < d.homes.size(); ++i) {
-    VSFS_ASSERT(d.homes[i] != 0 && d.homes[i] < kGrainLimit);
+    VSFS_ASSERT(d.homes[i] < kGrainLimit);
     store<uint64_t>(buf, kHeaderBytes + kJournalDescFixed + i * 8, d.homes[i]);
   }
   seal(buf);

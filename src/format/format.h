@@ -275,7 +275,7 @@ inline constexpr size_t kJournalDescMax = (kPayloadBytes - 16) / 8;  // 502 home
 struct JournalDesc {
   uint64_t seq = 0;
   bool last = false;               // the commit record follows this group's images
-  std::vector<uint64_t> homes;     // 1..kJournalDescMax home grains, each nonzero
+  std::vector<uint64_t> homes;     // 1..kJournalDescMax home grains; 0 = the superblock
 };
 // Desc payload: u64 seq, u32 count, u32 flags (bit 0 = last), then count u64 homes.
 Result<JournalDesc> decode_journal_desc(ConstGrain buf, uint64_t self);

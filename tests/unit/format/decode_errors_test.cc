@@ -516,10 +516,11 @@ TEST(DecodeJournalDesc, CountDisagreesWithLength) {
   EXPECT_TRUE(corrupt(decode_journal_desc(b, kSelf), {"journal desc", "truncated"}));
 }
 
-TEST(DecodeJournalDesc, HomeZero) {
+TEST(DecodeJournalDesc, HomeOutOfRange) {
   Buf b = desc_buf();
-  poke<uint64_t>(b, kHeaderBytes + 16 + 8, 0);
-  EXPECT_TRUE(corrupt(decode_journal_desc(b, kSelf), {"journal desc", "home 1 is grain 0"}));
+  poke<uint64_t>(b, kHeaderBytes + 16 + 8, 1ull << 62);
+  EXPECT_TRUE(corrupt(decode_journal_desc(b, kSelf),
+                      {"journal desc", "home 1 is grain 4611686018427387904"}));
 }
 
 TEST(DecodeJournalDesc, UnknownFlags) {

@@ -1,0 +1,1030 @@
+// DatastoreImpl: the virtual-disk layer. It turns read/write/punch/truncate/fsync of a
+// disk into grain-mapper decisions and device IO, and replies when the IO completes.
+//
+// A data request first takes its grain range in the disk's RangeLock (overlapping
+// requests wait there, in order). Planning happens under MetaStore's mutex: for each
+// grain, an in-place write when the grain and every map node above it belong to this
+// disk alone and the grain's stamp is the current generation, else a redirect to a
+// newly reserved grain (partial grains filled from the old grain or zeros). The IO is
+// submitted with the mutex released; the completion installs redirected grains in the
+// map (the next commit makes them durable), releases the range, and calls `done`.
+//
+// Threads: callers (any), the device completion thread (completions), the committer
+// (group commit on fsync, on the interval, and when the open transaction grows), and
+// the releaser (frees released trees in the background).
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <ctime>
+#include <dirent.h>
+#include <future>
+#include <thread>
+
+#include "device/device.h"
+#include "device/uring_device.h"
+#include "disk/range_lock.h"
+#include "meta/meta_store.h"
+#include "util/aligned_buffer.h"
+#include "util/log.h"
+#include "vsfs/datastore.h"
+
+namespace vsfs {
+namespace {
+
+using device::IoRequest;
+using device::OpKind;
+using meta::GrainLookup;
+using meta::MetaStore;
+using format::SlotState;
+using disk::GrainRange;
+using disk::RangeLock;
+
+constexpr uint64_t kMaxFileBytes = 64ull << 40;  // 64 TiB
+constexpr uint32_t kReleaseBudget = 32;          // nodes released per step
+
+uint64_t now_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+Attr to_attr(const format::InodeRecord& r) {
+  Attr a;
+  a.ino = r.ino;
+  a.mode = r.mode;
+  a.uid = r.uid;
+  a.gid = r.gid;
+  a.nlink = r.nlink;
+  a.size_bytes = r.size_bytes;
+  a.allocated_bytes = r.allocated_grains * kGrainBytes;
+  a.atime_ns = r.atime_ns;
+  a.mtime_ns = r.mtime_ns;
+  a.ctime_ns = r.ctime_ns;
+  a.btime_ns = r.btime_ns;
+  return a;
+}
+
+Error err_from_device(int64_t res, const char* what) {
+  return make_error(static_cast<int>(-res), ErrorKind::kIo, "device {} failed: {}", what,
+                    std::strerror(static_cast<int>(-res)));
+}
+
+// Joins IoRequests whose grains are physically contiguous into one request each.
+struct IoPlan {
+  struct Run {
+    OpKind kind;
+    uint64_t grain;
+    uint64_t count;
+    std::vector<iovec> iov;
+  };
+  std::vector<Run> runs;
+  void add(OpKind kind, uint64_t grain, uint8_t* buf) {
+    if (!runs.empty()) {
+      Run& r = runs.back();
+      if (r.kind == kind && r.grain + r.count == grain && r.iov.size() < IOV_MAX / 2) {
+        if (static_cast<uint8_t*>(r.iov.back().iov_base) + r.iov.back().iov_len == buf) {
+          r.iov.back().iov_len += kGrainBytes;
+        } else {
+          r.iov.push_back(iovec{buf, kGrainBytes});
+        }
+        ++r.count;
+        return;
+      }
+    }
+    runs.push_back(Run{kind, grain, 1, {iovec{buf, kGrainBytes}}});
+  }
+};
+
+class DatastoreImpl final : public Datastore {
+  struct DataOp;
+
+ public:
+  DatastoreImpl(std::unique_ptr<device::Device> dev, std::unique_ptr<MetaStore> ms,
+                const OpenOptions& options)
+      : dev_(std::move(dev)), ms_(std::move(ms)), options_(options) {}
+
+  ~DatastoreImpl() override {
+    if (!closed_) {
+      auto r = close();
+      if (!r.ok()) VSFS_LOG_ERROR("closing the datastore: {}", r.error().to_string());
+    }
+  }
+
+  void start_background() {
+    if (options_.read_only || !options_.start_background) return;
+    committer_ = std::thread([this] { committer_loop(); });
+    releaser_ = std::thread([this] { releaser_loop(); });
+  }
+
+  Result<void> close() override {
+    if (closed_) return ok_result();
+    closed_ = true;
+    {
+      std::lock_guard l(bg_mu_);
+      stop_ = true;
+    }
+    bg_cv_.notify_all();
+    if (committer_.joinable()) committer_.join();
+    if (releaser_.joinable()) releaser_.join();
+    if (options_.read_only) return ok_result();
+    return ms_->checkpoint(true);
+  }
+
+  // ---- namespace ----
+
+  Result<Attr> lookup(Ino parent, const std::string& name) override {
+    std::lock_guard lock(ms_->mu());
+    VSFS_ASSIGN_OR_RETURN(auto idx, ms_->dir_index_locked(parent));
+    auto it = idx->find(name);
+    if (it == idx->end()) return make_error(ENOENT, ErrorKind::kNotFound, "no such entry");
+    VSFS_ASSIGN_OR_RETURN(auto rec, ms_->inode_locked(it->second.ino));
+    return to_attr(*rec);
+  }
+
+  Result<Attr> getattr(Ino ino) override {
+    std::lock_guard lock(ms_->mu());
+    VSFS_ASSIGN_OR_RETURN(auto rec, ms_->inode_locked(ino));
+    return to_attr(*rec);
+  }
+
+  Result<Attr> create(Ino parent, const std::string& name, uint32_t mode, uint32_t uid,
+                      uint32_t gid) override {
+    return make_node(parent, name, S_IFREG | (mode & 07777), uid, gid);
+  }
+
+  Result<Attr> mkdir(Ino parent, const std::string& name, uint32_t mode, uint32_t uid,
+                     uint32_t gid) override {
+    return make_node(parent, name, S_IFDIR | (mode & 07777), uid, gid);
+  }
+
+  Result<void> unlink(Ino parent, const std::string& name) override {
+    std::lock_guard lock(ms_->mu());
+    VSFS_TRY(writable());
+    VSFS_ASSIGN_OR_RETURN(auto entry, find_entry(parent, name));
+    if (entry.type == DT_DIR) return make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory");
+    VSFS_TRY(ms_->dir_remove_locked(parent, name));
+    VSFS_TRY(touch_dir(parent));
+    VSFS_TRY(drop_link(entry.ino));
+    return after_change();
+  }
+
+  Result<void> rmdir(Ino parent, const std::string& name) override {
+    std::lock_guard lock(ms_->mu());
+    VSFS_TRY(writable());
+    VSFS_ASSIGN_OR_RETURN(auto entry, find_entry(parent, name));
+    if (entry.type != DT_DIR) return make_error(ENOTDIR, ErrorKind::kInvalidArgument, "not a directory");
+    VSFS_ASSIGN_OR_RETURN(auto idx, ms_->dir_index_locked(entry.ino));
+    if (!idx->empty()) return make_error(ENOTEMPTY, ErrorKind::kInvalidArgument, "directory not empty");
+    VSFS_TRY(ms_->dir_remove_locked(parent, name));
+    VSFS_TRY(touch_dir(parent));
+    VSFS_ASSIGN_OR_RETURN(auto prec, ms_->inode_for_update_locked(parent));
+    --prec->nlink;
+    VSFS_TRY(ms_->free_inode_locked(entry.ino));
+    return after_change();
+  }
+
+  Result<void> rename(Ino parent, const std::string& name, Ino new_parent,
+                      const std::string& new_name, RenameFlags flags) override {
+    std::lock_guard lock(ms_->mu());
+    VSFS_TRY(writable());
+    if (!format::valid_name(new_name)) {
+      return make_error(new_name.size() > format::kMaxNameBytes ? ENAMETOOLONG : EINVAL,
+                        ErrorKind::kInvalidArgument, "invalid name");
+    }
+    VSFS_ASSIGN_OR_RETURN(auto src, find_entry(parent, name));
+    VSFS_ASSIGN_OR_RETURN(auto nidx, ms_->dir_index_locked(new_parent));
+    std::optional<meta::DirIndexEntry> dst;
+    if (auto it = nidx->find(new_name); it != nidx->end()) dst = it->second;
+    if (parent == new_parent && name == new_name) {
+      return flags == RenameFlags::kNoReplace
+                 ? Result<void>(make_error(EEXIST, ErrorKind::kExists, "target exists"))
+                 : ok_result();
+    }
+    // A directory may not move into its own subtree.
+    if (src.type == DT_DIR) VSFS_TRY(check_not_ancestor(src.ino, new_parent));
+    if (flags == RenameFlags::kExchange) {
+      if (!dst) return make_error(ENOENT, ErrorKind::kNotFound, "target does not exist");
+      if (dst->type == DT_DIR) VSFS_TRY(check_not_ancestor(dst->ino, parent));
+      VSFS_TRY(ms_->dir_remove_locked(parent, name));
+      VSFS_TRY(ms_->dir_remove_locked(new_parent, new_name));
+      VSFS_TRY(ms_->dir_add_locked(parent, name, dst->ino, dst->type));
+      VSFS_TRY(ms_->dir_add_locked(new_parent, new_name, src.ino, src.type));
+      if (parent != new_parent) {
+        VSFS_TRY(move_dir_links(src, parent, new_parent));
+        VSFS_TRY(move_dir_links(*dst, new_parent, parent));
+      }
+    } else {
+      if (dst) {
+        if (flags == RenameFlags::kNoReplace) return make_error(EEXIST, ErrorKind::kExists, "target exists");
+        if (dst->ino == src.ino) return ok_result();
+        if (src.type == DT_DIR && dst->type != DT_DIR) return make_error(ENOTDIR, ErrorKind::kInvalidArgument, "not a directory");
+        if (src.type != DT_DIR && dst->type == DT_DIR) return make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory");
+        if (dst->type == DT_DIR) {
+          VSFS_ASSIGN_OR_RETURN(auto didx, ms_->dir_index_locked(dst->ino));
+          if (!didx->empty()) return make_error(ENOTEMPTY, ErrorKind::kInvalidArgument, "directory not empty");
+          VSFS_TRY(ms_->dir_remove_locked(new_parent, new_name));
+          VSFS_ASSIGN_OR_RETURN(auto np, ms_->inode_for_update_locked(new_parent));
+          --np->nlink;
+          VSFS_TRY(ms_->free_inode_locked(dst->ino));
+        } else {
+          VSFS_TRY(ms_->dir_remove_locked(new_parent, new_name));
+          VSFS_TRY(drop_link(dst->ino));
+        }
+      }
+      VSFS_TRY(ms_->dir_remove_locked(parent, name));
+      VSFS_TRY(ms_->dir_add_locked(new_parent, new_name, src.ino, src.type));
+      if (parent != new_parent) VSFS_TRY(move_dir_links(src, parent, new_parent));
+    }
+    VSFS_TRY(touch_dir(parent));
+    if (new_parent != parent) VSFS_TRY(touch_dir(new_parent));
+    VSFS_ASSIGN_OR_RETURN(auto srec, ms_->inode_for_update_locked(src.ino));
+    srec->ctime_ns = now_ns();
+    return after_change();
+  }
+
+  Result<std::vector<DirEntryInfo>> readdir(Ino dir) override {
+    std::lock_guard lock(ms_->mu());
+    VSFS_ASSIGN_OR_RETURN(auto list, ms_->dir_list_locked(dir));
+    std::vector<DirEntryInfo> out;
+    out.reserve(list.size());
+    for (auto& e : list) {
+      out.push_back(DirEntryInfo{std::move(e.name), e.ino,
+                                 static_cast<uint32_t>(e.type == DT_DIR ? S_IFDIR : S_IFREG)});
+    }
+    return out;
+  }
+
+  Result<Attr> setattr(Ino ino, const SetAttr& a) override {
+    std::lock_guard lock(ms_->mu());
+    VSFS_TRY(writable());
+    VSFS_ASSIGN_OR_RETURN(auto rec, ms_->inode_for_update_locked(ino));
+    if (a.mode) rec->mode = (rec->mode & S_IFMT) | (*a.mode & 07777);
+    if (a.uid) rec->uid = *a.uid;
+    if (a.gid) rec->gid = *a.gid;
+    if (a.atime_ns) rec->atime_ns = *a.atime_ns;
+    if (a.mtime_ns) rec->mtime_ns = *a.mtime_ns;
+    rec->ctime_ns = now_ns();
+    Attr out = to_attr(*rec);
+    VSFS_TRY(after_change());
+    return out;
+  }
+
+  Result<void> open_ref(Ino ino) override {
+    std::lock_guard lock(ms_->mu());
+    VSFS_TRY(ms_->inode_locked(ino));
+    ++rt_[ino].open_refs;
+    return ok_result();
+  }
+
+  void release_ref(Ino ino) override {
+    std::lock_guard lock(ms_->mu());
+    auto it = rt_.find(ino);
+    if (it == rt_.end() || it->second.open_refs == 0) return;
+    if (--it->second.open_refs > 0) return;
+    auto rec = ms_->inode_locked(ino);
+    if (rec.ok() && (*rec)->nlink == 0 && it->second.locks.idle()) {
+      auto freed = ms_->free_inode_locked(ino);
+      if (!freed.ok()) VSFS_LOG_ERROR("freeing inode {}: {}", ino, freed.error().to_string());
+      rt_.erase(it);
+    }
+  }
+
+  // ---- data ----
+
+  void read(Ino ino, uint64_t offset, uint64_t length, void* buf, Done<uint64_t> done) override {
+    auto op = std::make_shared<DataOp>();
+    op->ino = ino;
+    op->done_len = std::move(done);
+    {
+      std::lock_guard lock(ms_->mu());
+      read_locked(op, offset, length, buf);
+    }
+    run_deferred();
+  }
+
+  void read_locked(const std::shared_ptr<DataOp>& op, uint64_t offset, uint64_t length,
+                   void* buf) {
+    {
+      auto rec = ms_->inode_locked(op->ino);
+      if (!rec.ok()) return finish_now(op, rec.take_error());
+      if (S_ISDIR((*rec)->mode)) return finish_now(op, make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory"));
+      const uint64_t size = (*rec)->size_bytes;
+      if (offset >= size || length == 0) return finish_now(op, uint64_t{0});
+      length = std::min(length, size - offset);
+      op->offset = offset;
+      op->length = length;
+      op->user_buf = static_cast<uint8_t*>(buf);
+      op->first = offset / kGrainBytes;
+      op->end = div_round_up(offset + length, kGrainBytes);
+      ++stats_.read_requests;
+      stats_.read_bytes += length;
+      acquire_locked(op, false, [this, op] { start_read_locked(op); });
+    }
+  }
+
+  void write(Ino ino, uint64_t offset, const void* data, uint64_t length,
+             Done<uint64_t> done) override {
+    auto op = std::make_shared<DataOp>();
+    op->ino = ino;
+    op->done_len = std::move(done);
+    {
+      std::lock_guard lock(ms_->mu());
+      write_locked(op, offset, data, length);
+    }
+    run_deferred();
+  }
+
+  void write_locked(const std::shared_ptr<DataOp>& op, uint64_t offset, const void* data,
+                    uint64_t length) {
+    {
+      if (auto w = writable(); !w.ok()) return finish_now(op, w.take_error());
+      auto rec = ms_->inode_locked(op->ino);
+      if (!rec.ok()) return finish_now(op, rec.take_error());
+      if (S_ISDIR((*rec)->mode)) return finish_now(op, make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory"));
+      if (offset >= kMaxFileBytes || length > kMaxFileBytes - offset) {
+        return finish_now(op, make_error(EFBIG, ErrorKind::kInvalidArgument, "beyond the largest disk (64 TiB)"));
+      }
+      if (length == 0) return finish_now(op, uint64_t{0});
+      op->offset = offset;
+      op->length = length;
+      op->first = offset / kGrainBytes;
+      op->end = div_round_up(offset + length, kGrainBytes);
+      op->buf = AlignedBuffer((op->end - op->first) * kGrainBytes, false);
+      std::memcpy(op->buf.data() + (offset - op->first * kGrainBytes), data, length);
+      ++stats_.write_requests;
+      stats_.write_bytes += length;
+      acquire_locked(op, true, [this, op] { start_write_locked(op); });
+    }
+  }
+
+  void punch_hole(Ino ino, uint64_t offset, uint64_t length, Done<void> done) override {
+    // Partial grains at the edges are written with zeros; whole grains are unmapped.
+    auto rec = getattr(ino);
+    if (!rec.ok()) return done(rec.take_error());
+    const uint64_t size = rec->size_bytes;
+    if (offset >= size || length == 0) return done(ok_result());
+    const uint64_t end = std::min(size, offset + std::min(length, kMaxFileBytes));
+    const uint64_t whole_first = div_round_up(offset, kGrainBytes);
+    const uint64_t whole_end = end / kGrainBytes;
+    struct Edge { uint64_t off, len; };
+    std::vector<Edge> edges;
+    if (whole_first > whole_end) {
+      edges.push_back({offset, end - offset});  // inside one grain
+    } else {
+      if (offset < whole_first * kGrainBytes) edges.push_back({offset, whole_first * kGrainBytes - offset});
+      if (end > whole_end * kGrainBytes) edges.push_back({whole_end * kGrainBytes, end - whole_end * kGrainBytes});
+    }
+    auto state = std::make_shared<PunchState>();
+    state->done = std::move(done);
+    state->pending = edges.size() + 1;
+    for (const auto& e : edges) {
+      zero_range(ino, e.off, e.len, [this, state](Result<void> r) { punch_part_done(state, std::move(r)); });
+    }
+    if (whole_first < whole_end) {
+      unmap_range(ino, whole_first, whole_end, std::nullopt,
+                  [this, state](Result<void> r) { punch_part_done(state, std::move(r)); });
+    } else {
+      punch_part_done(state, ok_result());
+    }
+  }
+
+  void truncate(Ino ino, uint64_t size, Done<void> done) override {
+    if (size > kMaxFileBytes) return done(make_error(EFBIG, ErrorKind::kInvalidArgument, "beyond the largest disk (64 TiB)"));
+    auto rec = getattr(ino);
+    if (!rec.ok()) return done(rec.take_error());
+    if (S_ISDIR(rec->mode)) return done(make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory"));
+    const uint64_t old = rec->size_bytes;
+    auto finish = [this, ino, size, done = std::move(done)](Result<void> r) mutable {
+      if (!r.ok()) return done(std::move(r));
+      unmap_range(ino, div_round_up(size, kGrainBytes), UINT64_MAX / kGrainBytes, size, std::move(done));
+    };
+    if (size < old && size % kGrainBytes != 0) {
+      // The tail of the last grain must read zeros if the disk grows again.
+      const uint64_t grain_end = round_up(size, kGrainBytes);
+      zero_range(ino, size, std::min(grain_end, old) - size, std::move(finish));
+    } else {
+      finish(ok_result());
+    }
+  }
+
+  void fsync(Ino, Done<void> done) override {
+    {
+      std::lock_guard l(bg_mu_);
+      if (options_.start_background && !options_.read_only && !stop_) {
+        fsync_waiters_.push_back(std::move(done));
+        bg_cv_.notify_all();
+        return;
+      }
+    }
+    done(ms_->commit());
+  }
+
+  Result<uint64_t> seek(Ino ino, uint64_t offset, bool data) override {
+    std::lock_guard lock(ms_->mu());
+    VSFS_ASSIGN_OR_RETURN(auto rec, ms_->inode_locked(ino));
+    const uint64_t size = rec->size_bytes;
+    if (offset >= size) return make_error(ENXIO, ErrorKind::kInvalidArgument, "offset past the end");
+    const uint64_t limit = div_round_up(size, kGrainBytes);
+    VSFS_ASSIGN_OR_RETURN(uint64_t g, ms_->map_seek_locked(ino, offset / kGrainBytes, limit, data));
+    if (data) {
+      if (g >= limit) return make_error(ENXIO, ErrorKind::kInvalidArgument, "no data past the offset");
+      return std::max(offset, g * kGrainBytes);
+    }
+    return std::max(offset, std::min(size, g * kGrainBytes));
+  }
+
+  SpaceInfo space() override {
+    std::lock_guard lock(ms_->mu());
+    return space_locked();
+  }
+
+  DatastoreStats stats() override {
+    DatastoreStats s;
+    {
+      std::lock_guard lock(ms_->mu());
+      s = stats_;
+      s.space = space_locked();
+      auto c = ms_->counters_locked();
+      s.journal_commits = c.commits;
+      s.journal_bytes = c.journal_bytes;
+      s.checkpoints = c.checkpoints;
+      s.release_pending = ms_->release_pending_locked();
+      s.generation = ms_->generation_locked();
+    }
+    auto d = dev_->counters();
+    for (int i = 0; i < device::kOpKinds; ++i) s.device_ops[i] = d.ops[i];
+    s.device_in_flight = d.in_flight;
+    s.device_in_flight_peak = d.in_flight_peak;
+    return s;
+  }
+
+ private:
+  struct InodeRt {
+    RangeLock locks;
+    uint32_t open_refs = 0;
+    uint64_t hint_block = 0;
+  };
+
+  // One data request in flight.
+  struct DataOp {
+    Ino ino = 0;
+    uint64_t offset = 0, length = 0;
+    uint64_t first = 0, end = 0;  // grain range held
+    uint8_t* user_buf = nullptr;  // reads: the caller's buffer
+    AlignedBuffer buf;            // aligned data, grain `first` at offset 0
+    Done<uint64_t> done_len;
+    Done<void> done_void;
+    RangeLock::Handle handle;
+    // Writes: per grain of the range, the target and whether it was redirected.
+    std::vector<uint64_t> target;
+    std::vector<uint8_t> redirected;
+    std::vector<std::pair<uint64_t, uint64_t>> fills;  // (grain index in op, old grain)
+    bool zero_write = false;  // zero_range: never extends the file
+    std::optional<uint64_t> new_size;  // unmap: truncate to this size
+    IoPlan plan;
+    std::atomic<uint32_t> outstanding{0};
+    std::atomic<int64_t> error{0};
+  };
+
+  struct PunchState {
+    std::mutex mu;
+    size_t pending = 0;
+    Result<void> result;
+    Done<void> done;
+  };
+
+  void punch_part_done(const std::shared_ptr<PunchState>& st, Result<void> r) {
+    bool last;
+    {
+      std::lock_guard l(st->mu);
+      if (!r.ok() && st->result.ok()) st->result = std::move(r);
+      last = --st->pending == 0;
+    }
+    if (last) st->done(std::move(st->result));
+  }
+
+  Result<void> writable() {
+    if (options_.read_only) return make_error(EROFS, ErrorKind::kState, "datastore is read-only");
+    if (ms_->failed()) return make_error(EIO, ErrorKind::kIo, "datastore stopped after an IO error");
+    return ok_result();
+  }
+
+  // Answers a request that needs no IO; the callback runs once the mutex is dropped.
+  void finish_now(const std::shared_ptr<DataOp>& op, Result<uint64_t> r) {
+    defer([op, r = std::move(r)]() mutable { op->done_len(std::move(r)); });
+  }
+
+  SpaceInfo space_locked() {
+    auto sp = ms_->space_locked();
+    SpaceInfo s;
+    s.total_bytes = sp.data_blocks * kBlockBytes;
+    s.used_bytes = sp.used_grains * kGrainBytes;
+    s.free_bytes = sp.free_grains * kGrainBytes;
+    s.formatted_blocks = sp.formatted_blocks;
+    s.to_format_blocks = sp.to_format_blocks;
+    s.inodes = ms_->live_inodes_locked();
+    return s;
+  }
+
+  Result<meta::DirIndexEntry> find_entry(Ino parent, const std::string& name) {
+    VSFS_ASSIGN_OR_RETURN(auto idx, ms_->dir_index_locked(parent));
+    auto it = idx->find(name);
+    if (it == idx->end()) return make_error(ENOENT, ErrorKind::kNotFound, "no such entry");
+    return it->second;
+  }
+
+  Result<void> touch_dir(Ino dir) {
+    VSFS_ASSIGN_OR_RETURN(auto rec, ms_->inode_for_update_locked(dir));
+    rec->mtime_ns = rec->ctime_ns = now_ns();
+    return ok_result();
+  }
+
+  Result<void> drop_link(Ino ino) {
+    VSFS_ASSIGN_OR_RETURN(auto rec, ms_->inode_for_update_locked(ino));
+    rec->ctime_ns = now_ns();
+    if (rec->nlink > 0) --rec->nlink;
+    if (rec->nlink > 0) return ok_result();
+    auto it = rt_.find(ino);
+    if (it != rt_.end() && (it->second.open_refs > 0 || !it->second.locks.idle())) {
+      return ok_result();  // freed at the last release_ref
+    }
+    rt_.erase(ino);
+    return ms_->free_inode_locked(ino);
+  }
+
+  Result<void> check_not_ancestor(Ino dir, Ino target) {
+    for (Ino cur = target;;) {
+      if (cur == dir) return make_error(EINVAL, ErrorKind::kInvalidArgument, "cannot move a directory into itself");
+      if (cur == kRootIno) return ok_result();
+      VSFS_ASSIGN_OR_RETURN(auto rec, ms_->inode_locked(cur));
+      cur = rec->parent;
+    }
+  }
+
+  Result<void> move_dir_links(const meta::DirIndexEntry& e, Ino from, Ino to) {
+    if (e.type != DT_DIR) return ok_result();
+    VSFS_ASSIGN_OR_RETURN(auto f, ms_->inode_for_update_locked(from));
+    --f->nlink;
+    VSFS_ASSIGN_OR_RETURN(auto t, ms_->inode_for_update_locked(to));
+    ++t->nlink;
+    VSFS_ASSIGN_OR_RETURN(auto d, ms_->inode_for_update_locked(e.ino));
+    d->parent = to;
+    return ok_result();
+  }
+
+  Result<Attr> make_node(Ino parent, const std::string& name, uint32_t mode, uint32_t uid,
+                         uint32_t gid) {
+    std::lock_guard lock(ms_->mu());
+    VSFS_TRY(writable());
+    if (!format::valid_name(name)) {
+      return make_error(name.size() > format::kMaxNameBytes ? ENAMETOOLONG : EINVAL,
+                        ErrorKind::kInvalidArgument, "invalid name");
+    }
+    VSFS_ASSIGN_OR_RETURN(auto idx, ms_->dir_index_locked(parent));
+    if (idx->count(name)) return make_error(EEXIST, ErrorKind::kExists, "'{}' exists", name);
+    const uint64_t now = now_ns();
+    VSFS_ASSIGN_OR_RETURN(uint64_t ino, ms_->alloc_inode_locked(mode, uid, gid, parent, now));
+    const bool dir = S_ISDIR(mode);
+    VSFS_TRY(ms_->dir_add_locked(parent, name, ino, dir ? DT_DIR : DT_REG));
+    VSFS_ASSIGN_OR_RETURN(auto prec, ms_->inode_for_update_locked(parent));
+    prec->mtime_ns = prec->ctime_ns = now;
+    if (dir) ++prec->nlink;
+    VSFS_ASSIGN_OR_RETURN(auto rec, ms_->inode_locked(ino));
+    Attr a = to_attr(*rec);
+    VSFS_TRY(after_change());
+    return a;
+  }
+
+  Result<void> after_change() {
+    if (ms_->wants_commit_locked()) bg_cv_.notify_all();
+    return ok_result();
+  }
+
+  void acquire_locked(const std::shared_ptr<DataOp>& op, bool exclusive, RangeLock::Start start) {
+    InodeRt& rt = rt_[op->ino];
+    rt.locks.acquire(GrainRange{op->first, op->end, exclusive}, std::move(start), &op->handle);
+  }
+
+  // Releases the op's range; starts waiters that now hold theirs. Mutex held.
+  void release_locked(const std::shared_ptr<DataOp>& op) {
+    auto it = rt_.find(op->ino);
+    VSFS_ASSERT(it != rt_.end());
+    for (auto& start : it->second.locks.release(op->handle)) start();
+    if (it->second.locks.idle() && it->second.open_refs == 0) {
+      auto rec = ms_->inode_locked(op->ino);
+      if (rec.ok() && (*rec)->nlink == 0) {
+        auto freed = ms_->free_inode_locked(op->ino);
+        if (!freed.ok()) VSFS_LOG_ERROR("freeing inode {}: {}", op->ino, freed.error().to_string());
+      }
+      rt_.erase(it);
+    }
+  }
+
+  // Submits the runs of op->plan; `complete` runs once all finish (mutex not held).
+  void submit_plan(const std::shared_ptr<DataOp>& op, std::function<void()> complete) {
+    auto& runs = op->plan.runs;
+    if (runs.empty()) {
+      complete();
+      return;
+    }
+    op->outstanding = static_cast<uint32_t>(runs.size());
+    std::vector<IoRequest> reqs;
+    reqs.reserve(runs.size());
+    auto shared_complete = std::make_shared<std::function<void()>>(std::move(complete));
+    for (auto& r : runs) {
+      IoRequest q;
+      q.kind = r.kind;
+      q.offset_bytes = r.grain * kGrainBytes;
+      q.length_bytes = r.count * kGrainBytes;
+      q.iov = r.iov.data();
+      q.iovcnt = static_cast<int>(r.iov.size());
+      q.done = [op, shared_complete](int64_t res) {
+        if (res < 0) {
+          int64_t zero = 0;
+          op->error.compare_exchange_strong(zero, res);
+        }
+        if (--op->outstanding == 0) (*shared_complete)();
+      };
+      reqs.push_back(std::move(q));
+    }
+    dev_->submit(reqs);
+  }
+
+  // ---- reads ----
+
+  void start_read_locked(const std::shared_ptr<DataOp>& op) {
+    // Runs with the mutex held (from acquire or a release): plan, then submit after
+    // the lock is dropped by deferring to the pending list.
+    const uint64_t n = op->end - op->first;
+    const bool direct = (reinterpret_cast<uintptr_t>(op->user_buf) % kGrainBytes == 0) &&
+                        op->offset % kGrainBytes == 0 && op->length % kGrainBytes == 0;
+    uint8_t* base;
+    if (direct) {
+      base = op->user_buf;
+    } else {
+      op->buf = AlignedBuffer(n * kGrainBytes, false);
+      base = op->buf.data();
+    }
+    for (uint64_t i = 0; i < n; ++i) {
+      auto l = ms_->map_lookup_locked(op->ino, op->first + i);
+      if (!l.ok()) {
+        op->error = -l.error().errno_value;
+        break;
+      }
+      if (l->state == SlotState::kMapped) {
+        op->plan.add(OpKind::kRead, l->grain, base + i * kGrainBytes);
+      } else {
+        std::memset(base + i * kGrainBytes, 0, kGrainBytes);
+      }
+    }
+    if (op->error != 0) op->plan.runs.clear();
+    defer([this, op, direct] {
+      submit_plan(op, [this, op, direct] {
+        if (op->error == 0 && !direct) {
+          std::memcpy(op->user_buf, op->buf.data() + (op->offset - op->first * kGrainBytes),
+                      op->length);
+        }
+        {
+          std::lock_guard lock(ms_->mu());
+          release_locked(op);
+        }
+        run_deferred();
+        if (op->error != 0) {
+          op->done_len(err_from_device(op->error, "read"));
+        } else {
+          op->done_len(op->length);
+        }
+      });
+    });
+  }
+
+  // ---- writes ----
+
+  void start_write_locked(const std::shared_ptr<DataOp>& op) {
+    const uint64_t n = op->end - op->first;
+    const uint64_t gen = ms_->generation_locked();
+    op->target.assign(n, 0);
+    op->redirected.assign(n, 0);
+    uint64_t& hint = rt_[op->ino].hint_block;
+    const uint64_t head_pad = op->offset - op->first * kGrainBytes;
+    const uint64_t tail_end = op->offset + op->length - op->first * kGrainBytes;
+    Result<void> failed = ok_result();
+    for (uint64_t i = 0; i < n && failed.ok(); ++i) {
+      auto l = ms_->map_lookup_locked(op->ino, op->first + i);
+      if (!l.ok()) {
+        failed = l.take_error();
+        break;
+      }
+      const bool partial = (i == 0 && head_pad != 0) ||
+                           (i == n - 1 && tail_end < n * kGrainBytes);
+      if (l->state == SlotState::kMapped && l->exclusive && l->stamp == gen) {
+        op->target[i] = l->grain;
+        ++stats_.in_place_grain_writes;
+      } else {
+        auto g = ms_->reserve_data_grain_locked(hint);
+        if (!g.ok()) {
+          failed = g.take_error();
+          break;
+        }
+        op->target[i] = *g;
+        op->redirected[i] = 1;
+        ++stats_.redirected_grain_writes;
+      }
+      if (partial) {
+        if (l->state == SlotState::kMapped) {
+          op->fills.emplace_back(i, l->grain);
+        } else {
+          // Unmapped or zero: the rest of the grain is zeros.
+          uint8_t* g = op->buf.data() + i * kGrainBytes;
+          if (i == 0) std::memset(g, 0, head_pad);
+          if (i == n - 1 && tail_end < n * kGrainBytes) {
+            std::memset(op->buf.data() + tail_end, 0, n * kGrainBytes - tail_end);
+          }
+        }
+      }
+    }
+    if (!failed.ok()) {
+      unreserve_all_locked(op);
+      release_locked(op);
+      auto err = failed.take_error();
+      defer([op, err]() mutable { op->done_len(std::move(err)); });
+      return;
+    }
+    defer([this, op] { write_fill_phase(op); });
+  }
+
+  void unreserve_all_locked(const std::shared_ptr<DataOp>& op) {
+    for (size_t i = 0; i < op->redirected.size(); ++i) {
+      if (op->redirected[i] && op->target[i] != 0) ms_->unreserve_locked(op->target[i]);
+      op->redirected[i] = 0;
+    }
+  }
+
+  // Reads the old contents of partial edge grains, then merges and writes.
+  void write_fill_phase(const std::shared_ptr<DataOp>& op) {
+    if (op->fills.empty()) return write_data_phase(op);
+    auto old = std::make_shared<AlignedBuffer>(op->fills.size() * kGrainBytes, false);
+    for (size_t k = 0; k < op->fills.size(); ++k) {
+      op->plan.add(OpKind::kRead, op->fills[k].second, old->data() + k * kGrainBytes);
+    }
+    submit_plan(op, [this, op, old] {
+      op->plan.runs.clear();
+      if (op->error != 0) return write_complete(op);
+      const uint64_t n = op->end - op->first;
+      const uint64_t head_pad = op->offset - op->first * kGrainBytes;
+      const uint64_t tail_end = op->offset + op->length - op->first * kGrainBytes;
+      for (size_t k = 0; k < op->fills.size(); ++k) {
+        const uint64_t i = op->fills[k].first;
+        const uint8_t* src = old->data() + k * kGrainBytes;
+        uint8_t* dst = op->buf.data() + i * kGrainBytes;
+        if (i == 0 && head_pad != 0) std::memcpy(dst, src, head_pad);
+        if (i == n - 1 && tail_end < n * kGrainBytes) {
+          const uint64_t in_grain = tail_end - i * kGrainBytes;
+          std::memcpy(dst + in_grain, src + in_grain, kGrainBytes - in_grain);
+        }
+      }
+      write_data_phase(op);
+    });
+  }
+
+  void write_data_phase(const std::shared_ptr<DataOp>& op) {
+    const uint64_t n = op->end - op->first;
+    for (uint64_t i = 0; i < n; ++i) {
+      op->plan.add(OpKind::kWrite, op->target[i], op->buf.data() + i * kGrainBytes);
+    }
+    submit_plan(op, [this, op] { write_complete(op); });
+  }
+
+  void write_complete(const std::shared_ptr<DataOp>& op) {
+    Result<uint64_t> result = op->length;
+    {
+      std::lock_guard lock(ms_->mu());
+      if (op->error != 0) {
+        unreserve_all_locked(op);
+        result = err_from_device(op->error, "write");
+      } else {
+        Result<void> r = ok_result();
+        for (uint64_t i = 0; i < op->target.size() && r.ok(); ++i) {
+          if (op->redirected[i]) {
+            r = ms_->map_install_locked(op->ino, op->first + i, op->target[i]);
+            op->redirected[i] = 0;
+          }
+        }
+        if (r.ok()) {
+          auto rec = ms_->inode_for_update_locked(op->ino);
+          if (rec.ok()) {
+            const uint64_t end = op->offset + op->length;
+            if (!op->zero_write && end > (*rec)->size_bytes) (*rec)->size_bytes = end;
+            (*rec)->mtime_ns = (*rec)->ctime_ns = now_ns();
+          } else {
+            r = rec.take_error();
+          }
+        }
+        if (!r.ok()) {
+          unreserve_all_locked(op);
+          result = r.take_error();
+        }
+        if (ms_->wants_commit_locked()) bg_cv_.notify_all();
+      }
+      release_locked(op);
+    }
+    run_deferred();
+    op->done_len(std::move(result));
+  }
+
+  // Writes zeros over [offset, offset+length) of one grain (or a few), never growing the
+  // file. Grains that already read zeros are left alone.
+  void zero_range(Ino ino, uint64_t offset, uint64_t length, Done<void> done) {
+    {
+      std::lock_guard lock(ms_->mu());
+      bool any = false;
+      for (uint64_t g = offset / kGrainBytes; g < div_round_up(offset + length, kGrainBytes); ++g) {
+        auto l = ms_->map_lookup_locked(ino, g);
+        if (!l.ok()) return done(l.take_error());
+        any = any || l->state == SlotState::kMapped;
+      }
+      if (!any) return done(ok_result());
+    }
+    auto op = std::make_shared<DataOp>();
+    op->ino = ino;
+    op->zero_write = true;
+    op->done_len = [done = std::move(done)](Result<uint64_t> r) {
+      done(r.ok() ? ok_result() : Result<void>(r.take_error()));
+    };
+    op->offset = offset;
+    op->length = length;
+    op->first = offset / kGrainBytes;
+    op->end = div_round_up(offset + length, kGrainBytes);
+    op->buf = AlignedBuffer((op->end - op->first) * kGrainBytes, true);
+    {
+      std::lock_guard lock(ms_->mu());
+      acquire_locked(op, true, [this, op] { start_write_locked(op); });
+    }
+    run_deferred();
+  }
+
+  // Unmaps grains [first, end) under the range lock; with new_size, sets the size too.
+  void unmap_range(Ino ino, uint64_t first, uint64_t end, std::optional<uint64_t> new_size,
+                   Done<void> done) {
+    auto op = std::make_shared<DataOp>();
+    op->ino = ino;
+    op->first = first;
+    op->end = std::max(first + 1, end);
+    op->new_size = new_size;
+    op->done_void = std::move(done);
+    {
+      std::lock_guard lock(ms_->mu());
+      unmap_range_locked(op);
+    }
+    run_deferred();
+  }
+
+  void unmap_range_locked(const std::shared_ptr<DataOp>& op) {
+    if (auto w = writable(); !w.ok()) {
+      auto e = w.take_error();
+      defer([op, e]() mutable { op->done_void(std::move(e)); });
+      return;
+    }
+    acquire_locked(op, true, [this, op] {
+      Result<void> r = ok_result();
+      if (op->end > op->first) r = ms_->map_unmap_range_locked(op->ino, op->first, op->end - op->first);
+      if (r.ok()) {
+        auto rec = ms_->inode_for_update_locked(op->ino);
+        if (rec.ok()) {
+          if (op->new_size) (*rec)->size_bytes = *op->new_size;
+          (*rec)->mtime_ns = (*rec)->ctime_ns = now_ns();
+        } else {
+          r = rec.take_error();
+        }
+      }
+      if (ms_->wants_commit_locked()) bg_cv_.notify_all();
+      release_locked(op);
+      defer([op, r]() mutable { op->done_void(std::move(r)); });
+    });
+  }
+
+  // Work that must run without the mutex (IO submission, callbacks), queued while it is
+  // held. Per thread, so each thread runs what it queued.
+  static thread_local std::vector<std::function<void()>> deferred_;
+  void defer(std::function<void()> fn) { deferred_.push_back(std::move(fn)); }
+  static void run_deferred() {
+    while (!deferred_.empty()) {
+      auto batch = std::move(deferred_);
+      deferred_.clear();
+      for (auto& fn : batch) fn();
+    }
+  }
+
+  // ---- background ----
+
+  void committer_loop() {
+    std::unique_lock l(bg_mu_);
+    while (!stop_) {
+      bg_cv_.wait_for(l, std::chrono::milliseconds(options_.commit_interval_ms), [&] {
+        if (stop_ || !fsync_waiters_.empty()) return true;
+        std::lock_guard m(ms_->mu());
+        return ms_->wants_commit_locked();
+      });
+      auto waiters = std::move(fsync_waiters_);
+      fsync_waiters_.clear();
+      l.unlock();
+      auto r = ms_->commit();
+      if (!r.ok()) VSFS_LOG_ERROR("journal commit failed: {}", r.error().to_string());
+      for (auto& w : waiters) w(r.ok() ? ok_result() : Result<void>(Error(r.error())));
+      l.lock();
+    }
+    // Answer late fsyncs from close()'s final checkpoint path.
+    auto waiters = std::move(fsync_waiters_);
+    l.unlock();
+    auto r = ms_->commit();
+    for (auto& w : waiters) w(r.ok() ? ok_result() : Result<void>(Error(r.error())));
+  }
+
+  void releaser_loop() {
+    std::unique_lock l(bg_mu_);
+    while (!stop_) {
+      l.unlock();
+      auto more = ms_->release_step(kReleaseBudget);
+      l.lock();
+      if (!more.ok()) {
+        VSFS_LOG_ERROR("background release: {}", more.error().to_string());
+        bg_cv_.wait_for(l, std::chrono::seconds(5), [&] { return stop_; });
+      } else if (*more) {
+        bg_cv_.notify_all();  // let the committer see a growing transaction
+        bg_cv_.wait_for(l, std::chrono::milliseconds(1), [&] { return stop_; });
+      } else {
+        bg_cv_.wait_for(l, std::chrono::milliseconds(200), [&] { return stop_; });
+      }
+    }
+  }
+
+  std::unique_ptr<device::Device> dev_;
+  std::unique_ptr<MetaStore> ms_;
+  OpenOptions options_;
+  bool closed_ = false;
+
+  std::unordered_map<Ino, InodeRt> rt_;  // guarded by ms_->mu()
+  DatastoreStats stats_;                 // guarded by ms_->mu()
+
+  std::mutex bg_mu_;  // lock order: after ms_->mu() is never taken inside it except briefly
+  std::condition_variable_any bg_cv_;
+  bool stop_ = false;
+  std::vector<Done<void>> fsync_waiters_;
+  std::thread committer_;
+  std::thread releaser_;
+};
+
+thread_local std::vector<std::function<void()>> DatastoreImpl::deferred_;
+
+}  // namespace
+
+Result<std::unique_ptr<Datastore>> Datastore::open(std::unique_ptr<device::Device> dev,
+                                                   const OpenOptions& options) {
+  meta::MetaOptions mo;
+  mo.read_only = options.read_only;
+  mo.mark_mounted = options.mark_mounted;
+  mo.force = options.force;
+  VSFS_ASSIGN_OR_RETURN(auto ms, MetaStore::open(*dev, mo));
+  auto ds = std::make_unique<DatastoreImpl>(std::move(dev), std::move(ms), options);
+  ds->start_background();
+  return std::unique_ptr<Datastore>(std::move(ds));
+}
+
+Result<std::unique_ptr<Datastore>> open_datastore_path(const std::string& path,
+                                                       const OpenOptions& options) {
+  device::UringOptions uo;
+  uo.read_only = options.read_only;
+  VSFS_ASSIGN_OR_RETURN(auto dev, device::open_uring_device(path, uo));
+  return Datastore::open(std::move(dev), options);
+}
+
+namespace {
+template <typename T>
+Result<T> wait_for(const std::function<void(Done<T>)>& start) {
+  std::promise<Result<T>> p;
+  auto f = p.get_future();
+  start([&p](Result<T> r) { p.set_value(std::move(r)); });
+  return f.get();
+}
+}  // namespace
+
+Result<uint64_t> Datastore::read_sync(Ino ino, uint64_t offset, uint64_t length, void* buf) {
+  return wait_for<uint64_t>([&](Done<uint64_t> d) { read(ino, offset, length, buf, std::move(d)); });
+}
+Result<uint64_t> Datastore::write_sync(Ino ino, uint64_t offset, const void* data, uint64_t length) {
+  return wait_for<uint64_t>([&](Done<uint64_t> d) { write(ino, offset, data, length, std::move(d)); });
+}
+Result<void> Datastore::punch_hole_sync(Ino ino, uint64_t offset, uint64_t length) {
+  return wait_for<void>([&](Done<void> d) { punch_hole(ino, offset, length, std::move(d)); });
+}
+Result<void> Datastore::truncate_sync(Ino ino, uint64_t size) {
+  return wait_for<void>([&](Done<void> d) { truncate(ino, size, std::move(d)); });
+}
+Result<void> Datastore::fsync_sync(Ino ino) {
+  return wait_for<void>([&](Done<void> d) { fsync(ino, std::move(d)); });
+}
+
+}  // namespace vsfs

@@ -1,0 +1,301 @@
+// MetaStore core: opening a datastore, the cache, transactions, commit and checkpoint.
+#include "meta/meta_store.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+
+#include "util/log.h"
+
+namespace vsfs::meta {
+
+using format::BlockType;
+
+MetaStore::MetaStore(device::Device& dev, const MetaOptions& options)
+    : dev_(dev), options_(options) {}
+
+MetaStore::~MetaStore() = default;
+
+namespace {
+
+Result<format::Superblock> read_superblock_at(device::Device& dev, uint64_t grain) {
+  AlignedBuffer buf(kGrainBytes, false);
+  VSFS_TRY(device::read_sync(dev, grain * kGrainBytes, buf.data(), kGrainBytes));
+  return format::decode_superblock(format::ConstGrain(buf.data(), kGrainBytes));
+}
+
+Result<void> write_superblock(device::Device& dev, const format::Superblock& sb,
+                              uint64_t generation) {
+  AlignedBuffer buf(kGrainBytes);
+  format::encode_superblock(sb, generation, format::Grain(buf.data(), kGrainBytes));
+  VSFS_TRY(device::write_sync(dev, 0, buf.data(), kGrainBytes));
+  VSFS_TRY(device::write_sync(dev, format::kSuperblockCopyGrain * kGrainBytes, buf.data(),
+                              kGrainBytes));
+  return device::flush_sync(dev);
+}
+
+}  // namespace
+
+Result<format::Superblock> read_superblock(device::Device& dev) {
+  auto primary = read_superblock_at(dev, 0);
+  if (primary.ok()) return primary;
+  if (primary.error().kind == ErrorKind::kUnsupported) return primary.take_error();
+  auto copy = read_superblock_at(dev, format::kSuperblockCopyGrain);
+  if (copy.ok()) {
+    VSFS_LOG_WARN("primary superblock is damaged ({}); using its copy",
+                  primary.error().to_string());
+    return copy;
+  }
+  return primary.take_error();
+}
+
+Result<std::unique_ptr<MetaStore>> MetaStore::open(device::Device& dev,
+                                                   const MetaOptions& options) {
+  VSFS_ASSIGN_OR_RETURN(auto sb, read_superblock(dev));
+  if (sb.device_bytes > dev.size_bytes()) {
+    return make_error(EINVAL, ErrorKind::kCorruption,
+                      "datastore is {} bytes but the device only {}", sb.device_bytes,
+                      dev.size_bytes());
+  }
+  VSFS_ASSIGN_OR_RETURN(auto replay,
+                        Journal::replay(dev, sb.journal_start_grain, sb.journal_grains,
+                                        sb.journal_tail_grain, sb.journal_tail_seq,
+                                        !options.read_only));
+  if (replay.transactions > 0) {
+    if (options.read_only) {
+      return make_error(EROFS, ErrorKind::kState,
+                        "the journal holds {} uncommitted transactions; mount read-write "
+                        "once or run vsfs-fsck to replay it",
+                        replay.transactions);
+    }
+    VSFS_ASSIGN_OR_RETURN(sb, read_superblock(dev));
+  }
+  if (!options.read_only && (sb.state & format::kStateMounted) && options.mark_mounted &&
+      !options.force) {
+    return make_error(EBUSY, ErrorKind::kBusy,
+                      "datastore is marked mounted (in use elsewhere, or not unmounted "
+                      "cleanly)");
+  }
+  sb.journal_tail_grain = replay.end_grain;
+  sb.journal_tail_seq = replay.end_seq;
+  if (!options.read_only) {
+    sb.state &= ~format::kStateClean;
+    if (options.mark_mounted) sb.state |= format::kStateMounted;
+    ++sb.mount_count;
+    VSFS_TRY(write_superblock(dev, sb, sb.generation));
+  }
+
+  std::unique_ptr<MetaStore> ms(new MetaStore(dev, options));
+  ms->sb_ = sb;
+  ms->committed_sb_ = sb;
+  ms->journal_ = std::make_unique<Journal>(dev, sb.journal_start_grain, sb.journal_grains,
+                                           sb.journal_tail_grain, sb.journal_tail_seq);
+  std::lock_guard lock(ms->mu_);
+  VSFS_TRY(ms->load_block_table());
+  VSFS_TRY(ms->scan_inodes_locked());
+  return ms;
+}
+
+uint64_t MetaStore::refcount_grain_of(uint64_t grain) const {
+  return sb_.refcount_start_grain + grain / format::kGrainsPerRefcountGrain;
+}
+
+uint64_t MetaStore::block_table_grain_of(uint64_t block) const {
+  return sb_.block_table_start_grain + block / format::kBlocksPerTableGrain;
+}
+
+Result<CachedBlock*> MetaStore::get_locked(uint64_t grain, BlockType type, uint64_t first_ino) {
+  if (CachedBlock* b = cache_.find(grain)) {
+    if (b->type != type) {
+      return corruption(fmt::format("grain {}: expected a {}, but it holds a {}", grain,
+                                    format::block_type_name(type),
+                                    format::block_type_name(b->type)));
+    }
+    return b;
+  }
+  const uint64_t total_grains = sb_.total_blocks * kGrainsPerBlock;
+  if (grain == 0 || grain >= total_grains) {
+    return corruption(fmt::format("{} pointer {} is outside the datastore ({} grains)",
+                                  format::block_type_name(type), grain, total_grains));
+  }
+  AlignedBuffer buf(kGrainBytes, false);
+  auto& pending = journal_->pending();
+  if (auto it = pending.find(grain); it != pending.end()) {
+    std::memcpy(buf.data(), it->second.data.data(), kGrainBytes);
+  } else {
+    VSFS_TRY(device::read_sync(dev_, grain * kGrainBytes, buf.data(), kGrainBytes));
+  }
+  VSFS_ASSIGN_OR_RETURN(auto block,
+                        decode_cached(format::ConstGrain(buf.data(), kGrainBytes), grain, type,
+                                      first_ino));
+  return cache_.insert(grain, std::move(block));
+}
+
+void MetaStore::mark_dirty_locked(uint64_t grain) {
+  CachedBlock* b = cache_.find(grain);
+  VSFS_ASSERT(b != nullptr);
+  VSFS_ASSERT(!options_.read_only);
+  if (!b->dirty) {
+    b->dirty = true;
+    dirty_.push_back(grain);
+  }
+}
+
+bool MetaStore::has_changes_locked() const { return sb_dirty_ || !dirty_.empty(); }
+
+bool MetaStore::wants_commit_locked() const {
+  return dirty_.size() >= journal_->capacity_images() / 4;
+}
+
+Result<void> MetaStore::commit() {
+  std::lock_guard commit_lock(commit_mu_);
+  return commit_inner();
+}
+
+Result<void> MetaStore::commit_inner() {
+  if (failed_) return make_error(EIO, ErrorKind::kIo, "datastore failed an earlier commit");
+  std::vector<JournalImage> images;
+  uint64_t generation;
+  {
+    std::lock_guard lock(mu_);
+    if (!has_changes_locked()) {
+      images.clear();
+    } else {
+      generation = sb_.generation;
+      images.reserve(dirty_.size() + 1);
+      for (uint64_t g : dirty_) {
+        CachedBlock* b = cache_.find(g);
+        if (b == nullptr || !b->dirty) continue;  // freed after it was dirtied
+        b->dirty = false;
+        JournalImage img;
+        img.home = g;
+        img.data = AlignedBuffer(kGrainBytes, false);
+        encode_cached(*b, g, generation, format::Grain(img.data.data(), kGrainBytes));
+        images.push_back(std::move(img));
+      }
+      dirty_.clear();
+      // The superblock goes last so that replay writes it after what it points at.
+      JournalImage sbi;
+      sbi.home = 0;
+      sbi.data = AlignedBuffer(kGrainBytes);
+      format::encode_superblock(sb_, generation, format::Grain(sbi.data.data(), kGrainBytes));
+      images.push_back(std::move(sbi));
+      sb_dirty_ = false;
+      committed_sb_ = sb_;
+      VSFS_ASSERT(freed_committing_.empty());
+      freed_committing_.swap(freed_open_);
+      blocks_freed_committing_.swap(blocks_freed_open_);
+    }
+  }
+  // Data that the transaction points at must be durable before its commit record.
+  auto flushed = device::flush_sync(dev_);
+  if (!flushed.ok()) {
+    failed_ = true;
+    return flushed;
+  }
+  if (images.empty()) return ok_result();
+  if (!journal_->fits(images.size())) {
+    auto cp = checkpoint_inner(false);
+    if (!cp.ok()) {
+      failed_ = true;
+      return cp;
+    }
+    if (!journal_->fits(images.size())) {
+      failed_ = true;
+      return make_error(ENOSPC, ErrorKind::kNoSpace,
+                        "transaction of {} blocks is larger than the journal", images.size());
+    }
+  }
+  auto written = journal_->write_transaction(images);
+  if (!written.ok()) {
+    failed_ = true;
+    return written.take_error();
+  }
+  std::lock_guard lock(mu_);
+  freed_committing_.clear();
+  blocks_freed_committed_.insert(blocks_freed_committed_.end(), blocks_freed_committing_.begin(),
+                                 blocks_freed_committing_.end());
+  blocks_freed_committing_.clear();
+  ++counters_.commits;
+  counters_.journal_bytes += *written;
+  return ok_result();
+}
+
+Result<void> MetaStore::checkpoint(bool clean) {
+  std::lock_guard commit_lock(commit_mu_);
+  VSFS_TRY(commit_inner());
+  return checkpoint_inner(clean);
+}
+
+Result<void> MetaStore::checkpoint_inner(bool clean) {
+  if (options_.read_only) return ok_result();
+  auto& pending = journal_->pending();
+  // Write every home location in one batch, then flush, then move the tail.
+  std::vector<device::IoRequest> reqs;
+  std::vector<iovec> iovs;
+  reqs.reserve(pending.size());
+  iovs.reserve(pending.size());
+  std::mutex m;
+  std::condition_variable cv;
+  size_t outstanding = 0;
+  int64_t first_error = 0;
+  for (auto& [home, img] : pending) {
+    if (home == 0) continue;
+    iovs.push_back(iovec{img.data.data(), kGrainBytes});
+    device::IoRequest r;
+    r.kind = device::OpKind::kWrite;
+    r.offset_bytes = home * kGrainBytes;
+    r.length_bytes = kGrainBytes;
+    r.iov = &iovs.back();
+    r.iovcnt = 1;
+    r.done = [&](int64_t res) {
+      std::lock_guard l(m);
+      if (res < 0 && first_error == 0) first_error = res;
+      if (--outstanding == 0) cv.notify_all();
+    };
+    reqs.push_back(std::move(r));
+  }
+  outstanding = reqs.size();
+  if (!reqs.empty()) {
+    dev_.submit(reqs);
+    std::unique_lock l(m);
+    cv.wait(l, [&] { return outstanding == 0; });
+  }
+  if (first_error != 0) {
+    failed_ = true;
+    return make_error(static_cast<int>(-first_error), ErrorKind::kIo,
+                      "checkpoint: writing metadata home failed");
+  }
+  auto flushed = device::flush_sync(dev_);
+  if (!flushed.ok()) {
+    failed_ = true;
+    return flushed;
+  }
+  format::Superblock sb;
+  {
+    std::lock_guard lock(mu_);
+    sb = committed_sb_;
+  }
+  // committed_sb_ is the superblock as of the last commit: what the homes now hold.
+  sb.journal_tail_grain = journal_->head_grain();
+  sb.journal_tail_seq = journal_->head_seq();
+  if (clean) {
+    sb.state |= format::kStateClean;
+    sb.state &= ~format::kStateMounted;
+  }
+  auto wrote = write_superblock(dev_, sb, sb.generation);
+  if (!wrote.ok()) {
+    failed_ = true;
+    return wrote;
+  }
+  journal_->checkpointed();
+  std::lock_guard lock(mu_);
+  for (uint64_t b : blocks_freed_committed_) {
+    if (block_entry_locked(b).state == format::BlockState::kToFormatFree) to_format_free_.insert(b);
+  }
+  blocks_freed_committed_.clear();
+  ++counters_.checkpoints;
+  return ok_result();
+}
+
+}  // namespace vsfs::meta

@@ -1,0 +1,267 @@
+// MetaStore: the grain mapper ("file-system layer") of vsfs. It owns all metadata of an
+// open datastore: the superblock, the metadata cache, the journal, the space
+// accounting (block table and reference counts), the inode table, directories and the
+// grain maps of disks, and the release list of trees waiting to be freed.
+//
+// Every metadata change is made to cached blocks and marked dirty; dirty blocks form the
+// open transaction, which commit() writes to the journal (group commit: all changes
+// since the last commit, one transaction). Home locations are written only by
+// checkpoints. Copy-on-write: a tree node, directory block or grain whose reference
+// count is above 1 is shared and is copied before it is changed; the copy takes a
+// reference on each of the original's children.
+//
+// Space freed in the open transaction is quarantined until that transaction commits
+// (grains) or until the checkpoint after it (whole storage blocks, which may change
+// kind between data and metadata: journal replay must never write an old metadata image
+// over a block that was reused for data).
+//
+// Threading: one mutex, mu(), guards all state. Methods named *_locked require the
+// caller to hold it; the others take it. Device IO for commit and checkpoint happens
+// with mu() released; commits are serialised by commit_mu_ (lock order: commit_mu_
+// before mu_). Cache misses read the device synchronously while holding mu() (metadata
+// is small and stays cached; see the cache note in meta_cache.h).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "device/device.h"
+#include "format/format.h"
+#include "meta/journal.h"
+#include "meta/meta_cache.h"
+#include "util/result.h"
+
+namespace vsfs::meta {
+
+using format::InodeRecord;
+using format::Slot;
+using format::SlotState;
+
+struct MetaOptions {
+  bool read_only = false;
+  bool mark_mounted = true;
+  bool force = false;
+};
+
+// What a lookup of one disk grain found.
+struct GrainLookup {
+  SlotState state = SlotState::kUnmapped;
+  uint64_t grain = 0;     // physical grain when kMapped
+  uint64_t stamp = 0;
+  bool exclusive = false; // grain and every node above it have reference count 1
+};
+
+struct DirIndexEntry {
+  uint64_t ino = 0;
+  uint8_t type = 0;
+  uint64_t block = 0;  // directory block index holding it
+};
+
+struct MetaCounters {
+  uint64_t commits = 0, journal_bytes = 0, checkpoints = 0;
+  uint64_t tree_copies = 0;
+};
+
+// Reads the superblock, falling back to its copy when the primary is damaged.
+Result<format::Superblock> read_superblock(device::Device& dev);
+
+class MetaStore {
+ public:
+  ~MetaStore();
+  MetaStore(const MetaStore&) = delete;
+  MetaStore& operator=(const MetaStore&) = delete;
+
+  // Reads the superblock (falling back to its copy), replays the journal, loads the
+  // block table. Refuses unknown incompat features and, unless force, a datastore
+  // marked mounted.
+  static Result<std::unique_ptr<MetaStore>> open(device::Device& dev, const MetaOptions& options);
+
+  std::mutex& mu() { return mu_; }
+  device::Device& dev() { return dev_; }
+  bool read_only() const { return options_.read_only; }
+  uint64_t generation_locked() const { return sb_.generation; }
+  const format::Superblock& superblock_locked() const { return sb_; }
+
+  // ---- transactions ----
+  // Commits the open transaction (if it has changes) and flushes the device; returns
+  // when durable. Serialised with other commits; takes mu() itself.
+  Result<void> commit();
+  // Commits, writes every home location, advances the journal tail, marks clean when
+  // `clean` (unmount). Takes mu() itself.
+  Result<void> checkpoint(bool clean);
+  // True when the open transaction is large enough that the caller should commit soon.
+  bool wants_commit_locked() const;
+  bool has_changes_locked() const;
+  // Set after an IO error in commit: the datastore refuses further changes (EIO).
+  bool failed() const { return failed_.load(); }
+
+  // ---- inodes ----
+  Result<const InodeRecord*> inode_locked(uint64_t ino);
+  Result<InodeRecord*> inode_for_update_locked(uint64_t ino);  // COW + dirty
+  Result<uint64_t> alloc_inode_locked(uint32_t mode, uint32_t uid, uint32_t gid,
+                                      uint64_t parent, uint64_t now_ns);
+  // Removes the inode record and queues its map for release (background).
+  Result<void> free_inode_locked(uint64_t ino);
+  uint64_t live_inodes_locked() const { return live_inodes_; }
+
+  // ---- directories ----
+  Result<const std::unordered_map<std::string, DirIndexEntry>*> dir_index_locked(uint64_t dir);
+  Result<void> dir_add_locked(uint64_t dir, const std::string& name, uint64_t ino, uint8_t type);
+  Result<void> dir_remove_locked(uint64_t dir, const std::string& name);
+  // Entries in directory-block order (stable while the directory is unchanged).
+  Result<std::vector<format::DirEntry>> dir_list_locked(uint64_t dir);
+
+  // ---- grain maps of disks ----
+  Result<GrainLookup> map_lookup_locked(uint64_t ino, uint64_t file_grain);
+  // Sets the slot of file_grain to `grain` (a reserved data grain that now holds the
+  // data; it gets reference count 1) with stamp = current generation, releasing what the
+  // slot held before. Updates allocated_grains.
+  Result<void> map_install_locked(uint64_t ino, uint64_t file_grain, uint64_t grain);
+  // Unmaps [first, first+count) (state kUnmapped), releasing grains; whole subtrees are
+  // released through the release list when large.
+  Result<void> map_unmap_range_locked(uint64_t ino, uint64_t first_grain, uint64_t count);
+  // Next mapped grain index >= from (data) or next unmapped/zero index >= from (hole),
+  // below `limit`; returns limit when none.
+  Result<uint64_t> map_seek_locked(uint64_t ino, uint64_t from, uint64_t limit, bool data);
+
+  // ---- data grain allocation ----
+  // Reserves a free data grain, preferring `hint` block's neighbours (updated). The
+  // reservation keeps it from everyone else until map_install or unreserve.
+  Result<uint64_t> reserve_data_grain_locked(uint64_t& hint_block);
+  void unreserve_locked(uint64_t grain);
+
+  // ---- background release ----
+  // Releases up to `budget` nodes' worth of the release list; returns true while work
+  // remains. Takes mu() itself, per step.
+  Result<bool> release_step(uint32_t budget);
+  uint64_t release_pending_locked();
+
+  // ---- space ----
+  struct Space {
+    uint64_t data_blocks = 0, used_grains = 0, free_grains = 0;
+    uint64_t formatted_blocks = 0, to_format_blocks = 0;
+  };
+  Space space_locked() const;
+  MetaCounters counters_locked() const { return counters_; }
+
+  // Reference count of a grain (for tests and fsck).
+  Result<uint16_t> refcount_locked(uint64_t grain);
+
+ private:
+  MetaStore(device::Device& dev, const MetaOptions& options);
+  friend class TreeOps;
+
+  // -- space (space.cc) --
+  Result<void> load_block_table();
+  Result<format::BlockEntry*> block_entry_for_update_locked(uint64_t block);
+  format::BlockEntry block_entry_locked(uint64_t block) const;
+  Result<uint16_t> incref_locked(uint64_t grain);
+  Result<uint16_t> decref_locked(uint64_t grain);  // frees at 0 (quarantined)
+  Result<uint64_t> alloc_meta_grain_locked();      // refcount 1, not yet written
+  Result<uint64_t> take_free_block_locked(format::BlockState kind);
+  // Turns a reservation into reference count 1.
+  Result<void> take_reservation_locked(uint64_t grain);
+  bool grain_available_locked(uint64_t grain);
+  void on_grain_freed_locked(uint64_t grain);
+
+  // -- trees (tree.cc) --
+  struct TreeRoot {
+    uint64_t* root;
+    uint8_t* height;
+    format::BlockType leaf_type;      // kMapLeaf or kInodeLeaf
+    format::BlockType interior_type;  // kMapInterior or kInodeInterior
+    uint64_t owner;
+  };
+  uint64_t tree_leaf_capacity(uint8_t height) const;
+  // The leaf covering leaf number `leaf_no`, or 0 when not present (then `covering`, if
+  // given, is the interior slot that stands for the missing subtree). exclusive, if
+  // given, is set when the leaf and all nodes above it have reference count 1.
+  Result<uint64_t> tree_find_leaf_locked(uint64_t root, uint8_t height, uint64_t leaf_no,
+                                         bool inode_tree, bool* exclusive, Slot* covering);
+  Result<uint64_t> new_node_locked(format::BlockType type, uint8_t level, uint64_t owner,
+                                   uint64_t leaf_no, const Slot& fill);
+  TreeRoot map_root_of(InodeRecord* rec, uint64_t ino);
+  TreeRoot inode_tree_locked();
+  Result<uint64_t> count_mapped_locked(uint64_t grain, int level);
+  Result<uint64_t> unmap_in_node_locked(uint64_t grain, int level, uint64_t base, uint64_t first,
+                                        uint64_t end, uint64_t stamp, uint64_t owner);
+  Result<uint64_t> seek_in_node_locked(uint64_t grain, int level, uint64_t base, uint64_t from,
+                                       uint64_t limit, bool data);
+  Result<bool> release_partial_locked(uint64_t grain, int level, format::TreeKind kind,
+                                      uint32_t& budget);
+  Result<void> scan_inodes_locked();
+  // The leaf covering leaf_no made private (copied where shared) and present (created
+  // where missing), every node on the path dirty; raises interior stamps to `stamp`.
+  Result<uint64_t> tree_leaf_for_update_locked(TreeRoot tr, uint64_t leaf_no, uint64_t stamp);
+  // Copies a shared node: a new grain with the same content, children increfed,
+  // the old node decrefed. Returns the new grain.
+  Result<uint64_t> cow_node_locked(uint64_t grain);
+  Result<void> incref_children_locked(uint64_t grain);
+  Result<void> push_release_locked(uint64_t root, uint8_t height, format::TreeKind kind,
+                                   uint64_t owner);
+
+  // -- journal and cache plumbing (meta_store.cc) --
+  Result<void> commit_inner();
+  Result<void> checkpoint_inner(bool clean);
+  // The cached block at `grain`, read and decoded on a miss. first_ino: for inode leaves.
+  Result<CachedBlock*> get_locked(uint64_t grain, format::BlockType type, uint64_t first_ino = 0);
+  void mark_dirty_locked(uint64_t grain);
+  void mark_sb_dirty_locked() { sb_dirty_ = true; }
+  uint64_t refcount_grain_of(uint64_t grain) const;
+  uint64_t block_table_grain_of(uint64_t block) const;
+
+  device::Device& dev_;
+  MetaOptions options_;
+
+  std::mutex commit_mu_;  // serialises commit/checkpoint; taken before mu_
+  mutable std::mutex mu_;
+  format::Superblock sb_;          // guarded by mu_; the open transaction's view
+  format::Superblock committed_sb_;  // as of the last commit: what a checkpoint writes
+  bool sb_dirty_ = false;
+  MetaCache cache_;                // guarded by mu_
+  std::unique_ptr<Journal> journal_;
+  std::vector<uint64_t> dirty_;    // grains dirtied in the open transaction
+  // Quarantine: grains freed in the open transaction, and storage blocks freed since the
+  // last checkpoint, are not handed out again yet.
+  std::unordered_set<uint64_t> freed_open_;         // grains freed in the open txn
+  std::unordered_set<uint64_t> freed_committing_;   // grains freed in the txn being written
+  std::vector<uint64_t> blocks_freed_open_;         // blocks freed in the open txn
+  std::vector<uint64_t> blocks_freed_committing_;   // ... in the txn being written
+  std::vector<uint64_t> blocks_freed_committed_;    // ... committed, awaiting a checkpoint
+  std::unordered_set<uint64_t> reserved_;           // data grains reserved for in-flight writes
+  std::unordered_map<uint64_t, uint32_t> block_reserved_;  // reservations per block
+
+  // Space: free lists built from the block table at open.
+  std::set<uint64_t> formatted_free_;
+  std::set<uint64_t> to_format_free_;
+  uint64_t used_grains_ = 0;
+  uint64_t meta_block_ = 0;       // current metadata block (0 = none)
+  uint64_t meta_cursor_ = 0;
+  uint64_t live_inodes_ = 0;
+
+  // Directory indexes, built on first use and kept in step with changes.
+  struct DirIndex {
+    std::unordered_map<std::string, DirIndexEntry> names;
+    std::vector<uint32_t> used_bytes;  // per directory block
+  };
+  std::unordered_map<uint64_t, DirIndex> dirs_;
+  Result<DirIndex*> load_dir_locked(uint64_t dir);
+  Result<CachedBlock*> dir_block_for_update_locked(uint64_t dir, uint64_t index);
+
+  MetaCounters counters_;
+  std::atomic<bool> failed_{false};
+};
+
+}  // namespace vsfs::meta

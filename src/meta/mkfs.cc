@@ -1,0 +1,136 @@
+// Making a new datastore, and recognising what a device already holds.
+#include <sys/stat.h>
+
+#include <cstring>
+#include <ctime>
+#include <random>
+
+#include "meta/meta_store.h"
+#include "util/endian.h"
+#include "vsfs/datastore.h"
+
+namespace vsfs {
+
+using format::BlockState;
+using format::BlockType;
+
+Result<std::string> probe_device_contents(device::Device& dev) {
+  const uint64_t probe_bytes = std::min<uint64_t>(dev.size_bytes() & ~(kGrainBytes - 1), 128 * 1024);
+  if (probe_bytes < kGrainBytes) return std::string();
+  AlignedBuffer buf(probe_bytes, false);
+  VSFS_TRY(device::read_sync(dev, 0, buf.data(), probe_bytes));
+  const uint8_t* p = buf.data();
+  auto has = [&](uint64_t off, const void* magic, size_t n) {
+    return off + n <= probe_bytes && std::memcmp(p + off, magic, n) == 0;
+  };
+  if (load_le<uint32_t>(p) == format::kMetaMagic) return std::string("vsfs datastore");
+  if (has(1080, "\x53\xef", 2)) return std::string("ext2/3/4 filesystem");
+  if (has(0, "XFSB", 4)) return std::string("XFS filesystem");
+  if (has(0x10040, "_BHRfS_M", 8)) return std::string("btrfs filesystem");
+  if (has(4086, "SWAPSPACE2", 10)) return std::string("swap area");
+  if (has(0, "LUKS\xba\xbe", 6)) return std::string("LUKS volume");
+  if (has(0, "QFI\xfb", 4)) return std::string("qcow2 image");
+  if (has(0x8001, "CD001", 5)) return std::string("ISO 9660 filesystem");
+  if (has(512, "EFI PART", 8)) return std::string("GPT partition table");
+  if (has(510, "\x55\xaa", 2)) return std::string("DOS partition table or boot sector");
+  if (has(3, "NTFS    ", 8)) return std::string("NTFS filesystem");
+  if (has(82, "FAT32   ", 8) || has(54, "FAT1", 4)) return std::string("FAT filesystem");
+  return std::string();
+}
+
+Result<void> mkfs(device::Device& dev, const MkfsOptions& options) {
+  VSFS_ASSIGN_OR_RETURN(format::Layout layout,
+                        format::compute_layout(dev.size_bytes(), options.journal_bytes));
+  if (!options.force) {
+    VSFS_ASSIGN_OR_RETURN(std::string found, probe_device_contents(dev));
+    if (!found.empty()) {
+      return make_error(EEXIST, ErrorKind::kExists, "device holds a {}; use -f to overwrite it",
+                        found);
+    }
+  }
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  const uint64_t now = static_cast<uint64_t>(ts.tv_sec) * 1000000000ull +
+                       static_cast<uint64_t>(ts.tv_nsec);
+  const uint64_t generation = 1;
+
+  // Old superblocks go first, so an interrupted mkfs never leaves a valid-looking mix.
+  VSFS_TRY(device::write_zeroes_sync(dev, 0, kBlockBytes));
+  // The journal and the refcount table start as zeros (an all-zero refcount grain is an
+  // empty one); on a file this punches holes and costs no space.
+  VSFS_TRY(device::write_zeroes_sync(dev, layout.journal_start_grain * kGrainBytes,
+                                     layout.journal_grains * kGrainBytes));
+  VSFS_TRY(device::write_zeroes_sync(dev, layout.refcount_start_grain * kGrainBytes,
+                                     round_up(layout.refcount_grains * kGrainBytes, kBlockBytes)));
+
+  // The first data block holds the root's inode leaf.
+  const uint64_t meta_block = layout.first_data_block;
+  const uint64_t leaf_grain = first_grain_of(BlockIndex{meta_block}).v;
+
+  AlignedBuffer g(kGrainBytes);
+  auto grain = [&] { return format::Grain(g.data(), kGrainBytes); };
+  for (uint64_t i = 0; i < layout.block_table_grains; ++i) {
+    format::BlockTableGrain t;
+    for (uint64_t j = 0; j < format::kBlocksPerTableGrain; ++j) {
+      const uint64_t b = i * format::kBlocksPerTableGrain + j;
+      if (b >= layout.total_blocks) break;
+      if (b < layout.first_data_block) {
+        t.entries[j].state = BlockState::kReserved;
+      } else if (b == meta_block) {
+        t.entries[j] = format::BlockEntry{BlockState::kMeta, 1};
+      }
+    }
+    const uint64_t self = layout.block_table_start_grain + i;
+    format::encode_block_table(t, self, generation, grain());
+    VSFS_TRY(device::write_sync(dev, self * kGrainBytes, g.data(), kGrainBytes));
+  }
+  {
+    format::RefcountGrain r;
+    r.counts[leaf_grain % format::kGrainsPerRefcountGrain] = 1;
+    const uint64_t self = layout.refcount_start_grain + leaf_grain / format::kGrainsPerRefcountGrain;
+    format::encode_refcounts(r, self, generation, grain());
+    VSFS_TRY(device::write_sync(dev, self * kGrainBytes, g.data(), kGrainBytes));
+  }
+  {
+    format::InodeLeaf leaf;
+    leaf.first_ino = 0;
+    auto& root = leaf.inodes[kRootIno];
+    root.ino = kRootIno;
+    root.mode = S_IFDIR | 0755;
+    root.nlink = 2;
+    root.atime_ns = root.mtime_ns = root.ctime_ns = root.btime_ns = now;
+    root.parent = kRootIno;
+    format::encode_inode_leaf(leaf, leaf_grain, generation, grain());
+    VSFS_TRY(device::write_sync(dev, leaf_grain * kGrainBytes, g.data(), kGrainBytes));
+  }
+  VSFS_TRY(device::flush_sync(dev));
+
+  format::Superblock sb;
+  std::random_device rd;
+  for (auto& b : sb.uuid) b = static_cast<uint8_t>(rd());
+  sb.uuid[6] = (sb.uuid[6] & 0x0f) | 0x40;  // version 4
+  sb.uuid[8] = (sb.uuid[8] & 0x3f) | 0x80;
+  sb.device_bytes = layout.total_blocks * kBlockBytes;
+  sb.total_blocks = layout.total_blocks;
+  sb.journal_start_grain = layout.journal_start_grain;
+  sb.journal_grains = layout.journal_grains;
+  sb.block_table_start_grain = layout.block_table_start_grain;
+  sb.block_table_grains = layout.block_table_grains;
+  sb.refcount_start_grain = layout.refcount_start_grain;
+  sb.refcount_grains = layout.refcount_grains;
+  sb.first_data_block = layout.first_data_block;
+  sb.inode_root = leaf_grain;
+  sb.inode_height = 1;
+  sb.next_ino = kRootIno + 1;
+  sb.generation = generation;
+  sb.journal_tail_grain = 0;
+  sb.journal_tail_seq = 1;
+  sb.state = format::kStateClean;
+  sb.mkfs_time_ns = now;
+  format::encode_superblock(sb, generation, grain());
+  VSFS_TRY(device::write_sync(dev, format::kSuperblockCopyGrain * kGrainBytes, g.data(), kGrainBytes));
+  VSFS_TRY(device::write_sync(dev, 0, g.data(), kGrainBytes));
+  return device::flush_sync(dev);
+}
+
+}  // namespace vsfs

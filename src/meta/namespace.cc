@@ -1,0 +1,240 @@
+// The namespace: the inode table (a copy-on-write radix tree of inode leaves) and
+// directories (each a grain map whose leaves point at directory blocks).
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <dirent.h>
+
+#include "meta/meta_store.h"
+#include "util/log.h"
+
+namespace vsfs::meta {
+
+using format::BlockType;
+using format::kInodesPerLeaf;
+using format::kTreeFanout;
+
+MetaStore::TreeRoot MetaStore::inode_tree_locked() {
+  return TreeRoot{&sb_.inode_root, &sb_.inode_height, BlockType::kInodeLeaf,
+                  BlockType::kInodeInterior, 0};
+}
+
+Result<const InodeRecord*> MetaStore::inode_locked(uint64_t ino) {
+  if (ino == 0 || ino >= sb_.next_ino) {
+    return make_error(ENOENT, ErrorKind::kNotFound, "inode {} does not exist", ino);
+  }
+  const uint64_t leaf_no = ino / kInodesPerLeaf;
+  VSFS_ASSIGN_OR_RETURN(uint64_t leaf, tree_find_leaf_locked(sb_.inode_root, sb_.inode_height,
+                                                             leaf_no, true, nullptr, nullptr));
+  if (leaf == 0) return make_error(ENOENT, ErrorKind::kNotFound, "inode {} does not exist", ino);
+  VSFS_ASSIGN_OR_RETURN(CachedBlock * b,
+                        get_locked(leaf, BlockType::kInodeLeaf, leaf_no * kInodesPerLeaf));
+  const InodeRecord& r = b->inodes().inodes[ino % kInodesPerLeaf];
+  if (r.ino != ino) return make_error(ENOENT, ErrorKind::kNotFound, "inode {} does not exist", ino);
+  return &r;
+}
+
+Result<InodeRecord*> MetaStore::inode_for_update_locked(uint64_t ino) {
+  VSFS_TRY(inode_locked(ino));  // exists
+  VSFS_ASSIGN_OR_RETURN(uint64_t leaf, tree_leaf_for_update_locked(inode_tree_locked(),
+                                                                   ino / kInodesPerLeaf,
+                                                                   sb_.generation));
+  mark_sb_dirty_locked();
+  return &cache_.find(leaf)->inodes().inodes[ino % kInodesPerLeaf];
+}
+
+Result<uint64_t> MetaStore::alloc_inode_locked(uint32_t mode, uint32_t uid, uint32_t gid,
+                                               uint64_t parent, uint64_t now_ns) {
+  const uint64_t ino = sb_.next_ino;
+  VSFS_ASSIGN_OR_RETURN(uint64_t leaf, tree_leaf_for_update_locked(inode_tree_locked(),
+                                                                   ino / kInodesPerLeaf,
+                                                                   sb_.generation));
+  ++sb_.next_ino;
+  mark_sb_dirty_locked();
+  InodeRecord& r = cache_.find(leaf)->inodes().inodes[ino % kInodesPerLeaf];
+  r = InodeRecord{};
+  r.ino = ino;
+  r.mode = mode;
+  r.uid = uid;
+  r.gid = gid;
+  r.nlink = S_ISDIR(mode) ? 2 : 1;
+  r.atime_ns = r.mtime_ns = r.ctime_ns = r.btime_ns = now_ns;
+  r.parent = S_ISDIR(mode) ? parent : 0;
+  ++live_inodes_;
+  return ino;
+}
+
+Result<void> MetaStore::free_inode_locked(uint64_t ino) {
+  VSFS_ASSIGN_OR_RETURN(InodeRecord * r, inode_for_update_locked(ino));
+  const auto kind = S_ISDIR(r->mode) ? format::TreeKind::kDirMap : format::TreeKind::kFileMap;
+  const uint64_t root = r->map_root;
+  const uint8_t height = r->map_height;
+  *r = InodeRecord{};
+  dirs_.erase(ino);
+  --live_inodes_;
+  return push_release_locked(root, height, kind, ino);
+}
+
+Result<void> MetaStore::scan_inodes_locked() {
+  // Counts live inodes and frees files that were unlinked while open when the datastore
+  // stopped (nlink 0): their last close never came.
+  std::vector<uint64_t> orphans;
+  const uint64_t leaves = div_round_up(sb_.next_ino, kInodesPerLeaf);
+  for (uint64_t leaf_no = 0; leaf_no < leaves; ++leaf_no) {
+    VSFS_ASSIGN_OR_RETURN(uint64_t leaf, tree_find_leaf_locked(sb_.inode_root, sb_.inode_height,
+                                                               leaf_no, true, nullptr, nullptr));
+    if (leaf == 0) continue;
+    VSFS_ASSIGN_OR_RETURN(CachedBlock * b,
+                          get_locked(leaf, BlockType::kInodeLeaf, leaf_no * kInodesPerLeaf));
+    for (const auto& r : b->inodes().inodes) {
+      if (r.ino == 0) continue;
+      ++live_inodes_;
+      if (r.nlink == 0) orphans.push_back(r.ino);
+    }
+  }
+  if (!options_.read_only) {
+    for (uint64_t ino : orphans) {
+      VSFS_LOG_INFO("freeing inode {}: unlinked while open before the last unmount", ino);
+      VSFS_TRY(free_inode_locked(ino));
+    }
+  }
+  return ok_result();
+}
+
+// ---- directories ----
+
+Result<MetaStore::DirIndex*> MetaStore::load_dir_locked(uint64_t dir) {
+  if (auto it = dirs_.find(dir); it != dirs_.end()) return &it->second;
+  VSFS_ASSIGN_OR_RETURN(const InodeRecord* r, inode_locked(dir));
+  if (!S_ISDIR(r->mode)) return make_error(ENOTDIR, ErrorKind::kInvalidArgument, "not a directory");
+  DirIndex idx;
+  const uint64_t blocks = r->size_bytes / kGrainBytes;
+  const uint64_t root = r->map_root;
+  const uint8_t height = r->map_height;
+  idx.used_bytes.assign(blocks, 0);
+  for (uint64_t i = 0; i < blocks; ++i) {
+    VSFS_ASSIGN_OR_RETURN(uint64_t leaf, tree_find_leaf_locked(root, height, i / kTreeFanout,
+                                                               false, nullptr, nullptr));
+    if (leaf == 0) continue;
+    VSFS_ASSIGN_OR_RETURN(CachedBlock * lb, get_locked(leaf, BlockType::kMapLeaf));
+    const Slot s = lb->node().slots[i % kTreeFanout];
+    if (s.state != SlotState::kMapped) continue;
+    VSFS_ASSIGN_OR_RETURN(CachedBlock * db, get_locked(s.grain, BlockType::kDirBlock));
+    if (db->dir().owner != dir) {
+      return corruption(fmt::format("directory block at grain {} belongs to inode {}, not {}",
+                                    s.grain, db->dir().owner, dir));
+    }
+    for (const auto& e : db->dir().entries) {
+      idx.used_bytes[i] += static_cast<uint32_t>(format::dir_entry_bytes(e));
+      if (!idx.names.emplace(e.name, DirIndexEntry{e.ino, e.type, i}).second) {
+        return corruption(fmt::format("directory {}: name '{}' appears twice", dir, e.name));
+      }
+    }
+  }
+  return &dirs_.emplace(dir, std::move(idx)).first->second;
+}
+
+Result<const std::unordered_map<std::string, DirIndexEntry>*> MetaStore::dir_index_locked(
+    uint64_t dir) {
+  VSFS_ASSIGN_OR_RETURN(DirIndex * idx, load_dir_locked(dir));
+  return &idx->names;
+}
+
+Result<CachedBlock*> MetaStore::dir_block_for_update_locked(uint64_t dir, uint64_t index) {
+  VSFS_ASSIGN_OR_RETURN(InodeRecord * r, inode_for_update_locked(dir));
+  const uint64_t gen = sb_.generation;
+  VSFS_ASSIGN_OR_RETURN(uint64_t leaf,
+                        tree_leaf_for_update_locked(map_root_of(r, dir), index / kTreeFanout, gen));
+  Slot& s = cache_.find(leaf)->node().slots[index % kTreeFanout];
+  if (s.state != SlotState::kMapped) {
+    VSFS_ASSIGN_OR_RETURN(uint64_t g, alloc_meta_grain_locked());
+    CachedBlock b;
+    b.type = BlockType::kDirBlock;
+    b.owner = dir;
+    b.v = format::DirBlock{dir, {}};
+    cache_.insert(g, std::move(b));
+    s = Slot{g, SlotState::kMapped, gen};
+    ++r->allocated_grains;
+  } else {
+    VSFS_TRY(get_locked(s.grain, BlockType::kDirBlock));
+    VSFS_ASSIGN_OR_RETURN(uint16_t rc, refcount_locked(s.grain));
+    if (rc > 1) {
+      VSFS_ASSIGN_OR_RETURN(s.grain, cow_node_locked(s.grain));
+    }
+    s.stamp = gen;
+  }
+  mark_dirty_locked(s.grain);
+  return cache_.find(s.grain);
+}
+
+Result<void> MetaStore::dir_add_locked(uint64_t dir, const std::string& name, uint64_t ino,
+                                       uint8_t type) {
+  if (!format::valid_name(name)) {
+    return make_error(name.size() > format::kMaxNameBytes ? ENAMETOOLONG : EINVAL,
+                      ErrorKind::kInvalidArgument, "invalid name");
+  }
+  VSFS_ASSIGN_OR_RETURN(DirIndex * idx, load_dir_locked(dir));
+  if (idx->names.count(name)) return make_error(EEXIST, ErrorKind::kExists, "'{}' exists", name);
+  format::DirEntry e{ino, type, name};
+  const uint32_t need = static_cast<uint32_t>(format::dir_entry_bytes(e));
+  uint64_t index = idx->used_bytes.size();
+  for (uint64_t i = 0; i < idx->used_bytes.size(); ++i) {
+    if (idx->used_bytes[i] + need <= format::kPayloadBytes) {
+      index = i;
+      break;
+    }
+  }
+  if (index == idx->used_bytes.size()) {
+    VSFS_ASSIGN_OR_RETURN(InodeRecord * r, inode_for_update_locked(dir));
+    r->size_bytes += kGrainBytes;
+  }
+  VSFS_ASSIGN_OR_RETURN(CachedBlock * b, dir_block_for_update_locked(dir, index));
+  b->dir().entries.push_back(std::move(e));
+  idx = &dirs_.at(dir);
+  if (index == idx->used_bytes.size()) idx->used_bytes.push_back(0);
+  idx->used_bytes[index] += need;
+  idx->names.emplace(name, DirIndexEntry{ino, type, index});
+  return ok_result();
+}
+
+Result<void> MetaStore::dir_remove_locked(uint64_t dir, const std::string& name) {
+  VSFS_ASSIGN_OR_RETURN(DirIndex * idx, load_dir_locked(dir));
+  auto it = idx->names.find(name);
+  if (it == idx->names.end()) return make_error(ENOENT, ErrorKind::kNotFound, "no '{}'", name);
+  const uint64_t index = it->second.block;
+  VSFS_ASSIGN_OR_RETURN(CachedBlock * b, dir_block_for_update_locked(dir, index));
+  auto& entries = b->dir().entries;
+  auto e = std::find_if(entries.begin(), entries.end(),
+                        [&](const format::DirEntry& d) { return d.name == name; });
+  if (e == entries.end()) {
+    return corruption(fmt::format("directory {}: '{}' missing from block {}", dir, name, index));
+  }
+  idx = &dirs_.at(dir);
+  idx->used_bytes[index] -= static_cast<uint32_t>(format::dir_entry_bytes(*e));
+  entries.erase(e);
+  idx->names.erase(name);
+  return ok_result();
+}
+
+Result<std::vector<format::DirEntry>> MetaStore::dir_list_locked(uint64_t dir) {
+  VSFS_ASSIGN_OR_RETURN(DirIndex * idx, load_dir_locked(dir));
+  VSFS_ASSIGN_OR_RETURN(const InodeRecord* r, inode_locked(dir));
+  std::vector<format::DirEntry> out;
+  out.reserve(idx->names.size());
+  for (uint64_t i = 0; i < idx->used_bytes.size(); ++i) {
+    if (idx->used_bytes[i] == 0) continue;
+    VSFS_ASSIGN_OR_RETURN(uint64_t leaf, tree_find_leaf_locked(r->map_root, r->map_height,
+                                                               i / kTreeFanout, false, nullptr,
+                                                               nullptr));
+    if (leaf == 0) continue;
+    VSFS_ASSIGN_OR_RETURN(CachedBlock * lb, get_locked(leaf, BlockType::kMapLeaf));
+    const Slot s = lb->node().slots[i % kTreeFanout];
+    if (s.state != SlotState::kMapped) continue;
+    VSFS_ASSIGN_OR_RETURN(CachedBlock * db, get_locked(s.grain, BlockType::kDirBlock));
+    for (const auto& e : db->dir().entries) out.push_back(e);
+    VSFS_ASSIGN_OR_RETURN(r, inode_locked(dir));
+  }
+  return out;
+}
+
+}  // namespace vsfs::meta

@@ -1,0 +1,251 @@
+// Space accounting: the block table, reference counts, the free lists and allocation.
+//
+// A storage block is formatted-free, to-be-formatted-free, in use for data, in use for
+// metadata, or reserved (fixed regions). Grain reference counts live in the refcount
+// table; a block's used_grains counts its grains with a nonzero count. A block whose
+// last grain is freed goes to the to-be-formatted list in the same transaction and is
+// handed out again only after the checkpoint that follows its commit.
+#include <algorithm>
+
+#include "meta/meta_store.h"
+#include "util/log.h"
+
+namespace vsfs::meta {
+
+using format::BlockState;
+using format::BlockType;
+
+Result<void> MetaStore::load_block_table() {
+  for (uint64_t b = 0; b < sb_.total_blocks; ++b) {
+    const uint64_t tg = block_table_grain_of(b);
+    VSFS_ASSIGN_OR_RETURN(CachedBlock * t, get_locked(tg, BlockType::kBlockTable));
+    auto& e = t->blocks().entries[b % format::kBlocksPerTableGrain];
+    const bool fixed = b < sb_.first_data_block;
+    if (fixed != (e.state == BlockState::kReserved)) {
+      return corruption(fmt::format("block table: storage block {} is {} but should {}be reserved",
+                                    b, static_cast<int>(e.state), fixed ? "" : "not "));
+    }
+    switch (e.state) {
+      case BlockState::kFormattedFree: formatted_free_.insert(b); break;
+      case BlockState::kToFormatFree: to_format_free_.insert(b); break;
+      case BlockState::kData:
+      case BlockState::kMeta:
+        used_grains_ += e.used_grains;
+        break;
+      case BlockState::kReserved: break;
+    }
+  }
+  return ok_result();
+}
+
+format::BlockEntry MetaStore::block_entry_locked(uint64_t block) const {
+  CachedBlock* t = const_cast<MetaCache&>(cache_).find(block_table_grain_of(block));
+  VSFS_ASSERT(t != nullptr);  // the whole block table is loaded at open
+  return t->blocks().entries[block % format::kBlocksPerTableGrain];
+}
+
+Result<format::BlockEntry*> MetaStore::block_entry_for_update_locked(uint64_t block) {
+  VSFS_ASSERT(block < sb_.total_blocks);
+  const uint64_t tg = block_table_grain_of(block);
+  VSFS_ASSIGN_OR_RETURN(CachedBlock * t, get_locked(tg, BlockType::kBlockTable));
+  mark_dirty_locked(tg);
+  return &t->blocks().entries[block % format::kBlocksPerTableGrain];
+}
+
+Result<uint16_t> MetaStore::refcount_locked(uint64_t grain) {
+  VSFS_ASSIGN_OR_RETURN(CachedBlock * r, get_locked(refcount_grain_of(grain),
+                                                     BlockType::kRefcountTable));
+  return r->refs().counts[grain % format::kGrainsPerRefcountGrain];
+}
+
+Result<uint16_t> MetaStore::incref_locked(uint64_t grain) {
+  const uint64_t rg = refcount_grain_of(grain);
+  VSFS_ASSIGN_OR_RETURN(CachedBlock * r, get_locked(rg, BlockType::kRefcountTable));
+  uint16_t& c = r->refs().counts[grain % format::kGrainsPerRefcountGrain];
+  if (c == UINT16_MAX) {
+    return make_error(EMLINK, ErrorKind::kNoSpace, "grain {} has too many references", grain);
+  }
+  mark_dirty_locked(rg);
+  if (++c == 1) {
+    VSFS_ASSIGN_OR_RETURN(format::BlockEntry * e, block_entry_for_update_locked(block_of(PhysGrain{grain}).v));
+    VSFS_ASSERT(e->state == BlockState::kData || e->state == BlockState::kMeta);
+    VSFS_ASSERT(e->used_grains < kGrainsPerBlock);
+    ++e->used_grains;
+    ++used_grains_;
+  }
+  return c;
+}
+
+Result<uint16_t> MetaStore::decref_locked(uint64_t grain) {
+  const uint64_t rg = refcount_grain_of(grain);
+  VSFS_ASSIGN_OR_RETURN(CachedBlock * r, get_locked(rg, BlockType::kRefcountTable));
+  uint16_t& c = r->refs().counts[grain % format::kGrainsPerRefcountGrain];
+  if (c == 0) {
+    return corruption(fmt::format("refcount table: grain {} released but its count is 0", grain));
+  }
+  mark_dirty_locked(rg);
+  if (--c == 0) on_grain_freed_locked(grain);
+  return c;
+}
+
+void MetaStore::on_grain_freed_locked(uint64_t grain) {
+  const uint64_t block = block_of(PhysGrain{grain}).v;
+  auto e = block_entry_for_update_locked(block);
+  VSFS_ASSERT(e.ok());
+  format::BlockEntry* entry = *e;
+  VSFS_ASSERT(entry->used_grains > 0);
+  --entry->used_grains;
+  --used_grains_;
+  freed_open_.insert(grain);
+  if (entry->state == BlockState::kMeta) {
+    CachedBlock* b = cache_.find(grain);
+    if (b != nullptr) b->dirty = false;
+    cache_.erase(grain);
+  }
+  if (entry->used_grains == 0 && block_reserved_[block] == 0) {
+    entry->state = BlockState::kToFormatFree;
+    blocks_freed_open_.push_back(block);
+    block_reserved_.erase(block);
+    if (meta_block_ == block) meta_block_ = 0;
+  }
+}
+
+bool MetaStore::grain_available_locked(uint64_t grain) {
+  if (reserved_.count(grain) || freed_open_.count(grain) || freed_committing_.count(grain)) {
+    return false;
+  }
+  auto rc = refcount_locked(grain);
+  return rc.ok() && *rc == 0;
+}
+
+Result<uint64_t> MetaStore::take_free_block_locked(BlockState kind) {
+  uint64_t block;
+  if (!formatted_free_.empty()) {
+    block = *formatted_free_.begin();
+    formatted_free_.erase(formatted_free_.begin());
+  } else if (!to_format_free_.empty()) {
+    // Every grain handed out from it is written in full before a map points at it, so
+    // the old contents can never be read: formatting on reallocation costs no IO here.
+    block = *to_format_free_.begin();
+    to_format_free_.erase(to_format_free_.begin());
+  } else {
+    return make_error(ENOSPC, ErrorKind::kNoSpace, "datastore is full");
+  }
+  VSFS_ASSIGN_OR_RETURN(format::BlockEntry * e, block_entry_for_update_locked(block));
+  VSFS_ASSERT(e->used_grains == 0);
+  e->state = kind;
+  return block;
+}
+
+// Looks for a free grain inside `block` (a block of `kind` already in use).
+static constexpr uint64_t kNone = UINT64_MAX;
+
+Result<uint64_t> MetaStore::reserve_data_grain_locked(uint64_t& hint_block) {
+  auto try_block = [&](uint64_t block) -> uint64_t {
+    if (block == 0 || block >= sb_.total_blocks) return kNone;
+    auto e = block_entry_locked(block);
+    if (e.state != BlockState::kData) return kNone;
+    if (e.used_grains + block_reserved_[block] >= kGrainsPerBlock) return kNone;
+    const uint64_t first = first_grain_of(BlockIndex{block}).v;
+    for (uint64_t g = first; g < first + kGrainsPerBlock; ++g) {
+      if (grain_available_locked(g)) return g;
+    }
+    return kNone;
+  };
+  uint64_t g = try_block(hint_block);
+  if (g == kNone) {
+    auto taken = take_free_block_locked(BlockState::kData);
+    if (taken.ok()) {
+      hint_block = *taken;
+      g = first_grain_of(BlockIndex{hint_block}).v;
+    } else {
+      // No free block: reuse free grains inside blocks in use (a nearly full datastore).
+      for (uint64_t b = sb_.first_data_block; b < sb_.total_blocks && g == kNone; ++b) {
+        g = try_block(b);
+        if (g != kNone) hint_block = b;
+      }
+      if (g == kNone) return taken.take_error();
+    }
+  }
+  reserved_.insert(g);
+  ++block_reserved_[block_of(PhysGrain{g}).v];
+  return g;
+}
+
+void MetaStore::unreserve_locked(uint64_t grain) {
+  VSFS_ASSERT(reserved_.erase(grain) == 1);
+  const uint64_t block = block_of(PhysGrain{grain}).v;
+  VSFS_ASSERT(block_reserved_[block] > 0);
+  if (--block_reserved_[block] == 0) {
+    block_reserved_.erase(block);
+    auto e = block_entry_for_update_locked(block);
+    VSFS_ASSERT(e.ok());
+    if ((*e)->used_grains == 0) {
+      // Taken for a write that failed: it may hold part of that write, so it needs
+      // formatting like any freed block.
+      (*e)->state = BlockState::kToFormatFree;
+      blocks_freed_open_.push_back(block);
+    }
+  }
+}
+
+Result<void> MetaStore::take_reservation_locked(uint64_t grain) {
+  VSFS_ASSERT(reserved_.erase(grain) == 1);
+  const uint64_t block = block_of(PhysGrain{grain}).v;
+  VSFS_ASSERT(block_reserved_[block] > 0);
+  --block_reserved_[block];
+  VSFS_ASSIGN_OR_RETURN(uint16_t c, incref_locked(grain));
+  VSFS_ASSERT(c == 1);
+  if (block_reserved_[block] == 0) block_reserved_.erase(block);
+  return ok_result();
+}
+
+Result<uint64_t> MetaStore::alloc_meta_grain_locked() {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (meta_block_ != 0) {
+      auto e = block_entry_locked(meta_block_);
+      if (e.state == BlockState::kMeta && e.used_grains < kGrainsPerBlock) {
+        const uint64_t first = first_grain_of(BlockIndex{meta_block_}).v;
+        for (uint64_t i = 0; i < kGrainsPerBlock; ++i) {
+          uint64_t g = first + (meta_cursor_ + i) % kGrainsPerBlock;
+          if (grain_available_locked(g)) {
+            meta_cursor_ = (g - first + 1) % kGrainsPerBlock;
+            VSFS_TRY(incref_locked(g));
+            return g;
+          }
+        }
+      }
+    }
+    auto taken = take_free_block_locked(BlockState::kMeta);
+    if (!taken.ok()) break;
+    meta_block_ = *taken;
+    meta_cursor_ = 0;
+  }
+  // No free block: look for a free grain in any metadata block.
+  for (uint64_t b = sb_.first_data_block; b < sb_.total_blocks; ++b) {
+    auto e = block_entry_locked(b);
+    if (e.state != BlockState::kMeta || e.used_grains >= kGrainsPerBlock) continue;
+    const uint64_t first = first_grain_of(BlockIndex{b}).v;
+    for (uint64_t g = first; g < first + kGrainsPerBlock; ++g) {
+      if (grain_available_locked(g)) {
+        VSFS_TRY(incref_locked(g));
+        meta_block_ = b;
+        return g;
+      }
+    }
+  }
+  return make_error(ENOSPC, ErrorKind::kNoSpace, "datastore is full (no room for metadata)");
+}
+
+MetaStore::Space MetaStore::space_locked() const {
+  Space s;
+  s.data_blocks = sb_.total_blocks - sb_.first_data_block;
+  s.used_grains = used_grains_;
+  s.free_grains = s.data_blocks * kGrainsPerBlock - used_grains_;
+  s.formatted_blocks = formatted_free_.size();
+  s.to_format_blocks = to_format_free_.size() + blocks_freed_committed_.size() +
+                       blocks_freed_committing_.size() + blocks_freed_open_.size();
+  return s;
+}
+
+}  // namespace vsfs::meta

@@ -1,0 +1,484 @@
+// Copy-on-write radix trees: grain maps of disks and directories, and the inode table.
+//
+// A tree of height h has its root at level h-1 and leaves at level 0; the leaf number
+// n of a tree is reached by taking, at level L >= 1, the slot (n / 252^(L-1)) % 252.
+// A shared node (reference count > 1) is copied before it is changed; the copy takes a
+// reference on each child. An interior slot in state kZero stands for a whole subtree
+// that reads as zeros and was unmapped at the slot's stamp.
+#include <sys/stat.h>
+
+#include <algorithm>
+
+#include "meta/meta_store.h"
+
+namespace vsfs::meta {
+
+using format::BlockType;
+using format::kTreeFanout;
+using format::TreeNode;
+
+namespace {
+
+uint64_t pow_fanout(unsigned e) {
+  uint64_t v = 1;
+  for (unsigned i = 0; i < e; ++i) v *= kTreeFanout;
+  return v;
+}
+
+uint64_t max_stamp_of(const TreeNode& n) {
+  uint64_t m = 0;
+  for (const auto& s : n.slots) m = std::max(m, s.stamp);
+  return m;
+}
+
+}  // namespace
+
+uint64_t MetaStore::tree_leaf_capacity(uint8_t height) const {
+  return height == 0 ? 0 : pow_fanout(height - 1);
+}
+
+Result<uint64_t> MetaStore::tree_find_leaf_locked(uint64_t root, uint8_t height, uint64_t leaf_no,
+                                                  bool inode_tree, bool* exclusive,
+                                                  Slot* covering) {
+  if (covering) *covering = Slot{};
+  if (root == 0 || height == 0 || leaf_no >= tree_leaf_capacity(height)) return uint64_t{0};
+  const BlockType interior = inode_tree ? BlockType::kInodeInterior : BlockType::kMapInterior;
+  uint64_t g = root;
+  bool excl = true;
+  if (exclusive) {
+    VSFS_ASSIGN_OR_RETURN(uint16_t rc, refcount_locked(g));
+    excl = rc == 1;
+  }
+  for (int level = height - 1; level >= 1; --level) {
+    VSFS_ASSIGN_OR_RETURN(CachedBlock * b, get_locked(g, interior));
+    TreeNode& node = b->node();
+    if (node.level != level) {
+      return corruption(fmt::format("map node at grain {}: level {} where {} was expected", g,
+                                    node.level, level));
+    }
+    const Slot& s = node.slots[(leaf_no / pow_fanout(level - 1)) % kTreeFanout];
+    if (s.state != SlotState::kMapped) {
+      if (covering) *covering = s;
+      return uint64_t{0};
+    }
+    g = s.grain;
+    if (exclusive && excl) {
+      VSFS_ASSIGN_OR_RETURN(uint16_t rc, refcount_locked(g));
+      excl = rc == 1;
+    }
+  }
+  if (exclusive) *exclusive = excl;
+  return g;
+}
+
+Result<uint64_t> MetaStore::new_node_locked(BlockType type, uint8_t level, uint64_t owner,
+                                            uint64_t leaf_no, const Slot& fill) {
+  VSFS_ASSIGN_OR_RETURN(uint64_t g, alloc_meta_grain_locked());
+  CachedBlock b;
+  b.type = type;
+  b.owner = owner;
+  if (type == BlockType::kInodeLeaf) {
+    format::InodeLeaf leaf;
+    leaf.first_ino = leaf_no * format::kInodesPerLeaf;
+    b.v = leaf;
+  } else {
+    TreeNode n;
+    n.type = type;
+    n.level = level;
+    n.owner = owner;
+    // A subtree that was unmapped as a whole keeps its stamp in every new slot.
+    if (fill.state == SlotState::kZero) {
+      for (auto& s : n.slots) s = Slot{0, SlotState::kZero, fill.stamp};
+    }
+    b.v = n;
+  }
+  cache_.insert(g, std::move(b));
+  mark_dirty_locked(g);
+  return g;
+}
+
+Result<uint64_t> MetaStore::tree_leaf_for_update_locked(TreeRoot tr, uint64_t leaf_no,
+                                                        uint64_t stamp) {
+  const bool inode_tree = tr.leaf_type == BlockType::kInodeLeaf;
+  if (*tr.root == 0 || *tr.height == 0) {
+    if (leaf_no == 0) {
+      VSFS_ASSIGN_OR_RETURN(*tr.root, new_node_locked(tr.leaf_type, 0, tr.owner, 0, Slot{}));
+      *tr.height = 1;
+      return *tr.root;
+    }
+    *tr.height = 0;
+  }
+  // Grow until the tree covers leaf_no.
+  while (*tr.height == 0 || leaf_no >= tree_leaf_capacity(*tr.height)) {
+    if (*tr.height > format::kMaxTreeLevel) {
+      return make_error(EFBIG, ErrorKind::kInvalidArgument, "offset beyond the largest disk");
+    }
+    const uint8_t level = *tr.height == 0 ? 1 : *tr.height;
+    VSFS_ASSIGN_OR_RETURN(uint64_t g, new_node_locked(tr.interior_type, level, tr.owner, 0, Slot{}));
+    if (*tr.root != 0) {
+      uint64_t old_stamp = 0;
+      CachedBlock* old = nullptr;
+      if (*tr.height == 1) {
+        VSFS_ASSIGN_OR_RETURN(old, get_locked(*tr.root, tr.leaf_type));
+      } else {
+        VSFS_ASSIGN_OR_RETURN(old, get_locked(*tr.root, tr.interior_type));
+      }
+      if (!inode_tree || *tr.height > 1) old_stamp = max_stamp_of(old->node());
+      cache_.find(g)->node().slots[0] = Slot{*tr.root, SlotState::kMapped, old_stamp};
+    }
+    *tr.root = g;
+    *tr.height = level + 1;
+  }
+  // Descend, copying shared nodes and creating missing ones.
+  {
+    VSFS_ASSIGN_OR_RETURN(uint16_t rc, refcount_locked(*tr.root));
+    if (rc > 1) {
+      VSFS_ASSIGN_OR_RETURN(*tr.root, cow_node_locked(*tr.root));
+    }
+  }
+  uint64_t g = *tr.root;
+  for (int level = *tr.height - 1; level >= 1; --level) {
+    VSFS_ASSIGN_OR_RETURN(CachedBlock * b, get_locked(g, tr.interior_type));
+    mark_dirty_locked(g);
+    Slot& s = b->node().slots[(leaf_no / pow_fanout(level - 1)) % kTreeFanout];
+    if (s.state != SlotState::kMapped) {
+      const BlockType child_type = level == 1 ? tr.leaf_type : tr.interior_type;
+      VSFS_ASSIGN_OR_RETURN(uint64_t child,
+                            new_node_locked(child_type, static_cast<uint8_t>(level - 1),
+                                            tr.owner, leaf_no, s));
+      s = Slot{child, SlotState::kMapped, std::max(s.stamp, stamp)};
+    } else {
+      VSFS_ASSIGN_OR_RETURN(uint16_t rc, refcount_locked(s.grain));
+      if (rc > 1) {
+        VSFS_ASSIGN_OR_RETURN(s.grain, cow_node_locked(s.grain));
+      }
+      s.stamp = std::max(s.stamp, stamp);
+    }
+    g = s.grain;
+  }
+  mark_dirty_locked(g);
+  return g;
+}
+
+Result<uint64_t> MetaStore::cow_node_locked(uint64_t grain) {
+  CachedBlock* old = cache_.find(grain);
+  VSFS_ASSERT(old != nullptr);  // the caller has just read it
+  CachedBlock copy = *old;
+  copy.dirty = false;
+  VSFS_ASSIGN_OR_RETURN(uint64_t g, alloc_meta_grain_locked());
+  cache_.insert(g, std::move(copy));
+  mark_dirty_locked(g);
+  VSFS_TRY(incref_children_locked(g));
+  VSFS_ASSIGN_OR_RETURN(uint16_t left, decref_locked(grain));
+  VSFS_ASSERT(left > 0);
+  ++counters_.tree_copies;
+  return g;
+}
+
+Result<void> MetaStore::incref_children_locked(uint64_t grain) {
+  CachedBlock* b = cache_.find(grain);
+  VSFS_ASSERT(b != nullptr);
+  switch (b->type) {
+    case BlockType::kMapLeaf:
+    case BlockType::kMapInterior:
+    case BlockType::kInodeInterior:
+      for (const auto& s : b->node().slots) {
+        if (s.state == SlotState::kMapped) VSFS_TRY(incref_locked(s.grain));
+      }
+      return ok_result();
+    case BlockType::kInodeLeaf:
+      for (const auto& r : b->inodes().inodes) {
+        if (r.ino != 0 && r.map_root != 0) VSFS_TRY(incref_locked(r.map_root));
+      }
+      return ok_result();
+    default:
+      return ok_result();  // directory blocks have no children
+  }
+}
+
+Result<void> MetaStore::push_release_locked(uint64_t root, uint8_t height, format::TreeKind kind,
+                                            uint64_t owner) {
+  if (root == 0) return ok_result();
+  format::ReleaseEntry e{root, height, kind, owner};
+  if (sb_.release_list != 0) {
+    VSFS_ASSIGN_OR_RETURN(CachedBlock * l, get_locked(sb_.release_list, BlockType::kReleaseList));
+    if (l->releases().entries.size() < format::kReleaseEntriesMax) {
+      l->releases().entries.push_back(e);
+      mark_dirty_locked(sb_.release_list);
+      return ok_result();
+    }
+  }
+  VSFS_ASSIGN_OR_RETURN(uint64_t g, alloc_meta_grain_locked());
+  CachedBlock b;
+  b.type = BlockType::kReleaseList;
+  format::ReleaseList list;
+  list.next = sb_.release_list;
+  list.entries.push_back(e);
+  b.v = std::move(list);
+  cache_.insert(g, std::move(b));
+  mark_dirty_locked(g);
+  sb_.release_list = g;
+  mark_sb_dirty_locked();
+  return ok_result();
+}
+
+uint64_t MetaStore::release_pending_locked() {
+  uint64_t n = 0;
+  for (uint64_t g = sb_.release_list; g != 0;) {
+    auto l = get_locked(g, BlockType::kReleaseList);
+    if (!l.ok()) break;
+    n += (*l)->releases().entries.size();
+    g = (*l)->releases().next;
+  }
+  return n;
+}
+
+// Releases the subtree rooted at `grain` (a node at `level`, or a data grain / dir block
+// when level < 0), spending at most `budget` node visits. Modifies nodes in place (they
+// are private: reference count 1) so progress survives a crash. Returns true when the
+// subtree is gone.
+Result<bool> MetaStore::release_partial_locked(uint64_t grain, int level, format::TreeKind kind,
+                                               uint32_t& budget) {
+  VSFS_ASSIGN_OR_RETURN(uint16_t rc, refcount_locked(grain));
+  if (rc > 1 || level < 0) {
+    VSFS_TRY(decref_locked(grain));
+    return true;
+  }
+  const BlockType type = level == 0 ? (kind == format::TreeKind::kInodeTable
+                                           ? BlockType::kInodeLeaf
+                                           : BlockType::kMapLeaf)
+                                    : (kind == format::TreeKind::kInodeTable
+                                           ? BlockType::kInodeInterior
+                                           : BlockType::kMapInterior);
+  VSFS_ASSIGN_OR_RETURN(CachedBlock * b, get_locked(grain, type));
+  if (budget == 0) return false;
+  --budget;
+  if (type == BlockType::kInodeLeaf) {
+    for (auto& r : b->inodes().inodes) {
+      if (r.ino == 0) continue;
+      const auto k = S_ISDIR(r.mode) ? format::TreeKind::kDirMap : format::TreeKind::kFileMap;
+      if (r.map_root != 0) VSFS_TRY(push_release_locked(r.map_root, r.map_height, k, r.ino));
+      r = InodeRecord{};
+      mark_dirty_locked(grain);
+    }
+  } else {
+    for (auto& s : b->node().slots) {
+      if (s.state != SlotState::kMapped) continue;
+      VSFS_ASSIGN_OR_RETURN(bool done, release_partial_locked(s.grain, level - 1, kind, budget));
+      if (!done) return false;
+      b = cache_.find(grain);  // still cached: it is dirty and private
+      s = Slot{};
+      mark_dirty_locked(grain);
+      if (budget == 0) return false;
+    }
+  }
+  VSFS_TRY(decref_locked(grain));
+  return true;
+}
+
+Result<bool> MetaStore::release_step(uint32_t budget) {
+  std::lock_guard lock(mu_);
+  if (options_.read_only || failed_) return false;
+  while (budget > 0 && sb_.release_list != 0) {
+    const uint64_t head = sb_.release_list;
+    VSFS_ASSIGN_OR_RETURN(CachedBlock * l, get_locked(head, BlockType::kReleaseList));
+    auto& list = l->releases();
+    if (list.entries.empty()) {
+      sb_.release_list = list.next;
+      mark_sb_dirty_locked();
+      VSFS_TRY(decref_locked(head));
+      continue;
+    }
+    const format::ReleaseEntry e = list.entries.back();
+    VSFS_ASSIGN_OR_RETURN(bool done, release_partial_locked(e.root, e.height - 1, e.kind, budget));
+    if (!done) break;
+    l = cache_.find(head);
+    VSFS_ASSERT(l != nullptr);
+    l->releases().entries.pop_back();
+    mark_dirty_locked(head);
+  }
+  return sb_.release_list != 0;
+}
+
+// ---- grain maps ----
+
+Result<GrainLookup> MetaStore::map_lookup_locked(uint64_t ino, uint64_t file_grain) {
+  VSFS_ASSIGN_OR_RETURN(const InodeRecord* rec, inode_locked(ino));
+  GrainLookup out;
+  bool excl = false;
+  Slot covering;
+  VSFS_ASSIGN_OR_RETURN(uint64_t leaf,
+                        tree_find_leaf_locked(rec->map_root, rec->map_height,
+                                              file_grain / kTreeFanout, false, &excl, &covering));
+  if (leaf == 0) {
+    out.state = covering.state == SlotState::kZero ? SlotState::kZero : SlotState::kUnmapped;
+    out.stamp = covering.stamp;
+    return out;
+  }
+  VSFS_ASSIGN_OR_RETURN(CachedBlock * b, get_locked(leaf, BlockType::kMapLeaf));
+  const Slot& s = b->node().slots[file_grain % kTreeFanout];
+  out.state = s.state;
+  out.grain = s.grain;
+  out.stamp = s.stamp;
+  if (s.state == SlotState::kMapped && excl) {
+    VSFS_ASSIGN_OR_RETURN(uint16_t rc, refcount_locked(s.grain));
+    out.exclusive = rc == 1;
+  }
+  return out;
+}
+
+Result<void> MetaStore::map_install_locked(uint64_t ino, uint64_t file_grain, uint64_t grain) {
+  VSFS_ASSIGN_OR_RETURN(InodeRecord * rec, inode_for_update_locked(ino));
+  const uint64_t gen = sb_.generation;
+  VSFS_ASSIGN_OR_RETURN(uint64_t leaf,
+                        tree_leaf_for_update_locked(map_root_of(rec, ino), file_grain / kTreeFanout,
+                                                    gen));
+  CachedBlock* b = cache_.find(leaf);
+  Slot& s = b->node().slots[file_grain % kTreeFanout];
+  const Slot old = s;
+  s = Slot{grain, SlotState::kMapped, gen};
+  VSFS_TRY(take_reservation_locked(grain));
+  if (old.state == SlotState::kMapped) {
+    VSFS_TRY(decref_locked(old.grain));
+  } else {
+    ++rec->allocated_grains;
+  }
+  return ok_result();
+}
+
+MetaStore::TreeRoot MetaStore::map_root_of(InodeRecord* rec, uint64_t ino) {
+  return TreeRoot{&rec->map_root, &rec->map_height, BlockType::kMapLeaf, BlockType::kMapInterior,
+                  ino};
+}
+
+Result<uint64_t> MetaStore::count_mapped_locked(uint64_t grain, int level) {
+  VSFS_ASSIGN_OR_RETURN(CachedBlock * b,
+                        get_locked(grain, level == 0 ? BlockType::kMapLeaf : BlockType::kMapInterior));
+  uint64_t n = 0;
+  // Copy the slots: recursion may load blocks into the cache.
+  const auto slots = b->node().slots;
+  for (const auto& s : slots) {
+    if (s.state != SlotState::kMapped) continue;
+    if (level == 0) {
+      ++n;
+    } else {
+      VSFS_ASSIGN_OR_RETURN(uint64_t c, count_mapped_locked(s.grain, level - 1));
+      n += c;
+    }
+  }
+  return n;
+}
+
+// Unmaps the grains of [first, end) below the private node `grain` (covering grains from
+// `base`), leaving kZero slots stamped `stamp`. Fully covered subtrees are detached and
+// queued for background release. Returns the number of mapped grains released.
+Result<uint64_t> MetaStore::unmap_in_node_locked(uint64_t grain, int level, uint64_t base,
+                                                 uint64_t first, uint64_t end, uint64_t stamp,
+                                                 uint64_t owner) {
+  VSFS_ASSIGN_OR_RETURN(CachedBlock * b,
+                        get_locked(grain, level == 0 ? BlockType::kMapLeaf : BlockType::kMapInterior));
+  mark_dirty_locked(grain);
+  const uint64_t span = pow_fanout(level);  // grains under one slot
+  uint64_t released = 0;
+  for (uint64_t i = 0; i < kTreeFanout; ++i) {
+    const uint64_t lo = base + i * span, hi = lo + span;
+    if (hi <= first || lo >= end) continue;
+    Slot& s = b->node().slots[i];
+    if (s.state != SlotState::kMapped) continue;  // already reads zeros: no change
+    if (level == 0) {
+      VSFS_TRY(decref_locked(s.grain));
+      ++released;
+      s = Slot{0, SlotState::kZero, stamp};
+    } else if (lo >= first && hi <= end) {
+      VSFS_ASSIGN_OR_RETURN(uint64_t n, count_mapped_locked(s.grain, level - 1));
+      VSFS_TRY(push_release_locked(s.grain, static_cast<uint8_t>(level), format::TreeKind::kFileMap,
+                                   owner));
+      released += n;
+      b = cache_.find(grain);
+      b->node().slots[i] = Slot{0, SlotState::kZero, stamp};
+    } else {
+      uint64_t child = s.grain;
+      VSFS_ASSIGN_OR_RETURN(uint16_t rc, refcount_locked(child));
+      if (rc > 1) {
+        VSFS_ASSIGN_OR_RETURN(child, cow_node_locked(child));
+      }
+      b = cache_.find(grain);
+      b->node().slots[i].grain = child;
+      b->node().slots[i].stamp = std::max(b->node().slots[i].stamp, stamp);
+      VSFS_ASSIGN_OR_RETURN(uint64_t n,
+                            unmap_in_node_locked(child, level - 1, lo, first, end, stamp, owner));
+      released += n;
+      b = cache_.find(grain);
+    }
+  }
+  return released;
+}
+
+Result<void> MetaStore::map_unmap_range_locked(uint64_t ino, uint64_t first, uint64_t count) {
+  VSFS_ASSIGN_OR_RETURN(const InodeRecord* ro, inode_locked(ino));
+  if (ro->map_root == 0 || count == 0) return ok_result();
+  const uint64_t cap = tree_leaf_capacity(ro->map_height) * kTreeFanout;
+  if (first >= cap) return ok_result();
+  const uint64_t end = std::min(cap, first + std::min(count, cap));
+  VSFS_ASSIGN_OR_RETURN(InodeRecord * rec, inode_for_update_locked(ino));
+  VSFS_ASSIGN_OR_RETURN(uint16_t rc, refcount_locked(rec->map_root));
+  if (rc > 1) {
+    VSFS_ASSIGN_OR_RETURN(rec->map_root, cow_node_locked(rec->map_root));
+  }
+  const uint64_t root = rec->map_root;
+  const int level = rec->map_height - 1;
+  if (first == 0 && end == cap && level >= 1) {
+    // The whole map goes: release it in the background.
+    VSFS_ASSIGN_OR_RETURN(uint64_t n, count_mapped_locked(root, level));
+    VSFS_TRY(push_release_locked(root, rec->map_height, format::TreeKind::kFileMap, ino));
+    rec->map_root = 0;
+    rec->map_height = 0;
+    rec->allocated_grains -= std::min(rec->allocated_grains, n);
+    return ok_result();
+  }
+  VSFS_ASSIGN_OR_RETURN(uint64_t n, unmap_in_node_locked(root, level, 0, first, end,
+                                                         sb_.generation, ino));
+  VSFS_ASSIGN_OR_RETURN(rec, inode_for_update_locked(ino));
+  rec->allocated_grains -= std::min(rec->allocated_grains, n);
+  return ok_result();
+}
+
+Result<uint64_t> MetaStore::seek_in_node_locked(uint64_t grain, int level, uint64_t base,
+                                                uint64_t from, uint64_t limit, bool data) {
+  VSFS_ASSIGN_OR_RETURN(CachedBlock * b,
+                        get_locked(grain, level == 0 ? BlockType::kMapLeaf : BlockType::kMapInterior));
+  const auto slots = b->node().slots;
+  const uint64_t span = pow_fanout(level);
+  for (uint64_t i = 0; i < kTreeFanout; ++i) {
+    const uint64_t lo = base + i * span, hi = lo + span;
+    if (hi <= from) continue;
+    if (lo >= limit) break;
+    const Slot& s = slots[i];
+    const uint64_t start = std::max(lo, from);
+    if (s.state != SlotState::kMapped) {
+      if (!data) return start;
+      continue;
+    }
+    if (level == 0) {
+      if (data) return start;
+      continue;
+    }
+    VSFS_ASSIGN_OR_RETURN(uint64_t r, seek_in_node_locked(s.grain, level - 1, lo, from, limit, data));
+    if (r < std::min(hi, limit)) return r;
+  }
+  return limit;
+}
+
+Result<uint64_t> MetaStore::map_seek_locked(uint64_t ino, uint64_t from, uint64_t limit, bool data) {
+  VSFS_ASSIGN_OR_RETURN(const InodeRecord* rec, inode_locked(ino));
+  if (from >= limit) return limit;
+  if (rec->map_root == 0) return data ? limit : from;
+  const uint64_t cap = tree_leaf_capacity(rec->map_height) * kTreeFanout;
+  if (from >= cap) return data ? limit : from;
+  VSFS_ASSIGN_OR_RETURN(uint64_t r, seek_in_node_locked(rec->map_root, rec->map_height - 1, 0, from,
+                                                        std::min(limit, cap), data));
+  if (r >= std::min(limit, cap) && !data && cap < limit) return std::max(from, cap);
+  return std::min(r, limit);
+}
+
+}  // namespace vsfs::meta
