@@ -130,6 +130,12 @@ class DatastoreImpl final : public Datastore {
     if (committer_.joinable()) committer_.join();
     if (releaser_.joinable()) releaser_.join();
     if (options_.read_only) return ok_result();
+    {
+      std::lock_guard lock(ms_->mu());
+      std::vector<Ino> inos;
+      for (auto& [ino, rt] : rt_) inos.push_back(ino);
+      for (Ino ino : inos) VSFS_TRY(persist_times_locked(ino));
+    }
     return ms_->checkpoint(true);
   }
 
@@ -141,13 +147,13 @@ class DatastoreImpl final : public Datastore {
     auto it = idx->find(name);
     if (it == idx->end()) return make_error(ENOENT, ErrorKind::kNotFound, "no such entry");
     VSFS_ASSIGN_OR_RETURN(auto rec, ms_->inode_locked(it->second.ino));
-    return to_attr(*rec);
+    return attr_locked(*rec);
   }
 
   Result<Attr> getattr(Ino ino) override {
     std::lock_guard lock(ms_->mu());
     VSFS_ASSIGN_OR_RETURN(auto rec, ms_->inode_locked(ino));
-    return to_attr(*rec);
+    return attr_locked(*rec);
   }
 
   Result<Attr> create(Ino parent, const std::string& name, uint32_t mode, uint32_t uid,
@@ -260,6 +266,7 @@ class DatastoreImpl final : public Datastore {
   Result<Attr> setattr(Ino ino, const SetAttr& a) override {
     std::lock_guard lock(ms_->mu());
     VSFS_TRY(writable());
+    VSFS_TRY(persist_times_locked(ino));
     VSFS_ASSIGN_OR_RETURN(auto rec, ms_->inode_for_update_locked(ino));
     if (a.mode) rec->mode = (rec->mode & S_IFMT) | (*a.mode & 07777);
     if (a.uid) rec->uid = *a.uid;
@@ -284,6 +291,9 @@ class DatastoreImpl final : public Datastore {
     auto it = rt_.find(ino);
     if (it == rt_.end() || it->second.open_refs == 0) return;
     if (--it->second.open_refs > 0) return;
+    if (auto t = persist_times_locked(ino); !t.ok()) {
+      VSFS_LOG_ERROR("inode {}: {}", ino, t.error().to_string());
+    }
     auto rec = ms_->inode_locked(ino);
     if (rec.ok() && (*rec)->nlink == 0 && it->second.locks.idle()) {
       auto freed = ms_->free_inode_locked(ino);
@@ -466,6 +476,7 @@ class DatastoreImpl final : public Datastore {
     RangeLock locks;
     uint32_t open_refs = 0;
     uint64_t hint_block = 0;
+    uint64_t pending_mtime_ns = 0;  // in-place writes' time, not yet in the record
   };
 
   // One data request in flight.
@@ -504,6 +515,26 @@ class DatastoreImpl final : public Datastore {
       last = --st->pending == 0;
     }
     if (last) st->done(std::move(st->result));
+  }
+
+  Attr attr_locked(const format::InodeRecord& rec) {
+    Attr a = to_attr(rec);
+    if (auto it = rt_.find(rec.ino); it != rt_.end() && it->second.pending_mtime_ns > a.mtime_ns) {
+      a.mtime_ns = a.ctime_ns = it->second.pending_mtime_ns;
+    }
+    return a;
+  }
+
+  // Writes lazily kept times into the inode record.
+  Result<void> persist_times_locked(Ino ino) {
+    auto it = rt_.find(ino);
+    if (it == rt_.end() || it->second.pending_mtime_ns == 0) return ok_result();
+    const uint64_t t = it->second.pending_mtime_ns;
+    it->second.pending_mtime_ns = 0;
+    VSFS_ASSIGN_OR_RETURN(auto rec, ms_->inode_for_update_locked(ino));
+    rec->mtime_ns = std::max(rec->mtime_ns, t);
+    rec->ctime_ns = std::max(rec->ctime_ns, t);
+    return ok_result();
   }
 
   Result<void> writable() {
@@ -618,8 +649,10 @@ class DatastoreImpl final : public Datastore {
       if (rec.ok() && (*rec)->nlink == 0) {
         auto freed = ms_->free_inode_locked(op->ino);
         if (!freed.ok()) VSFS_LOG_ERROR("freeing inode {}: {}", op->ino, freed.error().to_string());
+        rt_.erase(it);
+      } else if (it->second.pending_mtime_ns == 0) {
+        rt_.erase(it);  // keep entries that hold lazily kept times
       }
-      rt_.erase(it);
     }
   }
 
@@ -807,18 +840,27 @@ class DatastoreImpl final : public Datastore {
         result = err_from_device(op->error, "write");
       } else {
         Result<void> r = ok_result();
+        bool mapped_new = false;
         for (uint64_t i = 0; i < op->target.size() && r.ok(); ++i) {
           if (op->redirected[i]) {
             r = ms_->map_install_locked(op->ino, op->first + i, op->target[i]);
             op->redirected[i] = 0;
+            mapped_new = true;
           }
         }
-        if (r.ok()) {
+        const uint64_t end = op->offset + op->length;
+        auto cur = ms_->inode_locked(op->ino);
+        const bool grows = cur.ok() && !op->zero_write && end > (*cur)->size_bytes;
+        if (r.ok() && !mapped_new && !grows) {
+          // A pure in-place overwrite changes no metadata: its times are kept in memory
+          // and written with the inode's next change or its last close (lazytime).
+          rt_[op->ino].pending_mtime_ns = now_ns();
+        } else if (r.ok()) {
           auto rec = ms_->inode_for_update_locked(op->ino);
           if (rec.ok()) {
-            const uint64_t end = op->offset + op->length;
-            if (!op->zero_write && end > (*rec)->size_bytes) (*rec)->size_bytes = end;
+            if (grows) (*rec)->size_bytes = end;
             (*rec)->mtime_ns = (*rec)->ctime_ns = now_ns();
+            rt_[op->ino].pending_mtime_ns = 0;
           } else {
             r = rec.take_error();
           }

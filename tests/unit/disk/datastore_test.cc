@@ -1,0 +1,235 @@
+// Datastore API on the simulated device: namespace, data path, persistence.
+#include <sys/stat.h>
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include "device/sim_device.h"
+#include "util/units.h"
+#include "vsfs/datastore.h"
+
+namespace vsfs {
+namespace {
+
+using device::SimDevice;
+using device::SimOptions;
+
+std::unique_ptr<SimDevice> fresh_device(uint64_t size = 256ull << 20) {
+  SimOptions o;
+  o.size_bytes = size;
+  auto dev = std::make_unique<SimDevice>(o);
+  auto r = mkfs(*dev, {});
+  EXPECT_TRUE(r.ok()) << r.error().to_string();
+  return dev;
+}
+
+OpenOptions quiet() {
+  OpenOptions o;
+  o.start_background = true;
+  return o;
+}
+
+std::unique_ptr<Datastore> open_ds(std::unique_ptr<SimDevice> dev, OpenOptions o = quiet()) {
+  auto r = Datastore::open(std::move(dev), o);
+  EXPECT_TRUE(r.ok()) << r.error().to_string();
+  return r.ok() ? std::move(r).value() : nullptr;
+}
+
+std::vector<uint8_t> pattern(size_t n, uint32_t seed) {
+  std::vector<uint8_t> v(n);
+  std::mt19937 rng(seed);
+  for (auto& b : v) b = static_cast<uint8_t>(rng());
+  return v;
+}
+
+TEST(Datastore, CreateWriteReadReopen) {
+  auto dev = fresh_device();
+  SimDevice* raw = dev.get();
+  auto ds = open_ds(std::move(dev));
+  ASSERT_TRUE(ds);
+  auto dir = ds->mkdir(kRootIno, "vm1", 0755, 0, 0);
+  ASSERT_TRUE(dir.ok()) << dir.error().to_string();
+  auto f = ds->create(dir->ino, "vm1.img", 0644, 1, 2);
+  ASSERT_TRUE(f.ok());
+  auto data = pattern(3 * 1024 * 1024 + 1234, 7);
+  auto w = ds->write_sync(f->ino, 5000, data.data(), data.size());
+  ASSERT_TRUE(w.ok()) << w.error().to_string();
+  EXPECT_EQ(*w, data.size());
+  std::vector<uint8_t> back(data.size());
+  auto r = ds->read_sync(f->ino, 5000, back.size(), back.data());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(back, data);
+  // The unwritten head reads zeros.
+  std::vector<uint8_t> head(5000, 0xff);
+  ASSERT_TRUE(ds->read_sync(f->ino, 0, head.size(), head.data()).ok());
+  EXPECT_EQ(head, std::vector<uint8_t>(5000, 0));
+  ASSERT_TRUE(ds->fsync_sync(f->ino).ok());
+  ASSERT_TRUE(ds->close().ok());
+  auto image = raw->clone();
+  ds.reset();
+
+  auto ds2 = open_ds(std::move(image));
+  ASSERT_TRUE(ds2);
+  auto d2 = ds2->lookup(kRootIno, "vm1");
+  ASSERT_TRUE(d2.ok());
+  auto f2 = ds2->lookup(d2->ino, "vm1.img");
+  ASSERT_TRUE(f2.ok());
+  EXPECT_EQ(f2->size_bytes, 5000 + data.size());
+  EXPECT_EQ(f2->uid, 1u);
+  EXPECT_EQ(f2->gid, 2u);
+  std::fill(back.begin(), back.end(), 0);
+  ASSERT_TRUE(ds2->read_sync(f2->ino, 5000, back.size(), back.data()).ok());
+  EXPECT_EQ(back, data);
+  ASSERT_TRUE(ds2->close().ok());
+}
+
+TEST(Datastore, NamespaceErrors) {
+  auto ds = open_ds(fresh_device());
+  ASSERT_TRUE(ds);
+  auto a = ds->create(kRootIno, "a", 0644, 0, 0);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(ds->create(kRootIno, "a", 0644, 0, 0).error().errno_value, EEXIST);
+  EXPECT_EQ(ds->lookup(kRootIno, "b").error().errno_value, ENOENT);
+  EXPECT_EQ(ds->create(kRootIno, std::string(256, 'x'), 0644, 0, 0).error().errno_value, ENAMETOOLONG);
+  EXPECT_TRUE(ds->create(kRootIno, std::string(255, 'x'), 0644, 0, 0).ok());
+  auto d = ds->mkdir(kRootIno, "d", 0755, 0, 0);
+  ASSERT_TRUE(d.ok());
+  ASSERT_TRUE(ds->create(d->ino, "inner", 0644, 0, 0).ok());
+  EXPECT_EQ(ds->rmdir(kRootIno, "d").error().errno_value, ENOTEMPTY);
+  EXPECT_EQ(ds->rmdir(kRootIno, "a").error().errno_value, ENOTDIR);
+  EXPECT_EQ(ds->unlink(kRootIno, "d").error().errno_value, EISDIR);
+  EXPECT_EQ(ds->rename(kRootIno, "d", d->ino, "x", RenameFlags::kNone).error().errno_value, EINVAL);
+  EXPECT_EQ(ds->rename(kRootIno, "a", kRootIno, "d", RenameFlags::kNone).error().errno_value, EISDIR);
+  EXPECT_EQ(ds->rename(kRootIno, "a", kRootIno, std::string(255, 'x'), RenameFlags::kNoReplace).error().errno_value, EEXIST);
+  // rename over an existing file replaces it
+  ASSERT_TRUE(ds->rename(kRootIno, "a", kRootIno, std::string(255, 'x'), RenameFlags::kNone).ok());
+  EXPECT_EQ(ds->lookup(kRootIno, "a").error().errno_value, ENOENT);
+  EXPECT_EQ(ds->lookup(kRootIno, std::string(255, 'x'))->ino, a->ino);
+  // exchange
+  ASSERT_TRUE(ds->rename(kRootIno, std::string(255, 'x'), kRootIno, "d", RenameFlags::kExchange).ok());
+  EXPECT_EQ(ds->lookup(kRootIno, "d")->ino, a->ino);
+  // move a directory across: nlink follows
+  auto e = ds->mkdir(kRootIno, "e", 0755, 0, 0);
+  ASSERT_TRUE(e.ok());
+  ASSERT_TRUE(ds->rename(kRootIno, std::string(255, 'x'), e->ino, "moved", RenameFlags::kNone).ok());
+  EXPECT_EQ(ds->getattr(e->ino)->nlink, 3u);
+  auto list = ds->readdir(kRootIno);
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(list->size(), 2u);  // d (the file), e
+  ASSERT_TRUE(ds->close().ok());
+}
+
+TEST(Datastore, ManyFilesInOneDirectory) {
+  auto dev = fresh_device();
+  SimDevice* raw = dev.get();
+  auto ds = open_ds(std::move(dev));
+  for (int i = 0; i < 2000; ++i) {
+    ASSERT_TRUE(ds->create(kRootIno, "file-number-" + std::to_string(i), 0644, 0, 0).ok());
+  }
+  for (int i = 0; i < 2000; i += 2) {
+    ASSERT_TRUE(ds->unlink(kRootIno, "file-number-" + std::to_string(i)).ok());
+  }
+  ASSERT_TRUE(ds->close().ok());
+  auto ds2 = open_ds(raw->clone());
+  auto list = ds2->readdir(kRootIno);
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(list->size(), 1000u);
+  EXPECT_TRUE(ds2->lookup(kRootIno, "file-number-1999").ok());
+  EXPECT_FALSE(ds2->lookup(kRootIno, "file-number-1998").ok());
+  ASSERT_TRUE(ds2->close().ok());
+}
+
+TEST(Datastore, OverwriteInPlaceCostsOneDeviceWrite) {
+  auto dev = fresh_device();
+  SimDevice* raw = dev.get();
+  auto ds = open_ds(std::move(dev));
+  auto f = ds->create(kRootIno, "disk", 0644, 0, 0);
+  auto data = pattern(kGrainBytes, 1);
+  ASSERT_TRUE(ds->write_sync(f->ino, 0, data.data(), data.size()).ok());
+  ASSERT_TRUE(ds->fsync_sync(f->ino).ok());
+  const uint64_t writes_before = raw->counters().ops[static_cast<int>(device::OpKind::kWrite)];
+  auto s0 = ds->stats();
+  data[0] ^= 1;
+  ASSERT_TRUE(ds->write_sync(f->ino, 0, data.data(), data.size()).ok());
+  const uint64_t writes_after = raw->counters().ops[static_cast<int>(device::OpKind::kWrite)];
+  EXPECT_EQ(writes_after - writes_before, 1u);
+  auto s1 = ds->stats();
+  EXPECT_EQ(s1.in_place_grain_writes - s0.in_place_grain_writes, 1u);
+  // No metadata changed: the next fsync commits nothing.
+  ASSERT_TRUE(ds->fsync_sync(f->ino).ok());
+  EXPECT_EQ(ds->stats().journal_commits, s1.journal_commits);
+  ASSERT_TRUE(ds->close().ok());
+}
+
+TEST(Datastore, TruncatePunchSeek) {
+  auto ds = open_ds(fresh_device());
+  auto f = ds->create(kRootIno, "disk", 0644, 0, 0);
+  ASSERT_TRUE(ds->truncate_sync(f->ino, 10ull << 30).ok());
+  EXPECT_EQ(ds->getattr(f->ino)->size_bytes, 10ull << 30);
+  EXPECT_EQ(ds->getattr(f->ino)->allocated_bytes, 0u);
+  auto data = pattern(1 << 20, 3);
+  ASSERT_TRUE(ds->write_sync(f->ino, 5ull << 30, data.data(), data.size()).ok());
+  EXPECT_EQ(ds->getattr(f->ino)->allocated_bytes, 1u << 20);
+  EXPECT_EQ(*ds->seek(f->ino, 0, true), 5ull << 30);
+  EXPECT_EQ(*ds->seek(f->ino, 5ull << 30, false), (5ull << 30) + (1 << 20));
+  EXPECT_EQ(*ds->seek(f->ino, 0, false), 0u);
+  EXPECT_EQ(ds->seek(f->ino, (5ull << 30) + (1 << 20), true).error().errno_value, ENXIO);
+  // punch the middle, partially unaligned
+  ASSERT_TRUE(ds->punch_hole_sync(f->ino, (5ull << 30) + 1000, 8192).ok());
+  std::vector<uint8_t> back(data.size());
+  ASSERT_TRUE(ds->read_sync(f->ino, 5ull << 30, back.size(), back.data()).ok());
+  auto expect = data;
+  std::memset(expect.data() + 1000, 0, 8192);
+  EXPECT_EQ(back, expect);
+  EXPECT_EQ(ds->getattr(f->ino)->allocated_bytes, (1u << 20) - kGrainBytes);  // one whole grain freed
+  // shrink into the data, then grow: the tail reads zeros
+  ASSERT_TRUE(ds->truncate_sync(f->ino, (5ull << 30) + 100).ok());
+  ASSERT_TRUE(ds->truncate_sync(f->ino, 6ull << 30).ok());
+  ASSERT_TRUE(ds->read_sync(f->ino, 5ull << 30, 8192, back.data()).ok());
+  EXPECT_EQ(std::memcmp(back.data(), data.data(), 100), 0);
+  for (int i = 100; i < 8192; ++i) ASSERT_EQ(back[i], 0) << i;
+  ASSERT_TRUE(ds->close().ok());
+}
+
+TEST(Datastore, UnlinkFreesSpaceAndOpenFileLives) {
+  auto ds = open_ds(fresh_device());
+  auto free0 = ds->space().free_bytes;
+  auto f = ds->create(kRootIno, "big", 0644, 0, 0);
+  auto data = pattern(8 << 20, 5);
+  ASSERT_TRUE(ds->write_sync(f->ino, 0, data.data(), data.size()).ok());
+  EXPECT_LT(ds->space().free_bytes, free0 - (8 << 20) + 1);
+  ASSERT_TRUE(ds->open_ref(f->ino).ok());
+  ASSERT_TRUE(ds->unlink(kRootIno, "big").ok());
+  std::vector<uint8_t> back(4096);
+  ASSERT_TRUE(ds->read_sync(f->ino, 4096, 4096, back.data()).ok());
+  EXPECT_EQ(std::memcmp(back.data(), data.data() + 4096, 4096), 0);
+  ds->release_ref(f->ino);
+  EXPECT_FALSE(ds->getattr(f->ino).ok());
+  // The background releaser returns the space.
+  for (int i = 0; i < 200 && ds->space().free_bytes < free0 - (64 << 10); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_GE(ds->space().free_bytes, free0 - (64 << 10));
+  ASSERT_TRUE(ds->close().ok());
+}
+
+TEST(Datastore, RefusesMountedAndReportsDamage) {
+  auto dev = fresh_device();
+  SimDevice* raw = dev.get();
+  auto ds = open_ds(std::move(dev));
+  auto crashed = raw->clone();  // still marked mounted
+  auto r = Datastore::open(std::move(crashed), quiet());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind, ErrorKind::kBusy);
+  ASSERT_TRUE(ds->close().ok());
+  auto zero = std::make_unique<SimDevice>(SimOptions{});
+  auto z = Datastore::open(std::move(zero), quiet());
+  ASSERT_FALSE(z.ok());
+  EXPECT_EQ(z.error().kind, ErrorKind::kCorruption);
+}
+
+}  // namespace
+}  // namespace vsfs
