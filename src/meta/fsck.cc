@@ -1,0 +1,1419 @@
+// vsfs::fsck: the independent checker of a datastore.
+//
+// fsck reads the raw on-disk structures through the format decoders and never uses
+// MetaStore, so a bug in the runtime engine cannot hide itself. It works in passes:
+//
+//   1. superblock: the primary, else its copy (grain 255); with repair the damaged one is
+//      rewritten from the good one;
+//   2. journal: replayed first. With repair the images go to their homes and the
+//      superblock's tail moves to the end of the log; without, they go to an in-memory
+//      overlay of the device (OverlayDevice below) so the check sees the replayed image
+//      while the device is never written;
+//   3. a walk of everything reachable (inode table, every inode's map, directory blocks,
+//      the release list and the trees it holds) counting references per grain and
+//      recording what each grain is used as;
+//   4. the reference count table and the block table against those counts;
+//   5. the namespace (entries, link counts, parents, reachability, sizes);
+//   6. with repair, what can be repaired safely is rewritten at its home and flushed.
+//
+// Reference counting: a tree node, directory block, inode leaf or release-list block
+// gets one reference per parent slot (or root pointer, or release entry) that names it;
+// a node reached twice is walked once, so a shared node's children are counted once for
+// it. A data grain gets one reference per map leaf slot naming it. Reference counts are
+// only repaired when the walk was complete: an unreadable node hides references, and
+// lowering counts to what was seen would free grains still in use.
+//
+// Memory: three bytes per grain of the device (counted references and role), plus the
+// tree nodes, live inodes and directory entries. Threading: fsck runs on the calling
+// thread and does blocking IO; the device must not be in use by anyone else.
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "device/device.h"
+#include "format/format.h"
+#include "meta/journal.h"
+#include "util/aligned_buffer.h"
+#include "util/log.h"
+#include "vsfs/datastore.h"
+
+namespace vsfs {
+
+namespace {
+
+using format::BlockState;
+using format::BlockType;
+using format::ConstGrain;
+using format::kGrainsPerRefcountGrain;
+using format::kInodesPerLeaf;
+using format::kTreeFanout;
+using format::Slot;
+using format::SlotState;
+using format::TreeKind;
+
+// ---- OverlayDevice -------------------------------------------------------------------
+
+// A device that keeps writes in memory, grain by grain, and reads through to `base`
+// for grains it has not been given. fsck -n replays the journal onto it so the check
+// sees the replayed datastore while the real device stays untouched.
+// Completions run inside submit(), on the caller's thread: the overlay is private to
+// fsck, which only uses the blocking *_sync helpers on it. Not thread-safe.
+class OverlayDevice final : public device::Device {
+ public:
+  explicit OverlayDevice(device::Device& base) : base_(base) {}
+
+  uint64_t size_bytes() const override { return base_.size_bytes(); }
+  uint32_t alignment_bytes() const override { return kGrainBytes; }
+  bool discard_zeroes() const override { return true; }
+  device::DeviceCounters counters() const override { return counters_; }
+  std::string describe() const override { return "overlay on " + base_.describe(); }
+
+  void submit(std::span<device::IoRequest> requests) override {
+    for (auto& r : requests) {
+      const int64_t res = run(r);
+      if (res >= 0) {
+        ++counters_.ops[static_cast<int>(r.kind)];
+        counters_.bytes[static_cast<int>(r.kind)] += r.length_bytes;
+      } else {
+        ++counters_.errors;
+      }
+      if (r.done) r.done(res);
+    }
+  }
+
+ private:
+  int64_t run(const device::IoRequest& r) {
+    if (r.kind == device::OpKind::kFlush) return 0;
+    if (r.offset_bytes % kGrainBytes != 0 || r.length_bytes % kGrainBytes != 0 ||
+        r.offset_bytes + r.length_bytes > size_bytes()) {
+      return -EINVAL;
+    }
+    const uint64_t first = r.offset_bytes / kGrainBytes;
+    const uint64_t count = r.length_bytes / kGrainBytes;
+    switch (r.kind) {
+      case device::OpKind::kRead: {
+        AlignedBuffer buf(r.length_bytes, false);
+        auto base_read = device::read_sync(base_, r.offset_bytes, buf.data(), r.length_bytes);
+        if (!base_read.ok()) return -base_read.error().errno_value;
+        for (uint64_t i = 0; i < count; ++i) {
+          auto it = grains_.find(first + i);
+          if (it != grains_.end()) {
+            std::memcpy(buf.data() + i * kGrainBytes, it->second.data(), kGrainBytes);
+          }
+        }
+        scatter(r, buf.data());
+        return static_cast<int64_t>(r.length_bytes);
+      }
+      case device::OpKind::kWrite: {
+        AlignedBuffer buf(r.length_bytes, false);
+        gather(r, buf.data());
+        for (uint64_t i = 0; i < count; ++i) {
+          auto& g = grains_[first + i];
+          g.assign(buf.data() + i * kGrainBytes, buf.data() + (i + 1) * kGrainBytes);
+        }
+        return static_cast<int64_t>(r.length_bytes);
+      }
+      case device::OpKind::kDiscard:
+      case device::OpKind::kWriteZeroes:
+        for (uint64_t i = 0; i < count; ++i) grains_[first + i].assign(kGrainBytes, 0);
+        return static_cast<int64_t>(r.length_bytes);
+      case device::OpKind::kFlush:
+        return 0;
+    }
+    return -EINVAL;
+  }
+
+  static void scatter(const device::IoRequest& r, const uint8_t* from) {
+    uint64_t off = 0;
+    for (int i = 0; i < r.iovcnt; ++i) {
+      std::memcpy(r.iov[i].iov_base, from + off, r.iov[i].iov_len);
+      off += r.iov[i].iov_len;
+    }
+  }
+  static void gather(const device::IoRequest& r, uint8_t* to) {
+    uint64_t off = 0;
+    for (int i = 0; i < r.iovcnt; ++i) {
+      std::memcpy(to + off, r.iov[i].iov_base, r.iov[i].iov_len);
+      off += r.iov[i].iov_len;
+    }
+  }
+
+  device::Device& base_;
+  std::map<uint64_t, std::vector<uint8_t>> grains_;
+  device::DeviceCounters counters_;
+};
+
+// ---- helpers -------------------------------------------------------------------------
+
+uint64_t pow_fanout(unsigned e) {
+  uint64_t v = 1;
+  for (unsigned i = 0; i < e; ++i) v *= kTreeFanout;
+  return v;
+}
+
+const char* state_name(BlockState s) {
+  switch (s) {
+    case BlockState::kFormattedFree: return "formatted-free";
+    case BlockState::kToFormatFree: return "to-be-formatted";
+    case BlockState::kData: return "data";
+    case BlockState::kMeta: return "metadata";
+    case BlockState::kReserved: return "reserved";
+  }
+  return "unknown";
+}
+
+bool all_zero(const uint8_t* p, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    if (p[i] != 0) return false;
+  }
+  return true;
+}
+
+// What a grain was found to be used as. Metadata roles are the BlockType values.
+constexpr uint8_t kRoleNone = 0;
+constexpr uint8_t kRoleData = 0xff;
+
+const char* role_name(uint8_t role) {
+  if (role == kRoleNone) return "nothing";
+  if (role == kRoleData) return "data grain";
+  return format::block_type_name(static_cast<BlockType>(role));
+}
+
+// Problems are recorded with what would repair them, so a repair can retire them.
+enum class Fix : uint8_t {
+  kNone,        // not repairable by fsck
+  kSuperblock,  // key 0: primary from copy; key 1: copy from primary; key 2: fields
+  kRefcount,    // key: grain
+  kBlock,       // key: storage block
+  kBlockZero,   // key: storage block on the formatted list that is not zero
+  kBlockGrain,  // key: index of a block-table grain that did not decode
+  kInode,       // key: inode number
+};
+
+struct Problem {
+  std::string text;
+  Fix fix = Fix::kNone;
+  uint64_t key = 0;
+  bool repaired = false;
+};
+
+// Everything fsck learns about a tree node (or inode leaf) on its one visit.
+struct NodeMemo {
+  uint8_t level = 0;
+  uint64_t key = 0;        // inode leaves: first_ino
+  uint64_t max_stamp = 0;  // newest stamp in or below the node
+  uint64_t mapped = 0;     // mapped leaf slots below (map trees)
+  uint64_t extent = 0;     // highest mapped index + 1, relative to the node's first index
+  bool complete = true;    // everything below decoded
+  bool in_progress = true;
+};
+
+struct DirBlockSeen {
+  uint64_t index = 0;  // directory block number inside the directory
+  uint64_t grain = 0;
+};
+
+struct LiveInode {
+  format::InodeRecord rec;
+  uint64_t leaf_grain = 0;
+  uint64_t mapped = 0;
+  uint64_t extent = 0;
+  bool map_complete = true;
+  std::vector<DirBlockSeen> dir_blocks;  // directories only
+};
+
+enum class RefResult { kFirst, kSeen, kConflict, kBad };
+
+class Checker {
+ public:
+  Checker(device::Device& real, const FsckOptions& options)
+      : real_(real), options_(options), overlay_(real) {}
+
+  Result<FsckReport> run();
+
+ private:
+  // The device every read goes through: the overlay without repair, else the device.
+  device::Device& io() { return options_.repair ? real_ : overlay_; }
+
+  void problem(Fix fix, uint64_t key, std::string text) {
+    problems_.push_back(Problem{std::move(text), fix, key, false});
+  }
+  // Marks the problems a repair fixed; repaired() also records the repair.
+  void retire(Fix fix, uint64_t key) {
+    for (auto& p : problems_) {
+      if (p.fix == fix && p.key == key) p.repaired = true;
+    }
+  }
+  void repaired(Fix fix, uint64_t key, std::string text) {
+    retire(fix, key);
+    report_.repairs.push_back(std::move(text));
+  }
+
+  Result<void> read_grain(uint64_t grain, AlignedBuffer& buf) {
+    return device::read_sync(io(), grain * kGrainBytes, buf.data(), kGrainBytes);
+  }
+  Result<void> write_grain(uint64_t grain, const AlignedBuffer& buf) {
+    return device::write_sync(real_, grain * kGrainBytes, buf.data(), kGrainBytes);
+  }
+  static ConstGrain cg(const AlignedBuffer& b) { return ConstGrain(b.data(), kGrainBytes); }
+
+  // passes
+  Result<void> load_superblock();
+  Result<void> replay_journal();
+  Result<void> walk();
+  Result<void> check_refcounts();
+  Result<void> check_block_table();
+  Result<void> check_namespace();
+  Result<void> zero_check();
+  Result<void> repair_block_table();
+  Result<void> repair_inodes();
+  Result<void> write_superblocks(const format::Superblock& sb);
+
+  // the walk
+  RefResult add_ref(uint64_t grain, uint8_t role, const std::string& from);
+  Result<NodeMemo> map_node(uint64_t grain, int level, TreeKind kind, uint64_t owner,
+                            uint64_t base, LiveInode* live, bool count, const std::string& who);
+  Result<NodeMemo> inode_node(uint64_t grain, int level, uint64_t base_leaf, bool live,
+                              bool count, const std::string& who);
+  Result<void> inode_leaf(uint64_t grain, uint64_t leaf_no, bool live, bool count,
+                          NodeMemo& memo);
+  Result<void> walk_map_root(uint64_t root, uint8_t height, TreeKind kind, uint64_t owner,
+                             LiveInode* live, const std::string& who);
+  Result<void> walk_inode_root(uint64_t root, uint8_t height, bool live, const std::string& who);
+  Result<void> walk_release_list();
+
+  bool in_data_area(uint64_t grain) const {
+    return grain >= data_start_grain_ && grain < total_grains_;
+  }
+
+  device::Device& real_;
+  FsckOptions options_;
+  OverlayDevice overlay_;
+  FsckReport report_;
+  std::vector<Problem> problems_;
+
+  format::Superblock sb_;
+  AlignedBuffer sb_raw_{kGrainBytes};  // the superblock grain in use (primary or copy)
+  uint64_t total_grains_ = 0;
+  uint64_t data_start_grain_ = 0;
+
+  std::vector<uint16_t> refs_;   // references counted, saturating at UINT16_MAX
+  std::vector<uint8_t> role_;    // kRole* or BlockType
+  std::unordered_set<uint64_t> refs_overflow_;
+  std::unordered_map<uint64_t, NodeMemo> memo_;
+  std::map<uint64_t, LiveInode> live_;            // the live inode table, by inode number
+  std::unordered_map<uint64_t, format::DirBlock> dir_blocks_;  // live directories' blocks
+  bool walk_complete_ = true;
+  // Ranges of live inode-table leaf numbers (first, count) that could not be read.
+  std::vector<std::pair<uint64_t, uint64_t>> unreadable_;
+  bool inode_unknown(uint64_t ino) const {
+    const uint64_t leaf = ino / kInodesPerLeaf;
+    for (const auto& [first, n] : unreadable_) {
+      if (leaf >= first && leaf - first < n) return true;
+    }
+    return false;
+  }
+
+  // Block table and refcount table as found.
+  std::vector<format::BlockEntry> blocks_;
+  std::vector<bool> block_grain_ok_;       // per block-table grain: decoded
+  std::vector<uint16_t> table_used_;       // per block: grains with nonzero table refcount
+  std::vector<bool> refcount_grain_ok_;    // per refcount-table grain: decoded (or all zero)
+  std::set<uint64_t> not_zero_;            // formatted-free blocks found holding data
+  uint64_t orphans_ = 0;
+};
+
+// ---- pass 1: superblock --------------------------------------------------------------
+
+Result<void> Checker::write_superblocks(const format::Superblock& sb) {
+  AlignedBuffer buf(kGrainBytes);
+  format::encode_superblock(sb, sb.generation, format::Grain(buf.data(), kGrainBytes));
+  VSFS_TRY(write_grain(0, buf));
+  VSFS_TRY(write_grain(format::kSuperblockCopyGrain, buf));
+  VSFS_TRY(device::flush_sync(real_));
+  std::memcpy(sb_raw_.data(), buf.data(), kGrainBytes);
+  return ok_result();
+}
+
+Result<void> Checker::load_superblock() {
+  if (real_.size_bytes() < format::kMinDeviceBytes) {
+    return make_error(EINVAL, ErrorKind::kCorruption,
+                      "device is {} bytes, too small to hold a datastore", real_.size_bytes());
+  }
+  AlignedBuffer primary(kGrainBytes, false), copy(kGrainBytes, false);
+  VSFS_TRY(read_grain(0, primary));
+  VSFS_TRY(read_grain(format::kSuperblockCopyGrain, copy));
+  auto p = format::decode_superblock(cg(primary));
+  auto c = format::decode_superblock(cg(copy));
+  if (!p.ok() && p.error().kind == ErrorKind::kUnsupported) return p.take_error();
+  if (!p.ok() && !c.ok()) {
+    if (c.error().kind == ErrorKind::kUnsupported) return c.take_error();
+    return make_error(EUCLEAN, ErrorKind::kCorruption,
+                      "no valid superblock (primary: {}; copy: {})", p.error().message,
+                      c.error().message);
+  }
+  if (p.ok()) {
+    sb_ = *p;
+    std::memcpy(sb_raw_.data(), primary.data(), kGrainBytes);
+    bool copy_bad = false;
+    if (!c.ok()) {
+      copy_bad = true;
+      problem(Fix::kSuperblock, 1, fmt::format("superblock copy (grain {}): {}",
+                                               format::kSuperblockCopyGrain, c.error().message));
+    } else if ((sb_.state & format::kStateClean) &&
+               std::memcmp(primary.data(), copy.data(), kGrainBytes) != 0) {
+      // The copy is rewritten with the primary every time; on a cleanly unmounted
+      // datastore they must agree.
+      copy_bad = true;
+      problem(Fix::kSuperblock, 1,
+              fmt::format("superblock copy (grain {}) differs from the primary on a cleanly "
+                          "unmounted datastore",
+                          format::kSuperblockCopyGrain));
+    }
+    if (copy_bad && options_.repair) {
+      VSFS_TRY(write_grain(format::kSuperblockCopyGrain, primary));
+      VSFS_TRY(device::flush_sync(real_));
+      repaired(Fix::kSuperblock, 1, "superblock copy rewritten from the primary");
+    }
+  } else {
+    sb_ = *c;
+    std::memcpy(sb_raw_.data(), copy.data(), kGrainBytes);
+    problem(Fix::kSuperblock, 0, fmt::format("primary superblock: {}", p.error().message));
+    if (options_.repair) {
+      VSFS_TRY(write_grain(0, copy));
+      VSFS_TRY(device::flush_sync(real_));
+      repaired(Fix::kSuperblock, 0, "primary superblock rewritten from its copy");
+    }
+  }
+  if (sb_.device_bytes > real_.size_bytes()) {
+    return make_error(EINVAL, ErrorKind::kCorruption,
+                      "the datastore is {} bytes but the device only {}", sb_.device_bytes,
+                      real_.size_bytes());
+  }
+  total_grains_ = sb_.total_blocks * kGrainsPerBlock;
+  data_start_grain_ = sb_.first_data_block * kGrainsPerBlock;
+  return ok_result();
+}
+
+// ---- pass 2: journal -----------------------------------------------------------------
+
+Result<void> Checker::replay_journal() {
+  VSFS_ASSIGN_OR_RETURN(meta::ReplayResult r,
+                        meta::Journal::replay(io(), sb_.journal_start_grain, sb_.journal_grains,
+                                              sb_.journal_tail_grain, sb_.journal_tail_seq,
+                                              true));
+  if (r.transactions == 0) return ok_result();
+  report_.replayed_journal = true;
+  if (!options_.repair) {
+    VSFS_LOG_INFO("journal holds {} committed transaction{} not yet applied; checking the "
+                  "datastore as replayed, in memory (the device is not written)",
+                  r.transactions, r.transactions == 1 ? "" : "s");
+  }
+  // The log may have carried a newer superblock (home 0, also written to its copy).
+  AlignedBuffer buf(kGrainBytes, false);
+  VSFS_TRY(read_grain(0, buf));
+  auto replayed = format::decode_superblock(cg(buf));
+  if (!replayed.ok()) {
+    return make_error(EUCLEAN, ErrorKind::kCorruption,
+                      "superblock after journal replay: {}", replayed.error().message);
+  }
+  sb_ = *replayed;
+  if (sb_.device_bytes > real_.size_bytes() ||
+      sb_.total_blocks * kGrainsPerBlock != total_grains_ ||
+      sb_.first_data_block * kGrainsPerBlock != data_start_grain_) {
+    return make_error(EUCLEAN, ErrorKind::kCorruption,
+                      "the journal's superblock image changes the datastore's geometry");
+  }
+  sb_.journal_tail_grain = r.end_grain;
+  sb_.journal_tail_seq = r.end_seq;
+  if (options_.repair) {
+    VSFS_TRY(write_superblocks(sb_));
+  } else {
+    format::encode_superblock(sb_, sb_.generation, format::Grain(sb_raw_.data(), kGrainBytes));
+  }
+  return ok_result();
+}
+
+// ---- pass 3: the walk ----------------------------------------------------------------
+
+RefResult Checker::add_ref(uint64_t grain, uint8_t role, const std::string& from) {
+  if (!in_data_area(grain)) {
+    problem(Fix::kNone, 0,
+            fmt::format("{} points at grain {}, outside the allocatable grains [{}, {})", from,
+                        grain, data_start_grain_, total_grains_));
+    walk_complete_ = false;
+    return RefResult::kBad;
+  }
+  if (refs_[grain] == UINT16_MAX) {
+    refs_overflow_.insert(grain);
+  } else {
+    ++refs_[grain];
+  }
+  uint8_t& r = role_[grain];
+  if (r == kRoleNone) {
+    r = role;
+    return RefResult::kFirst;
+  }
+  if (r != role) {
+    problem(Fix::kNone, 0,
+            fmt::format("grain {} is referenced as a {} (by {}) but also as a {}", grain,
+                        role_name(role), from, role_name(r)));
+    return RefResult::kConflict;
+  }
+  return RefResult::kSeen;
+}
+
+// Walks the map node at `grain` (already referenced by the caller). `base` is the first
+// map index (leaf slot number) it covers. With `count`, children get their references
+// (the node's first visit); without, the walk only collects a live directory's blocks.
+Result<NodeMemo> Checker::map_node(uint64_t grain, int level, TreeKind kind, uint64_t owner,
+                                   uint64_t base, LiveInode* live, bool count,
+                                   const std::string& who) {
+  NodeMemo memo;
+  memo.level = static_cast<uint8_t>(level);
+  AlignedBuffer buf(kGrainBytes, false);
+  VSFS_TRY(read_grain(grain, buf));
+  auto decoded = format::decode_tree_node(cg(buf), grain);
+  const BlockType want = level == 0 ? BlockType::kMapLeaf : BlockType::kMapInterior;
+  if (!decoded.ok()) {
+    problem(Fix::kNone, 0, fmt::format("{}: {}", who, decoded.error().message));
+    memo.complete = false;
+    walk_complete_ = false;
+    return memo;
+  }
+  const format::TreeNode& node = *decoded;
+  if (node.type != want || node.level != level) {
+    problem(Fix::kNone, 0,
+            fmt::format("{}: grain {} is a {} at level {} where a {} at level {} belongs", who,
+                        grain, format::block_type_name(node.type), node.level,
+                        format::block_type_name(want), level));
+    memo.complete = false;
+    walk_complete_ = false;
+    return memo;
+  }
+  if (count) ++report_.tree_nodes;
+  const uint64_t span = pow_fanout(static_cast<unsigned>(level));  // map indexes per slot
+  for (size_t i = 0; i < kTreeFanout; ++i) {
+    const Slot& s = node.slots[i];
+    memo.max_stamp = std::max(memo.max_stamp, s.stamp);
+    if (s.state != SlotState::kMapped) continue;
+    const std::string from =
+        fmt::format("{} slot {} of {} at grain {}", who, i, format::block_type_name(node.type),
+                    grain);
+    if (level == 0) {
+      ++memo.mapped;
+      memo.extent = i + 1;
+      if (kind == TreeKind::kFileMap) {
+        if (count && add_ref(s.grain, kRoleData, from) == RefResult::kFirst) {
+          ++report_.data_grains;
+        }
+        continue;
+      }
+      // A directory map's leaves point at directory blocks.
+      RefResult rr = count ? add_ref(s.grain, static_cast<uint8_t>(BlockType::kDirBlock), from)
+                           : (in_data_area(s.grain) ? RefResult::kSeen : RefResult::kBad);
+      if (rr == RefResult::kBad || rr == RefResult::kConflict) continue;
+      if (rr == RefResult::kFirst || live != nullptr) {
+        AlignedBuffer db(kGrainBytes, false);
+        VSFS_TRY(read_grain(s.grain, db));
+        auto dir = format::decode_dir_block(cg(db), s.grain);
+        if (!dir.ok()) {
+          if (rr == RefResult::kFirst) {
+            problem(Fix::kNone, 0, fmt::format("{}: {}", who, dir.error().message));
+            walk_complete_ = false;
+          }
+          if (live) live->map_complete = false;
+          continue;
+        }
+        if (dir->owner != owner && rr == RefResult::kFirst) {
+          problem(Fix::kNone, 0,
+                  fmt::format("{}: directory block at grain {} belongs to inode {}", who,
+                              s.grain, dir->owner));
+        }
+        if (live) {
+          live->dir_blocks.push_back(DirBlockSeen{base + i, s.grain});
+          dir_blocks_.emplace(s.grain, std::move(*dir));
+        }
+      }
+      continue;
+    }
+    // Interior: the child is a node one level down.
+    const BlockType child_type = level == 1 ? BlockType::kMapLeaf : BlockType::kMapInterior;
+    RefResult rr = count ? add_ref(s.grain, static_cast<uint8_t>(child_type), from)
+                         : (in_data_area(s.grain) ? RefResult::kSeen : RefResult::kBad);
+    if (rr == RefResult::kBad || rr == RefResult::kConflict) {
+      memo.complete = false;
+      continue;
+    }
+    std::optional<NodeMemo> prior;
+    if (auto it = memo_.find(s.grain); it != memo_.end() && rr != RefResult::kFirst) {
+      prior = it->second;
+    }
+    if (prior && (prior->in_progress || prior->level != level - 1)) {
+      problem(Fix::kNone, 0,
+              fmt::format("{}: node at grain {} is reached at level {} and at level {}{}", who,
+                          s.grain, level - 1, prior->level,
+                          prior->in_progress ? " (a cycle)" : ""));
+      memo.complete = false;
+      walk_complete_ = false;
+      continue;
+    }
+    NodeMemo child;
+    if (rr == RefResult::kFirst || !prior || (live != nullptr && kind == TreeKind::kDirMap)) {
+      if (rr == RefResult::kFirst) memo_[s.grain] = NodeMemo{};
+      VSFS_ASSIGN_OR_RETURN(child, map_node(s.grain, level - 1, kind, owner, base + i * span,
+                                            live, rr == RefResult::kFirst, who));
+      if (rr == RefResult::kFirst) {
+        child.in_progress = false;
+        memo_[s.grain] = child;
+      }
+    } else {
+      child = *prior;
+    }
+    if (s.stamp < child.max_stamp) {
+      problem(Fix::kNone, 0,
+              fmt::format("{}: slot {} of map interior at grain {} has stamp {} but the node "
+                          "below holds stamp {}",
+                          who, i, grain, s.stamp, child.max_stamp));
+    }
+    memo.mapped += child.mapped;
+    if (child.mapped > 0) memo.extent = i * span + child.extent;
+    memo.complete = memo.complete && child.complete;
+  }
+  return memo;
+}
+
+Result<void> Checker::walk_map_root(uint64_t root, uint8_t height, TreeKind kind,
+                                    uint64_t owner, LiveInode* live, const std::string& who) {
+  if (root == 0) return ok_result();
+  const int level = height - 1;
+  const BlockType type = level == 0 ? BlockType::kMapLeaf : BlockType::kMapInterior;
+  RefResult rr = add_ref(root, static_cast<uint8_t>(type), who + " map root");
+  if (rr == RefResult::kBad || rr == RefResult::kConflict) {
+    if (live) live->map_complete = false;
+    return ok_result();
+  }
+  std::optional<NodeMemo> prior;
+  if (auto it = memo_.find(root); it != memo_.end() && rr != RefResult::kFirst) {
+    prior = it->second;
+  }
+  if (prior && (prior->in_progress || prior->level != level)) {
+    problem(Fix::kNone, 0,
+            fmt::format("{}: map root at grain {} is also reached as a node at level {}", who,
+                        root, prior->level));
+    walk_complete_ = false;
+    if (live) live->map_complete = false;
+    return ok_result();
+  }
+  NodeMemo memo;
+  if (rr == RefResult::kFirst || !prior || (live != nullptr && kind == TreeKind::kDirMap)) {
+    if (rr == RefResult::kFirst) memo_[root] = NodeMemo{};
+    VSFS_ASSIGN_OR_RETURN(memo, map_node(root, level, kind, owner, 0, live,
+                                         rr == RefResult::kFirst, who));
+    if (rr == RefResult::kFirst) {
+      memo.in_progress = false;
+      memo_[root] = memo;
+    }
+  } else {
+    memo = *prior;
+  }
+  if (live) {
+    live->mapped = memo.mapped;
+    live->extent = memo.extent;
+    live->map_complete = live->map_complete && memo.complete;
+  }
+  return ok_result();
+}
+
+Result<void> Checker::inode_leaf(uint64_t grain, uint64_t leaf_no, bool live, bool count,
+                                 NodeMemo& memo) {
+  const uint64_t first_ino = leaf_no * kInodesPerLeaf;
+  AlignedBuffer buf(kGrainBytes, false);
+  VSFS_TRY(read_grain(grain, buf));
+  auto leaf = format::decode_inode_leaf(cg(buf), grain, first_ino);
+  if (!leaf.ok()) {
+    problem(Fix::kNone, 0, fmt::format("inode table: {}", leaf.error().message));
+    memo.complete = false;
+    walk_complete_ = false;
+    if (live) unreadable_.emplace_back(leaf_no, 1);
+    return ok_result();
+  }
+  if (count) ++report_.tree_nodes;
+  for (const auto& r : leaf->inodes) {
+    if (r.ino == 0) continue;
+    const bool dir = S_ISDIR(r.mode);
+    const TreeKind kind = dir ? TreeKind::kDirMap : TreeKind::kFileMap;
+    const std::string who = fmt::format("inode {}", r.ino);
+    if (live) {
+      LiveInode& li = live_[r.ino];
+      li.rec = r;
+      li.leaf_grain = grain;
+      if (r.map_root != 0 && (count || dir)) {
+        if (count) {
+          VSFS_TRY(walk_map_root(r.map_root, r.map_height, kind, r.ino, &li, who));
+        } else {
+          // Already counted: collect the directory's blocks without counting again.
+          auto it = memo_.find(r.map_root);
+          if (it != memo_.end()) {
+            li.mapped = it->second.mapped;
+            li.extent = it->second.extent;
+            li.map_complete = it->second.complete;
+          }
+          if (dir && in_data_area(r.map_root)) {
+            VSFS_ASSIGN_OR_RETURN(NodeMemo m, map_node(r.map_root, r.map_height - 1, kind,
+                                                       r.ino, 0, &li, false, who));
+            (void)m;
+          }
+        }
+      }
+    } else if (count && r.map_root != 0) {
+      VSFS_TRY(walk_map_root(r.map_root, r.map_height, kind, r.ino, nullptr,
+                             who + " (in a released inode table)"));
+    }
+  }
+  return ok_result();
+}
+
+Result<NodeMemo> Checker::inode_node(uint64_t grain, int level, uint64_t base_leaf, bool live,
+                                     bool count, const std::string& who) {
+  NodeMemo memo;
+  memo.level = static_cast<uint8_t>(level);
+  if (level == 0) {
+    memo.key = base_leaf * kInodesPerLeaf;
+    VSFS_TRY(inode_leaf(grain, base_leaf, live, count, memo));
+    return memo;
+  }
+  AlignedBuffer buf(kGrainBytes, false);
+  VSFS_TRY(read_grain(grain, buf));
+  auto decoded = format::decode_tree_node(cg(buf), grain);
+  if (!decoded.ok()) {
+    problem(Fix::kNone, 0, fmt::format("{}: {}", who, decoded.error().message));
+    memo.complete = false;
+    walk_complete_ = false;
+    if (live) unreadable_.emplace_back(base_leaf, pow_fanout(static_cast<unsigned>(level)));
+    return memo;
+  }
+  const format::TreeNode& node = *decoded;
+  if (node.type != BlockType::kInodeInterior || node.level != level) {
+    problem(Fix::kNone, 0,
+            fmt::format("{}: grain {} is a {} at level {} where an inode interior at level {} "
+                        "belongs",
+                        who, grain, format::block_type_name(node.type), node.level, level));
+    memo.complete = false;
+    walk_complete_ = false;
+    return memo;
+  }
+  if (count) ++report_.tree_nodes;
+  const uint64_t span = pow_fanout(static_cast<unsigned>(level - 1));  // leaves per slot
+  for (size_t i = 0; i < kTreeFanout; ++i) {
+    const Slot& s = node.slots[i];
+    memo.max_stamp = std::max(memo.max_stamp, s.stamp);
+    if (s.state != SlotState::kMapped) continue;
+    const uint64_t child_base = base_leaf + i * span;
+    const BlockType child_type = level == 1 ? BlockType::kInodeLeaf : BlockType::kInodeInterior;
+    const std::string from =
+        fmt::format("{} slot {} of inode interior at grain {}", who, i, grain);
+    RefResult rr = count ? add_ref(s.grain, static_cast<uint8_t>(child_type), from)
+                         : (in_data_area(s.grain) ? RefResult::kSeen : RefResult::kBad);
+    if (rr == RefResult::kBad || rr == RefResult::kConflict) {
+      memo.complete = false;
+      continue;
+    }
+    std::optional<NodeMemo> prior;
+    if (auto it = memo_.find(s.grain); it != memo_.end() && rr != RefResult::kFirst) {
+      prior = it->second;
+    }
+    if (prior && (prior->in_progress || prior->level != level - 1 ||
+                  (level == 1 && prior->key != child_base * kInodesPerLeaf))) {
+      problem(Fix::kNone, 0,
+              fmt::format("{}: node at grain {} is reached at two different places in the "
+                          "inode table",
+                          who, s.grain));
+      memo.complete = false;
+      walk_complete_ = false;
+      continue;
+    }
+    NodeMemo child;
+    if (rr == RefResult::kFirst || !prior || live) {
+      if (rr == RefResult::kFirst) memo_[s.grain] = NodeMemo{};
+      VSFS_ASSIGN_OR_RETURN(child, inode_node(s.grain, level - 1, child_base, live,
+                                              rr == RefResult::kFirst, who));
+      if (rr == RefResult::kFirst) {
+        child.in_progress = false;
+        memo_[s.grain] = child;
+      }
+    } else {
+      child = *prior;
+    }
+    if (level > 1 && s.stamp < child.max_stamp) {
+      problem(Fix::kNone, 0,
+              fmt::format("{}: slot {} of inode interior at grain {} has stamp {} but the node "
+                          "below holds stamp {}",
+                          who, i, grain, s.stamp, child.max_stamp));
+    }
+    memo.complete = memo.complete && child.complete;
+  }
+  return memo;
+}
+
+Result<void> Checker::walk_inode_root(uint64_t root, uint8_t height, bool live,
+                                      const std::string& who) {
+  if (root == 0) return ok_result();
+  const int level = height - 1;
+  const BlockType type = level == 0 ? BlockType::kInodeLeaf : BlockType::kInodeInterior;
+  RefResult rr = add_ref(root, static_cast<uint8_t>(type), who + " root");
+  if (rr == RefResult::kBad || rr == RefResult::kConflict) {
+    if (live) unreadable_.emplace_back(0, UINT64_MAX);
+    return ok_result();
+  }
+  if (rr == RefResult::kSeen && !live) {
+    auto it = memo_.find(root);
+    if (it != memo_.end() && (it->second.in_progress || it->second.level != level)) {
+      problem(Fix::kNone, 0,
+              fmt::format("{}: inode table root at grain {} is also reached as a node at "
+                          "level {}",
+                          who, root, it->second.level));
+      walk_complete_ = false;
+    }
+    return ok_result();
+  }
+  if (rr == RefResult::kFirst) memo_[root] = NodeMemo{};
+  VSFS_ASSIGN_OR_RETURN(NodeMemo memo,
+                        inode_node(root, level, 0, live, rr == RefResult::kFirst, who));
+  if (rr == RefResult::kFirst) {
+    memo.in_progress = false;
+    memo_[root] = memo;
+  }
+  return ok_result();
+}
+
+Result<void> Checker::walk_release_list() {
+  uint64_t g = sb_.release_list;
+  std::string from = "superblock release_list";
+  while (g != 0) {
+    RefResult rr = add_ref(g, static_cast<uint8_t>(BlockType::kReleaseList), from);
+    if (rr != RefResult::kFirst) {
+      if (rr == RefResult::kSeen) {
+        problem(Fix::kNone, 0, fmt::format("release list: block at grain {} is reached twice "
+                                           "(a cycle)", g));
+        walk_complete_ = false;
+      }
+      return ok_result();
+    }
+    ++report_.tree_nodes;
+    AlignedBuffer buf(kGrainBytes, false);
+    VSFS_TRY(read_grain(g, buf));
+    auto list = format::decode_release_list(cg(buf), g);
+    if (!list.ok()) {
+      problem(Fix::kNone, 0, fmt::format("release list: {}", list.error().message));
+      walk_complete_ = false;
+      return ok_result();
+    }
+    for (size_t i = 0; i < list->entries.size(); ++i) {
+      const format::ReleaseEntry& e = list->entries[i];
+      const std::string who =
+          fmt::format("release list entry {} at grain {} (inode {})", i, g, e.owner);
+      if (e.kind == TreeKind::kInodeTable) {
+        VSFS_TRY(walk_inode_root(e.root, e.height, false, who));
+      } else {
+        VSFS_TRY(walk_map_root(e.root, e.height, e.kind, e.owner, nullptr, who));
+      }
+    }
+    from = fmt::format("release list block at grain {}", g);
+    g = list->next;
+  }
+  return ok_result();
+}
+
+Result<void> Checker::walk() {
+  refs_.assign(total_grains_, 0);
+  role_.assign(total_grains_, kRoleNone);
+  if (sb_.inode_root == 0) {
+    problem(Fix::kNone, 0, "superblock: the inode table is empty (inode_root is 0)");
+    walk_complete_ = false;
+  } else {
+    // The live table first, so its leaves and maps are read for the namespace check.
+    VSFS_TRY(walk_inode_root(sb_.inode_root, sb_.inode_height, true, "inode table"));
+  }
+  VSFS_TRY(walk_release_list());
+  if (sb_.snapshot_root != 0) {
+    problem(Fix::kNone, 0,
+            fmt::format("superblock: snapshot_root is {}, but this format version has no "
+                        "snapshot list",
+                        sb_.snapshot_root));
+  }
+  return ok_result();
+}
+
+// ---- pass 4: reference counts and the block table ------------------------------------
+
+Result<void> Checker::check_refcounts() {
+  table_used_.assign(sb_.total_blocks, 0);
+  refcount_grain_ok_.assign(sb_.refcount_grains, true);
+  const uint64_t chunk = kGrainsPerBlock;
+  AlignedBuffer buf(chunk * kGrainBytes, false);
+  uint64_t fixed_grains = 0;
+  for (uint64_t first = 0; first < sb_.refcount_grains; first += chunk) {
+    const uint64_t n = std::min(chunk, sb_.refcount_grains - first);
+    VSFS_TRY(device::read_sync(io(), (sb_.refcount_start_grain + first) * kGrainBytes,
+                               buf.data(), n * kGrainBytes));
+    for (uint64_t j = 0; j < n; ++j) {
+      const uint64_t index = first + j;
+      const uint64_t self = sb_.refcount_start_grain + index;
+      const uint8_t* p = buf.data() + j * kGrainBytes;
+      format::RefcountGrain table;  // all zero: how mkfs leaves an unused refcount grain
+      bool decoded = true;
+      if (!all_zero(p, kGrainBytes)) {
+        auto r = format::decode_refcounts(ConstGrain(p, kGrainBytes), self);
+        if (r.ok()) {
+          table = *r;
+        } else {
+          decoded = false;
+          refcount_grain_ok_[index] = false;
+          problem(Fix::kRefcount, self, fmt::format("refcount table: {}", r.error().message));
+        }
+      }
+      bool grain_wrong = !decoded;
+      for (uint64_t k = 0; k < kGrainsPerRefcountGrain; ++k) {
+        const uint64_t grain = index * kGrainsPerRefcountGrain + k;
+        const uint16_t want = grain < total_grains_ ? refs_[grain] : 0;
+        const uint16_t have = table.counts[k];
+        if (decoded && have != 0 && grain < total_grains_) ++table_used_[grain / kGrainsPerBlock];
+        if (!decoded) continue;
+        if (grain < total_grains_ && refs_overflow_.count(grain)) {
+          problem(Fix::kNone, 0,
+                  fmt::format("grain {} has more than {} references", grain, UINT16_MAX));
+          continue;
+        }
+        if (have == want) continue;
+        // With parts of the walk unreadable, fewer references may have been seen than
+        // exist: only a count below what was found is then certainly wrong.
+        if (!walk_complete_ && have > want) continue;
+        grain_wrong = true;
+        if (grain >= total_grains_) {
+          problem(Fix::kRefcount, self,
+                  fmt::format("refcount table: grain {} is past the end of the datastore but "
+                              "has count {}",
+                              grain, have));
+        } else {
+          problem(Fix::kRefcount, self,
+                  fmt::format("refcount of grain {} is {} but {} reference{} found", grain,
+                              have, want, want == 1 ? " was" : "s were"));
+        }
+      }
+      if (grain_wrong && options_.repair && walk_complete_) {
+        format::RefcountGrain fixed;
+        for (uint64_t k = 0; k < kGrainsPerRefcountGrain; ++k) {
+          const uint64_t grain = index * kGrainsPerRefcountGrain + k;
+          fixed.counts[k] = grain < total_grains_ ? refs_[grain] : 0;
+        }
+        AlignedBuffer out(kGrainBytes);
+        format::encode_refcounts(fixed, self, sb_.generation, format::Grain(out.data(), kGrainBytes));
+        VSFS_TRY(write_grain(self, out));
+        repaired(Fix::kRefcount, self,
+                 fmt::format("refcount table grain {} rewritten with the counted references "
+                             "(grains {}..{})",
+                             self, index * kGrainsPerRefcountGrain,
+                             (index + 1) * kGrainsPerRefcountGrain - 1));
+        ++fixed_grains;
+      }
+    }
+  }
+  if (fixed_grains > 0) VSFS_TRY(device::flush_sync(real_));
+  return ok_result();
+}
+
+Result<void> Checker::check_block_table() {
+  blocks_.assign(sb_.total_blocks, format::BlockEntry{});
+  block_grain_ok_.assign(sb_.block_table_grains, true);
+  AlignedBuffer buf(kGrainBytes, false);
+  for (uint64_t i = 0; i < sb_.block_table_grains; ++i) {
+    const uint64_t self = sb_.block_table_start_grain + i;
+    VSFS_TRY(read_grain(self, buf));
+    auto t = format::decode_block_table(cg(buf), self);
+    if (!t.ok()) {
+      block_grain_ok_[i] = false;
+      problem(Fix::kBlockGrain, i, fmt::format("block table: {}", t.error().message));
+      continue;
+    }
+    for (uint64_t j = 0; j < format::kBlocksPerTableGrain; ++j) {
+      const uint64_t b = i * format::kBlocksPerTableGrain + j;
+      if (b < sb_.total_blocks) {
+        blocks_[b] = t->entries[j];
+      } else if (t->entries[j].state != BlockState::kFormattedFree ||
+                 t->entries[j].used_grains != 0) {
+        problem(Fix::kBlock, b,
+                fmt::format("block table: entry for block {} past the end of the datastore is "
+                            "{}",
+                            b, state_name(t->entries[j].state)));
+      }
+    }
+  }
+  for (uint64_t b = 0; b < sb_.total_blocks; ++b) {
+    if (!block_grain_ok_[b / format::kBlocksPerTableGrain]) continue;
+    const format::BlockEntry& e = blocks_[b];
+    const bool fixed = b < sb_.first_data_block;
+    if (fixed != (e.state == BlockState::kReserved)) {
+      problem(Fix::kBlock, b,
+              fmt::format("block table: block {} is {} but should {}be reserved", b,
+                          state_name(e.state), fixed ? "" : "not "));
+    }
+    if (fixed) continue;
+    uint64_t referenced = 0, data = 0, meta = 0;
+    const uint64_t first = b * kGrainsPerBlock;
+    for (uint64_t g = first; g < first + kGrainsPerBlock; ++g) {
+      if (refs_[g] == 0) continue;
+      ++referenced;
+      if (role_[g] == kRoleData) {
+        ++data;
+      } else {
+        ++meta;
+      }
+    }
+    const bool rc_known = refcount_grain_ok_[first / kGrainsPerRefcountGrain] &&
+                          refcount_grain_ok_[(first + kGrainsPerBlock - 1) /
+                                             kGrainsPerRefcountGrain];
+    if (rc_known && e.used_grains != table_used_[b]) {
+      problem(Fix::kBlock, b,
+              fmt::format("block table: block {} has used_grains {} but {} of its grains have "
+                          "a nonzero refcount",
+                          b, e.used_grains, table_used_[b]));
+    }
+    switch (e.state) {
+      case BlockState::kFormattedFree:
+      case BlockState::kToFormatFree:
+        if (referenced > 0) {
+          problem(Fix::kBlock, b,
+                  fmt::format("block table: block {} is {} but has {} grain{} in use", b,
+                              state_name(e.state), referenced, referenced == 1 ? "" : "s"));
+        }
+        break;
+      case BlockState::kData:
+        if (meta > 0) {
+          problem(Fix::kBlock, b,
+                  fmt::format("block table: block {} is a data block but holds {} metadata "
+                              "grain{}",
+                              b, meta, meta == 1 ? "" : "s"));
+        }
+        break;
+      case BlockState::kMeta:
+        if (data > 0) {
+          problem(Fix::kBlock, b,
+                  fmt::format("block table: block {} is a metadata block but holds {} data "
+                              "grain{}",
+                              b, data, data == 1 ? "" : "s"));
+        }
+        break;
+      case BlockState::kReserved:
+        break;
+    }
+  }
+  return ok_result();
+}
+
+Result<void> Checker::zero_check() {
+  AlignedBuffer buf(kBlockBytes, false);
+  uint64_t formatted = 0;
+  for (uint64_t b = sb_.first_data_block; b < sb_.total_blocks; ++b) {
+    if (!block_grain_ok_[b / format::kBlocksPerTableGrain]) continue;
+    if (blocks_[b].state != BlockState::kFormattedFree) continue;
+    // Sampled unless asked for all: one formatted block in 16.
+    if (!options_.full_zero_check && formatted++ % 16 != 0) continue;
+    VSFS_TRY(device::read_sync(io(), b * kBlockBytes, buf.data(), kBlockBytes));
+    if (!all_zero(buf.data(), kBlockBytes)) {
+      problem(Fix::kBlockZero, b,
+              fmt::format("block table: block {} is on the formatted list but holds data", b));
+      not_zero_.insert(b);
+    }
+  }
+  return ok_result();
+}
+
+// ---- pass 5: the namespace -----------------------------------------------------------
+
+Result<void> Checker::check_namespace() {
+  // Inode number -> how many entries name it; directories -> who names them.
+  std::unordered_map<uint64_t, uint32_t> names;
+  std::unordered_map<uint64_t, uint64_t> named_in;
+  std::unordered_map<uint64_t, uint32_t> subdirs;
+  std::unordered_map<uint64_t, std::vector<uint64_t>> children;  // directory -> subdirs
+  bool complete = unreadable_.empty();
+
+  uint64_t max_ino = 0;
+  for (auto& [ino, li] : live_) {
+    const format::InodeRecord& r = li.rec;
+    max_ino = std::max(max_ino, ino);
+    ++report_.inodes;
+    const bool dir = S_ISDIR(r.mode);
+    if (dir) {
+      ++report_.dirs;
+      if (!li.map_complete) complete = false;
+    } else {
+      ++report_.files;
+    }
+    if (li.map_complete && r.allocated_grains != li.mapped) {
+      problem(Fix::kInode, ino * 4 + 1,
+              fmt::format("inode {}: allocated_grains is {} but its map holds {} grains", ino,
+                          r.allocated_grains, li.mapped));
+    }
+    if (!dir) continue;
+    if (r.size_bytes % kGrainBytes != 0 || r.size_bytes / kGrainBytes < li.extent) {
+      problem(Fix::kInode, ino * 4 + 2,
+              fmt::format("inode {}: directory size is {} bytes but it has directory block {}",
+                          ino, r.size_bytes, li.extent == 0 ? 0 : li.extent - 1));
+    }
+    std::sort(li.dir_blocks.begin(), li.dir_blocks.end(),
+              [](const DirBlockSeen& a, const DirBlockSeen& b) { return a.index < b.index; });
+    std::unordered_set<std::string> seen;
+    for (const DirBlockSeen& db : li.dir_blocks) {
+      auto it = dir_blocks_.find(db.grain);
+      if (it == dir_blocks_.end()) continue;
+      const format::DirBlock& block = it->second;
+      for (const format::DirEntry& e : block.entries) {
+        if (!seen.insert(e.name).second) {
+          problem(Fix::kNone, 0,
+                  fmt::format("directory {}: the name '{}' appears twice", ino, e.name));
+          continue;
+        }
+        auto target = live_.find(e.ino);
+        if (target == live_.end()) {
+          if (!inode_unknown(e.ino)) {
+            problem(Fix::kNone, 0,
+                    fmt::format("directory {}: entry '{}' names inode {}, which does not exist",
+                                ino, e.name, e.ino));
+          }
+          continue;
+        }
+        const bool target_dir = S_ISDIR(target->second.rec.mode);
+        if (target_dir != (e.type == DT_DIR)) {
+          problem(Fix::kNone, 0,
+                  fmt::format("directory {}: entry '{}' says inode {} is a {}, but it is a {}",
+                              ino, e.name, e.ino, e.type == DT_DIR ? "directory" : "file",
+                              target_dir ? "directory" : "file"));
+        }
+        ++names[e.ino];
+        if (target_dir) {
+          ++subdirs[ino];
+          named_in.emplace(e.ino, ino);
+          children[ino].push_back(e.ino);
+        }
+      }
+    }
+  }
+  if (sb_.inode_root != 0 && !inode_unknown(kRootIno)) {
+    auto root = live_.find(kRootIno);
+    if (root == live_.end()) {
+      problem(Fix::kNone, 0, "inode 1 (the root directory) does not exist");
+    } else if (!S_ISDIR(root->second.rec.mode)) {
+      problem(Fix::kNone, 0, "inode 1 (the root directory) is not a directory");
+    }
+  }
+  if (max_ino >= sb_.next_ino) {
+    problem(Fix::kSuperblock, 2,
+            fmt::format("superblock: next_ino is {} but inode {} exists", sb_.next_ino, max_ino));
+  }
+
+  // Link counts, parents and reachability need every directory and inode read.
+  std::unordered_set<uint64_t> reached;
+  if (live_.count(kRootIno)) {
+    std::deque<uint64_t> queue{kRootIno};
+    reached.insert(kRootIno);
+    while (!queue.empty()) {
+      const uint64_t d = queue.front();
+      queue.pop_front();
+      auto li = live_.find(d);
+      for (const DirBlockSeen& db : li->second.dir_blocks) {
+        auto it = dir_blocks_.find(db.grain);
+        if (it == dir_blocks_.end()) continue;
+        for (const auto& e : it->second.entries) {
+          auto t = live_.find(e.ino);
+          if (t == live_.end() || !reached.insert(e.ino).second) continue;
+          if (S_ISDIR(t->second.rec.mode)) queue.push_back(e.ino);
+        }
+      }
+    }
+  }
+  for (auto& [ino, li] : live_) {
+    const format::InodeRecord& r = li.rec;
+    const uint32_t n = names.count(ino) ? names[ino] : 0;
+    if (r.nlink == 0 && n == 0) {
+      ++orphans_;  // unlinked while open: freed by the next read-write open
+      continue;
+    }
+    if (!S_ISDIR(r.mode)) {
+      if (complete && r.nlink != n) {
+        problem(Fix::kInode, ino * 4,
+                fmt::format("inode {}: nlink is {} but {} directory entr{} name{} it", ino,
+                            r.nlink, n, n == 1 ? "y" : "ies", n == 1 ? "s" : ""));
+      }
+    } else {
+      if (ino == kRootIno) {
+        if (n != 0) {
+          problem(Fix::kNone, 0,
+                  fmt::format("the root directory is named by {} directory entr{}", n,
+                              n == 1 ? "y" : "ies"));
+        }
+        if (r.parent != kRootIno) {
+          problem(Fix::kNone, 0,
+                  fmt::format("inode 1: the root directory's parent is {}, not 1", r.parent));
+        }
+      } else if (complete && n == 0) {
+        problem(Fix::kNone, 0,
+                fmt::format("inode {}: directory with nlink {} is named by no directory entry",
+                            ino, r.nlink));
+      } else if (n > 1) {
+        problem(Fix::kNone, 0,
+                fmt::format("inode {}: directory is named by {} directory entries (a directory "
+                            "has one name)",
+                            ino, n));
+      } else if (n == 1 && r.parent != named_in[ino]) {
+        problem(Fix::kNone, 0,
+                fmt::format("inode {}: directory's parent is {} but it is named in directory {}",
+                            ino, r.parent, named_in[ino]));
+      }
+      const uint32_t want = 2 + (subdirs.count(ino) ? subdirs[ino] : 0);
+      if (complete && r.nlink != want) {
+        problem(Fix::kInode, ino * 4,
+                fmt::format("inode {}: directory nlink is {} but it has {} subdirector{} "
+                            "(expected nlink {})",
+                            ino, r.nlink, want - 2, want - 2 == 1 ? "y" : "ies", want));
+      }
+    }
+    if (complete && r.nlink > 0 && !reached.count(ino) && n > 0) {
+      problem(Fix::kNone, 0,
+              fmt::format("inode {}: it is named, but not reachable from the root directory "
+                          "(a directory cycle)",
+                          ino));
+    }
+  }
+  if (orphans_ > 0) {
+    VSFS_LOG_INFO("{} inode{} unlinked while open (nlink 0): freed when the datastore is "
+                  "next opened read-write",
+                  orphans_, orphans_ == 1 ? " was" : "s were");
+  }
+  return ok_result();
+}
+
+// ---- pass 6: repairs -----------------------------------------------------------------
+
+Result<void> Checker::repair_block_table() {
+  bool changed_any = false;
+  AlignedBuffer buf(kGrainBytes, false);
+  for (uint64_t i = 0; i < sb_.block_table_grains; ++i) {
+    const uint64_t self = sb_.block_table_start_grain + i;
+    // A table grain that did not decode is rebuilt only from a complete walk.
+    if (!block_grain_ok_[i] && !walk_complete_) continue;
+    format::BlockTableGrain t;
+    std::vector<std::string> lines;
+    std::vector<uint64_t> fixed_blocks, fixed_zero;
+    for (uint64_t j = 0; j < format::kBlocksPerTableGrain; ++j) {
+      const uint64_t b = i * format::kBlocksPerTableGrain + j;
+      if (b >= sb_.total_blocks) break;
+      const format::BlockEntry cur = block_grain_ok_[i] ? blocks_[b] : format::BlockEntry{};
+      format::BlockEntry want = cur;
+      if (b < sb_.first_data_block) {
+        want = format::BlockEntry{BlockState::kReserved, 0};
+      } else if (walk_complete_) {
+        uint64_t used = 0, data = 0, meta = 0;
+        for (uint64_t g = b * kGrainsPerBlock; g < (b + 1) * kGrainsPerBlock; ++g) {
+          if (refs_[g] == 0) continue;
+          ++used;
+          if (role_[g] == kRoleData) {
+            ++data;
+          } else {
+            ++meta;
+          }
+        }
+        want.used_grains = static_cast<uint16_t>(used);
+        if (used == 0) {
+          // Leaked (an allocation a crash interrupted) or free: it may hold old data.
+          if (cur.state != BlockState::kFormattedFree || !block_grain_ok_[i] ||
+              not_zero_.count(b)) {
+            want.state = BlockState::kToFormatFree;
+          }
+        } else if (data == 0 || meta == 0) {
+          want.state = data > 0 ? BlockState::kData : BlockState::kMeta;
+        } else if (cur.state != BlockState::kData && cur.state != BlockState::kMeta) {
+          want.state = BlockState::kData;  // mixed: reported, not resolved; keep it in use
+        }
+      } else if (not_zero_.count(b)) {
+        want.state = BlockState::kToFormatFree;
+      }
+      t.entries[j] = want;
+      if (!block_grain_ok_[i]) continue;
+      if (want.state == cur.state && want.used_grains == cur.used_grains) {
+        // The entry agrees with the references found, and after check_refcounts() so
+        // does the refcount table: a used_grains mismatch was the table's, now fixed.
+        if (walk_complete_) retire(Fix::kBlock, b);
+        continue;
+      }
+      if (not_zero_.count(b)) fixed_zero.push_back(b);
+      if (walk_complete_) fixed_blocks.push_back(b);
+      lines.push_back(fmt::format("block table: block {} set to {} with {} used grains (was {} "
+                                  "with {})",
+                                  b, state_name(want.state), want.used_grains,
+                                  state_name(cur.state), cur.used_grains));
+    }
+    if (block_grain_ok_[i] && lines.empty()) continue;
+    format::encode_block_table(t, self, sb_.generation, format::Grain(buf.data(), kGrainBytes));
+    VSFS_TRY(write_grain(self, buf));
+    changed_any = true;
+    if (!block_grain_ok_[i]) {
+      repaired(Fix::kBlockGrain, i,
+               fmt::format("block table grain {} rebuilt from the references found", self));
+      for (uint64_t j = 0; j < format::kBlocksPerTableGrain; ++j) {
+        retire(Fix::kBlock, i * format::kBlocksPerTableGrain + j);
+        retire(Fix::kBlockZero, i * format::kBlocksPerTableGrain + j);
+      }
+      continue;
+    }
+    for (auto& line : lines) report_.repairs.push_back(std::move(line));
+    for (uint64_t b : fixed_blocks) retire(Fix::kBlock, b);
+    for (uint64_t b : fixed_zero) retire(Fix::kBlockZero, b);
+  }
+  if (changed_any) VSFS_TRY(device::flush_sync(real_));
+  return ok_result();
+}
+
+Result<void> Checker::repair_inodes() {
+  // Changes per inode leaf grain: inode -> field fixes decided from the problems found.
+  std::map<uint64_t, std::vector<uint64_t>> by_leaf;  // leaf grain -> problem keys
+  for (const Problem& p : problems_) {
+    if (p.fix != Fix::kInode || p.repaired) continue;
+    const uint64_t ino = p.key / 4;
+    auto it = live_.find(ino);
+    if (it == live_.end()) continue;
+    by_leaf[it->second.leaf_grain].push_back(p.key);
+  }
+  bool wrote = false;
+  for (auto& [leaf_grain, keys] : by_leaf) {
+    // A leaf shared with a snapshot would change the snapshot too: leave it.
+    if (refs_[leaf_grain] != 1) continue;
+    const uint64_t first_ino = live_.at(keys.front() / 4).rec.ino / kInodesPerLeaf * kInodesPerLeaf;
+    AlignedBuffer buf(kGrainBytes, false);
+    VSFS_TRY(read_grain(leaf_grain, buf));
+    auto leaf = format::decode_inode_leaf(cg(buf), leaf_grain, first_ino);
+    if (!leaf.ok()) continue;
+    std::sort(keys.begin(), keys.end());
+    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+    std::vector<std::pair<uint64_t, std::string>> done;
+    for (uint64_t key : keys) {
+      const uint64_t ino = key / 4;
+      LiveInode& li = live_.at(ino);
+      format::InodeRecord& r = leaf->inodes[ino - first_ino];
+      if (r.ino != ino) continue;
+      switch (key % 4) {
+        case 0: {  // nlink
+          uint32_t want = 0;
+          if (S_ISDIR(r.mode)) {
+            want = 2;
+            for (const DirBlockSeen& db : li.dir_blocks) {
+              auto it = dir_blocks_.find(db.grain);
+              if (it == dir_blocks_.end()) continue;
+              for (const auto& e : it->second.entries) {
+                auto t = live_.find(e.ino);
+                if (t != live_.end() && S_ISDIR(t->second.rec.mode)) ++want;
+              }
+            }
+          } else {
+            for (const auto& [dino, dli] : live_) {
+              if (!S_ISDIR(dli.rec.mode)) continue;
+              for (const DirBlockSeen& db : dli.dir_blocks) {
+                auto it = dir_blocks_.find(db.grain);
+                if (it == dir_blocks_.end()) continue;
+                for (const auto& e : it->second.entries) want += e.ino == ino ? 1 : 0;
+              }
+            }
+            if (want == 0) continue;  // not named anywhere: no safe choice
+          }
+          done.emplace_back(key, fmt::format("inode {}: nlink set to {} (was {})", ino, want,
+                                             r.nlink));
+          r.nlink = want;
+          break;
+        }
+        case 1:  // allocated_grains
+          if (!li.map_complete) continue;
+          done.emplace_back(key, fmt::format("inode {}: allocated_grains set to {} (was {})",
+                                             ino, li.mapped, r.allocated_grains));
+          r.allocated_grains = li.mapped;
+          break;
+        case 2: {  // directory size
+          const uint64_t want =
+              std::max(round_up(r.size_bytes, kGrainBytes), li.extent * kGrainBytes);
+          done.emplace_back(key, fmt::format("inode {}: directory size set to {} bytes (was {})",
+                                             ino, want, r.size_bytes));
+          r.size_bytes = want;
+          break;
+        }
+        default:
+          break;
+      }
+    }
+    if (done.empty()) continue;
+    format::encode_inode_leaf(*leaf, leaf_grain, sb_.generation,
+                              format::Grain(buf.data(), kGrainBytes));
+    VSFS_TRY(write_grain(leaf_grain, buf));
+    wrote = true;
+    for (auto& [key, line] : done) repaired(Fix::kInode, key, std::move(line));
+  }
+  if (wrote) VSFS_TRY(device::flush_sync(real_));
+  return ok_result();
+}
+
+// ---- the driver ----------------------------------------------------------------------
+
+Result<FsckReport> Checker::run() {
+  VSFS_TRY(load_superblock());
+  VSFS_TRY(replay_journal());
+  VSFS_TRY(walk());
+  VSFS_TRY(check_refcounts());
+  VSFS_TRY(check_block_table());
+  VSFS_TRY(zero_check());
+  VSFS_TRY(check_namespace());
+  if (options_.repair) {
+    VSFS_TRY(repair_block_table());
+    VSFS_TRY(repair_inodes());
+    bool sb_changed = false;
+    for (const Problem& p : problems_) {
+      if (p.fix == Fix::kSuperblock && p.key == 2 && !p.repaired) {
+        const uint64_t max_ino = live_.empty() ? 0 : live_.rbegin()->first;
+        const uint64_t was = sb_.next_ino;
+        sb_.next_ino = max_ino + 1;
+        sb_changed = true;
+        repaired(Fix::kSuperblock, 2,
+                 fmt::format("superblock: next_ino set to {} (was {})", sb_.next_ino, was));
+        break;
+      }
+    }
+    const bool clean = std::none_of(problems_.begin(), problems_.end(),
+                                    [](const Problem& p) { return !p.repaired; });
+    // A datastore checked clean, with its journal replayed, is cleanly unmounted.
+    if (clean && ((sb_.state & format::kStateClean) == 0 ||
+                  (sb_.state & format::kStateMounted) != 0)) {
+      sb_.state = (sb_.state | format::kStateClean) & ~format::kStateMounted;
+      sb_changed = true;
+    }
+    if (sb_changed) VSFS_TRY(write_superblocks(sb_));
+  }
+  for (auto& p : problems_) {
+    if (!p.repaired) report_.problems.push_back(std::move(p.text));
+  }
+  return std::move(report_);
+}
+
+}  // namespace
+
+Result<FsckReport> fsck(device::Device& dev, const FsckOptions& options) {
+  Checker checker(dev, options);
+  return checker.run();
+}
+
+}  // namespace vsfs
