@@ -1,0 +1,329 @@
+// vsfs-mkfs: makes a new, empty vsfs datastore on a block device or a file (vsfs-mkfs(8)).
+//
+// Every refusal happens before the first byte is written: a device that is missing
+// (without -s), in use (the io_uring backend opens it exclusively: flock on a file,
+// O_EXCL on a block device), too small, or holding a vsfs datastore or a recognised
+// filesystem (unless -f). Only then is a file created or grown (-s) and the datastore
+// written. Errors are one line on stderr prefixed with the program name.
+// Threading: main thread only; the device's completion thread belongs to the library.
+#include <fcntl.h>
+#include <getopt.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "device/uring_device.h"
+#include "format/format.h"
+#include "meta/meta_store.h"
+#include "util/units.h"
+#include "vsfs/datastore.h"
+
+#ifndef VSFS_VERSION
+#define VSFS_VERSION "0.1.0"
+#endif
+
+namespace {
+
+constexpr const char* kProg = "vsfs-mkfs";
+
+void print_usage(FILE* out) {
+  std::fprintf(out,
+               "usage: %s [-s SIZE] [-f] [-J JOURNAL_SIZE] DEVICE\n"
+               "       %s --help | --version\n"
+               "Makes a new, empty vsfs datastore on DEVICE (a block device or a file).\n"
+               "\n"
+               "  -s SIZE          size of the datastore (K, M, G, T suffixes, 1024-based);\n"
+               "                   creates DEVICE as a sparse file when it is missing and\n"
+               "                   grows a smaller file\n"
+               "  -f               overwrite a datastore or filesystem already on DEVICE\n"
+               "  -J JOURNAL_SIZE  journal size (default: 1/256 of the device, 8 MiB..1 GiB)\n"
+               "  -h, --help       this text\n"
+               "  -V, --version\n"
+               "See vsfs-mkfs(8).\n",
+               kProg, kProg);
+}
+
+int fail(const std::string& line) {
+  std::fprintf(stderr, "%s: %s\n", kProg, line.c_str());
+  return 1;
+}
+
+// "64M", "1G", "1.5T" is not accepted: sizes are whole numbers of a unit.
+std::optional<uint64_t> parse_size(const std::string& text) {
+  if (text.empty() || text[0] < '0' || text[0] > '9') return std::nullopt;
+  errno = 0;
+  char* end = nullptr;
+  const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+  if (errno != 0) return std::nullopt;
+  std::string suffix(end);
+  for (auto& c : suffix) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (suffix.size() >= 2 && suffix.substr(suffix.size() - 2) == "IB") {
+    suffix.resize(suffix.size() - 2);
+  } else if (suffix.size() == 2 && suffix[1] == 'B') {
+    suffix.resize(1);
+  }
+  unsigned shift = 0;
+  if (suffix.empty() || suffix == "B") {
+    shift = 0;
+  } else if (suffix == "K") {
+    shift = 10;
+  } else if (suffix == "M") {
+    shift = 20;
+  } else if (suffix == "G") {
+    shift = 30;
+  } else if (suffix == "T") {
+    shift = 40;
+  } else {
+    return std::nullopt;
+  }
+  if (shift > 0 && v > (UINT64_MAX >> shift)) return std::nullopt;
+  return static_cast<uint64_t>(v) << shift;
+}
+
+std::string human(uint64_t bytes) {
+  const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  int u = 0;
+  double v = static_cast<double>(bytes);
+  while (v >= 1024 && u < 5) {
+    v /= 1024;
+    ++u;
+  }
+  if (u == 0) return fmt::format("{} bytes", bytes);
+  return fmt::format("{:.2f} {}", v, units[u]);
+}
+
+std::string uuid_text(const std::array<uint8_t, 16>& u) {
+  std::string s;
+  for (size_t i = 0; i < u.size(); ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) s += '-';
+    s += fmt::format("{:02x}", u[i]);
+  }
+  return s;
+}
+
+// Presents the first `limit` bytes of a device: a datastore smaller than its device
+// (-s SIZE on a larger file or block device). Everything else is forwarded.
+class LimitDevice final : public vsfs::device::Device {
+ public:
+  LimitDevice(std::unique_ptr<vsfs::device::Device> base, uint64_t limit)
+      : base_(std::move(base)), limit_(limit) {}
+  uint64_t size_bytes() const override { return limit_; }
+  uint32_t alignment_bytes() const override { return base_->alignment_bytes(); }
+  bool discard_zeroes() const override { return base_->discard_zeroes(); }
+  vsfs::device::DeviceCounters counters() const override { return base_->counters(); }
+  std::string describe() const override { return base_->describe(); }
+  void submit(std::span<vsfs::device::IoRequest> requests) override {
+    // mkfs stays inside the datastore it computed from size_bytes(); anything past the
+    // limit would be a bug there, and the base device would still bound it.
+    for (const auto& r : requests) {
+      if (r.kind != vsfs::device::OpKind::kFlush && r.offset_bytes + r.length_bytes > limit_) {
+        std::fprintf(stderr, "%s: internal error: IO past the datastore's end\n", kProg);
+        std::abort();
+      }
+    }
+    base_->submit(requests);
+  }
+
+ private:
+  std::unique_ptr<vsfs::device::Device> base_;
+  uint64_t limit_;
+};
+
+struct Args {
+  std::optional<uint64_t> size_bytes;
+  uint64_t journal_bytes = 0;
+  bool force = false;
+  std::string device;
+};
+
+// 0 to go on, else the exit status.
+int parse_args(int argc, char** argv, Args& args, bool& done) {
+  static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
+                                 {"version", no_argument, nullptr, 'V'},
+                                 {"size", required_argument, nullptr, 's'},
+                                 {"force", no_argument, nullptr, 'f'},
+                                 {"journal-size", required_argument, nullptr, 'J'},
+                                 {nullptr, 0, nullptr, 0}};
+  done = false;
+  int c;
+  opterr = 0;
+  while ((c = getopt_long(argc, argv, ":s:fJ:hV", kLong, nullptr)) != -1) {
+    switch (c) {
+      case 's': {
+        auto v = parse_size(optarg);
+        if (!v) return fail(fmt::format("invalid size '{}' (examples: 1G, 512M, 2T)", optarg)) + 1;
+        args.size_bytes = *v;
+        break;
+      }
+      case 'J': {
+        auto v = parse_size(optarg);
+        if (!v || *v == 0) {
+          return fail(fmt::format("invalid journal size '{}' (examples: 16M, 1G)", optarg)) + 1;
+        }
+        args.journal_bytes = *v;
+        break;
+      }
+      case 'f': args.force = true; break;
+      case 'h':
+        print_usage(stdout);
+        done = true;
+        return 0;
+      case 'V':
+        std::printf("%s %s\n", kProg, VSFS_VERSION);
+        done = true;
+        return 0;
+      case ':':
+        return fail(fmt::format("option -{} needs a value; see --help", static_cast<char>(optopt))) + 1;
+      default:
+        if (optopt != 0) {
+          return fail(fmt::format("unknown option -{}; see --help", static_cast<char>(optopt))) + 1;
+        }
+        return fail(fmt::format("unknown option {}; see --help", argv[optind - 1])) + 1;
+    }
+  }
+  if (optind + 1 != argc) {
+    return fail(optind == argc ? "no DEVICE given; see --help" : "too many arguments; see --help") + 1;
+  }
+  args.device = argv[optind];
+  return 0;
+}
+
+std::unique_ptr<vsfs::device::Device> open_or_report(const std::string& path, int& status) {
+  auto dev = vsfs::device::open_uring_device(path, {});
+  if (dev.ok()) return std::move(dev).value();
+  const auto& e = dev.error();
+  if (e.kind == vsfs::ErrorKind::kBusy) {
+    status = fail(fmt::format("{} is in use", path));
+  } else if (e.kind == vsfs::ErrorKind::kNotFound) {
+    status = fail(fmt::format("{}: no such file or device (use -s SIZE to create a file)", path));
+  } else {
+    status = fail(fmt::format("{}: {}", path, e.message));
+  }
+  return nullptr;
+}
+
+int run(const Args& args) {
+  const std::string& path = args.device;
+  if (args.size_bytes && *args.size_bytes < vsfs::format::kMinDeviceBytes) {
+    return fail(fmt::format("{} is {}; a datastore needs at least 64 MiB", path,
+                            human(*args.size_bytes)));
+  }
+  struct stat st {};
+  bool created = false;
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno != ENOENT) return fail(fmt::format("{}: {}", path, std::strerror(errno)));
+    if (!args.size_bytes) {
+      return fail(fmt::format("{}: no such file or device (use -s SIZE to create a file)", path));
+    }
+    // Validate the layout before creating anything.
+    auto layout = vsfs::format::compute_layout(*args.size_bytes, args.journal_bytes);
+    if (!layout.ok()) return fail(fmt::format("{}: {}", path, layout.error().message));
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) return fail(fmt::format("cannot create {}: {}", path, std::strerror(errno)));
+    const int rc = ::ftruncate(fd, static_cast<off_t>(*args.size_bytes));
+    const int err = errno;
+    ::close(fd);
+    if (rc != 0) {
+      ::unlink(path.c_str());
+      return fail(fmt::format("cannot size {} to {}: {}", path, human(*args.size_bytes),
+                              std::strerror(err)));
+    }
+    created = true;
+    if (::stat(path.c_str(), &st) != 0) return fail(fmt::format("{}: {}", path, std::strerror(errno)));
+  } else if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+    return fail(fmt::format("{} is not a regular file or block device", path));
+  }
+  auto remove_created = [&] {
+    if (created) ::unlink(path.c_str());
+  };
+
+  int status = 0;
+  auto dev = open_or_report(path, status);
+  if (!dev) {
+    remove_created();
+    return status;
+  }
+  // Refusals first: nothing has been written to an existing device yet.
+  if (!args.force && !created) {
+    auto found = vsfs::probe_device_contents(*dev);
+    if (!found.ok()) return fail(fmt::format("{}: {}", path, found.error().message));
+    if (!found->empty()) {
+      return fail(fmt::format("{} holds a {}; use -f to overwrite it", path, *found));
+    }
+  }
+  uint64_t size = dev->size_bytes();
+  bool grow = false;
+  if (args.size_bytes) {
+    if (*args.size_bytes > size) {
+      if (!S_ISREG(st.st_mode)) {
+        return fail(fmt::format("{} is only {}; cannot make a {} datastore on it", path,
+                                human(size), human(*args.size_bytes)));
+      }
+      grow = true;
+    }
+    size = *args.size_bytes;
+  }
+  if (size < vsfs::format::kMinDeviceBytes) {
+    return fail(fmt::format("{} is {}; a datastore needs at least 64 MiB", path, human(size)));
+  }
+  auto layout = vsfs::format::compute_layout(size, args.journal_bytes);
+  if (!layout.ok()) return fail(fmt::format("{}: {}", path, layout.error().message));
+
+  if (grow) {
+    // Close and grow the file, then open it again (exclusively) for the datastore.
+    dev.reset();
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return fail(fmt::format("{}: {}", path, std::strerror(errno)));
+    const int rc = ::ftruncate(fd, static_cast<off_t>(size));
+    const int err = errno;
+    ::close(fd);
+    if (rc != 0) {
+      return fail(fmt::format("cannot grow {} to {}: {}", path, human(size), std::strerror(err)));
+    }
+    dev = open_or_report(path, status);
+    if (!dev) return status;
+  }
+  std::unique_ptr<vsfs::device::Device> target = std::move(dev);
+  if (target->size_bytes() > size) {
+    target = std::make_unique<LimitDevice>(std::move(target), size);
+  }
+
+  vsfs::MkfsOptions mo;
+  mo.journal_bytes = args.journal_bytes;
+  mo.force = true;  // the contents were checked above
+  auto made = vsfs::mkfs(*target, mo);
+  if (!made.ok()) {
+    auto r = fail(fmt::format("{}: {}", path, made.error().message));
+    target.reset();
+    remove_created();
+    return r;
+  }
+  auto sb = vsfs::meta::read_superblock(*target);
+  if (!sb.ok()) return fail(fmt::format("{}: reading back the superblock: {}", path,
+                                        sb.error().message));
+  const uint64_t data_blocks = sb->total_blocks - sb->first_data_block;
+  std::printf("%s: made a vsfs datastore on %s\n", kProg, path.c_str());
+  std::printf("  size:        %s (%" PRIu64 " storage blocks of 1 MiB)\n",
+              human(sb->device_bytes).c_str(), sb->total_blocks);
+  std::printf("  data space:  %s (%" PRIu64 " storage blocks)\n",
+              human(data_blocks * vsfs::kBlockBytes).c_str(), data_blocks);
+  std::printf("  journal:     %s\n", human(sb->journal_grains * vsfs::kGrainBytes).c_str());
+  std::printf("  uuid:        %s\n", uuid_text(sb->uuid).c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args args;
+  bool done = false;
+  if (int status = parse_args(argc, argv, args, done); status != 0 || done) return status;
+  return run(args);
+}
