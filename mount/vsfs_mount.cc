@@ -198,6 +198,14 @@ void detach_stdio() {
   if (fd > 2) ::close(fd);
 }
 
+vsfs::fuse::SessionOptions session_options(const Args& a, const vsfs::mount::Config& c) {
+  vsfs::fuse::SessionOptions so;
+  so.fsname = a.device;
+  so.fuse_options = c.fuse_options;
+  so.read_only = c.read_only;
+  return so;
+}
+
 // Opens, mounts, serves. Returns the exit status.
 int serve(const Args& a, const vsfs::mount::Config& c, Reporter& rep) {
   auto ds = open_datastore(a.device, c);
@@ -217,11 +225,7 @@ int serve(const Args& a, const vsfs::mount::Config& c, Reporter& rep) {
   int status = 0;
   {
     vsfs::fuse::FuseFs fs(**ds, fo);
-    vsfs::fuse::SessionOptions so;
-    so.fsname = a.device;
-    so.fuse_options = c.fuse_options;
-    so.read_only = c.read_only;
-    auto session = vsfs::fuse::Session::create(fs, so);
+    auto session = vsfs::fuse::Session::create(fs, session_options(a, c));
     if (!session.ok()) {
       rep.fail(session.error().message);
       (void)(*ds)->close();
@@ -353,6 +357,10 @@ int main(int argc, char** argv) {
   }
   a.device = absolute_path(a.device);
   a.dir = absolute_path(a.dir);
+  if (auto r = vsfs::fuse::Session::validate(session_options(a, config)); !r.ok()) {
+    std::fprintf(stderr, "%s: %s\n", kProg, r.error().message.c_str());
+    return 1;
+  }
 
   if (a.foreground) {
     Reporter rep(-1);

@@ -22,16 +22,22 @@ namespace vsfs::fuse {
 namespace {
 
 std::mutex g_message_mu;
-std::string g_last_message;  // guarded by g_message_mu
+std::string g_partial;       // guarded by g_message_mu: a line libfuse has not ended yet
+std::string g_last_message;  // guarded by g_message_mu: the last complete line
 
+// libfuse sometimes writes one line in several calls: gather until the newline.
 void fuse_log_to_vsfs(enum fuse_log_level level, const char* fmt, va_list ap) {
-  char line[1024];
-  std::vsnprintf(line, sizeof(line), fmt, ap);
-  std::string s(line);
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  if (s.rfind("fuse: ", 0) == 0) s.erase(0, 6);
+  char text[1024];
+  std::vsnprintf(text, sizeof(text), fmt, ap);
+  std::string s;
   {
     std::lock_guard lock(g_message_mu);
+    g_partial += text;
+    if (g_partial.empty() || g_partial.back() != '\n') return;
+    s = std::move(g_partial);
+    g_partial.clear();
+    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+    if (s.rfind("fuse: ", 0) == 0) s.erase(0, 6);
     g_last_message = s;
   }
   // Debug only: the caller reports a failure in its own words, in one line.
@@ -57,7 +63,10 @@ std::string last_fuse_message() {
   return g_last_message;
 }
 
-Result<std::unique_ptr<Session>> Session::create(FuseFs& fs, const SessionOptions& options) {
+namespace {
+
+// fuse_session_new with the options of `options`; userdata may be null for validation.
+Result<fuse_session*> new_session(const SessionOptions& options, void* userdata) {
   // default_permissions: the kernel checks modes and owners (the library does not).
   std::string builtin = "fsname=" + escape_option(options.fsname) +
                         ",subtype=vsfs,default_permissions";
@@ -75,14 +84,27 @@ Result<std::unique_ptr<Session>> Session::create(FuseFs& fs, const SessionOption
     std::lock_guard lock(g_message_mu);
     g_last_message.clear();
   }
-  fuse_session* se = fuse_session_new(&args, &ops_table(), sizeof(fuse_lowlevel_ops), &fs);
+  fuse_session* se = fuse_session_new(&args, &ops_table(), sizeof(fuse_lowlevel_ops), userdata);
   fuse_opt_free_args(&args);
   if (se == nullptr) {
     std::string why = last_fuse_message();
     return make_error(EINVAL, ErrorKind::kInvalidArgument, "bad FUSE options: {}",
                       why.empty() ? "fuse_session_new failed" : why);
   }
+  return se;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Session>> Session::create(FuseFs& fs, const SessionOptions& options) {
+  VSFS_ASSIGN_OR_RETURN(fuse_session * se, new_session(options, &fs));
   return std::unique_ptr<Session>(new Session(se));
+}
+
+Result<void> Session::validate(const SessionOptions& options) {
+  VSFS_ASSIGN_OR_RETURN(fuse_session * se, new_session(options, nullptr));
+  fuse_session_destroy(se);
+  return ok_result();
 }
 
 Session::~Session() { fuse_session_destroy(se_); }

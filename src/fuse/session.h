@@ -39,6 +39,9 @@ class Session {
  public:
   // Errors: kInvalidArgument naming the option libfuse refused.
   static Result<std::unique_ptr<Session>> create(FuseFs& fs, const SessionOptions& options);
+  // Checks the options by creating and destroying a session that is never mounted, so
+  // a bad option is refused before the datastore is opened (and changed).
+  static Result<void> validate(const SessionOptions& options);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;

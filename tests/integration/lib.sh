@@ -1,0 +1,125 @@
+# Shared helpers of the vsfs-mount integration tests (sourced, not run).
+#
+# Each test gets its own directory from mktemp -d, mounts the real daemon there and
+# always unmounts on exit (trap cleanup EXIT): fusermount3 -u, falling back to
+# umount -l, then the daemons it started are stopped by their pid.
+# Binaries come from the environment (set by tests/integration/CMakeLists.txt):
+#   VSFS_MOUNT, VSFS_MKFS, VSFS_FSCK.
+# Exit 77 (skip) only when /dev/fuse is missing.
+
+set -u
+set -o pipefail
+
+if [ ! -c /dev/fuse ]; then
+	echo "SKIP: /dev/fuse is missing"
+	exit 77
+fi
+: "${VSFS_MOUNT:?VSFS_MOUNT must name the vsfs-mount binary}"
+: "${VSFS_MKFS:?VSFS_MKFS must name the vsfs-mkfs binary}"
+: "${VSFS_FSCK:=}"
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/vsfs-it.XXXXXX")
+MOUNTS=()   # mount points this test mounted
+PIDS=()     # daemons this test started
+CLEAN_DIRS=()  # more directories to remove on exit
+
+cleanup() {
+	local rc=$?
+	local m p
+	for m in "${MOUNTS[@]}"; do
+		if mountpoint -q "$m" 2>/dev/null; then
+			fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+		fi
+	done
+	# Anything mounted under $T that a failed step left behind, before rm -rf.
+	while read -r _ m _; do
+		case $m in "$T"/*) fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true ;; esac
+	done </proc/mounts
+	for p in "${PIDS[@]}"; do
+		if kill -0 "$p" 2>/dev/null; then
+			# Give a clean exit a moment, then insist.
+			for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+			kill "$p" 2>/dev/null || true
+		fi
+	done
+	rm -rf "$T" "${CLEAN_DIRS[@]}"
+	exit "$rc"
+}
+trap cleanup EXIT
+
+fail() {
+	echo "FAIL: $*" >&2
+	exit 1
+}
+
+# mkfs_file FILE [SIZE]: a new datastore in FILE.
+mkfs_file() {
+	"$VSFS_MKFS" -s "${2:-1G}" "$1" >"$T/mkfs.log" 2>&1 || {
+		cat "$T/mkfs.log" >&2
+		fail "vsfs-mkfs $1"
+	}
+}
+
+# wait_mounted DIR: until DIR is a vsfs mount (10 s).
+wait_mounted() {
+	for _ in $(seq 100); do
+		if grep -q " $(readlink -f "$1") fuse.vsfs " /proc/mounts; then return 0; fi
+		sleep 0.1
+	done
+	return 1
+}
+
+# mount_fg DEVICE DIR [vsfs-mount options...]: runs the daemon with -f in the
+# background (its pid in DAEMON_PID, its log in $T/daemon.N.log) and waits for the mount.
+mount_fg() {
+	local dev=$1 dir=$2
+	shift 2
+	local log="$T/daemon.${#PIDS[@]}.log"
+	"$VSFS_MOUNT" -f "$@" "$dev" "$dir" >"$log" 2>&1 &
+	DAEMON_PID=$!
+	PIDS+=("$DAEMON_PID")
+	MOUNTS+=("$dir")
+	if ! wait_mounted "$dir"; then
+		cat "$log" >&2
+		fail "mount of $dev on $dir did not appear"
+	fi
+}
+
+# unmount_wait DIR PID: unmounts and waits until the daemon has exited (datastore
+# closed); fails when the daemon's exit status is not 0.
+unmount_wait() {
+	local dir=$1 pid=$2
+	fusermount3 -u "$dir" || fail "fusermount3 -u $dir"
+	local rc=0
+	if wait "$pid" 2>/dev/null; then rc=0; else rc=$?; fi
+	# `wait` only knows our own children; poll for others (daemon mode).
+	for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	kill -0 "$pid" 2>/dev/null && fail "daemon $pid still running after unmount"
+	[ "$rc" -eq 0 ] || [ "$rc" -eq 127 ] || fail "daemon exited with status $rc"
+}
+
+# daemon_pid DEVICE: the pid of the vsfs-mount process serving DEVICE (daemon mode),
+# found by its exact command line.
+daemon_pid() {
+	local p args
+	for p in /proc/[0-9]*; do
+		args=$(tr '\0' '\n' <"$p/cmdline" 2>/dev/null) || continue
+		case $(head -n1 <<<"$args") in */vsfs-mount | vsfs-mount) ;; *) continue ;; esac
+		if grep -qxF -- "$1" <<<"$args"; then
+			echo "${p#/proc/}"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# stat_value DIR SECTION.KEY: one value of the mount's .vsfs/stats (parsed as JSON).
+stat_value() {
+	python3 - "$1/.vsfs/stats" "$2" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+for k in sys.argv[2].split('.'):
+    d = d[k]
+print(d)
+PY
+}

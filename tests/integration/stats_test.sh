@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# .vsfs/stats: valid JSON with the documented sections; its size in stat(1) is the size
+# of what cat reads; counters move after IO (requests, bytes, device writes, FUSE
+# in-flight peak).
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+
+mkfs_file "$T/ds.img" 1G
+mkdir "$T/mnt"
+mount_fg "$T/ds.img" "$T/mnt"
+s=$T/mnt/.vsfs/stats
+
+python3 -m json.tool "$s" >/dev/null || fail "stats is not JSON: $(cat "$s")"
+python3 - "$s" <<'PY' || fail "stats lacks keys"
+import json, sys
+d = json.load(open(sys.argv[1]))
+need = {
+    "space": ["total_bytes", "used_bytes", "free_bytes", "formatted_blocks", "to_format_blocks", "inodes"],
+    "io": ["read_requests", "write_requests", "read_bytes", "write_bytes", "in_place_grain_writes",
+           "redirected_grain_writes", "device_ops", "device_in_flight", "device_in_flight_peak",
+           "fuse_in_flight", "fuse_in_flight_peak"],
+    "journal": ["commits", "bytes", "checkpoints"],
+}
+for sec, keys in need.items():
+    for k in keys:
+        assert k in d[sec], f"{sec}.{k} missing"
+for k in ["read", "write", "flush", "discard", "write_zeroes"]:
+    assert k in d["io"]["device_ops"], f"io.device_ops.{k} missing"
+assert "release_pending" in d and "generation" in d
+assert d["space"]["total_bytes"] > 0
+PY
+[ "$(stat -c %s "$s")" -eq "$(wc -c <"$s")" ] || fail "stat size $(stat -c %s "$s") != bytes read $(wc -c <"$s")"
+[ "$(stat -c %a "$s")" = 444 ] || fail "stats mode $(stat -c %a "$s")"
+
+w0=$(stat_value "$T/mnt" io.write_requests)
+wb0=$(stat_value "$T/mnt" io.write_bytes)
+dw0=$(stat_value "$T/mnt" io.device_ops.write)
+r0=$(stat_value "$T/mnt" io.read_requests)
+dd if=/dev/urandom of="$T/mnt/f.img" bs=1M count=8 oflag=direct status=none || fail "dd write"
+sync "$T/mnt/f.img"
+dd if="$T/mnt/f.img" of=/dev/null bs=1M iflag=direct status=none || fail "dd read"
+w1=$(stat_value "$T/mnt" io.write_requests)
+wb1=$(stat_value "$T/mnt" io.write_bytes)
+dw1=$(stat_value "$T/mnt" io.device_ops.write)
+r1=$(stat_value "$T/mnt" io.read_requests)
+echo "write_requests $w0 -> $w1, write_bytes $wb0 -> $wb1, device writes $dw0 -> $dw1, read_requests $r0 -> $r1"
+[ "$w1" -ge $((w0 + 8)) ] || fail "write_requests did not move"
+[ "$wb1" -ge $((wb0 + (8 << 20))) ] || fail "write_bytes did not move"
+[ "$dw1" -gt "$dw0" ] || fail "device writes did not move"
+[ "$r1" -ge $((r0 + 8)) ] || fail "read_requests did not move"
+[ "$(stat_value "$T/mnt" io.fuse_in_flight_peak)" -ge 1 ] || fail "fuse_in_flight_peak is 0"
+[ "$(stat_value "$T/mnt" space.used_bytes)" -ge $((8 << 20)) ] || fail "used_bytes below what was written"
+
+unmount_wait "$T/mnt" "$DAEMON_PID"
+echo "PASS: stats"
