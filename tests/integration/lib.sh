@@ -46,6 +46,7 @@ cleanup() {
 	exit "$rc"
 }
 trap cleanup EXIT
+trap "exit 143" TERM INT
 
 fail() {
 	echo "FAIL: $*" >&2
