@@ -1,8 +1,8 @@
 // Device helpers shared by every backend: op names and the blocking *_sync calls.
 //
-// The sync helpers submit one request and wait on a future for its completion. They
-// must not run on a device's completion thread (the completion they wait for could
-// never be delivered); any other thread may call them.
+// The sync helpers submit one request and wait on a future for its completion; on a
+// device's completion thread (where that completion could never be delivered) they run
+// the IO inline instead.
 #include "device/device.h"
 
 #include <cstring>
@@ -33,7 +33,8 @@ ErrorKind kind_of_errno(int errno_value) {
 }
 
 // Submits `request` and blocks until its completion, returning the result.
-int64_t submit_and_wait(Device& dev, IoRequest request) {
+int64_t submit_and_wait(Device& dev, IoRequest request, bool now) {
+  if (now || dev.in_completion_context()) return dev.execute_inline(request);
   auto promise = std::make_shared<std::promise<int64_t>>();
   std::future<int64_t> future = promise->get_future();
   request.done = [promise](int64_t result) { promise->set_value(result); };
@@ -42,7 +43,7 @@ int64_t submit_and_wait(Device& dev, IoRequest request) {
 }
 
 Result<void> run_sync(Device& dev, OpKind kind, uint64_t offset_bytes, void* buf,
-                      uint64_t length_bytes) {
+                      uint64_t length_bytes, bool now = false) {
   iovec iov{buf, static_cast<size_t>(length_bytes)};
   IoRequest request;
   request.kind = kind;
@@ -52,7 +53,7 @@ Result<void> run_sync(Device& dev, OpKind kind, uint64_t offset_bytes, void* buf
     request.iov = &iov;
     request.iovcnt = 1;
   }
-  int64_t result = submit_and_wait(dev, std::move(request));
+  int64_t result = submit_and_wait(dev, std::move(request), now);
   if (result < 0) {
     int err = static_cast<int>(-result);
     return make_error(err, kind_of_errno(err), "{}: {} of {} bytes at offset {} failed: {}",
@@ -71,6 +72,10 @@ Result<void> run_sync(Device& dev, OpKind kind, uint64_t offset_bytes, void* buf
 
 Result<void> read_sync(Device& dev, uint64_t offset_bytes, void* buf, uint64_t length_bytes) {
   return run_sync(dev, OpKind::kRead, offset_bytes, buf, length_bytes);
+}
+
+Result<void> read_now(Device& dev, uint64_t offset_bytes, void* buf, uint64_t length_bytes) {
+  return run_sync(dev, OpKind::kRead, offset_bytes, buf, length_bytes, /*now=*/true);
 }
 
 Result<void> write_sync(Device& dev, uint64_t offset_bytes, const void* buf,

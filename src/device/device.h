@@ -74,13 +74,24 @@ class Device {
   virtual std::string describe() const = 0;
 
   void submit_one(IoRequest request) { submit(std::span<IoRequest>(&request, 1)); }
+
+  // True on the thread that runs this device's completions. The blocking helpers then
+  // run the IO inline (execute_inline) instead of waiting for a completion that this
+  // very thread would have to deliver: a metadata cache miss while handling a
+  // completion must not deadlock. execute_inline ignores `done` and returns the result.
+  virtual bool in_completion_context() const = 0;
+  virtual int64_t execute_inline(const IoRequest& request) = 0;
 };
 
-// Blocking helpers built on submit(): for programs (mkfs, fsck), recovery and tests.
-// Never call them from a completion callback.
+// Blocking helpers built on submit(): for programs (mkfs, fsck), recovery, metadata
+// cache misses and tests. On the completion thread they execute inline.
 Result<void> read_sync(Device& dev, uint64_t offset_bytes, void* buf, uint64_t length_bytes);
 Result<void> write_sync(Device& dev, uint64_t offset_bytes, const void* buf,
                         uint64_t length_bytes);
+// Reads on the calling thread without going through the completion thread. For callers
+// that hold a lock a completion callback may wait for (metadata cache misses): waiting
+// for the completion thread there could deadlock.
+Result<void> read_now(Device& dev, uint64_t offset_bytes, void* buf, uint64_t length_bytes);
 Result<void> flush_sync(Device& dev);
 Result<void> discard_sync(Device& dev, uint64_t offset_bytes, uint64_t length_bytes);
 Result<void> write_zeroes_sync(Device& dev, uint64_t offset_bytes, uint64_t length_bytes);

@@ -242,8 +242,38 @@ class SimDevice::Impl {
     }
   }
 
+
+ public:
+  // Runs one request now, on the calling thread (see Device::execute_inline).
+  int64_t execute_inline(const IoRequest& request) {
+    std::lock_guard lk(mu_);
+    IoRequest copy;
+    copy.kind = request.kind;
+    copy.offset_bytes = request.offset_bytes;
+    copy.length_bytes = request.length_bytes;
+    copy.iov = request.iov;
+    copy.iovcnt = request.iovcnt;
+    Pending p = decide_locked(std::move(copy), /*track=*/false);
+    int64_t result = execute_locked(p);
+    if (result < 0) {
+      ++counters_.errors;
+    } else {
+      const int k = static_cast<int>(request.kind);
+      ++counters_.ops[k];
+      if (request.kind != OpKind::kFlush) counters_.bytes[k] += request.length_bytes;
+    }
+    return result;
+  }
+
+  bool in_completion_context() const { return std::this_thread::get_id() == thread_.get_id(); }
+
+ private:
   // Decides the request's fate now (faults count submitted IOs) and queues it.
   void enqueue_locked(IoRequest&& request) {
+    fifo_.push_back(decide_locked(std::move(request), /*track=*/true));
+  }
+
+  Pending decide_locked(IoRequest&& request, bool track) {
     ++io_count_;
     const int kind_index = static_cast<int>(request.kind);
     bool died_now = false;
@@ -271,13 +301,13 @@ class SimDevice::Impl {
     } else if (injected) {
       p.forced_result = -EIO;
     }
-    if (invalid == 0 && detail::is_write_kind(request.kind) && request.length_bytes > 0) {
+    if (track && invalid == 0 && detail::is_write_kind(request.kind) && request.length_bytes > 0) {
       track_write_locked(request.offset_bytes, request.length_bytes);
       p.tracked_write = true;
     }
     if (request.kind == OpKind::kFlush) p.flush_barrier = completion_seq_;
     p.request = std::move(request);
-    fifo_.push_back(std::move(p));
+    return p;
   }
 
   // Two writes in flight at once over the same bytes have no defined result: a bug in
@@ -448,6 +478,8 @@ uint32_t SimDevice::alignment_bytes() const { return impl_->options().alignment_
 bool SimDevice::discard_zeroes() const { return impl_->options().discard_zeroes; }
 void SimDevice::submit(std::span<IoRequest> requests) { impl_->submit(requests); }
 DeviceCounters SimDevice::counters() const { return impl_->counters(); }
+bool SimDevice::in_completion_context() const { return impl_->in_completion_context(); }
+int64_t SimDevice::execute_inline(const IoRequest& request) { return impl_->execute_inline(request); }
 
 std::string SimDevice::describe() const {
   return fmt::format("sim({} bytes)", impl_->options().size_bytes);

@@ -45,6 +45,8 @@ class SimDevice final : public Device {
   void submit(std::span<IoRequest> requests) override;
   DeviceCounters counters() const override;
   std::string describe() const override;
+  bool in_completion_context() const override;
+  int64_t execute_inline(const IoRequest& request) override;
 
   // Fail the nth (1-based, counted from now) IO of `kind` with -EIO; when `persistent`,
   // that one and every later IO of the kind fail.

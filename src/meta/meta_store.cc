@@ -123,7 +123,7 @@ Result<CachedBlock*> MetaStore::get_locked(uint64_t grain, BlockType type, uint6
   if (auto it = pending.find(grain); it != pending.end()) {
     std::memcpy(buf.data(), it->second.data.data(), kGrainBytes);
   } else {
-    VSFS_TRY(device::read_sync(dev_, grain * kGrainBytes, buf.data(), kGrainBytes));
+    VSFS_TRY(device::read_now(dev_, grain * kGrainBytes, buf.data(), kGrainBytes));
   }
   VSFS_ASSIGN_OR_RETURN(auto block,
                         decode_cached(format::ConstGrain(buf.data(), kGrainBytes), grain, type,
