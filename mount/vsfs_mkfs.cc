@@ -119,6 +119,10 @@ class LimitDevice final : public vsfs::device::Device {
   bool discard_zeroes() const override { return base_->discard_zeroes(); }
   vsfs::device::DeviceCounters counters() const override { return base_->counters(); }
   std::string describe() const override { return base_->describe(); }
+  bool in_completion_context() const override { return base_->in_completion_context(); }
+  int64_t execute_inline(const vsfs::device::IoRequest& r) override {
+    return base_->execute_inline(r);
+  }
   void submit(std::span<vsfs::device::IoRequest> requests) override {
     // mkfs stays inside the datastore it computed from size_bytes(); anything past the
     // limit would be a bug there, and the base device would still bound it.

@@ -880,16 +880,21 @@ class DatastoreImpl final : public Datastore {
   // Writes zeros over [offset, offset+length) of one grain (or a few), never growing the
   // file. Grains that already read zeros are left alone.
   void zero_range(Ino ino, uint64_t offset, uint64_t length, Done<void> done) {
+    Result<void> check = ok_result();
+    bool any = false;
     {
       std::lock_guard lock(ms_->mu());
-      bool any = false;
-      for (uint64_t g = offset / kGrainBytes; g < div_round_up(offset + length, kGrainBytes); ++g) {
+      for (uint64_t g = offset / kGrainBytes;
+           check.ok() && g < div_round_up(offset + length, kGrainBytes); ++g) {
         auto l = ms_->map_lookup_locked(ino, g);
-        if (!l.ok()) return done(l.take_error());
-        any = any || l->state == SlotState::kMapped;
+        if (!l.ok()) {
+          check = l.take_error();
+        } else {
+          any = any || l->state == SlotState::kMapped;
+        }
       }
-      if (!any) return done(ok_result());
     }
+    if (!check.ok() || !any) return done(std::move(check));
     auto op = std::make_shared<DataOp>();
     op->ino = ino;
     op->zero_write = true;

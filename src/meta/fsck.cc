@@ -75,6 +75,9 @@ class OverlayDevice final : public device::Device {
   bool discard_zeroes() const override { return true; }
   device::DeviceCounters counters() const override { return counters_; }
   std::string describe() const override { return "overlay on " + base_.describe(); }
+  // Everything runs inline on the caller's thread already.
+  bool in_completion_context() const override { return false; }
+  int64_t execute_inline(const device::IoRequest& r) override { return run(r); }
 
   void submit(std::span<device::IoRequest> requests) override {
     for (auto& r : requests) {

@@ -54,14 +54,19 @@ Result<void> mkfs(device::Device& dev, const MkfsOptions& options) {
                        static_cast<uint64_t>(ts.tv_nsec);
   const uint64_t generation = 1;
 
+  // Zeros: a discard where the device reads discarded space as zeros (a hole punched
+  // in a file costs no space), else write-zeroes.
+  auto zero = [&](uint64_t offset, uint64_t length) {
+    return dev.discard_zeroes() ? device::discard_sync(dev, offset, length)
+                                : device::write_zeroes_sync(dev, offset, length);
+  };
   // Old superblocks go first, so an interrupted mkfs never leaves a valid-looking mix.
-  VSFS_TRY(device::write_zeroes_sync(dev, 0, kBlockBytes));
+  VSFS_TRY(zero(0, kBlockBytes));
   // The journal and the refcount table start as zeros (an all-zero refcount grain is an
-  // empty one); on a file this punches holes and costs no space.
-  VSFS_TRY(device::write_zeroes_sync(dev, layout.journal_start_grain * kGrainBytes,
-                                     layout.journal_grains * kGrainBytes));
-  VSFS_TRY(device::write_zeroes_sync(dev, layout.refcount_start_grain * kGrainBytes,
-                                     round_up(layout.refcount_grains * kGrainBytes, kBlockBytes)));
+  // empty one).
+  VSFS_TRY(zero(layout.journal_start_grain * kGrainBytes, layout.journal_grains * kGrainBytes));
+  VSFS_TRY(zero(layout.refcount_start_grain * kGrainBytes,
+                round_up(layout.refcount_grains * kGrainBytes, kBlockBytes)));
 
   // The first data block holds the root's inode leaf.
   const uint64_t meta_block = layout.first_data_block;

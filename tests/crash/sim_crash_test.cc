@@ -131,12 +131,14 @@ class Workload {
   bool write_at(const std::string& path, uint64_t off, std::vector<uint8_t> data) {
     auto ino = resolve(ds_, path);
     if (!ino.ok()) return false;
+    // A write that fails may still have reached the device: it counts as a later write
+    // whether or not it is acknowledged.
+    t_.post[path].push_back(PostWrite{off, data});
     auto w = ds_.write_sync(*ino, off, data.data(), data.size());
     if (!w.ok()) return false;
     auto& f = t_.live.files[path].data;
     if (f.size() < off + data.size()) f.resize(off + data.size(), 0);
     std::copy(data.begin(), data.end(), f.begin() + off);
-    t_.post[path].push_back(PostWrite{off, std::move(data)});
     return true;
   }
 
@@ -181,14 +183,14 @@ class Workload {
     auto ino = resolve(ds_, path);
     if (!ino.ok()) return false;
     const uint64_t size = pick(kMaxFile);
-    if (!ds_.truncate_sync(*ino, size).ok()) return false;
     auto& f = t_.live.files[path].data;
     const uint64_t old = f.size();
-    f.resize(size, 0);
     if (size < old) {
       t_.post[path].push_back(PostWrite{size, std::vector<uint8_t>(old - size, 0)});
     }
     t_.loose.insert(path);  // size may be either
+    if (!ds_.truncate_sync(*ino, size).ok()) return false;
+    f.resize(size, 0);
     return true;
   }
 
@@ -200,9 +202,9 @@ class Workload {
     if (f.empty()) return true;
     const uint64_t off = pick(f.size());
     const uint64_t len = 1 + pick(std::min<uint64_t>(f.size() - off, 300 * 1024));
+    t_.post[path].push_back(PostWrite{off, std::vector<uint8_t>(len, 0)});
     if (!ds_.punch_hole_sync(*ino, off, len).ok()) return false;
     std::fill(f.begin() + off, f.begin() + off + len, 0);
-    t_.post[path].push_back(PostWrite{off, std::vector<uint8_t>(len, 0)});
     return true;
   }
 
@@ -210,9 +212,9 @@ class Workload {
     const std::string path = random_file();
     auto d = resolve(ds_, parent_of(path));
     if (!d.ok()) return false;
+    t_.loose.insert(path);
     if (!ds_.unlink(*d, base_of(path)).ok()) return false;
     t_.live.files.erase(path);
-    t_.loose.insert(path);
     return true;
   }
 
@@ -221,11 +223,11 @@ class Workload {
     const std::string to = parent_of(from).empty() ? new_name() : parent_of(from) + "/" + new_name();
     auto d = resolve(ds_, parent_of(from));
     if (!d.ok()) return false;
+    t_.loose.insert(from);
+    t_.loose.insert(to);
     if (!ds_.rename(*d, base_of(from), *d, base_of(to), RenameFlags::kNone).ok()) return false;
     t_.live.files[to] = t_.live.files[from];
     t_.live.files.erase(from);
-    t_.loose.insert(from);
-    t_.loose.insert(to);
     // The file's post-sync writes follow it (by contents, loosely checked anyway).
     return true;
   }
