@@ -28,9 +28,12 @@ Result<void> write_superblock(device::Device& dev, const format::Superblock& sb,
                               uint64_t generation) {
   AlignedBuffer buf(kGrainBytes);
   format::encode_superblock(sb, generation, format::Grain(buf.data(), kGrainBytes));
-  VSFS_TRY(device::write_sync(dev, 0, buf.data(), kGrainBytes));
+  // The copy first, made durable, then the primary: a primary that says "clean" always
+  // has an identical copy, and a crash in between leaves the primary as it was.
   VSFS_TRY(device::write_sync(dev, format::kSuperblockCopyGrain * kGrainBytes, buf.data(),
                               kGrainBytes));
+  VSFS_TRY(device::flush_sync(dev));
+  VSFS_TRY(device::write_sync(dev, 0, buf.data(), kGrainBytes));
   return device::flush_sync(dev);
 }
 

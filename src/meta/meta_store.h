@@ -132,6 +132,10 @@ class MetaStore {
   // Unmaps [first, first+count) (state kUnmapped), releasing grains; whole subtrees are
   // released through the release list when large.
   Result<void> map_unmap_range_locked(uint64_t ino, uint64_t first_grain, uint64_t count);
+  // Makes `dst` share `src`'s whole map (a clone): dst's old map is released, the root
+  // gains a reference, size and allocated grains are copied. Later writes to either side
+  // copy only the nodes and grains they touch. O(1) in the size of the map.
+  Result<void> map_clone_locked(uint64_t src, uint64_t dst);
   // Next mapped grain index >= from (data) or next unmapped/zero index >= from (hole),
   // below `limit`; returns limit when none.
   Result<uint64_t> map_seek_locked(uint64_t ino, uint64_t from, uint64_t limit, bool data);

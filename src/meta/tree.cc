@@ -346,6 +346,23 @@ Result<void> MetaStore::map_install_locked(uint64_t ino, uint64_t file_grain, ui
   return ok_result();
 }
 
+Result<void> MetaStore::map_clone_locked(uint64_t src, uint64_t dst) {
+  VSFS_ASSIGN_OR_RETURN(const InodeRecord* s, inode_locked(src));
+  const InodeRecord from = *s;
+  if (S_ISDIR(from.mode)) return make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory");
+  VSFS_ASSIGN_OR_RETURN(InodeRecord * d, inode_for_update_locked(dst));
+  if (S_ISDIR(d->mode)) return make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory");
+  if (d->map_root == from.map_root && from.map_root != 0) return ok_result();
+  const uint64_t old_root = d->map_root;
+  const uint8_t old_height = d->map_height;
+  if (from.map_root != 0) VSFS_TRY(incref_locked(from.map_root));
+  d->map_root = from.map_root;
+  d->map_height = from.map_height;
+  d->allocated_grains = from.allocated_grains;
+  d->size_bytes = from.size_bytes;
+  return push_release_locked(old_root, old_height, format::TreeKind::kFileMap, dst);
+}
+
 MetaStore::TreeRoot MetaStore::map_root_of(InodeRecord* rec, uint64_t ino) {
   return TreeRoot{&rec->map_root, &rec->map_height, BlockType::kMapLeaf, BlockType::kMapInterior,
                   ino};
@@ -390,9 +407,21 @@ Result<uint64_t> MetaStore::unmap_in_node_locked(uint64_t grain, int level, uint
       ++released;
       s = Slot{0, SlotState::kZero, stamp};
     } else if (lo >= first && hi <= end) {
-      VSFS_ASSIGN_OR_RETURN(uint64_t n, count_mapped_locked(s.grain, level - 1));
-      VSFS_TRY(push_release_locked(s.grain, static_cast<uint8_t>(level), format::TreeKind::kFileMap,
-                                   owner));
+      // A whole child goes. Shared: drop this map's reference. Private interior node:
+      // detach it and let the background releaser free it (bounded transactions).
+      // Private leaf: free its grains now.
+      const uint64_t child = s.grain;
+      VSFS_ASSIGN_OR_RETURN(uint64_t n, count_mapped_locked(child, level - 1));
+      VSFS_ASSIGN_OR_RETURN(uint16_t rc, refcount_locked(child));
+      if (rc > 1) {
+        VSFS_TRY(decref_locked(child));
+      } else if (level >= 2) {
+        VSFS_TRY(push_release_locked(child, static_cast<uint8_t>(level), format::TreeKind::kFileMap,
+                                     owner));
+      } else {
+        VSFS_TRY(unmap_in_node_locked(child, 0, lo, first, end, stamp, owner));
+        VSFS_TRY(decref_locked(child));
+      }
       released += n;
       b = cache_.find(grain);
       b->node().slots[i] = Slot{0, SlotState::kZero, stamp};
@@ -477,8 +506,11 @@ Result<uint64_t> MetaStore::map_seek_locked(uint64_t ino, uint64_t from, uint64_
   if (from >= cap) return data ? limit : from;
   VSFS_ASSIGN_OR_RETURN(uint64_t r, seek_in_node_locked(rec->map_root, rec->map_height - 1, 0, from,
                                                         std::min(limit, cap), data));
-  if (r >= std::min(limit, cap) && !data && cap < limit) return std::max(from, cap);
-  return std::min(r, limit);
+  if (r >= std::min(limit, cap)) {
+    // Nothing found inside the tree: beyond it there is only hole.
+    return data ? limit : std::min(limit, std::max(from, cap));
+  }
+  return r;
 }
 
 }  // namespace vsfs::meta
