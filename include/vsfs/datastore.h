@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "util/result.h"
@@ -26,6 +27,25 @@ namespace device { class Device; }
 
 using Ino = uint64_t;
 inline constexpr Ino kRootIno = 1;
+
+// An inode number carries a view in its top 16 bits: 0 is the live tree, 1..0xfffd a
+// snapshot (read-only), kSnapshotsDirView the ".snapshots" directory of the live
+// directory whose inode number is in the low 48 bits.
+inline constexpr int kViewShift = 48;
+inline constexpr uint16_t kSnapshotsDirView = 0xfffe;
+inline constexpr const char* kSnapshotsDirName = ".snapshots";
+constexpr uint16_t view_of(Ino ino) { return static_cast<uint16_t>(ino >> kViewShift); }
+constexpr Ino base_of(Ino ino) { return ino & ((Ino{1} << kViewShift) - 1); }
+constexpr Ino make_ino(uint16_t view, Ino base) { return (Ino{view} << kViewShift) | base; }
+
+struct SnapshotInfo {
+  std::string name;
+  uint64_t change_id = 0;   // the generation it froze
+  uint64_t created_ns = 0;
+  Ino base_ino = 0;         // the snapshotted directory
+  uint16_t id = 0;          // its view
+  bool deleted = false;     // kept on record for changed-block queries
+};
 
 struct Attr {
   Ino ino = 0;
@@ -136,6 +156,21 @@ class Datastore {
   // zero) or hole. ENXIO when there is none before the end of file.
   virtual Result<uint64_t> seek(Ino ino, uint64_t offset_bytes, bool data) = 0;
 
+  // ---- snapshots and clones ----
+  // mkdir/rmdir in a ".snapshots" directory create/delete snapshots. Creating waits for
+  // writes in flight, freezes the tree in O(1), bumps the generation and commits.
+  // Every record, live and deleted, in creation order.
+  virtual std::vector<SnapshotInfo> snapshots() = 0;
+  // Extended attributes (name, value): user.vsfs.changeid and user.vsfs.created on a
+  // snapshot's root directory.
+  virtual Result<std::vector<std::pair<std::string, std::string>>> xattrs(Ino ino) = 0;
+  // Makes [dst_offset, +length) of `dst` share the grains of [src_offset, +length) of `src`
+  // (live or in a snapshot): metadata only for whole grains, partial edge grains copied.
+  // Needs src_offset % 4096 == dst_offset % 4096 (else kUnsupported). Returns the bytes
+  // cloned (short at the source's end).
+  virtual void clone_range(Ino src, uint64_t src_offset, Ino dst, uint64_t dst_offset,
+                           uint64_t length, Done<uint64_t> done) = 0;
+
   virtual SpaceInfo space() = 0;
   virtual DatastoreStats stats() = 0;
 
@@ -146,6 +181,8 @@ class Datastore {
   Result<void> punch_hole_sync(Ino ino, uint64_t offset_bytes, uint64_t length_bytes);
   Result<void> truncate_sync(Ino ino, uint64_t size_bytes);
   Result<void> fsync_sync(Ino ino);
+  Result<uint64_t> clone_range_sync(Ino src, uint64_t src_offset, Ino dst, uint64_t dst_offset,
+                                    uint64_t length);
 };
 
 // Opens a device path with the io_uring backend (exclusively) and the datastore on it.

@@ -143,17 +143,46 @@ class DatastoreImpl final : public Datastore {
 
   Result<Attr> lookup(Ino parent, const std::string& name) override {
     std::lock_guard lock(ms_->mu());
-    VSFS_ASSIGN_OR_RETURN(auto idx, ms_->dir_index_locked(parent));
+    const uint16_t view = view_of(parent);
+    const Ino dir = base_of(parent);
+    if (view == kSnapshotsDirView) {
+      const format::SnapshotRecord* r = ms_->snapshot_by_name_locked(name);
+      if (r == nullptr || r->base_ino != dir) {
+        return make_error(ENOENT, ErrorKind::kNotFound, "no snapshot '{}' here", name);
+      }
+      return getattr_locked(make_ino(r->id, dir));
+    }
+    if (view == 0 && name == kSnapshotsDirName) return getattr_locked(make_ino(kSnapshotsDirView, dir));
+    VSFS_ASSIGN_OR_RETURN(auto idx, ms_->dir_index_locked(dir, view));
     auto it = idx->find(name);
     if (it == idx->end()) return make_error(ENOENT, ErrorKind::kNotFound, "no such entry");
-    VSFS_ASSIGN_OR_RETURN(auto rec, ms_->inode_locked(it->second.ino));
-    return attr_locked(*rec);
+    return getattr_locked(make_ino(view, it->second.ino));
   }
 
   Result<Attr> getattr(Ino ino) override {
     std::lock_guard lock(ms_->mu());
-    VSFS_ASSIGN_OR_RETURN(auto rec, ms_->inode_locked(ino));
-    return attr_locked(*rec);
+    return getattr_locked(ino);
+  }
+
+  Result<Attr> getattr_locked(Ino ino) {
+    const uint16_t view = view_of(ino);
+    if (view == kSnapshotsDirView) {
+      // The ".snapshots" directory: read-only listing, mkdir/rmdir make and drop snapshots.
+      VSFS_ASSIGN_OR_RETURN(auto dir, ms_->inode_locked(base_of(ino)));
+      if (!S_ISDIR(dir->mode)) return make_error(ENOTDIR, ErrorKind::kInvalidArgument, "not a directory");
+      Attr a = to_attr(*dir);
+      a.ino = ino;
+      a.mode = S_IFDIR | 0755;
+      a.nlink = 2;
+      a.size_bytes = 0;
+      a.allocated_bytes = 0;
+      return a;
+    }
+    VSFS_ASSIGN_OR_RETURN(auto rec, ms_->inode_locked(base_of(ino), view));
+    Attr a = view == 0 ? attr_locked(*rec) : to_attr(*rec);
+    a.ino = ino;
+    if (view != 0) a.mode &= ~0222u;  // snapshots are read-only
+    return a;
   }
 
   Result<Attr> create(Ino parent, const std::string& name, uint32_t mode, uint32_t uid,
@@ -163,12 +192,13 @@ class DatastoreImpl final : public Datastore {
 
   Result<Attr> mkdir(Ino parent, const std::string& name, uint32_t mode, uint32_t uid,
                      uint32_t gid) override {
+    if (view_of(parent) == kSnapshotsDirView) return create_snapshot(base_of(parent), name);
     return make_node(parent, name, S_IFDIR | (mode & 07777), uid, gid);
   }
 
   Result<void> unlink(Ino parent, const std::string& name) override {
     std::lock_guard lock(ms_->mu());
-    VSFS_TRY(writable());
+    VSFS_TRY(writable(parent));
     VSFS_ASSIGN_OR_RETURN(auto entry, find_entry(parent, name));
     if (entry.type == DT_DIR) return make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory");
     VSFS_TRY(ms_->dir_remove_locked(parent, name));
@@ -179,7 +209,17 @@ class DatastoreImpl final : public Datastore {
 
   Result<void> rmdir(Ino parent, const std::string& name) override {
     std::lock_guard lock(ms_->mu());
-    VSFS_TRY(writable());
+    if (view_of(parent) == kSnapshotsDirView) {
+      VSFS_TRY(writable());
+      const format::SnapshotRecord* r = ms_->snapshot_by_name_locked(name);
+      if (r == nullptr || r->base_ino != base_of(parent)) {
+        return make_error(ENOENT, ErrorKind::kNotFound, "no snapshot '{}' here", name);
+      }
+      VSFS_TRY(ms_->delete_snapshot_locked(name));
+      bg_cv_.notify_all();  // the releaser and the committer have work
+      return ok_result();
+    }
+    VSFS_TRY(writable(parent));
     VSFS_ASSIGN_OR_RETURN(auto entry, find_entry(parent, name));
     if (entry.type != DT_DIR) return make_error(ENOTDIR, ErrorKind::kInvalidArgument, "not a directory");
     VSFS_ASSIGN_OR_RETURN(auto idx, ms_->dir_index_locked(entry.ino));
@@ -195,7 +235,11 @@ class DatastoreImpl final : public Datastore {
   Result<void> rename(Ino parent, const std::string& name, Ino new_parent,
                       const std::string& new_name, RenameFlags flags) override {
     std::lock_guard lock(ms_->mu());
-    VSFS_TRY(writable());
+    VSFS_TRY(writable(parent));
+    VSFS_TRY(writable(new_parent));
+    if (name == kSnapshotsDirName || new_name == kSnapshotsDirName) {
+      return make_error(EBUSY, ErrorKind::kInvalidArgument, ".snapshots cannot be renamed");
+    }
     if (!format::valid_name(new_name)) {
       return make_error(new_name.size() > format::kMaxNameBytes ? ENAMETOOLONG : EINVAL,
                         ErrorKind::kInvalidArgument, "invalid name");
@@ -253,11 +297,21 @@ class DatastoreImpl final : public Datastore {
 
   Result<std::vector<DirEntryInfo>> readdir(Ino dir) override {
     std::lock_guard lock(ms_->mu());
-    VSFS_ASSIGN_OR_RETURN(auto list, ms_->dir_list_locked(dir));
+    const uint16_t view = view_of(dir);
     std::vector<DirEntryInfo> out;
+    if (view == kSnapshotsDirView) {
+      VSFS_TRY(getattr_locked(dir));
+      for (const auto& r : ms_->snapshots_locked()) {
+        if ((r.flags & format::kSnapDeleted) || r.base_ino != base_of(dir)) continue;
+        out.push_back(DirEntryInfo{r.name, make_ino(r.id, r.base_ino), S_IFDIR});
+      }
+      return out;
+    }
+    // ".snapshots" is never listed: tree walks (backups, du, find) do not descend into it.
+    VSFS_ASSIGN_OR_RETURN(auto list, ms_->dir_list_locked(base_of(dir), view));
     out.reserve(list.size());
     for (auto& e : list) {
-      out.push_back(DirEntryInfo{std::move(e.name), e.ino,
+      out.push_back(DirEntryInfo{std::move(e.name), make_ino(view, e.ino),
                                  static_cast<uint32_t>(e.type == DT_DIR ? S_IFDIR : S_IFREG)});
     }
     return out;
@@ -265,7 +319,7 @@ class DatastoreImpl final : public Datastore {
 
   Result<Attr> setattr(Ino ino, const SetAttr& a) override {
     std::lock_guard lock(ms_->mu());
-    VSFS_TRY(writable());
+    VSFS_TRY(writable(ino));
     VSFS_TRY(persist_times_locked(ino));
     VSFS_ASSIGN_OR_RETURN(auto rec, ms_->inode_for_update_locked(ino));
     if (a.mode) rec->mode = (rec->mode & S_IFMT) | (*a.mode & 07777);
@@ -281,7 +335,7 @@ class DatastoreImpl final : public Datastore {
 
   Result<void> open_ref(Ino ino) override {
     std::lock_guard lock(ms_->mu());
-    VSFS_TRY(ms_->inode_locked(ino));
+    VSFS_TRY(getattr_locked(ino));
     ++rt_[ino].open_refs;
     return ok_result();
   }
@@ -318,10 +372,10 @@ class DatastoreImpl final : public Datastore {
   void read_locked(const std::shared_ptr<DataOp>& op, uint64_t offset, uint64_t length,
                    void* buf) {
     {
-      auto rec = ms_->inode_locked(op->ino);
+      auto rec = getattr_locked(op->ino);
       if (!rec.ok()) return finish_now(op, rec.take_error());
-      if (S_ISDIR((*rec)->mode)) return finish_now(op, make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory"));
-      const uint64_t size = (*rec)->size_bytes;
+      if (S_ISDIR(rec->mode)) return finish_now(op, make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory"));
+      const uint64_t size = rec->size_bytes;
       if (offset >= size || length == 0) return finish_now(op, uint64_t{0});
       length = std::min(length, size - offset);
       op->offset = offset;
@@ -350,7 +404,7 @@ class DatastoreImpl final : public Datastore {
   void write_locked(const std::shared_ptr<DataOp>& op, uint64_t offset, const void* data,
                     uint64_t length) {
     {
-      if (auto w = writable(); !w.ok()) return finish_now(op, w.take_error());
+      if (auto w = writable(op->ino); !w.ok()) return finish_now(op, w.take_error());
       auto rec = ms_->inode_locked(op->ino);
       if (!rec.ok()) return finish_now(op, rec.take_error());
       if (S_ISDIR((*rec)->mode)) return finish_now(op, make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory"));
@@ -372,6 +426,7 @@ class DatastoreImpl final : public Datastore {
 
   void punch_hole(Ino ino, uint64_t offset, uint64_t length, Done<void> done) override {
     // Partial grains at the edges are written with zeros; whole grains are unmapped.
+    if (view_of(ino) != 0) return done(make_error(EROFS, ErrorKind::kState, "snapshots are read-only"));
     auto rec = getattr(ino);
     if (!rec.ok()) return done(rec.take_error());
     const uint64_t size = rec->size_bytes;
@@ -403,6 +458,7 @@ class DatastoreImpl final : public Datastore {
 
   void truncate(Ino ino, uint64_t size, Done<void> done) override {
     if (size > kMaxFileBytes) return done(make_error(EFBIG, ErrorKind::kInvalidArgument, "beyond the largest disk (64 TiB)"));
+    if (view_of(ino) != 0) return done(make_error(EROFS, ErrorKind::kState, "snapshots are read-only"));
     auto rec = getattr(ino);
     if (!rec.ok()) return done(rec.take_error());
     if (S_ISDIR(rec->mode)) return done(make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory"));
@@ -434,16 +490,132 @@ class DatastoreImpl final : public Datastore {
 
   Result<uint64_t> seek(Ino ino, uint64_t offset, bool data) override {
     std::lock_guard lock(ms_->mu());
-    VSFS_ASSIGN_OR_RETURN(auto rec, ms_->inode_locked(ino));
-    const uint64_t size = rec->size_bytes;
+    VSFS_ASSIGN_OR_RETURN(auto attr, getattr_locked(ino));
+    if (S_ISDIR(attr.mode)) return make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory");
+    const uint64_t size = attr.size_bytes;
     if (offset >= size) return make_error(ENXIO, ErrorKind::kInvalidArgument, "offset past the end");
     const uint64_t limit = div_round_up(size, kGrainBytes);
-    VSFS_ASSIGN_OR_RETURN(uint64_t g, ms_->map_seek_locked(ino, offset / kGrainBytes, limit, data));
+    VSFS_ASSIGN_OR_RETURN(uint64_t g, ms_->map_seek_locked(base_of(ino), offset / kGrainBytes,
+                                                           limit, data, view_of(ino)));
     if (data) {
       if (g >= limit) return make_error(ENXIO, ErrorKind::kInvalidArgument, "no data past the offset");
       return std::max(offset, g * kGrainBytes);
     }
     return std::max(offset, std::min(size, g * kGrainBytes));
+  }
+
+  std::vector<SnapshotInfo> snapshots() override {
+    std::lock_guard lock(ms_->mu());
+    std::vector<SnapshotInfo> out;
+    for (const auto& r : ms_->snapshots_locked()) {
+      out.push_back(SnapshotInfo{r.name, r.change_id, r.created_ns, r.base_ino, r.id,
+                                 (r.flags & format::kSnapDeleted) != 0});
+    }
+    return out;
+  }
+
+  Result<std::vector<std::pair<std::string, std::string>>> xattrs(Ino ino) override {
+    std::lock_guard lock(ms_->mu());
+    VSFS_TRY(getattr_locked(ino));
+    std::vector<std::pair<std::string, std::string>> out;
+    const uint16_t view = view_of(ino);
+    if (view != 0 && view != kSnapshotsDirView) {
+      const format::SnapshotRecord* r = ms_->snapshot_by_id_locked(view);
+      if (r != nullptr && r->base_ino == base_of(ino)) {
+        out.emplace_back("user.vsfs.changeid", std::to_string(r->change_id));
+        out.emplace_back("user.vsfs.created", std::to_string(r->created_ns / 1000000000ull));
+      }
+    }
+    return out;
+  }
+
+  void clone_range(Ino src, uint64_t src_offset, Ino dst, uint64_t dst_offset, uint64_t length,
+                   Done<uint64_t> done) override {
+    auto st = std::make_shared<CloneState>();
+    st->done = std::move(done);
+    Result<void> check = ok_result();
+    uint64_t src_size = 0;
+    {
+      std::lock_guard lock(ms_->mu());
+      auto sa = getattr_locked(src);
+      auto da = getattr_locked(dst);
+      if (!sa.ok()) check = sa.take_error();
+      else if (!da.ok()) check = da.take_error();
+      else if (auto w = writable(dst); !w.ok()) check = w.take_error();
+      else if (S_ISDIR(sa->mode) || S_ISDIR(da->mode)) check = make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory");
+      else if (src_offset % kGrainBytes != dst_offset % kGrainBytes) {
+        check = make_error(EOPNOTSUPP, ErrorKind::kUnsupported, "offsets differ within a grain");
+      } else if (base_of(src) == base_of(dst) && view_of(src) == view_of(dst)) {
+        check = make_error(EOPNOTSUPP, ErrorKind::kUnsupported, "clone within one file");
+      }
+      if (check.ok()) src_size = sa->size_bytes;
+    }
+    if (!check.ok()) return done_clone(st, check.take_error());
+    if (src_offset >= src_size || length == 0) return done_clone(st, uint64_t{0});
+    length = std::min(length, src_size - src_offset);
+    if (dst_offset >= kMaxFileBytes || length > kMaxFileBytes - dst_offset) {
+      return done_clone(st, make_error(EFBIG, ErrorKind::kInvalidArgument, "beyond the largest disk"));
+    }
+    st->length = length;
+    // Whole grains are shared; partial grains at the edges are copied (read + write).
+    const uint64_t whole_first = div_round_up(dst_offset, kGrainBytes);
+    const uint64_t whole_end = (dst_offset + length) / kGrainBytes;
+    const uint64_t delta = dst_offset - src_offset;  // a multiple of the grain size
+    struct Piece { uint64_t dst_off, len; };
+    std::vector<Piece> copies;
+    if (whole_first >= whole_end) {
+      copies.push_back({dst_offset, length});
+    } else {
+      if (dst_offset < whole_first * kGrainBytes) copies.push_back({dst_offset, whole_first * kGrainBytes - dst_offset});
+      if (dst_offset + length > whole_end * kGrainBytes) copies.push_back({whole_end * kGrainBytes, dst_offset + length - whole_end * kGrainBytes});
+    }
+    st->pending = copies.size() + 1;
+    for (const auto& c : copies) {
+      auto buf = std::make_shared<std::vector<uint8_t>>(c.len);
+      read(src, c.dst_off - delta, c.len, buf->data(), [this, st, dst, c, buf](Result<uint64_t> r) {
+        if (!r.ok()) return clone_part(st, r.take_error());
+        std::fill(buf->begin() + static_cast<ptrdiff_t>(*r), buf->end(), 0);
+        write(dst, c.dst_off, buf->data(), c.len, [this, st, buf](Result<uint64_t> w) {
+          clone_part(st, w.ok() ? ok_result() : Result<void>(w.take_error()));
+        });
+      });
+    }
+    if (whole_first < whole_end) {
+      auto op = std::make_shared<DataOp>();
+      op->ino = dst;
+      op->first = whole_first;
+      op->end = whole_end;
+      op->done_void = [this, st](Result<void> r) { clone_part(st, std::move(r)); };
+      const uint64_t src_first = whole_first - delta / kGrainBytes;
+      const uint64_t end_bytes = dst_offset + length;
+      {
+        std::lock_guard lock(ms_->mu());
+        acquire_locked(op, true, [this, op, src, src_first, end_bytes] {
+          Result<void> r = ok_result();
+          if (src_first != op->first) {
+            r = make_error(EOPNOTSUPP, ErrorKind::kUnsupported, "clone to another offset");
+          } else {
+            r = ms_->map_share_range_locked(base_of(src), view_of(src), op->ino, op->first,
+                                            op->end - op->first);
+          }
+          if (r.ok()) {
+            auto rec = ms_->inode_for_update_locked(op->ino);
+            if (rec.ok()) {
+              (*rec)->size_bytes = std::max((*rec)->size_bytes, end_bytes);
+              (*rec)->mtime_ns = (*rec)->ctime_ns = now_ns();
+            } else {
+              r = rec.take_error();
+            }
+          }
+          if (ms_->wants_commit_locked()) bg_cv_.notify_all();
+          release_locked(op);
+          defer([op, r]() mutable { op->done_void(std::move(r)); });
+        });
+      }
+      run_deferred();
+    } else {
+      clone_part(st, ok_result());
+    }
   }
 
   SpaceInfo space() override {
@@ -495,10 +667,64 @@ class DatastoreImpl final : public Datastore {
     std::vector<std::pair<uint64_t, uint64_t>> fills;  // (grain index in op, old grain)
     bool zero_write = false;  // zero_range: never extends the file
     std::optional<uint64_t> new_size;  // unmap: truncate to this size
+    bool counted = false;              // holds a place in changes_active_
     IoPlan plan;
     std::atomic<uint32_t> outstanding{0};
     std::atomic<int64_t> error{0};
   };
+
+  struct CloneState {
+    std::mutex mu;
+    size_t pending = 0;
+    uint64_t length = 0;
+    Result<void> result;
+    Done<uint64_t> done;
+  };
+
+  void done_clone(const std::shared_ptr<CloneState>& st, Result<uint64_t> r) { st->done(std::move(r)); }
+
+  void clone_part(const std::shared_ptr<CloneState>& st, Result<void> r) {
+    bool last;
+    {
+      std::lock_guard l(st->mu);
+      if (!r.ok() && st->result.ok()) st->result = std::move(r);
+      last = --st->pending == 0;
+    }
+    if (!last) return;
+    if (st->result.ok()) {
+      st->done(st->length);
+    } else {
+      st->done(st->result.take_error());
+    }
+  }
+
+  // Cuts a snapshot of `dir`: waits for changes in flight, freezes the tree (O(1)),
+  // lets the held-back changes go, then commits so the snapshot is durable on return.
+  Result<Attr> create_snapshot(Ino dir, const std::string& name) {
+    Result<Attr> out = make_error(EIO, ErrorKind::kIo, "unset");
+    {
+      std::unique_lock lock(ms_->mu());
+      VSFS_TRY(writable());
+      barrier_cv_.wait(lock, [&] { return !barrier_; });
+      barrier_ = true;
+      barrier_cv_.wait(lock, [&] { return changes_active_ == 0; });
+      auto rec = ms_->create_snapshot_locked(dir, name, now_ns());
+      barrier_ = false;
+      barrier_cv_.notify_all();
+      auto parked = std::move(parked_);
+      parked_.clear();
+      for (auto& p : parked) p();
+      if (rec.ok()) {
+        out = getattr_locked(make_ino(rec->id, dir));
+      } else {
+        out = rec.take_error();
+      }
+    }
+    run_deferred();
+    if (!out.ok()) return out;
+    VSFS_TRY(ms_->commit());
+    return out;
+  }
 
   struct PunchState {
     std::mutex mu;
@@ -535,6 +761,12 @@ class DatastoreImpl final : public Datastore {
     rec->mtime_ns = std::max(rec->mtime_ns, t);
     rec->ctime_ns = std::max(rec->ctime_ns, t);
     return ok_result();
+  }
+
+  // Changes are refused in snapshots and in ".snapshots" directories (EROFS).
+  Result<void> writable(Ino ino) {
+    if (view_of(ino) != 0) return make_error(EROFS, ErrorKind::kState, "snapshots are read-only");
+    return writable();
   }
 
   Result<void> writable() {
@@ -609,7 +841,8 @@ class DatastoreImpl final : public Datastore {
   Result<Attr> make_node(Ino parent, const std::string& name, uint32_t mode, uint32_t uid,
                          uint32_t gid) {
     std::lock_guard lock(ms_->mu());
-    VSFS_TRY(writable());
+    VSFS_TRY(writable(parent));
+    if (name == kSnapshotsDirName) return make_error(EEXIST, ErrorKind::kExists, "reserved name");
     if (!format::valid_name(name)) {
       return make_error(name.size() > format::kMaxNameBytes ? ENAMETOOLONG : EINVAL,
                         ErrorKind::kInvalidArgument, "invalid name");
@@ -635,6 +868,17 @@ class DatastoreImpl final : public Datastore {
   }
 
   void acquire_locked(const std::shared_ptr<DataOp>& op, bool exclusive, RangeLock::Start start) {
+    if (exclusive) {
+      // A snapshot being cut holds new changes back until it is taken.
+      if (barrier_) {
+        parked_.push_back([this, op, start = std::move(start)]() mutable {
+          acquire_locked(op, true, std::move(start));
+        });
+        return;
+      }
+      ++changes_active_;
+      op->counted = true;
+    }
     InodeRt& rt = rt_[op->ino];
     rt.locks.acquire(GrainRange{op->first, op->end, exclusive}, std::move(start), &op->handle);
   }
@@ -643,6 +887,10 @@ class DatastoreImpl final : public Datastore {
   void release_locked(const std::shared_ptr<DataOp>& op) {
     auto it = rt_.find(op->ino);
     VSFS_ASSERT(it != rt_.end());
+    if (op->counted) {
+      op->counted = false;
+      if (--changes_active_ == 0 && barrier_) barrier_cv_.notify_all();
+    }
     for (auto& start : it->second.locks.release(op->handle)) start();
     if (it->second.locks.idle() && it->second.open_refs == 0) {
       auto rec = ms_->inode_locked(op->ino);
@@ -702,7 +950,7 @@ class DatastoreImpl final : public Datastore {
       base = op->buf.data();
     }
     for (uint64_t i = 0; i < n; ++i) {
-      auto l = ms_->map_lookup_locked(op->ino, op->first + i);
+      auto l = ms_->map_lookup_locked(base_of(op->ino), op->first + i, view_of(op->ino));
       if (!l.ok()) {
         op->error = -l.error().errno_value;
         break;
@@ -930,7 +1178,7 @@ class DatastoreImpl final : public Datastore {
   }
 
   void unmap_range_locked(const std::shared_ptr<DataOp>& op) {
-    if (auto w = writable(); !w.ok()) {
+    if (auto w = writable(op->ino); !w.ok()) {
       auto e = w.take_error();
       defer([op, e]() mutable { op->done_void(std::move(e)); });
       return;
@@ -1016,6 +1264,12 @@ class DatastoreImpl final : public Datastore {
   std::unordered_map<Ino, InodeRt> rt_;  // guarded by ms_->mu()
   DatastoreStats stats_;                 // guarded by ms_->mu()
 
+  // Snapshot barrier, guarded by ms_->mu(): while set, new changes park in parked_.
+  bool barrier_ = false;
+  uint64_t changes_active_ = 0;
+  std::vector<std::function<void()>> parked_;
+  std::condition_variable_any barrier_cv_;
+
   std::mutex bg_mu_;  // lock order: after ms_->mu() is never taken inside it except briefly
   std::condition_variable_any bg_cv_;
   bool stop_ = false;
@@ -1069,6 +1323,12 @@ Result<void> Datastore::punch_hole_sync(Ino ino, uint64_t offset, uint64_t lengt
 }
 Result<void> Datastore::truncate_sync(Ino ino, uint64_t size) {
   return wait_for<void>([&](Done<void> d) { truncate(ino, size, std::move(d)); });
+}
+Result<uint64_t> Datastore::clone_range_sync(Ino src, uint64_t src_offset, Ino dst,
+                                             uint64_t dst_offset, uint64_t length) {
+  return wait_for<uint64_t>([&](Done<uint64_t> d) {
+    clone_range(src, src_offset, dst, dst_offset, length, std::move(d));
+  });
 }
 Result<void> Datastore::fsync_sync(Ino ino) {
   return wait_for<void>([&](Done<void> d) { fsync(ino, std::move(d)); });

@@ -212,6 +212,7 @@ const char* block_type_name(BlockType type) {
     case BlockType::kJournalDesc: return "journal desc";
     case BlockType::kJournalCommit: return "journal commit";
     case BlockType::kReleaseList: return "release list";
+    case BlockType::kSnapshotList: return "snapshot list";
   }
   return "unknown block";
 }
@@ -948,6 +949,82 @@ Result<Layout> compute_layout(uint64_t device_bytes, uint64_t journal_bytes_over
                       kMinDataBlocks);
   }
   return l;
+}
+
+// ---- Snapshot list ----
+
+size_t snapshot_record_bytes(const SnapshotRecord& r) { return kSnapshotFixedBytes + r.name.size(); }
+
+Result<SnapshotList> decode_snapshot_list(ConstGrain buf, uint64_t self) {
+  const std::string at = where(BlockType::kSnapshotList, self);
+  VSFS_ASSIGN_OR_RETURN(MetaHeader h, check_header(buf, {BlockType::kSnapshotList}, self, at));
+  VSFS_TRY(check_no_owner(h, at));
+  if (h.length_bytes < 16) return bad(at, "length {} bytes is shorter than 16 (truncated)", h.length_bytes);
+  VSFS_TRY(check_tail(buf, h, at));
+  SnapshotList l;
+  l.next = load<uint64_t>(buf, kHeaderBytes);
+  const uint32_t count = load<uint32_t>(buf, kHeaderBytes + 8);
+  if (load<uint32_t>(buf, kHeaderBytes + 12) != 0) return bad(at, "reserved word after count is nonzero");
+  if (l.next >= kGrainLimit || (l.next != 0 && l.next == self)) return bad(at, "next {} is invalid", l.next);
+  size_t off = kHeaderBytes + 16;
+  const size_t end = kHeaderBytes + h.length_bytes;
+  for (uint32_t i = 0; i < count; ++i) {
+    if (off + kSnapshotFixedBytes > end) return bad(at, "record {} runs past the length", i);
+    SnapshotRecord r;
+    r.change_id = load<uint64_t>(buf, off);
+    r.created_ns = load<uint64_t>(buf, off + 8);
+    r.inode_root = load<uint64_t>(buf, off + 16);
+    r.base_ino = load<uint64_t>(buf, off + 24);
+    r.next_ino = load<uint64_t>(buf, off + 32);
+    r.id = load<uint16_t>(buf, off + 40);
+    r.inode_height = load<uint8_t>(buf, off + 42);
+    r.flags = load<uint8_t>(buf, off + 43);
+    const uint8_t len = load<uint8_t>(buf, off + 44);
+    if (first_nonzero(buf, off + 45, off + 48) != off + 48) return bad(at, "record {} has nonzero reserved bytes", i);
+    if (off + kSnapshotFixedBytes + len > end) return bad(at, "record {} name runs past the length", i);
+    r.name.assign(reinterpret_cast<const char*>(buf.data() + off + kSnapshotFixedBytes), len);
+    if (!valid_name(r.name) || r.name == "full") return bad(at, "record {} has an invalid name", i);
+    if (r.id == 0 || r.id > 0xfffd) return bad(at, "record {} has id {}, must be 1..65533", i, r.id);
+    if ((r.flags & ~kSnapDeleted) != 0) return bad(at, "record {} has unknown flags {:#x}", i, r.flags);
+    const bool deleted = (r.flags & kSnapDeleted) != 0;
+    if (deleted != (r.inode_root == 0) || r.inode_root >= kGrainLimit ||
+        (!deleted && (r.inode_height < 1 || r.inode_height > kMaxTreeHeight))) {
+      return bad(at, "record {} ('{}') has inode root {} height {}", i, r.name, r.inode_root,
+                 r.inode_height);
+    }
+    if (r.base_ino == 0 || (!deleted && r.base_ino >= r.next_ino)) {
+      return bad(at, "record {} has base inode {}", i, r.base_ino);
+    }
+    l.records.push_back(std::move(r));
+    off += kSnapshotFixedBytes + len;
+  }
+  if (off != end) return bad(at, "length {} does not match its records", h.length_bytes);
+  return l;
+}
+
+void encode_snapshot_list(const SnapshotList& l, uint64_t self, uint64_t generation, Grain buf) {
+  size_t length = 16;
+  for (const auto& r : l.records) length += snapshot_record_bytes(r);
+  VSFS_ASSERT(length <= kPayloadBytes);
+  begin_block(buf, BlockType::kSnapshotList, static_cast<uint32_t>(length), 0, generation, self, 0);
+  store<uint64_t>(buf, kHeaderBytes, l.next);
+  store<uint32_t>(buf, kHeaderBytes + 8, static_cast<uint32_t>(l.records.size()));
+  size_t off = kHeaderBytes + 16;
+  for (const auto& r : l.records) {
+    VSFS_ASSERT(r.name.size() <= kMaxNameBytes);
+    store<uint64_t>(buf, off, r.change_id);
+    store<uint64_t>(buf, off + 8, r.created_ns);
+    store<uint64_t>(buf, off + 16, r.inode_root);
+    store<uint64_t>(buf, off + 24, r.base_ino);
+    store<uint64_t>(buf, off + 32, r.next_ino);
+    store<uint16_t>(buf, off + 40, r.id);
+    store<uint8_t>(buf, off + 42, r.inode_height);
+    store<uint8_t>(buf, off + 43, r.flags);
+    store<uint8_t>(buf, off + 44, static_cast<uint8_t>(r.name.size()));
+    std::memcpy(buf.data() + off + kSnapshotFixedBytes, r.name.data(), r.name.size());
+    off += snapshot_record_bytes(r);
+  }
+  seal(buf);
 }
 
 }  // namespace vsfs::format

@@ -45,6 +45,7 @@ enum class BlockType : uint16_t {
   kJournalDesc = 9,     // journal: lists the home grains of the images that follow
   kJournalCommit = 10,  // journal: seals a transaction
   kReleaseList = 11,    // trees waiting to be released in the background
+  kSnapshotList = 12,   // snapshot records (superblock.snapshot_root heads the chain)
 };
 const char* block_type_name(BlockType type);
 
@@ -309,6 +310,34 @@ struct ReleaseList {
 // u8 kind, u16+u32 reserved, u64 owner.
 Result<ReleaseList> decode_release_list(ConstGrain buf, uint64_t self);
 void encode_release_list(const ReleaseList& l, uint64_t self, uint64_t generation, Grain buf);
+
+// ---- Snapshot list: one record per snapshot, and the history of deleted ones ----
+// A snapshot shares the inode table root as it was when it was taken; its view is the
+// subtree of inode base_ino. Deleted snapshots stay as records (flag kSnapDeleted, no
+// tree) so that changed-block queries "since NAME" keep working.
+inline constexpr uint8_t kSnapDeleted = 1u << 0;
+inline constexpr size_t kSnapshotFixedBytes = 48;
+struct SnapshotRecord {
+  uint64_t change_id = 0;    // datastore generation the snapshot froze
+  uint64_t created_ns = 0;   // CLOCK_REALTIME
+  uint64_t inode_root = 0;   // physical grain of the frozen inode table root (0 if deleted)
+  uint64_t base_ino = 0;     // inode number of the snapshotted directory (1 = datastore)
+  uint64_t next_ino = 0;     // next_ino when taken: every inode in it is below this
+  uint16_t id = 0;           // 1..0xfffd, unique among records
+  uint8_t inode_height = 0;
+  uint8_t flags = 0;         // kSnap* bits
+  std::string name;          // 1..255 bytes, a valid name, not "full"
+};
+// Record encoding: u64 change_id, u64 created_ns, u64 inode_root, u64 base_ino,
+// u64 next_ino, u16 id, u8 inode_height, u8 flags, u8 name_len, 3 reserved bytes, name.
+struct SnapshotList {
+  uint64_t next = 0;  // physical grain of the next list block, 0 = end
+  std::vector<SnapshotRecord> records;
+};
+size_t snapshot_record_bytes(const SnapshotRecord& r);
+// Payload: u64 next, u32 count, u32 reserved, then the records packed.
+Result<SnapshotList> decode_snapshot_list(ConstGrain buf, uint64_t self);
+void encode_snapshot_list(const SnapshotList& l, uint64_t self, uint64_t generation, Grain buf);
 
 // ---- Geometry of a new datastore ----
 struct Layout {

@@ -29,6 +29,9 @@ void encode_cached(const CachedBlock& b, uint64_t self, uint64_t generation, for
     case BlockType::kReleaseList:
       format::encode_release_list(std::get<format::ReleaseList>(b.v), self, generation, out);
       return;
+    case BlockType::kSnapshotList:
+      format::encode_snapshot_list(std::get<format::SnapshotList>(b.v), self, generation, out);
+      return;
     default:
       VSFS_ASSERT(false && "not a cacheable block type");
   }
@@ -82,6 +85,11 @@ Result<CachedBlock> decode_cached(format::ConstGrain in, uint64_t self, BlockTyp
     }
     case BlockType::kReleaseList: {
       VSFS_ASSIGN_OR_RETURN(auto l, format::decode_release_list(in, self));
+      b.v = std::move(l);
+      return b;
+    }
+    case BlockType::kSnapshotList: {
+      VSFS_ASSIGN_OR_RETURN(auto l, format::decode_snapshot_list(in, self));
       b.v = std::move(l);
       return b;
     }

@@ -21,7 +21,8 @@ struct CachedBlock {
   uint64_t owner = 0;
   bool dirty = false;  // changed in the open transaction
   std::variant<format::TreeNode, format::InodeLeaf, format::DirBlock,
-               format::BlockTableGrain, format::RefcountGrain, format::ReleaseList>
+               format::BlockTableGrain, format::RefcountGrain, format::ReleaseList,
+               format::SnapshotList>
       v;
 
   format::TreeNode& node() { return std::get<format::TreeNode>(v); }

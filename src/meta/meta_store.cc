@@ -95,6 +95,7 @@ Result<std::unique_ptr<MetaStore>> MetaStore::open(device::Device& dev,
                                            sb.journal_tail_grain, sb.journal_tail_seq);
   std::lock_guard lock(ms->mu_);
   VSFS_TRY(ms->load_block_table());
+  VSFS_TRY(ms->load_snapshots_locked());
   VSFS_TRY(ms->scan_inodes_locked());
   return ms;
 }

@@ -108,7 +108,8 @@ class MetaStore {
   bool failed() const { return failed_.load(); }
 
   // ---- inodes ----
-  Result<const InodeRecord*> inode_locked(uint64_t ino);
+  // `view` 0 is the live tree; a snapshot id reads that snapshot's frozen inode table.
+  Result<const InodeRecord*> inode_locked(uint64_t ino, uint16_t view = 0);
   Result<InodeRecord*> inode_for_update_locked(uint64_t ino);  // COW + dirty
   Result<uint64_t> alloc_inode_locked(uint32_t mode, uint32_t uid, uint32_t gid,
                                       uint64_t parent, uint64_t now_ns);
@@ -117,14 +118,15 @@ class MetaStore {
   uint64_t live_inodes_locked() const { return live_inodes_; }
 
   // ---- directories ----
-  Result<const std::unordered_map<std::string, DirIndexEntry>*> dir_index_locked(uint64_t dir);
+  Result<const std::unordered_map<std::string, DirIndexEntry>*> dir_index_locked(
+      uint64_t dir, uint16_t view = 0);
   Result<void> dir_add_locked(uint64_t dir, const std::string& name, uint64_t ino, uint8_t type);
   Result<void> dir_remove_locked(uint64_t dir, const std::string& name);
   // Entries in directory-block order (stable while the directory is unchanged).
-  Result<std::vector<format::DirEntry>> dir_list_locked(uint64_t dir);
+  Result<std::vector<format::DirEntry>> dir_list_locked(uint64_t dir, uint16_t view = 0);
 
   // ---- grain maps of disks ----
-  Result<GrainLookup> map_lookup_locked(uint64_t ino, uint64_t file_grain);
+  Result<GrainLookup> map_lookup_locked(uint64_t ino, uint64_t file_grain, uint16_t view = 0);
   // Sets the slot of file_grain to `grain` (a reserved data grain that now holds the
   // data; it gets reference count 1) with stamp = current generation, releasing what the
   // slot held before. Updates allocated_grains.
@@ -138,13 +140,33 @@ class MetaStore {
   Result<void> map_clone_locked(uint64_t src, uint64_t dst);
   // Next mapped grain index >= from (data) or next unmapped/zero index >= from (hole),
   // below `limit`; returns limit when none.
-  Result<uint64_t> map_seek_locked(uint64_t ino, uint64_t from, uint64_t limit, bool data);
+  Result<uint64_t> map_seek_locked(uint64_t ino, uint64_t from, uint64_t limit, bool data,
+                                   uint16_t view = 0);
+  // Makes grains [first, first+count) of `dst` share those of `src` (in `view`), at the
+  // same offsets: metadata only. Grains src does not map become zero in dst.
+  Result<void> map_share_range_locked(uint64_t src, uint16_t view, uint64_t dst,
+                                      uint64_t first, uint64_t count);
 
   // ---- data grain allocation ----
   // Reserves a free data grain, preferring `hint` block's neighbours (updated). The
   // reservation keeps it from everyone else until map_install or unreserve.
   Result<uint64_t> reserve_data_grain_locked(uint64_t& hint_block);
   void unreserve_locked(uint64_t grain);
+
+  // ---- snapshots ----
+  // Snapshot records, live and deleted (history), in creation order.
+  const std::vector<format::SnapshotRecord>& snapshots_locked() const { return snaps_; }
+  const format::SnapshotRecord* snapshot_by_id_locked(uint16_t id) const;
+  const format::SnapshotRecord* snapshot_by_name_locked(const std::string& name) const;
+  // Freezes the tree (O(1): one more reference on the inode table root) as `name` with
+  // view base_ino, and bumps the generation. The caller makes sure no write is in
+  // flight. Errors: EEXIST, EINVAL (bad name), ENOSPC (too many snapshots).
+  Result<format::SnapshotRecord> create_snapshot_locked(uint64_t base_ino, const std::string& name,
+                                                        uint64_t now_ns);
+  // Drops the snapshot's tree (released in the background) and keeps its name and
+  // changeId on record, at most history_max deleted records.
+  Result<void> delete_snapshot_locked(const std::string& name);
+  void set_snapshot_history_max(uint32_t n) { history_max_ = n; }
 
   // ---- background release ----
   // Releases up to `budget` nodes' worth of the release list; returns true while work
@@ -261,10 +283,17 @@ class MetaStore {
     std::vector<uint32_t> used_bytes;  // per directory block
   };
   std::unordered_map<uint64_t, DirIndex> dirs_;
-  Result<DirIndex*> load_dir_locked(uint64_t dir);
+  Result<DirIndex*> load_dir_locked(uint64_t dir, uint16_t view = 0);
   Result<CachedBlock*> dir_block_for_update_locked(uint64_t dir, uint64_t index);
 
   MetaCounters counters_;
+  std::vector<format::SnapshotRecord> snaps_;  // the snapshot list, in creation order
+  std::vector<uint64_t> snap_blocks_;          // grains of the on-disk chain
+  uint32_t history_max_ = 1024;
+  uint16_t last_snap_id_ = 0;
+  Result<void> load_snapshots_locked();
+  Result<void> store_snapshots_locked();
+  static uint64_t dir_key(uint64_t dir, uint16_t view) { return (uint64_t{view} << 48) | dir; }
   std::atomic<bool> failed_{false};
 };
 

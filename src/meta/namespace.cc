@@ -19,13 +19,22 @@ MetaStore::TreeRoot MetaStore::inode_tree_locked() {
                   BlockType::kInodeInterior, 0};
 }
 
-Result<const InodeRecord*> MetaStore::inode_locked(uint64_t ino) {
-  if (ino == 0 || ino >= sb_.next_ino) {
+Result<const InodeRecord*> MetaStore::inode_locked(uint64_t ino, uint16_t view) {
+  uint64_t root = sb_.inode_root, next = sb_.next_ino;
+  uint8_t height = sb_.inode_height;
+  if (view != 0) {
+    const format::SnapshotRecord* r = snapshot_by_id_locked(view);
+    if (r == nullptr) return make_error(ENOENT, ErrorKind::kNotFound, "snapshot {} does not exist", view);
+    root = r->inode_root;
+    height = r->inode_height;
+    next = r->next_ino;
+  }
+  if (ino == 0 || ino >= next) {
     return make_error(ENOENT, ErrorKind::kNotFound, "inode {} does not exist", ino);
   }
   const uint64_t leaf_no = ino / kInodesPerLeaf;
-  VSFS_ASSIGN_OR_RETURN(uint64_t leaf, tree_find_leaf_locked(sb_.inode_root, sb_.inode_height,
-                                                             leaf_no, true, nullptr, nullptr));
+  VSFS_ASSIGN_OR_RETURN(uint64_t leaf, tree_find_leaf_locked(root, height, leaf_no, true, nullptr,
+                                                             nullptr));
   if (leaf == 0) return make_error(ENOENT, ErrorKind::kNotFound, "inode {} does not exist", ino);
   VSFS_ASSIGN_OR_RETURN(CachedBlock * b,
                         get_locked(leaf, BlockType::kInodeLeaf, leaf_no * kInodesPerLeaf));
@@ -103,9 +112,9 @@ Result<void> MetaStore::scan_inodes_locked() {
 
 // ---- directories ----
 
-Result<MetaStore::DirIndex*> MetaStore::load_dir_locked(uint64_t dir) {
-  if (auto it = dirs_.find(dir); it != dirs_.end()) return &it->second;
-  VSFS_ASSIGN_OR_RETURN(const InodeRecord* r, inode_locked(dir));
+Result<MetaStore::DirIndex*> MetaStore::load_dir_locked(uint64_t dir, uint16_t view) {
+  if (auto it = dirs_.find(dir_key(dir, view)); it != dirs_.end()) return &it->second;
+  VSFS_ASSIGN_OR_RETURN(const InodeRecord* r, inode_locked(dir, view));
   if (!S_ISDIR(r->mode)) return make_error(ENOTDIR, ErrorKind::kInvalidArgument, "not a directory");
   DirIndex idx;
   const uint64_t blocks = r->size_bytes / kGrainBytes;
@@ -131,12 +140,12 @@ Result<MetaStore::DirIndex*> MetaStore::load_dir_locked(uint64_t dir) {
       }
     }
   }
-  return &dirs_.emplace(dir, std::move(idx)).first->second;
+  return &dirs_.emplace(dir_key(dir, view), std::move(idx)).first->second;
 }
 
 Result<const std::unordered_map<std::string, DirIndexEntry>*> MetaStore::dir_index_locked(
-    uint64_t dir) {
-  VSFS_ASSIGN_OR_RETURN(DirIndex * idx, load_dir_locked(dir));
+    uint64_t dir, uint16_t view) {
+  VSFS_ASSIGN_OR_RETURN(DirIndex * idx, load_dir_locked(dir, view));
   return &idx->names;
 }
 
@@ -190,7 +199,7 @@ Result<void> MetaStore::dir_add_locked(uint64_t dir, const std::string& name, ui
   }
   VSFS_ASSIGN_OR_RETURN(CachedBlock * b, dir_block_for_update_locked(dir, index));
   b->dir().entries.push_back(std::move(e));
-  idx = &dirs_.at(dir);
+  idx = &dirs_.at(dir_key(dir, 0));
   if (index == idx->used_bytes.size()) idx->used_bytes.push_back(0);
   idx->used_bytes[index] += need;
   idx->names.emplace(name, DirIndexEntry{ino, type, index});
@@ -209,16 +218,16 @@ Result<void> MetaStore::dir_remove_locked(uint64_t dir, const std::string& name)
   if (e == entries.end()) {
     return corruption(fmt::format("directory {}: '{}' missing from block {}", dir, name, index));
   }
-  idx = &dirs_.at(dir);
+  idx = &dirs_.at(dir_key(dir, 0));
   idx->used_bytes[index] -= static_cast<uint32_t>(format::dir_entry_bytes(*e));
   entries.erase(e);
   idx->names.erase(name);
   return ok_result();
 }
 
-Result<std::vector<format::DirEntry>> MetaStore::dir_list_locked(uint64_t dir) {
-  VSFS_ASSIGN_OR_RETURN(DirIndex * idx, load_dir_locked(dir));
-  VSFS_ASSIGN_OR_RETURN(const InodeRecord* r, inode_locked(dir));
+Result<std::vector<format::DirEntry>> MetaStore::dir_list_locked(uint64_t dir, uint16_t view) {
+  VSFS_ASSIGN_OR_RETURN(DirIndex * idx, load_dir_locked(dir, view));
+  VSFS_ASSIGN_OR_RETURN(const InodeRecord* r, inode_locked(dir, view));
   std::vector<format::DirEntry> out;
   out.reserve(idx->names.size());
   for (uint64_t i = 0; i < idx->used_bytes.size(); ++i) {
@@ -232,9 +241,143 @@ Result<std::vector<format::DirEntry>> MetaStore::dir_list_locked(uint64_t dir) {
     if (s.state != SlotState::kMapped) continue;
     VSFS_ASSIGN_OR_RETURN(CachedBlock * db, get_locked(s.grain, BlockType::kDirBlock));
     for (const auto& e : db->dir().entries) out.push_back(e);
-    VSFS_ASSIGN_OR_RETURN(r, inode_locked(dir));
+    VSFS_ASSIGN_OR_RETURN(r, inode_locked(dir, view));
   }
   return out;
+}
+
+// ---- snapshots ----
+
+const format::SnapshotRecord* MetaStore::snapshot_by_id_locked(uint16_t id) const {
+  for (const auto& r : snaps_) {
+    if (r.id == id && !(r.flags & format::kSnapDeleted)) return &r;
+  }
+  return nullptr;
+}
+
+const format::SnapshotRecord* MetaStore::snapshot_by_name_locked(const std::string& name) const {
+  for (const auto& r : snaps_) {
+    if (r.name == name && !(r.flags & format::kSnapDeleted)) return &r;
+  }
+  return nullptr;
+}
+
+Result<void> MetaStore::load_snapshots_locked() {
+  snaps_.clear();
+  snap_blocks_.clear();
+  for (uint64_t g = sb_.snapshot_root; g != 0;) {
+    if (snap_blocks_.size() > sb_.total_blocks) return corruption("snapshot list: the chain loops");
+    VSFS_ASSIGN_OR_RETURN(CachedBlock * b, get_locked(g, BlockType::kSnapshotList));
+    auto& list = std::get<format::SnapshotList>(b->v);
+    snap_blocks_.push_back(g);
+    snaps_.insert(snaps_.end(), list.records.begin(), list.records.end());
+    g = list.next;
+  }
+  return ok_result();
+}
+
+// Rewrites the whole chain (snapshot counts are small; O(records)).
+Result<void> MetaStore::store_snapshots_locked() {
+  for (uint64_t g : snap_blocks_) VSFS_TRY(decref_locked(g));
+  snap_blocks_.clear();
+  std::vector<format::SnapshotList> blocks;
+  size_t used = format::kPayloadBytes;  // forces a first block
+  for (const auto& r : snaps_) {
+    const size_t need = format::snapshot_record_bytes(r);
+    if (used + need > format::kPayloadBytes) {
+      blocks.emplace_back();
+      used = 16;
+    }
+    blocks.back().records.push_back(r);
+    used += need;
+  }
+  uint64_t next = 0;
+  for (auto it = blocks.rbegin(); it != blocks.rend(); ++it) {
+    VSFS_ASSIGN_OR_RETURN(uint64_t g, alloc_meta_grain_locked());
+    it->next = next;
+    CachedBlock b;
+    b.type = BlockType::kSnapshotList;
+    b.v = std::move(*it);
+    cache_.insert(g, std::move(b));
+    mark_dirty_locked(g);
+    snap_blocks_.insert(snap_blocks_.begin(), g);
+    next = g;
+  }
+  sb_.snapshot_root = next;
+  mark_sb_dirty_locked();
+  return ok_result();
+}
+
+Result<format::SnapshotRecord> MetaStore::create_snapshot_locked(uint64_t base_ino,
+                                                                 const std::string& name,
+                                                                 uint64_t now_ns) {
+  if (!format::valid_name(name) || name == "full") {
+    return make_error(name.size() > format::kMaxNameBytes ? ENAMETOOLONG : EINVAL,
+                      ErrorKind::kInvalidArgument, "'{}' is not a valid snapshot name", name);
+  }
+  if (snapshot_by_name_locked(name)) {
+    return make_error(EEXIST, ErrorKind::kExists, "snapshot '{}' exists", name);
+  }
+  VSFS_ASSIGN_OR_RETURN(const InodeRecord* base, inode_locked(base_ino));
+  if (!S_ISDIR(base->mode)) return make_error(ENOTDIR, ErrorKind::kInvalidArgument, "not a directory");
+  std::vector<bool> used(0x10000, false);
+  size_t live = 0;
+  for (const auto& r : snaps_) {
+    if (!(r.flags & format::kSnapDeleted)) {
+      used[r.id] = true;
+      ++live;
+    }
+  }
+  if (live >= 0xfffd) return make_error(ENOSPC, ErrorKind::kNoSpace, "too many snapshots");
+  // Ids rotate so a recently deleted snapshot's id is not reused at once.
+  uint16_t id = 0;
+  for (uint32_t k = 0; k < 0xfffd && id == 0; ++k) {
+    const uint16_t cand = static_cast<uint16_t>(1 + (last_snap_id_ + k) % 0xfffd);
+    if (!used[cand]) id = cand;
+  }
+  last_snap_id_ = id;
+  // A deleted record of the same name is superseded.
+  std::erase_if(snaps_, [&](const format::SnapshotRecord& r) { return r.name == name; });
+  format::SnapshotRecord rec;
+  rec.change_id = sb_.generation;
+  rec.created_ns = now_ns;
+  rec.inode_root = sb_.inode_root;
+  rec.inode_height = sb_.inode_height;
+  rec.base_ino = base_ino;
+  rec.next_ino = sb_.next_ino;
+  rec.id = id;
+  rec.name = name;
+  VSFS_TRY(incref_locked(sb_.inode_root));
+  snaps_.push_back(rec);
+  ++sb_.generation;
+  mark_sb_dirty_locked();
+  VSFS_TRY(store_snapshots_locked());
+  return rec;
+}
+
+Result<void> MetaStore::delete_snapshot_locked(const std::string& name) {
+  auto it = std::find_if(snaps_.begin(), snaps_.end(), [&](const format::SnapshotRecord& r) {
+    return r.name == name && !(r.flags & format::kSnapDeleted);
+  });
+  if (it == snaps_.end()) return make_error(ENOENT, ErrorKind::kNotFound, "no snapshot '{}'", name);
+  VSFS_TRY(push_release_locked(it->inode_root, it->inode_height, format::TreeKind::kInodeTable, 0));
+  const uint16_t view = it->id;
+  std::erase_if(dirs_, [&](const auto& kv) { return (kv.first >> 48) == view; });
+  it->flags |= format::kSnapDeleted;
+  it->inode_root = 0;
+  it->inode_height = 0;
+  // Bounded history: drop the oldest deleted records beyond history_max_.
+  size_t deleted = 0;
+  for (const auto& r : snaps_) deleted += (r.flags & format::kSnapDeleted) ? 1 : 0;
+  for (auto d = snaps_.begin(); deleted > history_max_ && d != snaps_.end();) {
+    if (d->flags & format::kSnapDeleted) {
+      d = snaps_.erase(d);
+      --deleted;
+    } else {
+      ++d;
+    }
+  }
+  return store_snapshots_locked();
 }
 
 }  // namespace vsfs::meta

@@ -292,18 +292,32 @@ Result<bool> MetaStore::release_step(uint32_t budget) {
     const format::ReleaseEntry e = list.entries.back();
     VSFS_ASSIGN_OR_RETURN(bool done, release_partial_locked(e.root, e.height - 1, e.kind, budget));
     if (!done) break;
-    l = cache_.find(head);
-    VSFS_ASSERT(l != nullptr);
-    l->releases().entries.pop_back();
-    mark_dirty_locked(head);
+    // Releasing an inode table queues the maps it held, possibly in a new head block:
+    // remove exactly this entry, wherever it now is.
+    bool removed = false;
+    for (uint64_t g = sb_.release_list; g != 0 && !removed;) {
+      VSFS_ASSIGN_OR_RETURN(CachedBlock * b, get_locked(g, BlockType::kReleaseList));
+      auto& entries = b->releases().entries;
+      for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+        if (it->root == e.root && it->kind == e.kind) {
+          entries.erase(std::next(it).base());
+          mark_dirty_locked(g);
+          removed = true;
+          break;
+        }
+      }
+      g = b->releases().next;
+    }
+    VSFS_ASSERT(removed);
   }
   return sb_.release_list != 0;
 }
 
 // ---- grain maps ----
 
-Result<GrainLookup> MetaStore::map_lookup_locked(uint64_t ino, uint64_t file_grain) {
-  VSFS_ASSIGN_OR_RETURN(const InodeRecord* rec, inode_locked(ino));
+Result<GrainLookup> MetaStore::map_lookup_locked(uint64_t ino, uint64_t file_grain,
+                                                 uint16_t view) {
+  VSFS_ASSIGN_OR_RETURN(const InodeRecord* rec, inode_locked(ino, view));
   GrainLookup out;
   bool excl = false;
   Slot covering;
@@ -342,6 +356,71 @@ Result<void> MetaStore::map_install_locked(uint64_t ino, uint64_t file_grain, ui
     VSFS_TRY(decref_locked(old.grain));
   } else {
     ++rec->allocated_grains;
+  }
+  return ok_result();
+}
+
+Result<void> MetaStore::map_share_range_locked(uint64_t src, uint16_t view, uint64_t dst,
+                                               uint64_t first, uint64_t count) {
+  VSFS_ASSIGN_OR_RETURN(const InodeRecord* s, inode_locked(src, view));
+  if (S_ISDIR(s->mode)) return make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory");
+  const uint64_t src_root = s->map_root;
+  const uint8_t src_height = s->map_height;
+  {
+    VSFS_ASSIGN_OR_RETURN(const InodeRecord* d, inode_locked(dst));
+    if (view == 0 && src == dst) return make_error(EINVAL, ErrorKind::kInvalidArgument, "same file");
+    // The whole map into an empty disk: share the root (O(1)), then cut what lies past
+    // the range.
+    if (d->map_root == 0 && first == 0 && src_root != 0) {
+      const uint64_t size = d->size_bytes;
+      VSFS_ASSIGN_OR_RETURN(InodeRecord * w, inode_for_update_locked(dst));
+      VSFS_TRY(incref_locked(src_root));
+      w->map_root = src_root;
+      w->map_height = src_height;
+      VSFS_ASSIGN_OR_RETURN(w->allocated_grains, count_mapped_locked(src_root, src_height - 1));
+      w->size_bytes = size;
+      const uint64_t cap = tree_leaf_capacity(src_height) * kTreeFanout;
+      if (count < cap) VSFS_TRY(map_unmap_range_locked(dst, count, cap - count));
+      return ok_result();
+    }
+  }
+  // Grain by grain (metadata only).
+  for (uint64_t fg = first; fg < first + count; ++fg) {
+    bool excl = false;
+    Slot covering;
+    uint64_t leaf = 0;
+    Slot src_slot;
+    if (src_root != 0) {
+      VSFS_ASSIGN_OR_RETURN(leaf, tree_find_leaf_locked(src_root, src_height, fg / kTreeFanout,
+                                                         false, &excl, &covering));
+    }
+    if (leaf != 0) {
+      VSFS_ASSIGN_OR_RETURN(CachedBlock * b, get_locked(leaf, BlockType::kMapLeaf));
+      src_slot = b->node().slots[fg % kTreeFanout];
+    } else {
+      // Skip a missing source leaf quickly.
+      const uint64_t leaf_end = std::min(first + count, (fg / kTreeFanout + 1) * kTreeFanout);
+      VSFS_TRY(map_unmap_range_locked(dst, fg, leaf_end - fg));
+      fg = leaf_end - 1;
+      continue;
+    }
+    if (src_slot.state != SlotState::kMapped) {
+      VSFS_TRY(map_unmap_range_locked(dst, fg, 1));
+      continue;
+    }
+    VSFS_ASSIGN_OR_RETURN(InodeRecord * rec, inode_for_update_locked(dst));
+    VSFS_ASSIGN_OR_RETURN(uint64_t dleaf, tree_leaf_for_update_locked(map_root_of(rec, dst),
+                                                                      fg / kTreeFanout,
+                                                                      sb_.generation));
+    Slot& ds = cache_.find(dleaf)->node().slots[fg % kTreeFanout];
+    const Slot old = ds;
+    VSFS_TRY(incref_locked(src_slot.grain));
+    ds = Slot{src_slot.grain, SlotState::kMapped, sb_.generation};
+    if (old.state == SlotState::kMapped) {
+      VSFS_TRY(decref_locked(old.grain));
+    } else {
+      ++rec->allocated_grains;
+    }
   }
   return ok_result();
 }
@@ -498,8 +577,9 @@ Result<uint64_t> MetaStore::seek_in_node_locked(uint64_t grain, int level, uint6
   return limit;
 }
 
-Result<uint64_t> MetaStore::map_seek_locked(uint64_t ino, uint64_t from, uint64_t limit, bool data) {
-  VSFS_ASSIGN_OR_RETURN(const InodeRecord* rec, inode_locked(ino));
+Result<uint64_t> MetaStore::map_seek_locked(uint64_t ino, uint64_t from, uint64_t limit, bool data,
+                                            uint16_t view) {
+  VSFS_ASSIGN_OR_RETURN(const InodeRecord* rec, inode_locked(ino, view));
   if (from >= limit) return limit;
   if (rec->map_root == 0) return data ? limit : from;
   const uint64_t cap = tree_leaf_capacity(rec->map_height) * kTreeFanout;
