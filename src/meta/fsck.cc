@@ -292,6 +292,7 @@ class Checker {
                              LiveInode* live, const std::string& who);
   Result<void> walk_inode_root(uint64_t root, uint8_t height, bool live, const std::string& who);
   Result<void> walk_release_list();
+  Result<void> walk_snapshot_list();
 
   bool in_data_area(uint64_t grain) const {
     return grain >= data_start_grain_ && grain < total_grains_;
@@ -852,11 +853,53 @@ Result<void> Checker::walk() {
     VSFS_TRY(walk_inode_root(sb_.inode_root, sb_.inode_height, true, "inode table"));
   }
   VSFS_TRY(walk_release_list());
-  if (sb_.snapshot_root != 0) {
-    problem(Fix::kNone, 0,
-            fmt::format("superblock: snapshot_root is {}, but this format version has no "
-                        "snapshot list",
-                        sb_.snapshot_root));
+  VSFS_TRY(walk_snapshot_list());
+  return ok_result();
+}
+
+// Snapshot records: each live one holds a reference on the inode table root it froze.
+Result<void> Checker::walk_snapshot_list() {
+  uint64_t g = sb_.snapshot_root;
+  std::string from = "superblock snapshot_root";
+  std::set<std::string> names;
+  std::set<uint16_t> ids;
+  while (g != 0) {
+    RefResult rr = add_ref(g, static_cast<uint8_t>(BlockType::kSnapshotList), from);
+    if (rr != RefResult::kFirst) {
+      if (rr == RefResult::kSeen) {
+        problem(Fix::kNone, 0, fmt::format("snapshot list: block at grain {} is reached twice "
+                                           "(a cycle)", g));
+        walk_complete_ = false;
+      }
+      return ok_result();
+    }
+    ++report_.tree_nodes;
+    AlignedBuffer buf(kGrainBytes, false);
+    VSFS_TRY(read_grain(g, buf));
+    auto list = format::decode_snapshot_list(cg(buf), g);
+    if (!list.ok()) {
+      problem(Fix::kNone, 0, fmt::format("snapshot list: {}", list.error().message));
+      walk_complete_ = false;
+      return ok_result();
+    }
+    for (const auto& r : list->records) {
+      if (!names.insert(r.name).second) {
+        problem(Fix::kNone, 0, fmt::format("snapshot list: name '{}' appears twice", r.name));
+      }
+      if (r.flags & format::kSnapDeleted) continue;
+      if (!ids.insert(r.id).second) {
+        problem(Fix::kNone, 0, fmt::format("snapshot list: id {} appears twice", r.id));
+      }
+      if (r.change_id >= sb_.generation) {
+        problem(Fix::kNone, 0,
+                fmt::format("snapshot '{}': changeId {} is not below the generation {}", r.name,
+                            r.change_id, sb_.generation));
+      }
+      VSFS_TRY(walk_inode_root(r.inode_root, r.inode_height, false,
+                               fmt::format("snapshot '{}'", r.name)));
+    }
+    from = fmt::format("snapshot list block at grain {}", g);
+    g = list->next;
   }
   return ok_result();
 }

@@ -43,6 +43,10 @@ struct PostWrite {
 struct Tracker {
   Model live;      // the current state (every acknowledged operation applied)
   Model durable;   // as of the last acknowledged fsync
+  // Snapshots: name -> the files as they were frozen. `durable_snaps` as of the last
+  // acknowledged commit; names deleted since are checked loosely.
+  std::map<std::string, std::map<std::string, ModelFile>> snaps, durable_snaps;
+  std::set<std::string> loose_snaps;
   // Since the last fsync: writes per path (zeros for punch/truncate), and paths whose
   // namespace or size changed (checked loosely).
   std::map<std::string, std::vector<PostWrite>> post;
@@ -50,8 +54,10 @@ struct Tracker {
 
   void synced() {
     durable = live;
+    durable_snaps = snaps;
     post.clear();
     loose.clear();
+    loose_snaps.clear();
   }
 };
 
@@ -109,9 +115,77 @@ class Workload {
     if (r < 70) return op_truncate();
     if (r < 77) return op_punch();
     if (r < 83) return op_unlink();
-    if (r < 89) return op_rename();
-    if (r < 93) return op_mkdir();
+    if (r < 88) return op_rename();
+    if (r < 90) return op_mkdir();
+    if (r < 93) return op_snapshot();
+    if (r < 95) return op_delete_snapshot();
+    if (r < 97) return op_clone();
     return op_overwrite_same();
+  }
+
+  bool op_snapshot() {
+    if (t_.snaps.size() >= 4) return op_delete_snapshot();
+    const std::string name = "snap" + std::to_string(counter_++);
+    auto a = ds_.mkdir(make_ino(kSnapshotsDirView, kRootIno), name, 0755, 0, 0);
+    if (!a.ok()) return false;
+    t_.snaps[name] = t_.live.files;
+    t_.synced();  // taking a snapshot commits everything before it
+    return true;
+  }
+
+  bool op_delete_snapshot() {
+    if (t_.snaps.empty()) return op_snapshot();
+    auto it = t_.snaps.begin();
+    std::advance(it, pick(t_.snaps.size()));
+    const std::string name = it->first;
+    t_.loose_snaps.insert(name);
+    if (!ds_.rmdir(make_ino(kSnapshotsDirView, kRootIno), name).ok()) return false;
+    t_.snaps.erase(name);
+    return true;
+  }
+
+  bool op_clone() {
+    // A clone of a live file, or of a file in a snapshot, into a new file at the root.
+    std::string src_path = random_file();
+    Ino src = 0;
+    const ModelFile* content = nullptr;
+    if (!t_.snaps.empty() && pick(2) == 0) {
+      auto it = t_.snaps.begin();
+      std::advance(it, pick(t_.snaps.size()));
+      if (it->second.empty()) return true;
+      auto f = it->second.begin();
+      std::advance(f, pick(it->second.size()));
+      auto root = ds_.lookup(make_ino(kSnapshotsDirView, kRootIno), it->first);
+      if (!root.ok()) return false;
+      Ino cur = root->ino;
+      std::string path = f->first;
+      size_t pos = 0;
+      while (pos < path.size()) {
+        size_t next = path.find('/', pos);
+        if (next == std::string::npos) next = path.size();
+        auto a = ds_.lookup(cur, path.substr(pos, next - pos));
+        if (!a.ok()) return false;
+        cur = a->ino;
+        pos = next + 1;
+      }
+      src = cur;
+      content = &f->second;
+    } else {
+      auto ino = resolve(ds_, src_path);
+      if (!ino.ok()) return false;
+      src = *ino;
+      content = &t_.live.files[src_path];
+    }
+    const std::string path = new_name();
+    t_.loose.insert(path);
+    auto dst = ds_.create(kRootIno, path, 0644, 0, 0);
+    if (!dst.ok()) return false;
+    ModelFile copy = *content;
+    t_.live.files[path] = ModelFile{};
+    auto n = ds_.clone_range_sync(src, 0, dst->ino, 0, UINT64_MAX / 4);
+    if (!n.ok()) return false;
+    t_.live.files[path] = std::move(copy);
+    return true;
   }
 
   bool op_create() {
@@ -282,6 +356,31 @@ std::string check_recovered(Datastore& ds, Tracker& t) {
       if (!ok) {
         return path + ": byte " + std::to_string(i) + " is " + std::to_string(got[i]) +
                ", durable value " + std::to_string(base) + " and no later write wrote it";
+      }
+    }
+  }
+  for (const auto& [name, files] : t.durable_snaps) {
+    if (t.loose_snaps.count(name)) continue;
+    auto root = ds.lookup(make_ino(kSnapshotsDirView, kRootIno), name);
+    if (!root.ok()) return "snapshot " + name + " is missing: " + root.error().to_string();
+    for (const auto& [path, file] : files) {
+      Ino cur = root->ino;
+      size_t pos = 0;
+      while (pos < path.size()) {
+        size_t next = path.find('/', pos);
+        if (next == std::string::npos) next = path.size();
+        auto a = ds.lookup(cur, path.substr(pos, next - pos));
+        if (!a.ok()) return "snapshot " + name + ": " + path + " is missing";
+        cur = a->ino;
+        pos = next + 1;
+      }
+      auto attr = ds.getattr(cur);
+      if (!attr.ok() || attr->size_bytes != file.data.size()) {
+        return "snapshot " + name + ": " + path + " has the wrong size";
+      }
+      std::vector<uint8_t> got(file.data.size());
+      if (!ds.read_sync(cur, 0, got.size(), got.data()).ok() || got != file.data) {
+        return "snapshot " + name + ": " + path + " differs from the frozen copy";
       }
     }
   }
