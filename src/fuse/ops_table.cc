@@ -1,5 +1,5 @@
 // The fuse_lowlevel_ops table: which handler answers which FUSE operation.
-// Operations left out (symlink, link, xattrs, locks, ioctl, ...) get ENOSYS from
+// Operations left out (symlink, link, setxattr, locks, ioctl, ...) get ENOSYS from
 // libfuse; the kernel then remembers that and answers EOPNOTSUPP or EPERM itself.
 // Thread-safety: the table is built once, on first use, and never changes.
 #include "fuse/ops.h"
@@ -36,6 +36,9 @@ fuse_lowlevel_ops build_table() {
   ops.statfs = op_statfs;
   ops.fallocate = op_fallocate;
   ops.lseek = op_lseek;
+  ops.copy_file_range = op_copy_file_range;
+  ops.getxattr = op_getxattr;
+  ops.listxattr = op_listxattr;
   return ops;
 }
 
