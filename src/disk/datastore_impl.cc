@@ -208,17 +208,8 @@ class DatastoreImpl final : public Datastore {
   }
 
   Result<void> rmdir(Ino parent, const std::string& name) override {
+    if (view_of(parent) == kSnapshotsDirView) return delete_snapshot(base_of(parent), name);
     std::lock_guard lock(ms_->mu());
-    if (view_of(parent) == kSnapshotsDirView) {
-      VSFS_TRY(writable());
-      const format::SnapshotRecord* r = ms_->snapshot_by_name_locked(name);
-      if (r == nullptr || r->base_ino != base_of(parent)) {
-        return make_error(ENOENT, ErrorKind::kNotFound, "no snapshot '{}' here", name);
-      }
-      VSFS_TRY(ms_->delete_snapshot_locked(name));
-      bg_cv_.notify_all();  // the releaser and the committer have work
-      return ok_result();
-    }
     VSFS_TRY(writable(parent));
     VSFS_ASSIGN_OR_RETURN(auto entry, find_entry(parent, name));
     if (entry.type != DT_DIR) return make_error(ENOTDIR, ErrorKind::kInvalidArgument, "not a directory");
@@ -724,6 +715,22 @@ class DatastoreImpl final : public Datastore {
     if (!out.ok()) return out;
     VSFS_TRY(ms_->commit());
     return out;
+  }
+
+  // Drops a snapshot's references (released in the background) and commits, so the
+  // deletion is durable on return; the release itself resumes after a crash.
+  Result<void> delete_snapshot(Ino dir, const std::string& name) {
+    {
+      std::lock_guard lock(ms_->mu());
+      VSFS_TRY(writable());
+      const format::SnapshotRecord* r = ms_->snapshot_by_name_locked(name);
+      if (r == nullptr || r->base_ino != dir) {
+        return make_error(ENOENT, ErrorKind::kNotFound, "no snapshot '{}' here", name);
+      }
+      VSFS_TRY(ms_->delete_snapshot_locked(name));
+    }
+    bg_cv_.notify_all();  // the releaser has work
+    return ms_->commit();
   }
 
   struct PunchState {

@@ -118,6 +118,11 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       if (fuse_reply_open(req, fi) != 0) delete reinterpret_cast<StatsHandle*>(fi->fh);
       return;
     }
+    // Files in snapshots are read-only (O_TRUNC without write access is refused too).
+    if (view_of(ino) != 0 && ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))) {
+      fuse_reply_err(req, EROFS);
+      return;
+    }
     if (Result<void> r = fs.ds().open_ref(ino); !r.ok()) {
       reply_error(req, r.error());
       return;
