@@ -1,0 +1,520 @@
+// The coalescing queue of one open disk: see coalesce_queue.h for the rules (when to
+// hold, when to flush, how requests are merged, the adaptive threshold).
+#include "io/coalesce_queue.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <ctime>
+
+#include "io/coalesce_timer.h"
+#include "util/aligned_buffer.h"
+#include "util/assert.h"
+
+namespace vsfs::io {
+namespace {
+
+uint64_t mono_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+constexpr double kEwmaWeight = 1.0 / 8;
+
+}  // namespace
+
+// ---- stats ----
+
+void CoalesceStats::record_hold(uint64_t hold_us) {
+  const int bucket = hold_us == 0 ? 0 : std::min<int>(kHoldBuckets - 1, std::bit_width(hold_us));
+  hold_hist_[bucket].fetch_add(1, std::memory_order_relaxed);
+  uint64_t m = hold_max_us_.load(std::memory_order_relaxed);
+  while (hold_us > m && !hold_max_us_.compare_exchange_weak(m, hold_us, std::memory_order_relaxed)) {
+  }
+}
+
+CoalesceStats::Snapshot CoalesceStats::snapshot() const {
+  Snapshot s;
+  s.requests_in = requests_in.load(std::memory_order_relaxed);
+  s.ios_out = ios_out.load(std::memory_order_relaxed);
+  s.merged = merged.load(std::memory_order_relaxed);
+  s.held = held.load(std::memory_order_relaxed);
+  s.held_now = static_cast<uint64_t>(std::max<int64_t>(0, held_now.load(std::memory_order_relaxed)));
+  s.in_flight_now =
+      static_cast<uint64_t>(std::max<int64_t>(0, in_flight_now.load(std::memory_order_relaxed)));
+  s.barriers = barriers.load(std::memory_order_relaxed);
+  s.deadline_flushes = deadline_flushes.load(std::memory_order_relaxed);
+  s.full_flushes = full_flushes.load(std::memory_order_relaxed);
+  s.hold_us_max = hold_max_us_.load(std::memory_order_relaxed);
+  uint64_t hist[kHoldBuckets];
+  uint64_t total = 0;
+  for (int b = 0; b < kHoldBuckets; ++b) {
+    hist[b] = hold_hist_[b].load(std::memory_order_relaxed);
+    total += hist[b];
+  }
+  // A percentile is reported as the upper bound of its bucket, never above the maximum.
+  auto percentile = [&](uint64_t per_mille) -> uint64_t {
+    if (total == 0) return 0;
+    const uint64_t rank = std::max<uint64_t>(1, (total * per_mille + 999) / 1000);
+    uint64_t cum = 0;
+    for (int b = 0; b < kHoldBuckets; ++b) {
+      cum += hist[b];
+      if (cum >= rank) return std::min<uint64_t>(s.hold_us_max, (uint64_t{1} << b));
+    }
+    return s.hold_us_max;
+  };
+  s.hold_us_p50 = percentile(500);
+  s.hold_us_p99 = percentile(990);
+  return s;
+}
+
+// ---- requests and IOs ----
+
+struct CoalesceQueue::Request {
+  Kind kind = Kind::kRead;
+  uint64_t seq = 0;
+  uint64_t offset = 0, length = 0;
+  uint8_t* read_buf = nullptr;          // reads: the caller's buffer
+  const uint8_t* write_data = nullptr;  // writes: the caller's data, or `copy`
+  std::unique_ptr<uint8_t[]> copy;      // writes that are held: the queue's own copy
+  uint64_t arrival_ns = 0;              // held requests: when they arrived
+  Done<uint64_t> done;
+  Done<void> flush_done;
+
+  uint64_t end() const { return offset + length; }
+};
+
+// One IO passed down: one request, or several byte-contiguous ones of one direction.
+struct CoalesceQueue::Io {
+  std::shared_ptr<CoalesceQueue> queue;  // keeps the queue alive while in flight
+  Kind kind = Kind::kRead;
+  uint64_t offset = 0, length = 0;
+  std::vector<std::unique_ptr<Request>> members;  // by offset
+  AlignedBuffer buf;  // combined reads land here; combined writes are gathered here
+  uint64_t submit_ns = 0;
+};
+
+// Two requests conflict when their bytes overlap and at least one writes: only then
+// does their order matter.
+bool CoalesceQueue::conflicts(const Request& a, const Request& b) {
+  return a.offset < b.end() && b.offset < a.end() &&
+         (a.kind == Kind::kWrite || b.kind == Kind::kWrite);
+}
+
+// ---- construction ----
+
+std::shared_ptr<CoalesceQueue> CoalesceQueue::create(std::unique_ptr<DiskTarget> target,
+                                                     const CoalesceOptions& options,
+                                                     CoalesceStats* stats,
+                                                     CoalesceTimer* timer) {
+  return std::shared_ptr<CoalesceQueue>(
+      new CoalesceQueue(std::move(target), options, stats, timer));
+}
+
+CoalesceQueue::CoalesceQueue(std::unique_ptr<DiskTarget> target, const CoalesceOptions& options,
+                             CoalesceStats* stats, CoalesceTimer* timer)
+    : target_(std::move(target)),
+      options_(options),
+      max_combined_bytes_(uint64_t{std::max<uint32_t>(4, options.max_combined_kib)} * 1024),
+      stats_(stats),
+      timer_(timer) {
+  VSFS_ASSERT(target_ != nullptr && stats_ != nullptr);
+}
+
+CoalesceQueue::~CoalesceQueue() {
+  // Every held request holds a caller's completion: dropping one would lose a reply.
+  // The owner kicks before letting go, and IOs in flight keep the queue alive.
+  VSFS_ASSERT(held_.empty());
+}
+
+size_t CoalesceQueue::held() const {
+  std::lock_guard l(mu_);
+  return held_.size();
+}
+
+uint64_t CoalesceQueue::in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
+
+// ---- arrival ----
+
+uint64_t CoalesceQueue::read(uint64_t offset_bytes, uint64_t length_bytes, void* buf,
+                             Done<uint64_t> done) {
+  auto r = std::make_unique<Request>();
+  r->kind = Kind::kRead;
+  r->offset = offset_bytes;
+  r->length = length_bytes;
+  r->read_buf = static_cast<uint8_t*>(buf);
+  r->done = std::move(done);
+  return arrive(std::move(r), nullptr);
+}
+
+uint64_t CoalesceQueue::write(uint64_t offset_bytes, const void* data, uint64_t length_bytes,
+                              Done<uint64_t> done) {
+  auto r = std::make_unique<Request>();
+  r->kind = Kind::kWrite;
+  r->offset = offset_bytes;
+  r->length = length_bytes;
+  r->done = std::move(done);
+  if (likely_held()) {
+    // Copy outside the mutex when the request will probably wait; a wrong guess only
+    // costs one copy (or one copy under the mutex below).
+    r->copy.reset(new uint8_t[std::max<uint64_t>(1, length_bytes)]);
+    std::memcpy(r->copy.get(), data, length_bytes);
+    r->write_data = r->copy.get();
+  } else {
+    r->write_data = static_cast<const uint8_t*>(data);
+  }
+  return arrive(std::move(r), data);
+}
+
+uint64_t CoalesceQueue::flush(Done<void> done) {
+  auto r = std::make_unique<Request>();
+  r->kind = Kind::kBarrier;
+  r->flush_done = std::move(done);
+  return arrive(std::move(r), nullptr);
+}
+
+bool CoalesceQueue::likely_held() const {
+  return held_count_.load(std::memory_order_relaxed) > 0 ||
+         in_flight_.load(std::memory_order_relaxed) >= threshold_.load(std::memory_order_relaxed);
+}
+
+uint64_t CoalesceQueue::arrive(std::unique_ptr<Request> r, const void* write_src) {
+  std::unique_lock l(mu_);
+  const bool now = r->kind != Kind::kBarrier && can_send_now_locked(*r);
+  if (!now && r->kind == Kind::kWrite && !r->copy) {
+    // Held after all: the caller's buffer is only valid until we return. This is the
+    // only allocation under the mutex; it happens before anything changes, so a
+    // bad_alloc leaves the queue as it was.
+    r->copy.reset(new uint8_t[std::max<uint64_t>(1, r->length)]);
+    std::memcpy(r->copy.get(), write_src, r->length);
+    r->write_data = r->copy.get();
+  }
+  const uint64_t seq = next_seq_++;
+  r->seq = seq;
+  if (r->kind != Kind::kBarrier) stats_->requests_in.fetch_add(1, std::memory_order_relaxed);
+
+  if (now) {
+    // Straight down, as the only dispatcher, so that the queue order is kept.
+    std::vector<std::unique_ptr<Request>> one;
+    one.push_back(std::move(r));
+    Io* io = new_io_locked(std::move(one));
+    dispatching_ = true;
+    l.unlock();
+    submit_io(io);
+    l.lock();
+    dispatch_locked(l);
+    return seq;
+  }
+
+  // Held.
+  r->arrival_ns = mono_ns();
+  const Kind kind = r->kind;
+  const uint64_t length = r->length;
+  held_.push_back(std::move(r));
+  held_count_.store(held_.size(), std::memory_order_relaxed);
+  stats_->held_now.fetch_add(1, std::memory_order_relaxed);
+  if (kind == Kind::kBarrier) {
+    ++barriers_held_;
+    stats_->barriers.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    stats_->held.fetch_add(1, std::memory_order_relaxed);
+    if (kind == Kind::kWrite) held_bytes_ += length;
+  }
+  if (!dispatching_) {
+    dispatching_ = true;
+    dispatch_locked(l);
+  } else {
+    arm_timer_locked();
+  }
+  return seq;
+}
+
+bool CoalesceQueue::can_send_now_locked(const Request& r) const {
+  if (dispatching_ || plugged_) return false;
+  const uint64_t in_flight = in_flight_.load(std::memory_order_relaxed);
+  if (held_.empty() && in_flight < threshold_.load(std::memory_order_relaxed)) return true;
+  if (barriers_held_ > 0) return false;
+  if (is_candidate_locked(r)) return false;
+  for (const auto& h : held_) {
+    if (conflicts(*h, r)) return false;
+  }
+  return true;
+}
+
+// A request is worth holding only when something it could be merged with is near:
+// a held request or a recently passed-down IO of its direction, within one combined IO.
+bool CoalesceQueue::is_candidate_locked(const Request& r) const {
+  const uint64_t w = max_combined_bytes_;
+  auto near = [&](uint64_t off, uint64_t end) {
+    return r.offset <= end + w && off <= r.end() + w;
+  };
+  for (const auto& h : held_) {
+    if (h->kind == r.kind && near(h->offset, h->end())) return true;
+  }
+  for (const Range& s : recent_) {
+    if (s.end != 0 && s.kind == r.kind && near(s.offset, s.end)) return true;
+  }
+  return false;
+}
+
+// ---- flushing ----
+
+bool CoalesceQueue::should_flush_locked(uint64_t now_ns) {
+  if (held_.empty()) return false;
+  const Request& oldest = *held_.front();
+  if (oldest.seq < force_seq_) return true;
+  if (held_.size() - barriers_held_ >= options_.max_held ||
+      held_bytes_ >= options_.max_held_bytes) {
+    stats_->full_flushes.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  if (plugged_) return false;
+  if (in_flight_.load(std::memory_order_relaxed) < threshold_.load(std::memory_order_relaxed)) {
+    return true;
+  }
+  if (now_ns - oldest.arrival_ns >= uint64_t{options_.hold_us_max} * 1000) {
+    stats_->deadline_flushes.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  return false;
+}
+
+void CoalesceQueue::dispatch_locked(std::unique_lock<std::mutex>& l) {
+  VSFS_ASSERT(dispatching_);
+  for (;;) {
+    std::vector<Io*> ios;
+    std::unique_ptr<Request> barrier;
+    take_locked(mono_ns(), &ios, &barrier);
+    if (ios.empty() && !barrier) break;
+    l.unlock();
+    for (Io* io : ios) submit_io(io);
+    if (barrier) submit_barrier(std::move(barrier));
+    l.lock();
+  }
+  dispatching_ = false;
+  arm_timer_locked();
+}
+
+void CoalesceQueue::take_locked(uint64_t now_ns, std::vector<Io*>* ios,
+                                std::unique_ptr<Request>* barrier) {
+  if (held_.empty()) return;
+  if (held_.front()->kind == Kind::kBarrier) {
+    // Everything before the barrier has been passed down; it goes once all of it has
+    // completed and been answered.
+    if (unanswered_ != 0) return;
+    *barrier = std::move(held_.front());
+    held_.pop_front();
+    --barriers_held_;
+    held_count_.store(held_.size(), std::memory_order_relaxed);
+    stats_->held_now.fetch_sub(1, std::memory_order_relaxed);
+    return;
+  }
+  if (!should_flush_locked(now_ns)) return;
+  std::vector<std::unique_ptr<Request>> segment;
+  while (!held_.empty() && held_.front()->kind != Kind::kBarrier) {
+    std::unique_ptr<Request> r = std::move(held_.front());
+    held_.pop_front();
+    if (r->kind == Kind::kWrite) held_bytes_ -= r->length;
+    stats_->record_hold((now_ns - std::min(now_ns, r->arrival_ns)) / 1000);
+    segment.push_back(std::move(r));
+  }
+  held_count_.store(held_.size(), std::memory_order_relaxed);
+  stats_->held_now.fetch_sub(static_cast<int64_t>(segment.size()), std::memory_order_relaxed);
+  build_ios_locked(std::move(segment), ios);
+}
+
+// Cuts the segment (queue order) into epochs of mutually non-conflicting requests, and
+// merges byte-contiguous requests of one direction inside each epoch.
+void CoalesceQueue::build_ios_locked(std::vector<std::unique_ptr<Request>> segment,
+                                     std::vector<Io*>* ios) {
+  size_t begin = 0;
+  while (begin < segment.size()) {
+    size_t end = begin + 1;
+    for (; end < segment.size(); ++end) {
+      bool clash = false;
+      for (size_t k = begin; k < end && !clash; ++k) clash = conflicts(*segment[k], *segment[end]);
+      if (clash) break;
+    }
+    // [begin, end) is one epoch: any order inside it gives the same result.
+    std::stable_sort(segment.begin() + static_cast<ptrdiff_t>(begin),
+                     segment.begin() + static_cast<ptrdiff_t>(end),
+                     [](const std::unique_ptr<Request>& a, const std::unique_ptr<Request>& b) {
+                       if (a->kind != b->kind) return a->kind < b->kind;
+                       return a->offset < b->offset;
+                     });
+    size_t i = begin;
+    while (i < end) {
+      std::vector<std::unique_ptr<Request>> members;
+      uint64_t run_end = segment[i]->end();
+      uint64_t run_bytes = segment[i]->length;
+      const Kind kind = segment[i]->kind;
+      members.push_back(std::move(segment[i]));
+      ++i;
+      while (i < end && segment[i]->kind == kind && segment[i]->offset == run_end &&
+             segment[i]->length > 0 && run_bytes + segment[i]->length <= max_combined_bytes_) {
+        run_end = segment[i]->end();
+        run_bytes += segment[i]->length;
+        members.push_back(std::move(segment[i]));
+        ++i;
+      }
+      ios->push_back(new_io_locked(std::move(members)));
+    }
+    begin = end;
+  }
+}
+
+CoalesceQueue::Io* CoalesceQueue::new_io_locked(std::vector<std::unique_ptr<Request>> members) {
+  auto io = std::make_unique<Io>();
+  io->queue = shared_from_this();
+  io->kind = members.front()->kind;
+  io->offset = members.front()->offset;
+  io->length = members.back()->end() - io->offset;
+  stats_->merged.fetch_add(members.size() - 1, std::memory_order_relaxed);
+  io->members = std::move(members);
+  in_flight_.fetch_add(1, std::memory_order_relaxed);
+  ++unanswered_;
+  stats_->in_flight_now.fetch_add(1, std::memory_order_relaxed);
+  stats_->ios_out.fetch_add(1, std::memory_order_relaxed);
+  remember_sent_locked(*io);
+  return io.release();
+}
+
+void CoalesceQueue::remember_sent_locked(const Io& io) {
+  recent_[recent_next_] = Range{io.offset, io.offset + io.length, io.kind};
+  recent_next_ = (recent_next_ + 1) % kRecent;
+}
+
+void CoalesceQueue::submit_io(Io* io) {
+  io->submit_ns = mono_ns();
+  auto done = [io](Result<uint64_t> r) { io->queue->on_complete(io, std::move(r)); };
+  try {
+    if (io->kind == Kind::kRead) {
+      uint8_t* dst = io->members.front()->read_buf;
+      if (io->members.size() > 1) {
+        io->buf = AlignedBuffer(io->length, false);
+        dst = io->buf.data();
+      }
+      target_->read(io->offset, io->length, dst, std::move(done));
+    } else {
+      const uint8_t* src = io->members.front()->write_data;
+      if (io->members.size() > 1) {
+        io->buf = AlignedBuffer(io->length, false);
+        for (const auto& m : io->members) {
+          std::memcpy(io->buf.data() + (m->offset - io->offset), m->write_data, m->length);
+        }
+        src = io->buf.data();
+      }
+      target_->write(io->offset, src, io->length, std::move(done));
+    }
+  } catch (const std::bad_alloc&) {
+    on_complete(io, Error{ENOMEM, ErrorKind::kIo, "no memory for a combined IO"});
+  }
+}
+
+void CoalesceQueue::submit_barrier(std::unique_ptr<Request> barrier) {
+  Request* b = barrier.release();
+  target_->fsync([b](Result<void> r) {
+    std::unique_ptr<Request> owned(b);
+    owned->flush_done(std::move(r));
+  });
+}
+
+// ---- completion ----
+
+void CoalesceQueue::on_complete(Io* io_raw, Result<uint64_t> result) {
+  std::unique_ptr<Io> io(io_raw);
+  std::shared_ptr<CoalesceQueue> self = std::move(io->queue);
+  const uint64_t service_ns = mono_ns() - io->submit_ns;
+  {
+    // The IO leaves the in-flight count before its members are answered: a caller that
+    // sends its next request as soon as it has the reply (queue depth 1) must find the
+    // disk idle, not be held behind an IO that is already over.
+    std::lock_guard l(mu_);
+    in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    stats_->in_flight_now.fetch_sub(1, std::memory_order_relaxed);
+    const double us = static_cast<double>(service_ns) / 1000.0;
+    service_ewma_us_ =
+        service_ewma_us_ == 0 ? us : service_ewma_us_ + kEwmaWeight * (us - service_ewma_us_);
+    const double target_us = std::max(1.0, options_.hold_us_max / 2.0);
+    const double t = std::ceil(service_ewma_us_ / target_us);
+    const double top = static_cast<double>(std::max<uint32_t>(1, options_.max_inflight));
+    threshold_.store(static_cast<uint32_t>(std::clamp(t, 1.0, top)), std::memory_order_relaxed);
+  }
+  // Each member gets its share: the bytes of the combined result inside its range.
+  for (auto& m : io->members) {
+    if (!result.ok()) {
+      m->done(Error(result.error()));
+      continue;
+    }
+    const uint64_t into = m->offset - io->offset;
+    const uint64_t got = *result > into ? std::min(m->length, *result - into) : 0;
+    if (io->kind == Kind::kRead && io->members.size() > 1 && got > 0) {
+      std::memcpy(m->read_buf, io->buf.data() + into, got);
+    }
+    m->done(got);
+  }
+  io.reset();
+  // Then what was held behind it goes (unless an arrival has sent it meanwhile).
+  std::unique_lock l(mu_);
+  --unanswered_;
+  if (!dispatching_) {
+    dispatching_ = true;
+    dispatch_locked(l);
+  }
+}
+
+// ---- kicks, plugs, deadlines ----
+
+void CoalesceQueue::kick() {
+  std::unique_lock l(mu_);
+  force_seq_ = next_seq_;
+  if (!dispatching_) {
+    dispatching_ = true;
+    dispatch_locked(l);
+  }
+}
+
+void CoalesceQueue::plug() {
+  std::lock_guard l(mu_);
+  plugged_ = true;
+}
+
+void CoalesceQueue::unplug() {
+  std::unique_lock l(mu_);
+  plugged_ = false;
+  force_seq_ = next_seq_;
+  if (!dispatching_) {
+    dispatching_ = true;
+    dispatch_locked(l);
+  } else {
+    arm_timer_locked();
+  }
+}
+
+void CoalesceQueue::on_deadline() {
+  std::unique_lock l(mu_);
+  timer_armed_ = false;
+  if (!dispatching_) {
+    dispatching_ = true;
+    dispatch_locked(l);
+  } else {
+    arm_timer_locked();
+  }
+}
+
+void CoalesceQueue::arm_timer_locked() {
+  // A barrier at the front waits for completions, which always come: no deadline.
+  if (timer_ == nullptr || timer_armed_ || plugged_ || held_.empty() ||
+      held_.front()->kind == Kind::kBarrier) {
+    return;
+  }
+  timer_armed_ = true;
+  const uint64_t due_ns = held_.front()->arrival_ns + uint64_t{options_.hold_us_max} * 1000;
+  const uint64_t now = mono_ns();
+  const auto wait = std::chrono::nanoseconds(due_ns > now ? due_ns - now : 0);
+  timer_->arm(weak_from_this(), CoalesceTimer::Clock::now() + wait);
+}
+
+}  // namespace vsfs::io
