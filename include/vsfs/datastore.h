@@ -73,8 +73,9 @@ struct SpaceInfo {
   uint64_t total_bytes = 0;      // data area (storage blocks the allocator may use)
   uint64_t used_bytes = 0;       // grains in use (data and metadata)
   uint64_t free_bytes = 0;       // free grains, both free lists included
-  uint64_t formatted_blocks = 0;
-  uint64_t to_format_blocks = 0;
+  uint64_t formatted_blocks = 0;   // free and reading zeros
+  uint64_t to_format_blocks = 0;   // free, to be formatted before reuse
+  uint64_t formatted_bytes_total = 0;  // formatted by the background formatter
   uint64_t inodes = 0;           // live inodes
 };
 
@@ -88,6 +89,8 @@ struct DatastoreStats {
   uint64_t journal_commits = 0, journal_bytes = 0, checkpoints = 0;
   uint64_t release_pending = 0;  // trees waiting in the release list
   uint64_t generation = 0;
+  uint32_t format_rate_mib_s = 0;
+  bool formatter_running = false;
 };
 
 struct OpenOptions {
@@ -98,7 +101,10 @@ struct OpenOptions {
   // force (the mark survives a crash; vsfs-mount's exclusive lock tells a live owner).
   bool mark_mounted = true;
   bool force = false;
-  bool start_background = true;  // commit timer and releaser threads
+  bool start_background = true;  // commit timer, releaser and formatter threads
+  // Background formatting of freed storage blocks, MiB/s (0 = off). It yields to
+  // foreground IO.
+  uint32_t format_rate_mib_s = 256;
 };
 
 enum class RenameFlags : uint32_t { kNone = 0, kNoReplace = 1, kExchange = 2 };

@@ -117,6 +117,7 @@ class DatastoreImpl final : public Datastore {
     if (options_.read_only || !options_.start_background) return;
     committer_ = std::thread([this] { committer_loop(); });
     releaser_ = std::thread([this] { releaser_loop(); });
+    if (options_.format_rate_mib_s > 0) formatter_ = std::thread([this] { formatter_loop(); });
   }
 
   Result<void> close() override {
@@ -129,6 +130,7 @@ class DatastoreImpl final : public Datastore {
     bg_cv_.notify_all();
     if (committer_.joinable()) committer_.join();
     if (releaser_.joinable()) releaser_.join();
+    if (formatter_.joinable()) formatter_.join();
     if (options_.read_only) return ok_result();
     {
       std::lock_guard lock(ms_->mu());
@@ -626,6 +628,8 @@ class DatastoreImpl final : public Datastore {
       s.checkpoints = c.checkpoints;
       s.release_pending = ms_->release_pending_locked();
       s.generation = ms_->generation_locked();
+      s.format_rate_mib_s = options_.format_rate_mib_s;
+      s.formatter_running = formatter_running_.load();
     }
     auto d = dev_->counters();
     for (int i = 0; i < device::kOpKinds; ++i) s.device_ops[i] = d.ops[i];
@@ -659,6 +663,7 @@ class DatastoreImpl final : public Datastore {
     bool zero_write = false;  // zero_range: never extends the file
     std::optional<uint64_t> new_size;  // unmap: truncate to this size
     bool counted = false;              // holds a place in changes_active_
+    bool retried = false;              // already waited once for space to be reclaimed
     IoPlan plan;
     std::atomic<uint32_t> outstanding{0};
     std::atomic<int64_t> error{0};
@@ -795,6 +800,7 @@ class DatastoreImpl final : public Datastore {
     s.free_bytes = sp.free_grains * kGrainBytes;
     s.formatted_blocks = sp.formatted_blocks;
     s.to_format_blocks = sp.to_format_blocks;
+    s.formatted_bytes_total = sp.formatted_bytes_total;
     s.inodes = ms_->live_inodes_locked();
     return s;
   }
@@ -996,6 +1002,8 @@ class DatastoreImpl final : public Datastore {
     const uint64_t gen = ms_->generation_locked();
     op->target.assign(n, 0);
     op->redirected.assign(n, 0);
+    op->fills.clear();
+    op->plan.runs.clear();
     uint64_t& hint = rt_[op->ino].hint_block;
     const uint64_t head_pad = op->offset - op->first * kGrainBytes;
     const uint64_t tail_end = op->offset + op->length - op->first * kGrainBytes;
@@ -1033,6 +1041,17 @@ class DatastoreImpl final : public Datastore {
           }
         }
       }
+    }
+    if (!failed.ok() && failed.error().kind == ErrorKind::kNoSpace && !op->retried &&
+        ms_->space_reclaimable_locked()) {
+      // Freed space is waiting for the releaser or a checkpoint: the committer reclaims
+      // it and starts this write again (a write that fits never fails for that).
+      unreserve_all_locked(op);
+      op->retried = true;
+      release_locked(op);
+      nospace_.push_back(op);
+      bg_cv_.notify_all();
+      return;
     }
     if (!failed.ok()) {
       unreserve_all_locked(op);
@@ -1228,8 +1247,24 @@ class DatastoreImpl final : public Datastore {
       bg_cv_.wait_for(l, std::chrono::milliseconds(options_.commit_interval_ms), [&] {
         if (stop_ || !fsync_waiters_.empty()) return true;
         std::lock_guard m(ms_->mu());
-        return ms_->wants_commit_locked();
+        return ms_->wants_commit_locked() || !nospace_.empty();
       });
+      std::vector<std::shared_ptr<DataOp>> retry;
+      {
+        std::lock_guard m(ms_->mu());
+        retry.swap(nospace_);
+      }
+      if (!retry.empty()) {
+        l.unlock();
+        auto reclaimed = ms_->reclaim_space();
+        if (!reclaimed.ok()) VSFS_LOG_ERROR("reclaiming space: {}", reclaimed.error().to_string());
+        {
+          std::lock_guard m(ms_->mu());
+          for (auto& op : retry) acquire_locked(op, true, [this, op] { start_write_locked(op); });
+        }
+        run_deferred();
+        l.lock();
+      }
       auto waiters = std::move(fsync_waiters_);
       fsync_waiters_.clear();
       l.unlock();
@@ -1243,6 +1278,47 @@ class DatastoreImpl final : public Datastore {
     l.unlock();
     auto r = ms_->commit();
     for (auto& w : waiters) w(r.ok() ? ok_result() : Result<void>(Error(r.error())));
+  }
+
+  // Moves freed blocks from the to-be-formatted list to the formatted one: a hole punched
+  // in a file (the space returns to the host filesystem) or a discard where the device
+  // reads discarded space as zeros, else write-zeroes. At most format_rate_mib_s, and it
+  // waits (a while) for foreground IO in flight to drain before each block.
+  void formatter_loop() {
+    const auto per_block = std::chrono::microseconds(1000000 / options_.format_rate_mib_s);
+    std::unique_lock l(bg_mu_);
+    while (!stop_) {
+      uint64_t block = 0;
+      {
+        std::lock_guard m(ms_->mu());
+        if (!ms_->failed()) block = ms_->take_block_to_format_locked();
+      }
+      if (block == 0) {
+        formatter_running_ = false;
+        bg_cv_.wait_for(l, std::chrono::milliseconds(200), [&] { return stop_; });
+        continue;
+      }
+      formatter_running_ = true;
+      l.unlock();
+      for (int i = 0; i < 25 && dev_->counters().in_flight > 0; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+      const uint64_t offset = block * kBlockBytes;
+      auto r = dev_->discard_zeroes() ? device::discard_sync(*dev_, offset, kBlockBytes)
+                                      : device::write_zeroes_sync(*dev_, offset, kBlockBytes);
+      {
+        std::lock_guard m(ms_->mu());
+        if (r.ok()) r = ms_->block_formatted_locked(block);
+        if (!r.ok()) {
+          ms_->block_format_failed_locked(block);
+          VSFS_LOG_ERROR("formatting storage block {}: {}", block, r.error().to_string());
+        }
+      }
+      l.lock();
+      bg_cv_.wait_for(l, r.ok() ? per_block : std::chrono::microseconds(1000000),
+                      [&] { return stop_; });
+    }
+    formatter_running_ = false;
   }
 
   void releaser_loop() {
@@ -1273,6 +1349,7 @@ class DatastoreImpl final : public Datastore {
 
   // Snapshot barrier, guarded by ms_->mu(): while set, new changes park in parked_.
   bool barrier_ = false;
+  std::vector<std::shared_ptr<DataOp>> nospace_;  // writes waiting for reclaimed space
   uint64_t changes_active_ = 0;
   std::vector<std::function<void()>> parked_;
   std::condition_variable_any barrier_cv_;
@@ -1283,6 +1360,8 @@ class DatastoreImpl final : public Datastore {
   std::vector<Done<void>> fsync_waiters_;
   std::thread committer_;
   std::thread releaser_;
+  std::thread formatter_;
+  std::atomic<bool> formatter_running_{false};
 };
 
 thread_local std::vector<std::function<void()>> DatastoreImpl::deferred_;

@@ -174,10 +174,27 @@ class MetaStore {
   Result<bool> release_step(uint32_t budget);
   uint64_t release_pending_locked();
 
+  // ---- delayed formatting ----
+  // Takes a to-be-formatted block off its list for the formatter (so no allocation can
+  // take it meanwhile); 0 when there is none.
+  uint64_t take_block_to_format_locked();
+  // The block now reads zeros: it goes to the formatted list (state in the open
+  // transaction; a crash before the commit leaves it to be formatted again).
+  Result<void> block_formatted_locked(uint64_t block);
+  // Formatting failed: the block goes back to the to-be-formatted list.
+  void block_format_failed_locked(uint64_t block);
+  // True when freed space is waiting for a commit, a checkpoint or the releaser: a
+  // write that failed with ENOSPC may succeed after reclaim_space().
+  bool space_reclaimable_locked();
+  // Releases everything on the release list and checkpoints, so that all freed space is
+  // allocatable again. Takes the locks itself; never call it on a completion thread.
+  Result<void> reclaim_space();
+
   // ---- space ----
   struct Space {
     uint64_t data_blocks = 0, used_grains = 0, free_grains = 0;
     uint64_t formatted_blocks = 0, to_format_blocks = 0;
+    uint64_t formatted_bytes_total = 0;  // formatted by the formatter since open
   };
   Space space_locked() const;
   MetaCounters counters_locked() const { return counters_; }
@@ -273,6 +290,8 @@ class MetaStore {
   std::set<uint64_t> formatted_free_;
   std::set<uint64_t> to_format_free_;
   uint64_t used_grains_ = 0;
+  uint64_t formatting_ = 0;              // blocks taken by the formatter, in flight
+  uint64_t formatted_bytes_total_ = 0;
   uint64_t meta_block_ = 0;       // current metadata block (0 = none)
   uint64_t meta_cursor_ = 0;
   uint64_t live_inodes_ = 0;

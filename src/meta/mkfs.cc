@@ -68,6 +68,15 @@ Result<void> mkfs(device::Device& dev, const MkfsOptions& options) {
   VSFS_TRY(zero(layout.refcount_start_grain * kGrainBytes,
                 round_up(layout.refcount_grains * kGrainBytes, kBlockBytes)));
 
+  // Free blocks start on the formatted list only where they really read zeros: the
+  // data area is discarded where the device reads discarded space as zeros (a hole in a
+  // file costs nothing); elsewhere they start to be formatted, and the background
+  // formatter catches up.
+  const bool data_zeroed = dev.discard_zeroes();
+  if (data_zeroed) {
+    VSFS_TRY(device::discard_sync(dev, layout.first_data_block * kBlockBytes,
+                                  (layout.total_blocks - layout.first_data_block) * kBlockBytes));
+  }
   // The first data block holds the root's inode leaf.
   const uint64_t meta_block = layout.first_data_block;
   const uint64_t leaf_grain = first_grain_of(BlockIndex{meta_block}).v;
@@ -83,6 +92,8 @@ Result<void> mkfs(device::Device& dev, const MkfsOptions& options) {
         t.entries[j].state = BlockState::kReserved;
       } else if (b == meta_block) {
         t.entries[j] = format::BlockEntry{BlockState::kMeta, 1};
+      } else if (!data_zeroed) {
+        t.entries[j].state = BlockState::kToFormatFree;
       }
     }
     const uint64_t self = layout.block_table_start_grain + i;

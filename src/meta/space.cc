@@ -237,6 +237,51 @@ Result<uint64_t> MetaStore::alloc_meta_grain_locked() {
   return make_error(ENOSPC, ErrorKind::kNoSpace, "datastore is full (no room for metadata)");
 }
 
+uint64_t MetaStore::take_block_to_format_locked() {
+  if (to_format_free_.empty()) return 0;
+  const uint64_t block = *to_format_free_.begin();
+  to_format_free_.erase(to_format_free_.begin());
+  ++formatting_;
+  return block;
+}
+
+Result<void> MetaStore::block_formatted_locked(uint64_t block) {
+  VSFS_ASSERT(formatting_ > 0);
+  --formatting_;
+  VSFS_ASSIGN_OR_RETURN(format::BlockEntry * e, block_entry_for_update_locked(block));
+  VSFS_ASSERT(e->state == BlockState::kToFormatFree && e->used_grains == 0);
+  e->state = BlockState::kFormattedFree;
+  formatted_free_.insert(block);
+  formatted_bytes_total_ += kBlockBytes;
+  return ok_result();
+}
+
+void MetaStore::block_format_failed_locked(uint64_t block) {
+  VSFS_ASSERT(formatting_ > 0);
+  --formatting_;
+  to_format_free_.insert(block);
+}
+
+bool MetaStore::space_reclaimable_locked() {
+  return sb_.release_list != 0 || !blocks_freed_open_.empty() ||
+         !blocks_freed_committing_.empty() || !blocks_freed_committed_.empty() ||
+         !freed_open_.empty() || !freed_committing_.empty();
+}
+
+Result<void> MetaStore::reclaim_space() {
+  for (;;) {
+    VSFS_ASSIGN_OR_RETURN(bool more, release_step(1024));
+    if (!more) break;
+    bool big;
+    {
+      std::lock_guard lock(mu_);
+      big = wants_commit_locked();
+    }
+    if (big) VSFS_TRY(commit());
+  }
+  return checkpoint(false);
+}
+
 MetaStore::Space MetaStore::space_locked() const {
   Space s;
   s.data_blocks = sb_.total_blocks - sb_.first_data_block;
@@ -244,7 +289,8 @@ MetaStore::Space MetaStore::space_locked() const {
   s.free_grains = s.data_blocks * kGrainsPerBlock - used_grains_;
   s.formatted_blocks = formatted_free_.size();
   s.to_format_blocks = to_format_free_.size() + blocks_freed_committed_.size() +
-                       blocks_freed_committing_.size() + blocks_freed_open_.size();
+                       blocks_freed_committing_.size() + blocks_freed_open_.size() + formatting_;
+  s.formatted_bytes_total = formatted_bytes_total_;
   return s;
 }
 
