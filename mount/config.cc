@@ -44,7 +44,7 @@ struct KeySpec {
 };
 
 // The ranges are those written beside the fields in config.h.
-constexpr std::array<KeySpec, 10> kKeys{{
+constexpr std::array<KeySpec, 16> kKeys{{
     {"fuse", "threads", KeyType::kInteger, 1, 64,
      [](Config& c) -> Field { return &c.fuse.threads; }},
     {"fuse", "max_background", KeyType::kInteger, 1, 65535,
@@ -65,6 +65,18 @@ constexpr std::array<KeySpec, 10> kKeys{{
      [](Config& c) -> Field { return &c.journal.commit_interval_ms; }},
     {"journal", "meta_cache_mib", KeyType::kInteger, 16, 65536,
      [](Config& c) -> Field { return &c.journal.meta_cache_mib; }},
+    {"coalesce", "enabled", KeyType::kBoolean, 0, 1,
+     [](Config& c) -> Field { return &c.coalesce.enabled; }},
+    {"coalesce", "max_inflight", KeyType::kInteger, 1, 1024,
+     [](Config& c) -> Field { return &c.coalesce.max_inflight; }},
+    {"coalesce", "max_held", KeyType::kInteger, 1, 4096,
+     [](Config& c) -> Field { return &c.coalesce.max_held; }},
+    {"coalesce", "max_held_bytes", KeyType::kInteger, 4096, 1073741824,
+     [](Config& c) -> Field { return &c.coalesce.max_held_bytes; }},
+    {"coalesce", "hold_us_max", KeyType::kInteger, 10, 1000000,
+     [](Config& c) -> Field { return &c.coalesce.hold_us_max; }},
+    {"coalesce", "max_combined_kib", KeyType::kInteger, 4, 16384,
+     [](Config& c) -> Field { return &c.coalesce.max_combined_kib; }},
 }};
 
 bool is_table(std::string_view name) {
@@ -282,7 +294,9 @@ Result<void> apply_mount_options(Config& config, const std::string& options) {
     }
 
     const size_t eq = item.find('=');
-    const std::string_view name = item.substr(0, eq);
+    std::string_view name = item.substr(0, eq);
+    // "coalesce=off" is the short spelling of "coalesce.enabled=off".
+    if (name == "coalesce") name = "coalesce.enabled";
     const KeySpec* spec = nullptr;
     const size_t dot = name.find('.');
     if (dot != std::string_view::npos) {
@@ -302,7 +316,7 @@ Result<void> apply_mount_options(Config& config, const std::string& options) {
       continue;
     }
     if (eq == std::string_view::npos) {
-      return config_error(fmt::format("-o {}: expected {}=VALUE", item, name));
+      return config_error(fmt::format("-o {}: expected {}=VALUE", item, item.substr(0, eq)));
     }
     std::optional<Value> value = value_from_text(item.substr(eq + 1), spec->type);
     if (!value) {

@@ -32,10 +32,21 @@ struct JournalConfig {
   uint64_t meta_cache_mib = 128;       // [journal] meta_cache_mib (16..65536)
 };
 
+// The coalescing queue of each open disk (src/io/coalesce_queue.h, vsfs(7)).
+struct CoalesceConfig {
+  bool enabled = true;              // [coalesce] enabled: false = the direct path
+  uint32_t max_inflight = 8;        // [coalesce] max_inflight: top of the threshold (1..1024)
+  uint32_t max_held = 64;           // [coalesce] max_held: held requests (1..4096)
+  uint64_t max_held_bytes = 8ull << 20;  // [coalesce] max_held_bytes (4096..1073741824)
+  uint32_t hold_us_max = 500;       // [coalesce] hold_us_max: deadline (10..1000000)
+  uint32_t max_combined_kib = 1024; // [coalesce] max_combined_kib: (4..16384)
+};
+
 struct Config {
   FuseConfig fuse;
   DeviceConfig device;
   JournalConfig journal;
+  CoalesceConfig coalesce;
   // Options for the FUSE session that are not vsfs keys (allow_other, default_permissions,
   // ro, ...), in the order given; vsfs-mount passes them to libfuse.
   std::vector<std::string> fuse_options;
@@ -46,7 +57,8 @@ struct Config {
 // Reads `path` (must exist) over the defaults. Errors name "path:line: key: problem".
 Result<Config> load_config_file(const std::string& path);
 // Applies "-o a,b=c,..." to `config`: known keys (fuse.threads=8 or threads=8 when the
-// name is unique across tables; ro/rw) set values, everything else is kept for FUSE.
+// name is unique across tables; ro/rw; coalesce=on|off for coalesce.enabled) set
+// values, everything else is kept for FUSE.
 // Errors name the option: "-o queue_depth=x: expected an integer".
 Result<void> apply_mount_options(Config& config, const std::string& options);
 // The default config path, used when -c is not given and the file exists.

@@ -31,7 +31,11 @@ timespec to_timespec(uint64_t ns) {
 }  // namespace
 
 FuseFs::FuseFs(Datastore& ds, const FsOptions& options)
-    : ds_(ds), options_(options), read_buffers_(kRetainedReadBufferBytes), mount_time_ns_(now_ns()) {}
+    : ds_(ds),
+      options_(options),
+      read_buffers_(kRetainedReadBufferBytes),
+      queues_(ds, options.coalesce),
+      mount_time_ns_(now_ns()) {}
 
 void reply_error(fuse_req_t req, const Error& error) {
   int e = error.errno_value > 0 ? error.errno_value : EIO;

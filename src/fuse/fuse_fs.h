@@ -4,7 +4,8 @@
 // One FuseFs lives for the whole session; libfuse hands it to each handler as the
 // session's userdata. Handlers run on libfuse worker threads, completions of data
 // operations on the datastore's device completion thread: every member is either
-// immutable after construction, atomic, or guarded inside its own class (BufferPool).
+// immutable after construction, atomic, or guarded inside its own class (BufferPool,
+// DiskQueues).
 // Every handler sends exactly one reply; inner functions return a Result and the outer
 // handler turns it into the reply (reply_error maps Error::errno_value).
 #pragma once
@@ -22,6 +23,8 @@
 #include <string_view>
 
 #include "fuse/buffer_pool.h"
+#include "fuse/disk_queues.h"
+#include "io/coalesce_queue.h"
 #include "util/result.h"
 #include "vsfs/datastore.h"
 
@@ -47,6 +50,8 @@ struct FsOptions {
   // Send FOPEN_PARALLEL_DIRECT_WRITES with FOPEN_DIRECT_IO (O_DIRECT opens). Only off
   // to measure what it brings (VSFS_NO_PARALLEL_DIRECT_WRITES=1 in the environment).
   bool parallel_direct_writes = true;
+  // The coalescing queue of each open disk ([coalesce], -o coalesce=off).
+  io::CoalesceOptions coalesce;
 };
 
 // Requests that are waiting for a datastore completion (read, write, fsync, ...).
@@ -77,6 +82,7 @@ class FuseFs {
   const FsOptions& options() const { return options_; }
   BufferPool& read_buffers() { return read_buffers_; }
   InFlightCounter& requests() { return requests_; }
+  DiskQueues& queues() { return queues_; }
   uint64_t mount_time_ns() const { return mount_time_ns_; }
 
  private:
@@ -84,6 +90,7 @@ class FuseFs {
   const FsOptions options_;
   BufferPool read_buffers_;
   InFlightCounter requests_;
+  DiskQueues queues_;
   const uint64_t mount_time_ns_;
 };
 

@@ -4,7 +4,8 @@
 // synthetic tree (EPERM). The new file belongs to the caller (fuse_req_ctx); the kernel
 // has applied the umask to `mode`.
 // create takes an open reference like open, and answers with FOPEN_DIRECT_IO |
-// FOPEN_PARALLEL_DIRECT_WRITES for O_DIRECT (op_open.cc).
+// FOPEN_PARALLEL_DIRECT_WRITES for O_DIRECT, and a handle on the disk's coalescing
+// queue when coalescing is on (op_open.cc).
 // Threading: any worker thread; the library's create is synchronous and in memory.
 #include <fcntl.h>
 
@@ -43,13 +44,16 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
       reply_error(req, attr.error());
       return;
     }
+    io::CoalesceQueue* q = fs.queues().open(attr->ino);
     if (Result<void> r = fs.ds().open_ref(attr->ino); !r.ok()) {
+      if (q != nullptr) fs.queues().release(attr->ino);
       reply_error(req, r.error());
       return;
     }
     fuse_entry_param e = make_entry(fs, *attr);
-    if (reply_create_flags(req, e, 0, (fi->flags & O_DIRECT) != 0) != 0) {
-      fs.ds().release_ref(attr->ino);  // interrupted: no release will come
+    if (reply_create_flags(req, e, fh_of(q), (fi->flags & O_DIRECT) != 0) != 0) {
+      if (q != nullptr) fs.queues().release(attr->ino);  // interrupted: no release will come
+      fs.ds().release_ref(attr->ino);
     }
   });
 }

@@ -7,6 +7,8 @@
 // (struct fuse_open_out, and fuse_entry_out + fuse_open_out for create) is built here
 // and sent with fuse_reply_buf, exactly as fuse_reply_open/fuse_reply_create would.
 // Other opens go through the page cache (no writeback cache: writes are write-through).
+// With coalescing on, the handle's fh is the disk's coalescing queue (DiskQueues takes
+// a reference for each open and drops it at release); with it off fh stays 0.
 // Threading: any worker thread.
 #include <fcntl.h>
 #include <linux/fuse.h>
@@ -123,12 +125,15 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       fuse_reply_err(req, EROFS);
       return;
     }
+    io::CoalesceQueue* q = fs.queues().open(ino);  // may throw: nothing taken yet
     if (Result<void> r = fs.ds().open_ref(ino); !r.ok()) {
+      if (q != nullptr) fs.queues().release(ino);
       reply_error(req, r.error());
       return;
     }
-    if (reply_open_flags(req, 0, (fi->flags & O_DIRECT) != 0) != 0) {
+    if (reply_open_flags(req, fh_of(q), (fi->flags & O_DIRECT) != 0) != 0) {
       // The open was interrupted: the kernel will not send release for it.
+      if (q != nullptr) fs.queues().release(ino);
       fs.ds().release_ref(ino);
     }
   });

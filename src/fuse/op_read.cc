@@ -1,6 +1,9 @@
 // read: from a regular file through the asynchronous Datastore::read into a pooled,
 // aligned, pre-faulted buffer (BufferPool), answered with fuse_reply_buf from the
 // completion; or from the stats handle's snapshot. Short reads at end of file.
+// With coalescing on, the handle's fh names the disk's coalescing queue and the read
+// goes through it (it may be held and merged with its neighbours); with it off (fh 0)
+// the read goes straight to the datastore.
 // Threading: the handler runs on a worker thread and returns at once; the reply is sent
 // on the device completion thread, which also gives the buffer back to the pool.
 #include <algorithm>
@@ -68,7 +71,11 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
     // Nothing allocates from here on: `done` sends the one reply and frees `p`.
     rr.release();
     fs.requests().begin();
-    fs.ds().read(ino, static_cast<uint64_t>(off), size, p->buffer.data(), std::move(done));
+    if (io::CoalesceQueue* q = queue_of(fi->fh)) {
+      q->read(static_cast<uint64_t>(off), size, p->buffer.data(), std::move(done));
+    } else {
+      fs.ds().read(ino, static_cast<uint64_t>(off), size, p->buffer.data(), std::move(done));
+    }
   });
 }
 

@@ -1,6 +1,8 @@
 // release: the last close of an open file. Drops the open reference taken by open or
-// create, so an unlinked file's space is freed once no one has it open; frees the stats
-// snapshot of a `.vsfs/stats` handle. Its only valid reply is an errno (0).
+// create, so an unlinked file's space is freed once no one has it open; drops the
+// handle's reference on its disk's coalescing queue (the last one sends what the queue
+// holds; its IOs in flight keep it until they complete); frees the stats snapshot of a
+// `.vsfs/stats` handle. Its only valid reply is an errno (0).
 // Threading: any worker thread.
 #include "fuse/ops.h"
 #include "fuse/stats_file.h"
@@ -11,7 +13,9 @@ void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (ino == kStatsIno) {
     delete reinterpret_cast<StatsHandle*>(fi->fh);
   } else if (!is_synthetic(ino)) {
-    fs_of(req).ds().release_ref(ino);
+    FuseFs& fs = fs_of(req);
+    if (queue_of(fi->fh) != nullptr) fs.queues().release(ino);
+    fs.ds().release_ref(ino);
   }
   fuse_reply_err(req, 0);
 }

@@ -4,6 +4,9 @@
 // an aligned buffer anyway). The reply (bytes written) comes from the completion.
 // The synthetic tree is read-only: EBADF cannot happen (open refuses write access to
 // stats), EISDIR for the directory.
+// With coalescing on, the handle's fh names the disk's coalescing queue and the write
+// goes through it (it copies the payload when it holds the write); with it off (fh 0)
+// the write goes straight to the datastore.
 // Threading: the handler runs on a worker thread and returns at once; the reply is sent
 // on the device completion thread.
 #include "fuse/ops.h"
@@ -11,7 +14,7 @@
 namespace vsfs::fuse {
 
 void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
-              fuse_file_info* /*fi*/) {
+              fuse_file_info* fi) {
   guarded(req, [&] {
     if (ino == kVsfsDirIno) {
       fuse_reply_err(req, EISDIR);
@@ -38,7 +41,11 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_
     };
     // Nothing allocates from here on: `done` sends the one reply.
     fs.requests().begin();
-    fs.ds().write(ino, static_cast<uint64_t>(off), buf, size, std::move(done));
+    if (io::CoalesceQueue* q = queue_of(fi->fh)) {
+      q->write(static_cast<uint64_t>(off), buf, size, std::move(done));
+    } else {
+      fs.ds().write(ino, static_cast<uint64_t>(off), buf, size, std::move(done));
+    }
   });
 }
 

@@ -12,7 +12,7 @@ std::string render_stats_json(FuseFs& fs) {
   DatastoreStats s = fs.ds().stats();
   const SpaceInfo& sp = s.space;
   std::string out;
-  out.reserve(1024);
+  out.reserve(2048);
   auto it = std::back_inserter(out);
   fmt::format_to(it, "{{\n");
   fmt::format_to(it,
@@ -58,6 +58,42 @@ std::string render_stats_json(FuseFs& fs) {
                  "    \"checkpoints\": {}\n"
                  "  }},\n",
                  s.journal_commits, s.journal_bytes, s.checkpoints);
+  fmt::format_to(it,
+                 "  \"format\": {{\n"
+                 "    \"formatted_blocks\": {},\n"
+                 "    \"to_format_blocks\": {},\n"
+                 "    \"formatted_bytes_total\": {},\n"
+                 "    \"rate_mib_s\": {},\n"
+                 "    \"running\": {}\n"
+                 "  }},\n",
+                 s.space.formatted_blocks, s.space.to_format_blocks,
+                 s.space.formatted_bytes_total, s.format_rate_mib_s, s.formatter_running);
+  // The coalescing queues of all open disks together (src/io/coalesce_queue.h); all
+  // zero with coalescing off. hold_us covers the requests that were held.
+  const io::CoalesceStats::Snapshot c = fs.queues().stats();
+  fmt::format_to(it,
+                 "  \"coalesce\": {{\n"
+                 "    \"enabled\": {},\n"
+                 "    \"open_disks\": {},\n"
+                 "    \"requests_in\": {},\n"
+                 "    \"ios_out\": {},\n"
+                 "    \"merged\": {},\n"
+                 "    \"held\": {},\n"
+                 "    \"held_now\": {},\n"
+                 "    \"in_flight_now\": {},\n"
+                 "    \"barriers\": {},\n"
+                 "    \"deadline_flushes\": {},\n"
+                 "    \"full_flushes\": {},\n"
+                 "    \"hold_us\": {{\n"
+                 "      \"p50\": {},\n"
+                 "      \"p99\": {},\n"
+                 "      \"max\": {}\n"
+                 "    }}\n"
+                 "  }},\n",
+                 fs.queues().enabled(), fs.queues().open_disks(), c.requests_in, c.ios_out,
+                 c.merged, c.held, c.held_now, c.in_flight_now, c.barriers,
+                 c.deadline_flushes, c.full_flushes, c.hold_us_p50, c.hold_us_p99,
+                 c.hold_us_max);
   fmt::format_to(it,
                  "  \"release_pending\": {},\n"
                  "  \"generation\": {}\n"

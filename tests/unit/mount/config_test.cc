@@ -49,6 +49,8 @@ class TempDir {
   fs::path path_;
 };
 
+void expect_option_error_fn(const std::string& options, const std::string& message);
+
 void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.fuse.threads, b.fuse.threads);
   EXPECT_EQ(a.fuse.max_background, b.fuse.max_background);
@@ -60,6 +62,12 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.device.direct, b.device.direct);
   EXPECT_EQ(a.journal.commit_interval_ms, b.journal.commit_interval_ms);
   EXPECT_EQ(a.journal.meta_cache_mib, b.journal.meta_cache_mib);
+  EXPECT_EQ(a.coalesce.enabled, b.coalesce.enabled);
+  EXPECT_EQ(a.coalesce.max_inflight, b.coalesce.max_inflight);
+  EXPECT_EQ(a.coalesce.max_held, b.coalesce.max_held);
+  EXPECT_EQ(a.coalesce.max_held_bytes, b.coalesce.max_held_bytes);
+  EXPECT_EQ(a.coalesce.hold_us_max, b.coalesce.hold_us_max);
+  EXPECT_EQ(a.coalesce.max_combined_kib, b.coalesce.max_combined_kib);
   EXPECT_EQ(a.fuse_options, b.fuse_options);
   EXPECT_EQ(a.read_only, b.read_only);
 }
@@ -93,6 +101,12 @@ TEST(ConfigDefaults, MatchHeader) {
   EXPECT_TRUE(c.device.direct);
   EXPECT_EQ(c.journal.commit_interval_ms, 1000u);
   EXPECT_EQ(c.journal.meta_cache_mib, 128u);
+  EXPECT_TRUE(c.coalesce.enabled);
+  EXPECT_EQ(c.coalesce.max_inflight, 8u);
+  EXPECT_EQ(c.coalesce.max_held, 64u);
+  EXPECT_EQ(c.coalesce.max_held_bytes, 8u << 20);
+  EXPECT_EQ(c.coalesce.hold_us_max, 500u);
+  EXPECT_EQ(c.coalesce.max_combined_kib, 1024u);
   EXPECT_TRUE(c.fuse_options.empty());
   EXPECT_FALSE(c.read_only);
   EXPECT_STREQ(kDefaultConfigPath, "/etc/vsfs/vsfs.toml");
@@ -135,7 +149,15 @@ TEST_F(ConfigFileTest, FullValidFile) {
                      "\n"
                      "[journal]\n"
                      "commit_interval_ms = 10\n"
-                     "meta_cache_mib = 65536\n");
+                     "meta_cache_mib = 65536\n"
+                     "\n"
+                     "[coalesce]\n"
+                     "enabled = false\n"
+                     "max_inflight = 1024\n"
+                     "max_held = 1\n"
+                     "max_held_bytes = 4096\n"
+                     "hold_us_max = 1000000\n"
+                     "max_combined_kib = 4\n");
   auto r = load_config_file(path_);
   ASSERT_TRUE(r.ok()) << r.error().message;
   const Config& c = *r;
@@ -149,6 +171,12 @@ TEST_F(ConfigFileTest, FullValidFile) {
   EXPECT_FALSE(c.device.direct);
   EXPECT_EQ(c.journal.commit_interval_ms, 10u);
   EXPECT_EQ(c.journal.meta_cache_mib, 65536u);
+  EXPECT_FALSE(c.coalesce.enabled);
+  EXPECT_EQ(c.coalesce.max_inflight, 1024u);
+  EXPECT_EQ(c.coalesce.max_held, 1u);
+  EXPECT_EQ(c.coalesce.max_held_bytes, 4096u);
+  EXPECT_EQ(c.coalesce.hold_us_max, 1000000u);
+  EXPECT_EQ(c.coalesce.max_combined_kib, 4u);
   EXPECT_FALSE(c.read_only);
   EXPECT_EQ(c.source, path_);
 }
@@ -212,8 +240,8 @@ TEST_F(ConfigFileTest, KeyInTheWrongTable) {
 }
 
 TEST_F(ConfigFileTest, UnknownTable) {
-  EXPECT_EQ(load_error("[fuse]\nthreads = 2\n[coalesce]\nwindow_us = 5\n"),
-            path_ + ":3: [coalesce]: unknown table");
+  EXPECT_EQ(load_error("[fuse]\nthreads = 2\n[bogus]\nwindow_us = 5\n"),
+            path_ + ":3: [bogus]: unknown table");
 }
 
 TEST_F(ConfigFileTest, SubTableIsAnUnknownKey) {
@@ -295,6 +323,45 @@ TEST(MountOptions, QualifiedAndBareKeys) {
   EXPECT_TRUE(c.fuse_options.empty());
 }
 
+TEST(MountOptions, CoalesceKeysAndTheShortSwitch) {
+  Config c;
+  auto r = apply_mount_options(c, "coalesce=off,max_inflight=2,coalesce.max_held=16,"
+                                  "max_held_bytes=65536,hold_us_max=100,max_combined_kib=256");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_FALSE(c.coalesce.enabled);
+  EXPECT_EQ(c.coalesce.max_inflight, 2u);
+  EXPECT_EQ(c.coalesce.max_held, 16u);
+  EXPECT_EQ(c.coalesce.max_held_bytes, 65536u);
+  EXPECT_EQ(c.coalesce.hold_us_max, 100u);
+  EXPECT_EQ(c.coalesce.max_combined_kib, 256u);
+  EXPECT_TRUE(c.fuse_options.empty());
+  ASSERT_TRUE(apply_mount_options(c, "coalesce=on").ok());
+  EXPECT_TRUE(c.coalesce.enabled);
+  ASSERT_TRUE(apply_mount_options(c, "coalesce.enabled=false").ok());
+  EXPECT_FALSE(c.coalesce.enabled);
+  expect_option_error_fn("coalesce=maybe", "-o coalesce=maybe: expected a boolean");
+  expect_option_error_fn("coalesce", "-o coalesce: expected coalesce=VALUE");
+  expect_option_error_fn("hold_us_max=5", "-o hold_us_max=5: must be between 10 and 1000000");
+  expect_option_error_fn("max_combined_kib=32768",
+                         "-o max_combined_kib=32768: must be between 4 and 16384");
+}
+
+TEST_F(ConfigFileTest, CoalesceTable) {
+  const std::string co = dir_.write("co.toml", "[coalesce]\nenabled = false\nhold_us_max = 2000\n");
+  auto r = load_config_file(co);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  Config want;
+  want.coalesce.enabled = false;
+  want.coalesce.hold_us_max = 2000;
+  expect_same(*r, want);
+  EXPECT_EQ(load_error("[coalesce]\nmax_held = 0\n"),
+            path_ + ":2: [coalesce] max_held: must be between 1 and 4096");
+  EXPECT_EQ(load_error("[coalesce]\nenabled = \"off\"\n"),
+            path_ + ":2: [coalesce] enabled: expected a boolean");
+  EXPECT_EQ(load_error("[coalesce]\nmax_held_kib = 4\n"),
+            path_ + ":2: [coalesce] max_held_kib: unknown key");
+}
+
 TEST(MountOptions, BooleanSpellings) {
   const struct {
     const char* text;
@@ -370,6 +437,10 @@ void expect_option_error(const std::string& options, const std::string& message)
   Config want;
   want.fuse.threads = 7;
   expect_same(c, want);
+}
+
+void expect_option_error_fn(const std::string& options, const std::string& message) {
+  expect_option_error(options, message);
 }
 
 TEST(MountOptions, Errors) {
