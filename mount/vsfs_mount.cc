@@ -50,8 +50,8 @@ void print_usage(FILE* out) {
                "\n"
                "  -f          stay in the foreground; log to standard error\n"
                "  -o OPTIONS  comma-separated: ro, rw, configuration keys (threads=8,\n"
-               "              journal.commit_interval_ms=500, ...), FUSE options\n"
-               "              (allow_other, ...)\n"
+               "              journal.commit_interval_ms=500, coalesce=off, ...),\n"
+               "              FUSE options (allow_other, ...)\n"
                "  -c CONFIG   configuration file (default %s when present)\n"
                "  -h, --help  this text\n"
                "  -V, --version\n"
@@ -221,6 +221,12 @@ int serve(const Args& a, const vsfs::mount::Config& c, Reporter& rep) {
   fo.read_only = c.read_only;
   const char* no_parallel = std::getenv("VSFS_NO_PARALLEL_DIRECT_WRITES");
   fo.parallel_direct_writes = !(no_parallel != nullptr && std::strcmp(no_parallel, "1") == 0);
+  fo.coalesce.enabled = c.coalesce.enabled;
+  fo.coalesce.max_inflight = c.coalesce.max_inflight;
+  fo.coalesce.max_held = c.coalesce.max_held;
+  fo.coalesce.max_held_bytes = c.coalesce.max_held_bytes;
+  fo.coalesce.hold_us_max = c.coalesce.hold_us_max;
+  fo.coalesce.max_combined_kib = c.coalesce.max_combined_kib;
 
   int status = 0;
   {
