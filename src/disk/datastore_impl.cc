@@ -1271,6 +1271,16 @@ class DatastoreImpl final : public Datastore {
       auto r = ms_->commit();
       if (!r.ok()) VSFS_LOG_ERROR("journal commit failed: {}", r.error().to_string());
       for (auto& w : waiters) w(r.ok() ? ok_result() : Result<void>(Error(r.error())));
+      bool checkpoint;
+      {
+        std::lock_guard m(ms_->mu());
+        checkpoint = r.ok() && ms_->wants_checkpoint_locked();
+      }
+      if (checkpoint) {
+        // Freed blocks become allocatable (and formattable) only after a checkpoint.
+        auto c = ms_->checkpoint(false);
+        if (!c.ok()) VSFS_LOG_ERROR("checkpoint failed: {}", c.error().to_string());
+      }
       l.lock();
     }
     // Answer late fsyncs from close()'s final checkpoint path.

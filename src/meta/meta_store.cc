@@ -151,6 +151,10 @@ bool MetaStore::wants_commit_locked() const {
   return dirty_.size() >= journal_->capacity_images() / 4;
 }
 
+bool MetaStore::wants_checkpoint_locked() const {
+  return !blocks_freed_committed_.empty() || journal_->used_grains() * 2 > journal_->ring_grains();
+}
+
 Result<void> MetaStore::commit() {
   std::lock_guard commit_lock(commit_mu_);
   return commit_inner();

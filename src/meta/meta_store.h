@@ -103,6 +103,9 @@ class MetaStore {
   Result<void> checkpoint(bool clean);
   // True when the open transaction is large enough that the caller should commit soon.
   bool wants_commit_locked() const;
+  // True when a checkpoint would free something: blocks freed by committed transactions
+  // wait for one before they are handed out again, or the journal is half full.
+  bool wants_checkpoint_locked() const;
   bool has_changes_locked() const;
   // Set after an IO error in commit: the datastore refuses further changes (EIO).
   bool failed() const { return failed_.load(); }
