@@ -28,12 +28,15 @@ namespace device { class Device; }
 using Ino = uint64_t;
 inline constexpr Ino kRootIno = 1;
 
-// An inode number carries a view in its top 16 bits: 0 is the live tree, 1..0xfffd a
+// An inode number carries a view in its top 16 bits: 0 is the live tree, 1..0xfffc a
 // snapshot (read-only), kSnapshotsDirView the ".snapshots" directory of the live
-// directory whose inode number is in the low 48 bits.
+// directory whose inode number is in the low 48 bits, kCbtView a node of a ".cbt" tree
+// (the low bits number the node).
 inline constexpr int kViewShift = 48;
 inline constexpr uint16_t kSnapshotsDirView = 0xfffe;
+inline constexpr uint16_t kCbtView = 0xfffd;
 inline constexpr const char* kSnapshotsDirName = ".snapshots";
+inline constexpr const char* kCbtDirName = ".cbt";
 constexpr uint16_t view_of(Ino ino) { return static_cast<uint16_t>(ino >> kViewShift); }
 constexpr Ino base_of(Ino ino) { return ino & ((Ino{1} << kViewShift) - 1); }
 constexpr Ino make_ino(uint16_t view, Ino base) { return (Ino{view} << kViewShift) | base; }

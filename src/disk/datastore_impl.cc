@@ -21,7 +21,9 @@
 #include <ctime>
 #include <dirent.h>
 #include <future>
+#include <map>
 #include <thread>
+#include <tuple>
 
 #include "device/device.h"
 #include "device/uring_device.h"
@@ -155,6 +157,14 @@ class DatastoreImpl final : public Datastore {
       return getattr_locked(make_ino(r->id, dir));
     }
     if (view == 0 && name == kSnapshotsDirName) return getattr_locked(make_ino(kSnapshotsDirView, dir));
+    if (view == 0 && name == kCbtDirName) {
+      VSFS_ASSIGN_OR_RETURN(auto d, ms_->inode_locked(dir));
+      if (!S_ISDIR(d->mode)) return make_error(ENOTDIR, ErrorKind::kInvalidArgument, "not a directory");
+      CbtNode root;
+      root.dir = dir;
+      return getattr_locked(cbt_node(std::move(root)));
+    }
+    if (view == kCbtView) return cbt_lookup(parent, name);
     VSFS_ASSIGN_OR_RETURN(auto idx, ms_->dir_index_locked(dir, view));
     auto it = idx->find(name);
     if (it == idx->end()) return make_error(ENOENT, ErrorKind::kNotFound, "no such entry");
@@ -168,6 +178,7 @@ class DatastoreImpl final : public Datastore {
 
   Result<Attr> getattr_locked(Ino ino) {
     const uint16_t view = view_of(ino);
+    if (view == kCbtView) return cbt_getattr(ino);
     if (view == kSnapshotsDirView) {
       // The ".snapshots" directory: read-only listing, mkdir/rmdir make and drop snapshots.
       VSFS_ASSIGN_OR_RETURN(auto dir, ms_->inode_locked(base_of(ino)));
@@ -230,8 +241,9 @@ class DatastoreImpl final : public Datastore {
     std::lock_guard lock(ms_->mu());
     VSFS_TRY(writable(parent));
     VSFS_TRY(writable(new_parent));
-    if (name == kSnapshotsDirName || new_name == kSnapshotsDirName) {
-      return make_error(EBUSY, ErrorKind::kInvalidArgument, ".snapshots cannot be renamed");
+    if (name == kSnapshotsDirName || new_name == kSnapshotsDirName || name == kCbtDirName ||
+        new_name == kCbtDirName) {
+      return make_error(EBUSY, ErrorKind::kInvalidArgument, "reserved name");
     }
     if (!format::valid_name(new_name)) {
       return make_error(new_name.size() > format::kMaxNameBytes ? ENAMETOOLONG : EINVAL,
@@ -292,6 +304,7 @@ class DatastoreImpl final : public Datastore {
     std::lock_guard lock(ms_->mu());
     const uint16_t view = view_of(dir);
     std::vector<DirEntryInfo> out;
+    if (view == kCbtView) return cbt_readdir(dir);
     if (view == kSnapshotsDirView) {
       VSFS_TRY(getattr_locked(dir));
       for (const auto& r : ms_->snapshots_locked()) {
@@ -300,7 +313,8 @@ class DatastoreImpl final : public Datastore {
       }
       return out;
     }
-    // ".snapshots" is never listed: tree walks (backups, du, find) do not descend into it.
+    // ".snapshots" and ".cbt" are never listed: tree walks (backups, du, find) do not
+    // descend into them.
     VSFS_ASSIGN_OR_RETURN(auto list, ms_->dir_list_locked(base_of(dir), view));
     out.reserve(list.size());
     for (auto& e : list) {
@@ -364,6 +378,15 @@ class DatastoreImpl final : public Datastore {
 
   void read_locked(const std::shared_ptr<DataOp>& op, uint64_t offset, uint64_t length,
                    void* buf) {
+    if (view_of(op->ino) == kCbtView) {
+      auto text = cbt_text(op->ino);
+      if (!text.ok()) return finish_now(op, text.take_error());
+      const std::string& t = **text;
+      if (offset >= t.size()) return finish_now(op, uint64_t{0});
+      const uint64_t n = std::min<uint64_t>(length, t.size() - offset);
+      std::memcpy(buf, t.data() + offset, n);
+      return finish_now(op, n);
+    }
     {
       auto rec = getattr_locked(op->ino);
       if (!rec.ok()) return finish_now(op, rec.take_error());
@@ -487,6 +510,7 @@ class DatastoreImpl final : public Datastore {
     if (S_ISDIR(attr.mode)) return make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory");
     const uint64_t size = attr.size_bytes;
     if (offset >= size) return make_error(ENXIO, ErrorKind::kInvalidArgument, "offset past the end");
+    if (view_of(ino) == kCbtView) return data ? offset : size;
     const uint64_t limit = div_round_up(size, kGrainBytes);
     VSFS_ASSIGN_OR_RETURN(uint64_t g, ms_->map_seek_locked(base_of(ino), offset / kGrainBytes,
                                                            limit, data, view_of(ino)));
@@ -738,6 +762,179 @@ class DatastoreImpl final : public Datastore {
     return ms_->commit();
   }
 
+  // ---- the .cbt tree ----
+  // DIR/.cbt/B/A/<path>: the changed extents of a disk of snapshot B since backup point A
+  // (or "full"), as text. Nodes are interned: the same path always has the same inode
+  // number (kCbtView, node index + 1). Texts are made on first use and kept: B is
+  // frozen and A's changeId fixed, so a text never changes.
+  struct CbtNode {
+    enum Kind : uint8_t { kRoot, kB, kA, kDir, kFile } kind = kRoot;
+    Ino dir = 0;                      // the live directory whose .cbt this is
+    uint16_t b = 0;                   // snapshot id of B
+    std::optional<uint64_t> since;    // A's changeId; none for "full"
+    uint64_t since_next_ino = 0;      // A's next_ino
+    Ino base = 0;                     // inode in B's view (kA: B's base directory)
+    std::string a_name;
+    std::shared_ptr<const std::string> text;  // kFile, once made
+    using Key = std::tuple<uint8_t, Ino, uint16_t, std::string, Ino>;
+    Key key() const { return Key{kind, dir, b, a_name, base}; }
+  };
+
+  Ino cbt_node(CbtNode n) {
+    auto [it, fresh] = cbt_index_.try_emplace(n.key(), cbt_nodes_.size());
+    if (fresh) cbt_nodes_.push_back(std::move(n));
+    return make_ino(kCbtView, it->second + 1);
+  }
+
+  Result<CbtNode*> cbt_get(Ino ino) {
+    const uint64_t i = base_of(ino);
+    if (i == 0 || i > cbt_nodes_.size()) return make_error(ENOENT, ErrorKind::kNotFound, "no such entry");
+    CbtNode* n = &cbt_nodes_[i - 1];
+    if (n->kind != CbtNode::kRoot && ms_->snapshot_by_id_locked(n->b) == nullptr) {
+      return make_error(ENOENT, ErrorKind::kNotFound, "the snapshot was deleted");
+    }
+    return n;
+  }
+
+  Result<Attr> cbt_getattr(Ino ino) {
+    VSFS_ASSIGN_OR_RETURN(CbtNode * n, cbt_get(ino));
+    VSFS_ASSIGN_OR_RETURN(auto dir, ms_->inode_locked(n->dir));
+    Attr a = to_attr(*dir);
+    a.ino = ino;
+    a.nlink = 2;
+    a.allocated_bytes = 0;
+    a.size_bytes = 0;
+    a.mode = S_IFDIR | 0555;
+    if (n->kind == CbtNode::kFile) {
+      VSFS_ASSIGN_OR_RETURN(auto text, cbt_text(ino));
+      a.mode = S_IFREG | 0444;
+      a.nlink = 1;
+      a.size_bytes = text->size();  // the real length: tools read until EOF
+    }
+    return a;
+  }
+
+  // Older backup points of B: every record (live or deleted) of the same directory with a
+  // smaller changeId.
+  std::vector<const format::SnapshotRecord*> cbt_points(const format::SnapshotRecord& b) {
+    std::vector<const format::SnapshotRecord*> out;
+    for (const auto& r : ms_->snapshots_locked()) {
+      if (r.base_ino == b.base_ino && r.change_id < b.change_id) out.push_back(&r);
+    }
+    return out;
+  }
+
+  Result<Attr> cbt_lookup(Ino parent, const std::string& name) {
+    VSFS_ASSIGN_OR_RETURN(CbtNode * p, cbt_get(parent));
+    CbtNode n = *p;
+    n.text.reset();
+    switch (p->kind) {
+      case CbtNode::kRoot: {
+        const format::SnapshotRecord* b = ms_->snapshot_by_name_locked(name);
+        if (b == nullptr || b->base_ino != p->dir) {
+          return make_error(ENOENT, ErrorKind::kNotFound, "no snapshot '{}' here", name);
+        }
+        n.kind = CbtNode::kB;
+        n.b = b->id;
+        return getattr_locked(cbt_node(std::move(n)));
+      }
+      case CbtNode::kB: {
+        const format::SnapshotRecord* b = ms_->snapshot_by_id_locked(p->b);
+        n.kind = CbtNode::kA;
+        n.base = b->base_ino;
+        n.a_name = name;
+        if (name != "full") {
+          const format::SnapshotRecord* a = nullptr;
+          for (const auto* r : cbt_points(*b)) {
+            if (r->name == name) a = r;
+          }
+          if (a == nullptr) return make_error(ENOENT, ErrorKind::kNotFound, "no backup point '{}'", name);
+          n.since = a->change_id;
+          n.since_next_ino = a->next_ino;
+        }
+        return getattr_locked(cbt_node(std::move(n)));
+      }
+      case CbtNode::kA:
+      case CbtNode::kDir: {
+        VSFS_ASSIGN_OR_RETURN(auto idx, ms_->dir_index_locked(p->base, p->b));
+        auto it = idx->find(name);
+        if (it == idx->end()) return make_error(ENOENT, ErrorKind::kNotFound, "no such entry");
+        n.kind = it->second.type == DT_DIR ? CbtNode::kDir : CbtNode::kFile;
+        n.base = it->second.ino;
+        return getattr_locked(cbt_node(std::move(n)));
+      }
+      case CbtNode::kFile:
+        return make_error(ENOTDIR, ErrorKind::kInvalidArgument, "not a directory");
+    }
+    return make_error(ENOENT, ErrorKind::kNotFound, "no such entry");
+  }
+
+  Result<std::vector<DirEntryInfo>> cbt_readdir(Ino ino) {
+    VSFS_ASSIGN_OR_RETURN(CbtNode * p, cbt_get(ino));
+    const CbtNode parent = *p;
+    std::vector<DirEntryInfo> out;
+    auto child = [&](CbtNode n, const std::string& name, uint32_t mode) {
+      n.text.reset();
+      out.push_back(DirEntryInfo{name, cbt_node(std::move(n)), mode});
+    };
+    switch (parent.kind) {
+      case CbtNode::kRoot:
+        for (const auto& r : ms_->snapshots_locked()) {
+          if ((r.flags & format::kSnapDeleted) || r.base_ino != parent.dir) continue;
+          CbtNode n = parent;
+          n.kind = CbtNode::kB;
+          n.b = r.id;
+          child(n, r.name, S_IFDIR);
+        }
+        return out;
+      case CbtNode::kB: {
+        const format::SnapshotRecord* b = ms_->snapshot_by_id_locked(parent.b);
+        CbtNode full = parent;
+        full.kind = CbtNode::kA;
+        full.base = b->base_ino;
+        full.a_name = "full";
+        child(full, "full", S_IFDIR);
+        for (const auto* r : cbt_points(*b)) {
+          CbtNode n = full;
+          n.a_name = r->name;
+          n.since = r->change_id;
+          n.since_next_ino = r->next_ino;
+          child(n, r->name, S_IFDIR);
+        }
+        return out;
+      }
+      case CbtNode::kA:
+      case CbtNode::kDir: {
+        VSFS_ASSIGN_OR_RETURN(auto list, ms_->dir_list_locked(parent.base, parent.b));
+        for (auto& e : list) {
+          CbtNode n = parent;
+          n.kind = e.type == DT_DIR ? CbtNode::kDir : CbtNode::kFile;
+          n.base = e.ino;
+          child(n, e.name, e.type == DT_DIR ? S_IFDIR : S_IFREG);
+        }
+        return out;
+      }
+      case CbtNode::kFile:
+        return make_error(ENOTDIR, ErrorKind::kInvalidArgument, "not a directory");
+    }
+    return out;
+  }
+
+  Result<std::shared_ptr<const std::string>> cbt_text(Ino ino) {
+    VSFS_ASSIGN_OR_RETURN(CbtNode * n, cbt_get(ino));
+    if (n->kind != CbtNode::kFile) return make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory");
+    if (n->text) return n->text;
+    VSFS_ASSIGN_OR_RETURN(auto extents,
+                          ms_->changed_extents_locked(n->base, n->b, n->since, n->since_next_ino));
+    std::string text;
+    for (const auto& e : extents) {
+      text += fmt::format("{} {} {}\n", e.offset_bytes, e.length_bytes, e.data ? "data" : "zero");
+    }
+    n = &cbt_nodes_[base_of(ino) - 1];
+    n->text = std::make_shared<const std::string>(std::move(text));
+    return n->text;
+  }
+
   struct PunchState {
     std::mutex mu;
     size_t pending = 0;
@@ -855,7 +1052,9 @@ class DatastoreImpl final : public Datastore {
                          uint32_t gid) {
     std::lock_guard lock(ms_->mu());
     VSFS_TRY(writable(parent));
-    if (name == kSnapshotsDirName) return make_error(EEXIST, ErrorKind::kExists, "reserved name");
+    if (name == kSnapshotsDirName || name == kCbtDirName) {
+      return make_error(EEXIST, ErrorKind::kExists, "reserved name");
+    }
     if (!format::valid_name(name)) {
       return make_error(name.size() > format::kMaxNameBytes ? ENAMETOOLONG : EINVAL,
                         ErrorKind::kInvalidArgument, "invalid name");
@@ -1355,6 +1554,8 @@ class DatastoreImpl final : public Datastore {
   bool closed_ = false;
 
   std::unordered_map<Ino, InodeRt> rt_;  // guarded by ms_->mu()
+  std::vector<CbtNode> cbt_nodes_;       // guarded by ms_->mu(); the .cbt trees' nodes
+  std::map<CbtNode::Key, size_t> cbt_index_;
   DatastoreStats stats_;                 // guarded by ms_->mu()
 
   // Snapshot barrier, guarded by ms_->mu(): while set, new changes park in parked_.

@@ -55,7 +55,7 @@ static_assert(kTreeFanout == 252 && kInodesPerLeaf == 31 && kBlocksPerTableGrain
 static_assert(kGrainsPerRefcountGrain == 2016 && kJournalDescMax == 502);
 static_assert(kReleaseEntriesMax == 167);
 static_assert(kOffLevel == 40 && kSbPayloadEnd == 272);
-static_assert(kInoOffParent + 8 <= kInodeBytes);
+static_assert(kInoOffReplacedGen + 8 <= kInodeBytes);
 static_assert(kJournalDescFixed + kJournalDescMax * 8 <= kPayloadBytes);
 static_assert(kReleaseListFixed + kReleaseEntriesMax * kReleaseEntryBytes <= kPayloadBytes);
 
@@ -536,6 +536,7 @@ Result<InodeLeaf> decode_inode_leaf(ConstGrain buf, uint64_t self, uint64_t firs
     r.allocated_grains = load<uint64_t>(buf, base + kInoOffAllocated);
     r.btime_ns = load<uint64_t>(buf, base + kInoOffBtime);
     r.parent = load<uint64_t>(buf, base + kInoOffParent);
+    r.replaced_gen = load<uint64_t>(buf, base + kInoOffReplacedGen);
     if (!valid_mode(r.mode)) {
       return bad(at, "inode {} has invalid mode 0{:o} (must be a regular file or directory)",
                  r.ino, r.mode);
@@ -556,7 +557,7 @@ Result<InodeLeaf> decode_inode_leaf(ConstGrain buf, uint64_t self, uint64_t firs
     }
     size_t nz = first_nonzero(buf, base + kInoOffFlags + 1, base + kInoOffAllocated);
     if (nz == base + kInoOffAllocated) {
-      nz = first_nonzero(buf, base + kInoOffParent + 8, base + kInodeBytes);
+      nz = first_nonzero(buf, base + kInoOffReplacedGen + 8, base + kInodeBytes);
       if (nz == base + kInodeBytes) continue;
     }
     return bad(at, "inode {} has nonzero reserved byte {} of its record", r.ino, nz - base);
@@ -590,6 +591,7 @@ void encode_inode_leaf(const InodeLeaf& leaf, uint64_t self, uint64_t generation
     store<uint64_t>(buf, base + kInoOffAllocated, r.allocated_grains);
     store<uint64_t>(buf, base + kInoOffBtime, r.btime_ns);
     store<uint64_t>(buf, base + kInoOffParent, r.parent);
+    store<uint64_t>(buf, base + kInoOffReplacedGen, r.replaced_gen);
   }
   seal(buf);
 }
@@ -984,7 +986,7 @@ Result<SnapshotList> decode_snapshot_list(ConstGrain buf, uint64_t self) {
     if (off + kSnapshotFixedBytes + len > end) return bad(at, "record {} name runs past the length", i);
     r.name.assign(reinterpret_cast<const char*>(buf.data() + off + kSnapshotFixedBytes), len);
     if (!valid_name(r.name) || r.name == "full") return bad(at, "record {} has an invalid name", i);
-    if (r.id == 0 || r.id > 0xfffd) return bad(at, "record {} has id {}, must be 1..65533", i, r.id);
+    if (r.id == 0 || r.id > 0xfffc) return bad(at, "record {} has id {}, must be 1..65532", i, r.id);
     if ((r.flags & ~kSnapDeleted) != 0) return bad(at, "record {} has unknown flags {:#x}", i, r.flags);
     const bool deleted = (r.flags & kSnapDeleted) != 0;
     if (deleted != (r.inode_root == 0) || r.inode_root >= kGrainLimit ||

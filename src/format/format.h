@@ -200,13 +200,17 @@ struct InodeRecord {
   uint64_t allocated_grains = 0; // mapped grains (st_blocks)
   uint64_t btime_ns = 0;         // creation time
   uint64_t parent = 0;           // directories: the parent's inode number
+  uint64_t replaced_gen = 0;     // generation of the last wholesale change of the map
+                                 // (creation, a clone over it): changed-block queries
+                                 // from before it list the whole disk
 };
 // Offsets inside a record.
 inline constexpr size_t kInoOffIno = 0, kInoOffMode = 8, kInoOffUid = 12, kInoOffGid = 16,
                         kInoOffNlink = 20, kInoOffSize = 24, kInoOffAtime = 32,
                         kInoOffMtime = 40, kInoOffCtime = 48, kInoOffMapRoot = 56,
                         kInoOffMapHeight = 64, kInoOffFlags = 65, kInoOffAllocated = 72,
-                        kInoOffBtime = 80, kInoOffParent = 88;  // 96..127 reserved
+                        kInoOffBtime = 80, kInoOffParent = 88,
+                        kInoOffReplacedGen = 96;  // 104..127 reserved
 
 struct InodeLeaf {
   uint64_t first_ino = 0;  // slot i holds inode first_ino + i (or is free)
@@ -323,7 +327,7 @@ struct SnapshotRecord {
   uint64_t inode_root = 0;   // physical grain of the frozen inode table root (0 if deleted)
   uint64_t base_ino = 0;     // inode number of the snapshotted directory (1 = datastore)
   uint64_t next_ino = 0;     // next_ino when taken: every inode in it is below this
-  uint16_t id = 0;           // 1..0xfffd, unique among records
+  uint16_t id = 0;           // 1..0xfffc, unique among records
   uint8_t inode_height = 0;
   uint8_t flags = 0;         // kSnap* bits
   std::string name;          // 1..255 bytes, a valid name, not "full"

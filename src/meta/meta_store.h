@@ -30,6 +30,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -156,6 +157,20 @@ class MetaStore {
   Result<uint64_t> reserve_data_grain_locked(uint64_t& hint_block);
   void unreserve_locked(uint64_t grain);
 
+  // ---- changed-block tracking ----
+  struct Extent {
+    uint64_t offset_bytes = 0, length_bytes = 0;
+    bool data = true;  // false: the range reads zeros (unmapped or zeroed)
+  };
+  // What changed in disk `ino` of snapshot `view` since the backup point whose changeId
+  // is *since (its next_ino: since_next_ino), clipped to the file size, sorted, merged.
+  // A disk created or replaced wholesale after that point lists all of it; without
+  // `since`, every allocated extent. Skips subtrees whose newest stamp is old, so the
+  // cost follows what changed, not the disk's size.
+  Result<std::vector<Extent>> changed_extents_locked(uint64_t ino, uint16_t view,
+                                                     std::optional<uint64_t> since,
+                                                     uint64_t since_next_ino);
+
   // ---- snapshots ----
   // Snapshot records, live and deleted (history), in creation order.
   const std::vector<format::SnapshotRecord>& snapshots_locked() const { return snaps_; }
@@ -245,6 +260,9 @@ class MetaStore {
                                         uint64_t end, uint64_t stamp, uint64_t owner);
   Result<uint64_t> seek_in_node_locked(uint64_t grain, int level, uint64_t base, uint64_t from,
                                        uint64_t limit, bool data);
+  Result<void> walk_changes_locked(uint64_t grain, int level, uint64_t base, uint64_t limit,
+                                   std::optional<uint64_t> since, bool zeros_too,
+                                   std::vector<Extent>& out);
   Result<bool> release_partial_locked(uint64_t grain, int level, format::TreeKind kind,
                                       uint32_t& budget);
   Result<void> scan_inodes_locked();

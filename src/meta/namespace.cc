@@ -69,6 +69,7 @@ Result<uint64_t> MetaStore::alloc_inode_locked(uint32_t mode, uint32_t uid, uint
   r.nlink = S_ISDIR(mode) ? 2 : 1;
   r.atime_ns = r.mtime_ns = r.ctime_ns = r.btime_ns = now_ns;
   r.parent = S_ISDIR(mode) ? parent : 0;
+  r.replaced_gen = sb_.generation;
   ++live_inodes_;
   return ino;
 }
@@ -328,11 +329,11 @@ Result<format::SnapshotRecord> MetaStore::create_snapshot_locked(uint64_t base_i
       ++live;
     }
   }
-  if (live >= 0xfffd) return make_error(ENOSPC, ErrorKind::kNoSpace, "too many snapshots");
+  if (live >= 0xfffc) return make_error(ENOSPC, ErrorKind::kNoSpace, "too many snapshots");
   // Ids rotate so a recently deleted snapshot's id is not reused at once.
   uint16_t id = 0;
-  for (uint32_t k = 0; k < 0xfffd && id == 0; ++k) {
-    const uint16_t cand = static_cast<uint16_t>(1 + (last_snap_id_ + k) % 0xfffd);
+  for (uint32_t k = 0; k < 0xfffc && id == 0; ++k) {
+    const uint16_t cand = static_cast<uint16_t>(1 + (last_snap_id_ + k) % 0xfffc);
     if (!used[cand]) id = cand;
   }
   last_snap_id_ = id;

@@ -377,6 +377,8 @@ Result<void> MetaStore::map_share_range_locked(uint64_t src, uint16_t view, uint
       VSFS_TRY(incref_locked(src_root));
       w->map_root = src_root;
       w->map_height = src_height;
+      // The shared root keeps the source's stamps: record the wholesale change.
+      w->replaced_gen = sb_.generation;
       VSFS_ASSIGN_OR_RETURN(w->allocated_grains, count_mapped_locked(src_root, src_height - 1));
       w->size_bytes = size;
       const uint64_t cap = tree_leaf_capacity(src_height) * kTreeFanout;
@@ -437,6 +439,7 @@ Result<void> MetaStore::map_clone_locked(uint64_t src, uint64_t dst) {
   if (from.map_root != 0) VSFS_TRY(incref_locked(from.map_root));
   d->map_root = from.map_root;
   d->map_height = from.map_height;
+  d->replaced_gen = sb_.generation;
   d->allocated_grains = from.allocated_grains;
   d->size_bytes = from.size_bytes;
   return push_release_locked(old_root, old_height, format::TreeKind::kFileMap, dst);
@@ -591,6 +594,78 @@ Result<uint64_t> MetaStore::map_seek_locked(uint64_t ino, uint64_t from, uint64_
     return data ? limit : std::min(limit, std::max(from, cap));
   }
   return r;
+}
+
+// ---- changed-block tracking ----
+
+namespace {
+void add_extent(std::vector<MetaStore::Extent>& out, uint64_t first_grain, uint64_t grains,
+                bool data) {
+  const uint64_t off = first_grain * kGrainBytes, len = grains * kGrainBytes;
+  if (!out.empty() && out.back().data == data &&
+      out.back().offset_bytes + out.back().length_bytes == off) {
+    out.back().length_bytes += len;
+  } else {
+    out.push_back(MetaStore::Extent{off, len, data});
+  }
+}
+}  // namespace
+
+// Appends the extents of the subtree at `grain` (covering grains from `base`) below
+// `limit`. With `since`, only slots stamped after it; zeros_too also reports unmapped
+// ranges as zero extents (a disk listed whole).
+Result<void> MetaStore::walk_changes_locked(uint64_t grain, int level, uint64_t base,
+                                            uint64_t limit, std::optional<uint64_t> since,
+                                            bool zeros_too, std::vector<Extent>& out) {
+  VSFS_ASSIGN_OR_RETURN(CachedBlock * b,
+                        get_locked(grain, level == 0 ? BlockType::kMapLeaf : BlockType::kMapInterior));
+  const auto slots = b->node().slots;
+  const uint64_t span = pow_fanout(level);
+  for (uint64_t i = 0; i < kTreeFanout; ++i) {
+    const uint64_t lo = base + i * span;
+    if (lo >= limit) break;
+    const uint64_t n = std::min(span, limit - lo);
+    const Slot& s = slots[i];
+    const bool changed = !since || s.stamp > *since;
+    if (s.state == SlotState::kMapped) {
+      if (!changed) continue;  // nothing below is newer
+      if (level == 0) {
+        add_extent(out, lo, 1, true);
+      } else {
+        VSFS_TRY(walk_changes_locked(s.grain, level - 1, lo, limit, since, zeros_too, out));
+      }
+    } else if (zeros_too || (since && s.state == SlotState::kZero && changed)) {
+      add_extent(out, lo, n, false);
+    }
+  }
+  return ok_result();
+}
+
+Result<std::vector<MetaStore::Extent>> MetaStore::changed_extents_locked(
+    uint64_t ino, uint16_t view, std::optional<uint64_t> since, uint64_t since_next_ino) {
+  VSFS_ASSIGN_OR_RETURN(const InodeRecord* rec, inode_locked(ino, view));
+  if (S_ISDIR(rec->mode)) return make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory");
+  const InodeRecord r = *rec;
+  const uint64_t size = r.size_bytes;
+  const uint64_t grains = div_round_up(size, kGrainBytes);
+  // Created or replaced wholesale after the backup point: list the whole disk.
+  const bool whole = since && (r.replaced_gen > *since || ino >= since_next_ino);
+  const std::optional<uint64_t> cut = whole ? std::nullopt : since;
+  std::vector<Extent> out;
+  if (r.map_root != 0) {
+    const uint64_t cap = tree_leaf_capacity(r.map_height) * kTreeFanout;
+    VSFS_TRY(walk_changes_locked(r.map_root, r.map_height - 1, 0, std::min(grains, cap), cut,
+                                 whole, out));
+    if (whole && cap < grains) add_extent(out, cap, grains - cap, false);
+  } else if (whole && grains > 0) {
+    add_extent(out, 0, grains, false);
+  }
+  // Clip the last extent to the file size.
+  while (!out.empty() && out.back().offset_bytes >= size) out.pop_back();
+  if (!out.empty() && out.back().offset_bytes + out.back().length_bytes > size) {
+    out.back().length_bytes = size - out.back().offset_bytes;
+  }
+  return out;
 }
 
 }  // namespace vsfs::meta
