@@ -479,9 +479,11 @@ class DatastoreImpl final : public Datastore {
     if (!rec.ok()) return done(rec.take_error());
     if (S_ISDIR(rec->mode)) return done(make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory"));
     const uint64_t old = rec->size_bytes;
-    auto finish = [this, ino, size, done = std::move(done)](Result<void> r) mutable {
+    auto finish = [this, ino, size, old, done = std::move(done)](Result<void> r) mutable {
       if (!r.ok()) return done(std::move(r));
-      unmap_range(ino, div_round_up(size, kGrainBytes), UINT64_MAX / kGrainBytes, size, std::move(done));
+      // Nothing is mapped past the old end: unmapping stops there.
+      const uint64_t first = div_round_up(size, kGrainBytes);
+      unmap_range(ino, first, std::max(first, div_round_up(old, kGrainBytes)), size, std::move(done));
     };
     if (size < old && size % kGrainBytes != 0) {
       // The tail of the last grain must read zeros if the disk grows again.

@@ -271,7 +271,7 @@ class MetaStore {
   Result<uint64_t> tree_leaf_for_update_locked(TreeRoot tr, uint64_t leaf_no, uint64_t stamp);
   // Copies a shared node: a new grain with the same content, children increfed,
   // the old node decrefed. Returns the new grain.
-  Result<uint64_t> cow_node_locked(uint64_t grain);
+  Result<uint64_t> cow_node_locked(uint64_t grain, format::BlockType type, uint64_t first_ino = 0);
   Result<void> incref_children_locked(uint64_t grain);
   Result<void> push_release_locked(uint64_t root, uint8_t height, format::TreeKind kind,
                                    uint64_t owner);

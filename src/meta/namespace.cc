@@ -169,7 +169,7 @@ Result<CachedBlock*> MetaStore::dir_block_for_update_locked(uint64_t dir, uint64
     VSFS_TRY(get_locked(s.grain, BlockType::kDirBlock));
     VSFS_ASSIGN_OR_RETURN(uint16_t rc, refcount_locked(s.grain));
     if (rc > 1) {
-      VSFS_ASSIGN_OR_RETURN(s.grain, cow_node_locked(s.grain));
+      VSFS_ASSIGN_OR_RETURN(s.grain, cow_node_locked(s.grain, BlockType::kDirBlock));
     }
     s.stamp = gen;
   }

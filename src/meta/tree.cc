@@ -133,7 +133,8 @@ Result<uint64_t> MetaStore::tree_leaf_for_update_locked(TreeRoot tr, uint64_t le
   {
     VSFS_ASSIGN_OR_RETURN(uint16_t rc, refcount_locked(*tr.root));
     if (rc > 1) {
-      VSFS_ASSIGN_OR_RETURN(*tr.root, cow_node_locked(*tr.root));
+      VSFS_ASSIGN_OR_RETURN(*tr.root,
+                            cow_node_locked(*tr.root, *tr.height == 1 ? tr.leaf_type : tr.interior_type));
     }
   }
   uint64_t g = *tr.root;
@@ -150,7 +151,9 @@ Result<uint64_t> MetaStore::tree_leaf_for_update_locked(TreeRoot tr, uint64_t le
     } else {
       VSFS_ASSIGN_OR_RETURN(uint16_t rc, refcount_locked(s.grain));
       if (rc > 1) {
-        VSFS_ASSIGN_OR_RETURN(s.grain, cow_node_locked(s.grain));
+        VSFS_ASSIGN_OR_RETURN(s.grain,
+                              cow_node_locked(s.grain, level == 1 ? tr.leaf_type : tr.interior_type,
+                                              leaf_no * format::kInodesPerLeaf));
       }
       s.stamp = std::max(s.stamp, stamp);
     }
@@ -160,9 +163,8 @@ Result<uint64_t> MetaStore::tree_leaf_for_update_locked(TreeRoot tr, uint64_t le
   return g;
 }
 
-Result<uint64_t> MetaStore::cow_node_locked(uint64_t grain) {
-  CachedBlock* old = cache_.find(grain);
-  VSFS_ASSERT(old != nullptr);  // the caller has just read it
+Result<uint64_t> MetaStore::cow_node_locked(uint64_t grain, BlockType type, uint64_t first_ino) {
+  VSFS_ASSIGN_OR_RETURN(CachedBlock * old, get_locked(grain, type, first_ino));
   CachedBlock copy = *old;
   copy.dirty = false;
   VSFS_ASSIGN_OR_RETURN(uint64_t g, alloc_meta_grain_locked());
@@ -488,21 +490,19 @@ Result<uint64_t> MetaStore::unmap_in_node_locked(uint64_t grain, int level, uint
       VSFS_TRY(decref_locked(s.grain));
       ++released;
       s = Slot{0, SlotState::kZero, stamp};
-    } else if (lo >= first && hi <= end) {
-      // A whole child goes. Shared: drop this map's reference. Private interior node:
-      // detach it and let the background releaser free it (bounded transactions).
-      // Private leaf: free its grains now.
+    } else if (lo >= first && hi <= end && level >= 2) {
+      // A whole interior child goes (at least 252 x 252 grains): shared, this map drops
+      // its reference; private, it is detached and the background releaser frees it
+      // (bounded transactions). Its slot becomes a zero subtree stamped now. Leaves are
+      // never dropped whole: their per-grain stamps keep change tracking exact.
       const uint64_t child = s.grain;
       VSFS_ASSIGN_OR_RETURN(uint64_t n, count_mapped_locked(child, level - 1));
       VSFS_ASSIGN_OR_RETURN(uint16_t rc, refcount_locked(child));
       if (rc > 1) {
         VSFS_TRY(decref_locked(child));
-      } else if (level >= 2) {
+      } else {
         VSFS_TRY(push_release_locked(child, static_cast<uint8_t>(level), format::TreeKind::kFileMap,
                                      owner));
-      } else {
-        VSFS_TRY(unmap_in_node_locked(child, 0, lo, first, end, stamp, owner));
-        VSFS_TRY(decref_locked(child));
       }
       released += n;
       b = cache_.find(grain);
@@ -511,7 +511,8 @@ Result<uint64_t> MetaStore::unmap_in_node_locked(uint64_t grain, int level, uint
       uint64_t child = s.grain;
       VSFS_ASSIGN_OR_RETURN(uint16_t rc, refcount_locked(child));
       if (rc > 1) {
-        VSFS_ASSIGN_OR_RETURN(child, cow_node_locked(child));
+        VSFS_ASSIGN_OR_RETURN(child, cow_node_locked(child, level == 1 ? BlockType::kMapLeaf
+                                                                       : BlockType::kMapInterior));
       }
       b = cache_.find(grain);
       b->node().slots[i].grain = child;
@@ -534,19 +535,12 @@ Result<void> MetaStore::map_unmap_range_locked(uint64_t ino, uint64_t first, uin
   VSFS_ASSIGN_OR_RETURN(InodeRecord * rec, inode_for_update_locked(ino));
   VSFS_ASSIGN_OR_RETURN(uint16_t rc, refcount_locked(rec->map_root));
   if (rc > 1) {
-    VSFS_ASSIGN_OR_RETURN(rec->map_root, cow_node_locked(rec->map_root));
+    VSFS_ASSIGN_OR_RETURN(rec->map_root,
+                          cow_node_locked(rec->map_root, rec->map_height == 1 ? BlockType::kMapLeaf
+                                                                              : BlockType::kMapInterior));
   }
   const uint64_t root = rec->map_root;
   const int level = rec->map_height - 1;
-  if (first == 0 && end == cap && level >= 1) {
-    // The whole map goes: release it in the background.
-    VSFS_ASSIGN_OR_RETURN(uint64_t n, count_mapped_locked(root, level));
-    VSFS_TRY(push_release_locked(root, rec->map_height, format::TreeKind::kFileMap, ino));
-    rec->map_root = 0;
-    rec->map_height = 0;
-    rec->allocated_grains -= std::min(rec->allocated_grains, n);
-    return ok_result();
-  }
   VSFS_ASSIGN_OR_RETURN(uint64_t n, unmap_in_node_locked(root, level, 0, first, end,
                                                          sb_.generation, ino));
   VSFS_ASSIGN_OR_RETURN(rec, inode_for_update_locked(ino));
