@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The example backup scripts end to end: a full backup, several incrementals with writes
+# (of many sizes, punches and a truncate) in between, each compared with the disk, the
+# incrementals copying only what changed; then a restore, compared with the backup.
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+examples=$(cd "$here/../../examples" && pwd)
+
+mkfs_file "$T/ds.img" 2G
+mkdir "$T/mnt" "$T/backup"
+mount_fg "$T/ds.img" "$T/mnt"
+m=$T/mnt
+mkdir "$m/vm1"
+truncate -s 64M "$m/vm1/vm1.img"
+dd if=/dev/urandom of="$m/vm1/vm1.img" bs=1M count=20 seek=3 conv=notrunc status=none
+
+bash "$examples/backup-incremental.sh" "$m" vm1/vm1.img "$T/backup" >"$T/out" || fail "full backup"
+grep -q "full backup" "$T/out" || fail "the first backup was not full: $(cat "$T/out")"
+cmp "$T/backup/vm1.img" "$m/vm1/vm1.img" || fail "full backup differs"
+[ -z "$(ls "$m/vm1/.snapshots")" ] || fail "the backup left a snapshot behind"
+
+for round in 1 2 3; do
+	for _ in $(seq 20); do
+		off=$((RANDOM * 1500 + RANDOM % 4096))
+		dd if=/dev/urandom of="$m/vm1/vm1.img" bs=$((512 + RANDOM % 70000)) count=1 \
+			oflag=seek_bytes seek="$off" conv=notrunc status=none
+	done
+	fallocate --punch-hole --keep-size --offset $((round * 5 << 20)) --length 300000 "$m/vm1/vm1.img"
+	[ "$round" = 2 ] && truncate -s 50M "$m/vm1/vm1.img"
+	bash "$examples/backup-incremental.sh" "$m" vm1/vm1.img "$T/backup" >"$T/out" ||
+		fail "incremental backup $round"
+	grep -q "incremental backup" "$T/out" || fail "backup $round was not incremental: $(cat "$T/out")"
+	copied=$(sed -n 's/.*: \([0-9]*\) bytes copied.*/\1/p' "$T/out")
+	[ "$copied" -lt $((8 << 20)) ] || fail "incremental $round copied $copied bytes"
+	cmp "$T/backup/vm1.img" "$m/vm1/vm1.img" || fail "incremental backup $round differs"
+done
+
+bash "$examples/restore.sh" "$T/backup/vm1.img" "$m" vm1/restored.img >/dev/null || fail "restore"
+cmp "$T/backup/vm1.img" "$m/vm1/restored.img" || fail "restored disk differs"
+unmount_wait "$m" "$DAEMON_PID"
+"$VSFS_FSCK" -n "$T/ds.img" >"$T/fsck" 2>&1 || { cat "$T/fsck"; fail "fsck after backups"; }
+echo "backup test passed"
