@@ -44,7 +44,7 @@ struct KeySpec {
 };
 
 // The ranges are those written beside the fields in config.h.
-constexpr std::array<KeySpec, 16> kKeys{{
+constexpr std::array<KeySpec, 18> kKeys{{
     {"fuse", "threads", KeyType::kInteger, 1, 64,
      [](Config& c) -> Field { return &c.fuse.threads; }},
     {"fuse", "max_background", KeyType::kInteger, 1, 65535,
@@ -77,6 +77,10 @@ constexpr std::array<KeySpec, 16> kKeys{{
      [](Config& c) -> Field { return &c.coalesce.hold_us_max; }},
     {"coalesce", "max_combined_kib", KeyType::kInteger, 4, 16384,
      [](Config& c) -> Field { return &c.coalesce.max_combined_kib; }},
+    {"format", "rate_mib_s", KeyType::kInteger, 0, 100000,
+     [](Config& c) -> Field { return &c.format.rate_mib_s; }},
+    {"cbt", "history", KeyType::kInteger, 16, 65536,
+     [](Config& c) -> Field { return &c.cbt.history; }},
 }};
 
 bool is_table(std::string_view name) {

@@ -42,11 +42,21 @@ struct CoalesceConfig {
   uint32_t max_combined_kib = 1024; // [coalesce] max_combined_kib: (4..16384)
 };
 
+struct FormatConfig {
+  uint32_t rate_mib_s = 256;        // [format] rate_mib_s: background formatting, 0 = off (0..100000)
+};
+
+struct CbtConfig {
+  uint32_t history = 1024;          // [cbt] history: deleted snapshots kept on record (16..65536)
+};
+
 struct Config {
   FuseConfig fuse;
   DeviceConfig device;
   JournalConfig journal;
   CoalesceConfig coalesce;
+  FormatConfig format;
+  CbtConfig cbt;
   // Options for the FUSE session that are not vsfs keys (allow_other, default_permissions,
   // ro, ...), in the order given; vsfs-mount passes them to libfuse.
   std::vector<std::string> fuse_options;

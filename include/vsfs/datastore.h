@@ -108,6 +108,8 @@ struct OpenOptions {
   // Background formatting of freed storage blocks, MiB/s (0 = off). It yields to
   // foreground IO.
   uint32_t format_rate_mib_s = 256;
+  // Deleted snapshots kept on record (name and changeId) for changed-block queries.
+  uint32_t cbt_history = 1024;
 };
 
 enum class RenameFlags : uint32_t { kNone = 0, kNoReplace = 1, kExchange = 2 };

@@ -1588,6 +1588,7 @@ Result<std::unique_ptr<Datastore>> Datastore::open(std::unique_ptr<device::Devic
   mo.mark_mounted = options.mark_mounted;
   mo.force = options.force;
   VSFS_ASSIGN_OR_RETURN(auto ms, MetaStore::open(*dev, mo));
+  ms->set_snapshot_history_max(options.cbt_history);
   auto ds = std::make_unique<DatastoreImpl>(std::move(dev), std::move(ms), options);
   ds->start_background();
   return std::unique_ptr<Datastore>(std::move(ds));

@@ -68,6 +68,8 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.coalesce.max_held_bytes, b.coalesce.max_held_bytes);
   EXPECT_EQ(a.coalesce.hold_us_max, b.coalesce.hold_us_max);
   EXPECT_EQ(a.coalesce.max_combined_kib, b.coalesce.max_combined_kib);
+  EXPECT_EQ(a.format.rate_mib_s, b.format.rate_mib_s);
+  EXPECT_EQ(a.cbt.history, b.cbt.history);
   EXPECT_EQ(a.fuse_options, b.fuse_options);
   EXPECT_EQ(a.read_only, b.read_only);
 }
