@@ -22,6 +22,10 @@ uint64_t mono_ns() {
 }
 
 constexpr double kEwmaWeight = 1.0 / 8;
+// How close a request must be to a held or recent IO of its direction to be held for it:
+// a stream's requests arrive a little out of order across FUSE worker threads, never
+// far apart; random IO almost never falls this close.
+constexpr uint64_t kNearBytes = 128 << 10;
 
 }  // namespace
 
@@ -80,6 +84,7 @@ struct CoalesceQueue::Request {
   const uint8_t* write_data = nullptr;  // writes: the caller's data, or `copy`
   std::unique_ptr<uint8_t[]> copy;      // writes that are held: the queue's own copy
   uint64_t arrival_ns = 0;              // held requests: when they arrived
+  bool lone = false;  // held with nothing to merge with (only behind a busy dispatcher)
   Done<uint64_t> done;
   Done<void> flush_done;
 
@@ -196,20 +201,28 @@ uint64_t CoalesceQueue::arrive(std::unique_ptr<Request> r, const void* write_src
   if (r->kind != Kind::kBarrier) stats_->requests_in.fetch_add(1, std::memory_order_relaxed);
 
   if (now) {
-    // Straight down, as the only dispatcher, so that the queue order is kept.
+    // Straight down from this thread. It conflicts with nothing held or on its way
+    // down, so it commutes with all of them; while it is on its way down it is in
+    // transit_, so that a later conflicting request waits for it.
     std::vector<std::unique_ptr<Request>> one;
     one.push_back(std::move(r));
     Io* io = new_io_locked(std::move(one));
-    dispatching_ = true;
+    const Range range{io->offset, io->offset + io->length, io->kind, seq};
+    transit_.push_back(range);
     l.unlock();
     submit_io(io);
     l.lock();
-    dispatch_locked(l);
+    end_transit_locked(seq);
+    if (!held_.empty() && !dispatching_) {
+      dispatching_ = true;
+      dispatch_locked(l);
+    }
     return seq;
   }
 
   // Held.
   r->arrival_ns = mono_ns();
+  r->lone = r->kind != Kind::kBarrier && !is_candidate_locked(*r);
   const Kind kind = r->kind;
   const uint64_t length = r->length;
   held_.push_back(std::move(r));
@@ -232,10 +245,9 @@ uint64_t CoalesceQueue::arrive(std::unique_ptr<Request> r, const void* write_src
 }
 
 bool CoalesceQueue::can_send_now_locked(const Request& r) const {
-  if (dispatching_ || plugged_) return false;
+  if (plugged_ || barriers_held_ > 0 || conflicts_transit_locked(r)) return false;
   const uint64_t in_flight = in_flight_.load(std::memory_order_relaxed);
   if (held_.empty() && in_flight < threshold_.load(std::memory_order_relaxed)) return true;
-  if (barriers_held_ > 0) return false;
   if (is_candidate_locked(r)) return false;
   for (const auto& h : held_) {
     if (conflicts(*h, r)) return false;
@@ -243,10 +255,31 @@ bool CoalesceQueue::can_send_now_locked(const Request& r) const {
   return true;
 }
 
+bool CoalesceQueue::conflicts_transit_locked(const Request& r) const {
+  for (const Range& t : transit_) {
+    if (r.offset < t.end && t.offset < r.end() &&
+        (r.kind == Kind::kWrite || t.kind == Kind::kWrite)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void CoalesceQueue::end_transit_locked(uint64_t key) {
+  for (size_t i = 0; i < transit_.size(); ++i) {
+    if (transit_[i].key == key) {
+      transit_[i] = transit_.back();
+      transit_.pop_back();
+      return;
+    }
+  }
+  VSFS_ASSERT(false);
+}
+
 // A request is worth holding only when something it could be merged with is near:
-// a held request or a recently passed-down IO of its direction, within one combined IO.
+// a held request or a recently passed-down IO of its direction, within kNearBytes.
 bool CoalesceQueue::is_candidate_locked(const Request& r) const {
-  const uint64_t w = max_combined_bytes_;
+  const uint64_t w = std::min<uint64_t>(max_combined_bytes_, kNearBytes);
   auto near = [&](uint64_t off, uint64_t end) {
     return r.offset <= end + w && off <= r.end() + w;
   };
@@ -288,10 +321,15 @@ void CoalesceQueue::dispatch_locked(std::unique_lock<std::mutex>& l) {
     std::unique_ptr<Request> barrier;
     take_locked(mono_ns(), &ios, &barrier);
     if (ios.empty() && !barrier) break;
+    const uint64_t key = next_seq_++;  // names this batch in transit_
+    for (Io* io : ios) transit_.push_back(Range{io->offset, io->offset + io->length, io->kind, key});
     l.unlock();
     for (Io* io : ios) submit_io(io);
     if (barrier) submit_barrier(std::move(barrier));
     l.lock();
+    transit_.erase(std::remove_if(transit_.begin(), transit_.end(),
+                                  [key](const Range& t) { return t.key == key; }),
+                   transit_.end());
   }
   dispatching_ = false;
   arm_timer_locked();
@@ -311,7 +349,17 @@ void CoalesceQueue::take_locked(uint64_t now_ns, std::vector<Io*>* ios,
     stats_->held_now.fetch_sub(1, std::memory_order_relaxed);
     return;
   }
-  if (!should_flush_locked(now_ns)) return;
+  if (!should_flush_locked(now_ns)) {
+    take_lone_locked(now_ns, ios);
+    return;
+  }
+  // A held request that conflicts with one on its way down (sent directly by another
+  // thread) must follow it: wait for that call to return; its thread runs the
+  // dispatcher again.
+  for (const auto& h : held_) {
+    if (h->kind == Kind::kBarrier) break;
+    if (conflicts_transit_locked(*h)) return;
+  }
   std::vector<std::unique_ptr<Request>> segment;
   while (!held_.empty() && held_.front()->kind != Kind::kBarrier) {
     std::unique_ptr<Request> r = std::move(held_.front());
@@ -323,6 +371,36 @@ void CoalesceQueue::take_locked(uint64_t now_ns, std::vector<Io*>* ios,
   held_count_.store(held_.size(), std::memory_order_relaxed);
   stats_->held_now.fetch_sub(static_cast<int64_t>(segment.size()), std::memory_order_relaxed);
   build_ios_locked(std::move(segment), ios);
+}
+
+// Requests held only because another thread was passing IOs down, with nothing to merge
+// with, go on their own as soon as the dispatcher gets to them, ahead of the held
+// requests that wait for partners, unless they conflict with one of those or a barrier
+// comes before them.
+void CoalesceQueue::take_lone_locked(uint64_t now_ns, std::vector<Io*>* ios) {
+  if (plugged_) return;
+  size_t taken = 0;
+  for (size_t i = 0; i < held_.size(); ++i) {
+    Request& r = *held_[i];
+    if (r.kind == Kind::kBarrier) break;
+    if (!r.lone) continue;
+    bool clash = false;
+    for (size_t k = 0; k < i && !clash; ++k) {
+      if (held_[k] != nullptr) clash = conflicts(*held_[k], r);
+    }
+    if (clash || conflicts_transit_locked(r)) continue;
+    std::unique_ptr<Request> own = std::move(held_[i]);
+    if (own->kind == Kind::kWrite) held_bytes_ -= own->length;
+    stats_->record_hold((now_ns - std::min(now_ns, own->arrival_ns)) / 1000);
+    std::vector<std::unique_ptr<Request>> one;
+    one.push_back(std::move(own));
+    ios->push_back(new_io_locked(std::move(one)));
+    ++taken;
+  }
+  if (taken == 0) return;
+  std::erase_if(held_, [](const std::unique_ptr<Request>& p) { return p == nullptr; });
+  held_count_.store(held_.size(), std::memory_order_relaxed);
+  stats_->held_now.fetch_sub(static_cast<int64_t>(taken), std::memory_order_relaxed);
 }
 
 // Cuts the segment (queue order) into epochs of mutually non-conflicting requests, and
@@ -437,7 +515,7 @@ void CoalesceQueue::on_complete(Io* io_raw, Result<uint64_t> result) {
     const double us = static_cast<double>(service_ns) / 1000.0;
     service_ewma_us_ =
         service_ewma_us_ == 0 ? us : service_ewma_us_ + kEwmaWeight * (us - service_ewma_us_);
-    const double target_us = std::max(1.0, options_.hold_us_max / 2.0);
+    const double target_us = std::max(1.0, static_cast<double>(options_.hold_us_max));
     const double t = std::ceil(service_ewma_us_ / target_us);
     const double top = static_cast<double>(std::max<uint32_t>(1, options_.max_inflight));
     threshold_.store(static_cast<uint32_t>(std::clamp(t, 1.0, top)), std::memory_order_relaxed);

@@ -30,22 +30,30 @@
 //
 // Requests with no merge partner in sight are not held: a request is held (when the
 // threshold says so) only if a held or a recently sent IO of its direction lies within
-// max_combined_kib of it, so random IO is never delayed for nothing. An idle disk (no IO
-// in flight) always sends a lone request at once: no hold at queue depth 1.
+// 128 KiB of it, so random IO is almost never delayed for nothing. (One held only to
+// keep its place behind a conflicting request goes on its own as soon as it may, ahead
+// of held requests it does not conflict with.) An idle disk (no IO in flight) always
+// sends a lone request at once: no hold at queue depth 1.
 //
 // Adaptive threshold: the queue keeps an EWMA (weight 1/8) of the service time of its
 // IOs, from pass-down to completion. With T IOs in flight, completions come about every
 // service/T (Little's law), and a held request waits about that long for the next one.
-// The threshold is the smallest T whose completion interval fits half the hold budget:
-//   T = clamp(ceil(service_ewma_us / (hold_us_max / 2)), 1, max_inflight),
-// so a fast device (short service time, high completion rate) keeps few IOs in flight
-// and merges much, and a slow one keeps more in flight and holds less.
+// The threshold is the smallest T whose completion interval fits the hold budget:
+//   T = clamp(ceil(service_ewma_us / hold_us_max), 1, max_inflight).
+// While the disk completes IOs faster than hold_us_max, T is 1: one IO in flight, and
+// everything that arrives meanwhile goes down merged when it completes, so a stream's
+// IOs grow with the device's service time (natural batching; measured best when the
+// host is CPU-bound). A slower device (remote storage, a saturated disk) gets more IOs
+// in flight so that no request waits much longer than hold_us_max for a completion.
 //
 // Threading: read/write/flush/kick/plug/unplug may be called from any thread; `done`
 // callbacks run on whatever thread completes the IO below (the device completion thread,
-// or the caller's thread when the layer below answers at once). Submission to the layer
-// below is serialised by a dispatcher flag: one thread at a time passes IOs down, in
-// queue order, with the mutex released; the others leave their requests held for it.
+// or the caller's thread when the layer below answers at once). Held requests are passed
+// down by one dispatcher at a time (a flag), in queue order, with the mutex released. A
+// request that is not held is passed down by its own caller's thread, concurrently with
+// others; it is registered "in transit" until that call returns, and a later request
+// that conflicts with something in transit is held until it has gone down, so the
+// order of conflicting requests is always the queue order.
 // Lock order: mu_ before the timer's mutex; no lock is held while calling the layer
 // below or a `done` callback.
 // Ownership: create() returns a shared_ptr; each IO in flight keeps the queue alive, so
@@ -181,6 +189,7 @@ class CoalesceQueue : public std::enable_shared_from_this<CoalesceQueue> {
   struct Range {
     uint64_t offset = 0, end = 0;
     Kind kind = Kind::kRead;
+    uint64_t key = 0;  // transit_: the direct request's seq or the dispatch batch's key
   };
 
   CoalesceQueue(std::unique_ptr<DiskTarget> target, const CoalesceOptions& options,
@@ -191,11 +200,14 @@ class CoalesceQueue : public std::enable_shared_from_this<CoalesceQueue> {
   bool likely_held() const;
   bool can_send_now_locked(const Request& r) const;
   bool is_candidate_locked(const Request& r) const;
+  bool conflicts_transit_locked(const Request& r) const;
+  void end_transit_locked(uint64_t key);
   bool should_flush_locked(uint64_t now_ns);
   // Runs the dispatcher loop; `l` holds mu_ and dispatching_ is set by the caller.
   void dispatch_locked(std::unique_lock<std::mutex>& l);
   // Takes the next work to pass down: IOs of one flushed segment, or a barrier.
   void take_locked(uint64_t now_ns, std::vector<Io*>* ios, std::unique_ptr<Request>* barrier);
+  void take_lone_locked(uint64_t now_ns, std::vector<Io*>* ios);
   void build_ios_locked(std::vector<std::unique_ptr<Request>> segment, std::vector<Io*>* ios);
   Io* new_io_locked(std::vector<std::unique_ptr<Request>> members);
   void submit_io(Io* io);
@@ -225,6 +237,9 @@ class CoalesceQueue : public std::enable_shared_from_this<CoalesceQueue> {
   static constexpr size_t kRecent = 8;
   Range recent_[kRecent];     // guarded by mu_
   size_t recent_next_ = 0;    // guarded by mu_
+  // IOs decided but whose call down has not returned yet: a request that conflicts with
+  // one of them must not be passed down before that call returns.
+  std::vector<Range> transit_;  // guarded by mu_
   // Written under mu_, read without it by the likely_held() hint.
   std::atomic<uint64_t> in_flight_{0};
   std::atomic<uint32_t> threshold_{1};

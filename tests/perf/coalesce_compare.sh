@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# coalesce_compare.sh: the same fio jobs on two vsfs mounts in one run, one with the
+# coalescing queue on and one with -o coalesce=off, with the ratios on/off (issue 7
+# targets: 4 KiB sequential O_DIRECT at QD32 >= 4x fewer device IOs than requests and
+# >= 1.5x the throughput of off; 4 KiB random QD1 latency within 5 % of off). Device IOs
+# per request = the change in .vsfs/stats io.device_ops (read or write) over fio's
+# requests for the job. Jobs alternate between the two mounts, each mount on its own
+# datastore file with its own daemon, so both see the same host conditions. Run by hand
+# from a build tree:
+#
+#   tests/perf/coalesce_compare.sh [-b BUILD_DIR] [-d WORK_DIR] [-s FILE_SIZE]
+#                                  [-r RUNTIME_S] [-n REPEATS] [-o "extra -o options"]
+#
+# WORK_DIR (default: a new directory under the current one) holds the two datastore
+# files and mount points; it is removed at the end. REPEATS (default 1) runs each job
+# that many times per mount and reports the median. Needs fio and root (FUSE mount).
+# Not a ctest test: timings vary.
+set -euo pipefail
+
+build=build
+work=
+size=1G
+runtime=10
+repeats=1
+extra_opts=
+while getopts "b:d:s:r:n:o:h" opt; do
+	case $opt in
+	b) build=$OPTARG ;;
+	d) work=$OPTARG ;;
+	s) size=$OPTARG ;;
+	r) runtime=$OPTARG ;;
+	n) repeats=$OPTARG ;;
+	o) extra_opts=$OPTARG ;;
+	*) sed -n '2,17p' "$0"; exit 2 ;;
+	esac
+done
+command -v fio >/dev/null || { echo "coalesce_compare: fio is not installed" >&2; exit 2; }
+bin=$build/bin
+for p in vsfs-mkfs vsfs-mount; do
+	[ -x "$bin/$p" ] || { echo "coalesce_compare: $bin/$p not found (-b BUILD_DIR)" >&2; exit 2; }
+done
+if [ -z "$work" ]; then work=$(mktemp -d "$PWD/vsfs-coalesce.XXXXXX"); else mkdir -p "$work"; fi
+work=$(cd "$work" && pwd)
+declare -A pid=()
+
+cleanup() {
+	for side in on off; do
+		local m=$work/mnt-$side
+		if mountpoint -q "$m" 2>/dev/null; then
+			fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+		fi
+		local p=${pid[$side]:-}
+		if [ -n "$p" ]; then
+			for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+			kill "$p" 2>/dev/null || true
+		fi
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap "exit 143" TERM INT
+
+size_bytes=$(numfmt --from=iec "$size")
+ds_bytes=$((size_bytes * 2 + (1 << 30)))
+for side in on off; do
+	mkdir -p "$work/mnt-$side"
+	"$bin/vsfs-mkfs" -s "$ds_bytes" "$work/ds-$side.img" >/dev/null
+	opts="coalesce=$side${extra_opts:+,$extra_opts}"
+	"$bin/vsfs-mount" -f -o "$opts" "$work/ds-$side.img" "$work/mnt-$side" \
+		>"$work/daemon-$side.log" 2>&1 &
+	pid[$side]=$!
+	for _ in $(seq 100); do grep -q " $work/mnt-$side fuse.vsfs " /proc/mounts && break; sleep 0.1; done
+	grep -q " $work/mnt-$side fuse.vsfs " /proc/mounts || { cat "$work/daemon-$side.log" >&2; exit 1; }
+	# Lay the disk out fully, so reads hit written data and writes go in place.
+	fio --name=layout --filename="$work/mnt-$side/disk.img" --size="$size" --ioengine=io_uring \
+		--direct=1 --rw=write --bs=1M --iodepth=8 >/dev/null
+	sync "$work/mnt-$side/disk.img"
+done
+
+# stats SIDE -> "device_reads device_writes coalesce_merged coalesce_held"
+stats() {
+	python3 - "$work/mnt-$1/.vsfs/stats" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+ops = d["io"]["device_ops"]
+c = d.get("coalesce", {})
+print(ops["read"], ops["write"], c.get("merged", 0), c.get("held", 0))
+PY
+}
+
+# run_job SIDE RW BS DEPTH -> "requests bw_bytes_per_s mean_lat_us dev_ios merged"
+run_job() {
+	local side=$1 rw=$2 bs=$3 depth=$4
+	local before after
+	before=$(stats "$side")
+	local out
+	out=$(fio --name=j --filename="$work/mnt-$side/disk.img" --size="$size" --ioengine=io_uring \
+		--direct=1 --rw="$rw" --bs="$bs" --iodepth="$depth" --runtime="$runtime" --time_based \
+		--randrepeat=0 --output-format=json 2>/dev/null)
+	after=$(stats "$side")
+	python3 - "$out" "$before" "$after" "$rw" <<'PY'
+import json, sys
+j = json.loads(sys.argv[1])["jobs"][0]
+b = [int(x) for x in sys.argv[2].split()]
+a = [int(x) for x in sys.argv[3].split()]
+write = "write" in sys.argv[4]
+d = j["write"] if write else j["read"]
+dev = (a[1] - b[1]) if write else (a[0] - b[0])
+print(d["total_ios"], d["bw_bytes"], d["lat_ns"]["mean"] / 1000.0, dev, a[2] - b[2])
+PY
+}
+
+median() { python3 -c 'import sys, statistics; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
+
+# name rw bs depth
+jobs=(
+	"seqwrite-4k-qd32 write 4k 32"
+	"seqread-4k-qd32 read 4k 32"
+	"randwrite-4k-qd1 randwrite 4k 1"
+	"randread-4k-qd1 randread 4k 1"
+	"randwrite-4k-qd32 randwrite 4k 32"
+	"randread-4k-qd32 randread 4k 32"
+)
+
+printf "%-18s %9s %9s %7s %9s %9s %9s %9s %7s %7s\n" job on_MB/s off_MB/s bw_x on_lat_us \
+	off_lat_us lat_x on_dev/req off_dev/req ios_x
+for jspec in "${jobs[@]}"; do
+	read -r name rw bs depth <<<"$jspec"
+	declare -A bw=() lat=() per=() req=() dev=()
+	for side in on off; do bw[$side]=""; lat[$side]=""; per[$side]=""; done
+	for _ in $(seq "$repeats"); do
+		for side in on off; do
+			read -r r b l d _m <<<"$(run_job "$side" "$rw" "$bs" "$depth")"
+			bw[$side]+=" $b"
+			lat[$side]+=" $l"
+			per[$side]+=" $(python3 -c "print($d / $r if $r else 0)")"
+		done
+	done
+	for side in on off; do
+		# shellcheck disable=SC2086  # word lists
+		bw[$side]=$(median ${bw[$side]})
+		# shellcheck disable=SC2086
+		lat[$side]=$(median ${lat[$side]})
+		# shellcheck disable=SC2086
+		per[$side]=$(median ${per[$side]})
+	done
+	python3 - "$name" "${bw[on]}" "${bw[off]}" "${lat[on]}" "${lat[off]}" "${per[on]}" "${per[off]}" <<'PY'
+import sys
+name = sys.argv[1]
+bon, boff, lon, loff, pon, poff = (float(x) for x in sys.argv[2:])
+print("%-18s %9.1f %9.1f %7.2f %9.1f %9.1f %9.3f %9.3f %9.3f %7s" % (
+    name, bon / 1e6, boff / 1e6, bon / boff if boff else 0, lon, loff,
+    lon / loff if loff else 0, pon, poff, ("%.1f" % (poff / pon)) if pon else "n/a"))
+PY
+done
+
+python3 - "$work/mnt-on/.vsfs/stats" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))["coalesce"]
+print("coalesce (on): requests_in %d ios_out %d merged %d held %d deadline_flushes %d "
+      "full_flushes %d hold_us p50 %d p99 %d max %d" % (
+          c["requests_in"], c["ios_out"], c["merged"], c["held"], c["deadline_flushes"],
+          c["full_flushes"], c["hold_us"]["p50"], c["hold_us"]["p99"], c["hold_us"]["max"]))
+PY
+for side in on off; do
+	echo "daemon ($side) peak RSS: $(awk '/VmHWM/ {print $2, $3}' "/proc/${pid[$side]}/status")"
+done
