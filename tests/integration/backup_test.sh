@@ -33,6 +33,7 @@ for round in 1 2 3; do
 		kill -9 "$DAEMON_PID"
 		wait "$DAEMON_PID" 2>/dev/null
 		fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+		wait_device_free "$T/ds.img"
 		mount_fg "$T/ds.img" "$m"
 	fi
 	bash "$examples/backup-incremental.sh" "$m" vm1/vm1.img "$T/backup" >"$T/out" ||

@@ -124,3 +124,13 @@ for k in sys.argv[2].split('.'):
 print(d)
 PY
 }
+
+# wait_device_free FILE: after a daemon was killed, the kernel may hold the device's
+# lock a moment longer (io_uring tears down asynchronously); wait until it is free (5 s).
+wait_device_free() {
+	for _ in $(seq 50); do
+		flock -n "$1" true 2>/dev/null && return 0
+		sleep 0.1
+	done
+	fail "$1 is still locked after the daemon exited"
+}

@@ -91,6 +91,7 @@ rmdir "$m/.snapshots/big" "$m/.snapshots/first" "$m/vm1/.snapshots/vmsnap"
 kill -9 "$DAEMON_PID"
 wait "$DAEMON_PID" 2>/dev/null
 fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+wait_device_free "$T/ds.img"
 mount_fg "$T/ds.img" "$m"
 [ -z "$(ls "$m/.snapshots")" ] || fail "deleted snapshots came back: $(ls "$m/.snapshots")"
 for _ in $(seq 150); do
