@@ -30,6 +30,7 @@
 #include "disk/range_lock.h"
 #include "meta/meta_store.h"
 #include "util/aligned_buffer.h"
+#include "util/clock.h"
 #include "util/log.h"
 #include "vsfs/datastore.h"
 
@@ -47,11 +48,6 @@ using disk::RangeLock;
 constexpr uint64_t kMaxFileBytes = 64ull << 40;  // 64 TiB
 constexpr uint32_t kReleaseBudget = 32;          // nodes released per step
 
-uint64_t now_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 Attr to_attr(const format::InodeRecord& r) {
   Attr a;
@@ -296,7 +292,7 @@ class DatastoreImpl final : public Datastore {
     VSFS_TRY(touch_dir(parent));
     if (new_parent != parent) VSFS_TRY(touch_dir(new_parent));
     VSFS_ASSIGN_OR_RETURN(auto srec, ms_->inode_for_update_locked(src.ino));
-    srec->ctime_ns = now_ns();
+    srec->ctime_ns = realtime_ns();
     return after_change();
   }
 
@@ -334,7 +330,7 @@ class DatastoreImpl final : public Datastore {
     if (a.gid) rec->gid = *a.gid;
     if (a.atime_ns) rec->atime_ns = *a.atime_ns;
     if (a.mtime_ns) rec->mtime_ns = *a.mtime_ns;
-    rec->ctime_ns = now_ns();
+    rec->ctime_ns = realtime_ns();
     Attr out = to_attr(*rec);
     VSFS_TRY(after_change());
     return out;
@@ -621,7 +617,7 @@ class DatastoreImpl final : public Datastore {
             auto rec = ms_->inode_for_update_locked(op->ino);
             if (rec.ok()) {
               (*rec)->size_bytes = std::max((*rec)->size_bytes, end_bytes);
-              (*rec)->mtime_ns = (*rec)->ctime_ns = now_ns();
+              (*rec)->mtime_ns = (*rec)->ctime_ns = realtime_ns();
             } else {
               r = rec.take_error();
             }
@@ -730,7 +726,7 @@ class DatastoreImpl final : public Datastore {
       barrier_cv_.wait(lock, [&] { return !barrier_; });
       barrier_ = true;
       barrier_cv_.wait(lock, [&] { return changes_active_ == 0; });
-      auto rec = ms_->create_snapshot_locked(dir, name, now_ns());
+      auto rec = ms_->create_snapshot_locked(dir, name, realtime_ns());
       barrier_ = false;
       barrier_cv_.notify_all();
       auto parked = std::move(parked_);
@@ -1013,13 +1009,13 @@ class DatastoreImpl final : public Datastore {
 
   Result<void> touch_dir(Ino dir) {
     VSFS_ASSIGN_OR_RETURN(auto rec, ms_->inode_for_update_locked(dir));
-    rec->mtime_ns = rec->ctime_ns = now_ns();
+    rec->mtime_ns = rec->ctime_ns = realtime_ns();
     return ok_result();
   }
 
   Result<void> drop_link(Ino ino) {
     VSFS_ASSIGN_OR_RETURN(auto rec, ms_->inode_for_update_locked(ino));
-    rec->ctime_ns = now_ns();
+    rec->ctime_ns = realtime_ns();
     if (rec->nlink > 0) --rec->nlink;
     if (rec->nlink > 0) return ok_result();
     auto it = rt_.find(ino);
@@ -1063,7 +1059,7 @@ class DatastoreImpl final : public Datastore {
     }
     VSFS_ASSIGN_OR_RETURN(auto idx, ms_->dir_index_locked(parent));
     if (idx->count(name)) return make_error(EEXIST, ErrorKind::kExists, "'{}' exists", name);
-    const uint64_t now = now_ns();
+    const uint64_t now = realtime_ns();
     VSFS_ASSIGN_OR_RETURN(uint64_t ino, ms_->alloc_inode_locked(mode, uid, gid, parent, now));
     const bool dir = S_ISDIR(mode);
     VSFS_TRY(ms_->dir_add_locked(parent, name, ino, dir ? DT_DIR : DT_REG));
@@ -1329,12 +1325,12 @@ class DatastoreImpl final : public Datastore {
         if (r.ok() && !mapped_new && !grows) {
           // A pure in-place overwrite changes no metadata: its times are kept in memory
           // and written with the inode's next change or its last close (lazytime).
-          rt_[op->ino].pending_mtime_ns = now_ns();
+          rt_[op->ino].pending_mtime_ns = realtime_ns();
         } else if (r.ok()) {
           auto rec = ms_->inode_for_update_locked(op->ino);
           if (rec.ok()) {
             if (grows) (*rec)->size_bytes = end;
-            (*rec)->mtime_ns = (*rec)->ctime_ns = now_ns();
+            (*rec)->mtime_ns = (*rec)->ctime_ns = realtime_ns();
             rt_[op->ino].pending_mtime_ns = 0;
           } else {
             r = rec.take_error();
@@ -1417,7 +1413,7 @@ class DatastoreImpl final : public Datastore {
         auto rec = ms_->inode_for_update_locked(op->ino);
         if (rec.ok()) {
           if (op->new_size) (*rec)->size_bytes = *op->new_size;
-          (*rec)->mtime_ns = (*rec)->ctime_ns = now_ns();
+          (*rec)->mtime_ns = (*rec)->ctime_ns = realtime_ns();
         } else {
           r = rec.take_error();
         }

@@ -3,6 +3,7 @@
 
 #include <ctime>
 
+#include "util/clock.h"
 #include "util/crc32c.h"
 #include "util/log.h"
 
@@ -12,11 +13,6 @@ using format::kJournalDescMax;
 
 namespace {
 
-uint64_t now_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 format::Grain grain_at(AlignedBuffer& buf, uint64_t i) {
   return format::Grain(buf.data() + i * kGrainBytes, kGrainBytes);
@@ -75,7 +71,7 @@ Result<uint64_t> Journal::write_transaction(std::vector<JournalImage>& images) {
   commit.seq = seq_;
   commit.grains = static_cast<uint32_t>(g);
   commit.payload_crc = crc32c(0, buf.data(), g * kGrainBytes);
-  commit.time_ns = now_ns();
+  commit.time_ns = realtime_ns();
   format::encode_journal_commit(commit, base + g, grain_at(buf, g));
   ++g;
   VSFS_ASSERT(g == grains);

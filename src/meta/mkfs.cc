@@ -6,6 +6,7 @@
 #include <random>
 
 #include "meta/meta_store.h"
+#include "util/clock.h"
 #include "util/endian.h"
 #include "vsfs/datastore.h"
 
@@ -48,10 +49,7 @@ Result<void> mkfs(device::Device& dev, const MkfsOptions& options) {
                         found);
     }
   }
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  const uint64_t now = static_cast<uint64_t>(ts.tv_sec) * 1000000000ull +
-                       static_cast<uint64_t>(ts.tv_nsec);
+  const uint64_t now = realtime_ns();
   const uint64_t generation = 1;
 
   // Zeros: a discard where the device reads discarded space as zeros (a hole punched
