@@ -382,8 +382,8 @@ TEST(DecodeInodeLeaf, MapHeightInconsistent) {
 
 TEST(DecodeInodeLeaf, NonzeroReservedBytes) {
   Buf b = inode_leaf_buf();
-  poke<uint8_t>(b, kHeaderBytes + 3 * kInodeBytes + 100, 1);
-  EXPECT_TRUE(corrupt(decode_inode_leaf(b, kSelf, kFirstIno), {"inode 65", "reserved byte 100"}));
+  poke<uint8_t>(b, kHeaderBytes + 3 * kInodeBytes + 110, 1);
+  EXPECT_TRUE(corrupt(decode_inode_leaf(b, kSelf, kFirstIno), {"inode 65", "reserved byte 110"}));
   b = inode_leaf_buf();
   poke<uint8_t>(b, kHeaderBytes + kInoOffFlags, 1);
   EXPECT_TRUE(corrupt(decode_inode_leaf(b, kSelf, kFirstIno), {"inode 62", "flags"}));
