@@ -82,6 +82,13 @@ struct SpaceInfo {
   uint64_t inodes = 0;           // live inodes
 };
 
+// One kind of resource queue: requests that waited for a busy resource.
+struct QueueStats {
+  uint64_t waits = 0;      // requests that had to wait
+  uint64_t waiting_now = 0;
+  uint64_t wait_us_p50 = 0, wait_us_p99 = 0, wait_us_max = 0;  // over all waits
+};
+
 struct DatastoreStats {
   SpaceInfo space;
   uint64_t read_requests = 0, write_requests = 0;
@@ -94,6 +101,11 @@ struct DatastoreStats {
   uint64_t generation = 0;
   uint32_t format_rate_mib_s = 0;
   bool formatter_running = false;
+  // Resource queues: grains of a disk busy with another request (allocation, copy,
+  // overlapping IO), changes held back while a snapshot is cut, and IOs beyond the
+  // device's queue depth.
+  QueueStats grain_queue, snapshot_queue;
+  uint64_t device_queued_now = 0;
 };
 
 struct OpenOptions {

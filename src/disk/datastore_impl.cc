@@ -28,6 +28,7 @@
 #include "device/device.h"
 #include "device/uring_device.h"
 #include "disk/range_lock.h"
+#include "disk/wait_histogram.h"
 #include "meta/meta_store.h"
 #include "util/aligned_buffer.h"
 #include "util/clock.h"
@@ -651,12 +652,17 @@ class DatastoreImpl final : public Datastore {
       s.release_pending = ms_->release_pending_locked();
       s.generation = ms_->generation_locked();
       s.format_rate_mib_s = options_.format_rate_mib_s;
+      grain_waits_.fill(s.grain_queue);
+      for (const auto& [ino, rt] : rt_) s.grain_queue.waiting_now += rt.locks.waiting();
+      snapshot_waits_.fill(s.snapshot_queue);
+      s.snapshot_queue.waiting_now = parked_.size();
       s.formatter_running = formatter_running_.load();
     }
     auto d = dev_->counters();
     for (int i = 0; i < device::kOpKinds; ++i) s.device_ops[i] = d.ops[i];
     s.device_in_flight = d.in_flight;
     s.device_in_flight_peak = d.in_flight_peak;
+    s.device_queued_now = d.queued;
     return s;
   }
 
@@ -1081,7 +1087,11 @@ class DatastoreImpl final : public Datastore {
     if (exclusive) {
       // A snapshot being cut holds new changes back until it is taken.
       if (barrier_) {
-        parked_.push_back([this, op, start = std::move(start)]() mutable {
+        const auto since = std::chrono::steady_clock::now();
+        parked_.push_back([this, op, since, start = std::move(start)]() mutable {
+          snapshot_waits_.add(static_cast<uint64_t>(
+              std::chrono::duration_cast<std::chrono::microseconds>(
+                  std::chrono::steady_clock::now() - since).count()));
           acquire_locked(op, true, std::move(start));
         });
         return;
@@ -1101,7 +1111,10 @@ class DatastoreImpl final : public Datastore {
       op->counted = false;
       if (--changes_active_ == 0 && barrier_) barrier_cv_.notify_all();
     }
-    for (auto& start : it->second.locks.release(op->handle)) start();
+    for (auto& g : it->second.locks.release(op->handle)) {
+      grain_waits_.add(g.waited_us);
+      g.start();
+    }
     if (it->second.locks.idle() && it->second.open_refs == 0) {
       auto rec = ms_->inode_locked(op->ino);
       if (rec.ok() && (*rec)->nlink == 0) {
@@ -1559,6 +1572,8 @@ class DatastoreImpl final : public Datastore {
   // Snapshot barrier, guarded by ms_->mu(): while set, new changes park in parked_.
   bool barrier_ = false;
   std::vector<std::shared_ptr<DataOp>> nospace_;  // writes waiting for reclaimed space
+  // Resource-queue statistics, guarded by ms_->mu().
+  disk::WaitHistogram grain_waits_, snapshot_waits_;
   uint64_t changes_active_ = 0;
   std::vector<std::function<void()>> parked_;
   std::condition_variable_any barrier_cv_;

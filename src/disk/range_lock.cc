@@ -14,13 +14,14 @@ bool RangeLock::acquire(const GrainRange& range, Start start, Handle* handle) {
     start();
     return true;
   }
-  waiting_.push_back(Waiter{range, std::move(start), handle});
+  waiting_.push_back(Waiter{range, std::move(start), handle, std::chrono::steady_clock::now()});
   return false;
 }
 
-std::vector<RangeLock::Start> RangeLock::release(Handle handle) {
+std::vector<RangeLock::Granted> RangeLock::release(Handle handle) {
   active_.erase(handle);
-  std::vector<Start> ready;
+  std::vector<Granted> ready;
+  const auto now = std::chrono::steady_clock::now();
   std::vector<GrainRange> still_waiting;
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     bool free = true;
@@ -28,7 +29,8 @@ std::vector<RangeLock::Start> RangeLock::release(Handle handle) {
     for (const auto& w : still_waiting) free = free && !w.conflicts(it->range);
     if (free) {
       *it->handle = active_.insert(active_.end(), it->range);
-      ready.push_back(std::move(it->start));
+      const auto waited = std::chrono::duration_cast<std::chrono::microseconds>(now - it->since);
+      ready.push_back(Granted{std::move(it->start), static_cast<uint64_t>(waited.count())});
       it = waiting_.erase(it);
     } else {
       still_waiting.push_back(it->range);

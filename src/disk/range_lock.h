@@ -6,10 +6,12 @@
 // Thread-safety: none; the owner guards it (DatastoreImpl holds MetaStore's mutex).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <list>
+#include <vector>
 
 namespace vsfs::disk {
 
@@ -29,9 +31,13 @@ class RangeLock {
 
   // Starts `start` now (returns true) when the range is free, else queues it.
   bool acquire(const GrainRange& range, Start start, Handle* handle);
+  struct Granted {
+    Start start;
+    uint64_t waited_us = 0;  // how long it waited in the queue
+  };
   // Releases a held range; returns the starts of waiters that now hold their ranges,
   // for the caller to run.
-  std::vector<Start> release(Handle handle);
+  std::vector<Granted> release(Handle handle);
   bool idle() const { return active_.empty() && waiting_.empty(); }
   size_t waiting() const { return waiting_.size(); }
 
@@ -40,6 +46,7 @@ class RangeLock {
     GrainRange range;
     Start start;
     Handle* handle;
+    std::chrono::steady_clock::time_point since;
   };
   std::list<GrainRange> active_;
   std::deque<Waiter> waiting_;

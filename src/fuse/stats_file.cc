@@ -94,6 +94,18 @@ std::string render_stats_json(FuseFs& fs) {
                  c.merged, c.held, c.held_now, c.in_flight_now, c.barriers,
                  c.deadline_flushes, c.full_flushes, c.hold_us_p50, c.hold_us_p99,
                  c.hold_us_max);
+  // Resource queues (DESIGN.md §2): requests that waited for a busy resource.
+  auto queue = [&](const char* name, const QueueStats& q, bool last) {
+    fmt::format_to(it,
+                   "    \"{}\": {{\"waits\": {}, \"waiting_now\": {}, \"wait_us_p50\": {}, "
+                   "\"wait_us_p99\": {}, \"wait_us_max\": {}}}{}\n",
+                   name, q.waits, q.waiting_now, q.wait_us_p50, q.wait_us_p99, q.wait_us_max,
+                   last ? "" : ",");
+  };
+  fmt::format_to(it, "  \"queues\": {{\n");
+  queue("grain", s.grain_queue, false);
+  queue("snapshot", s.snapshot_queue, false);
+  fmt::format_to(it, "    \"device\": {{\"waiting_now\": {}}}\n  }},\n", s.device_queued_now);
   fmt::format_to(it,
                  "  \"release_pending\": {},\n"
                  "  \"generation\": {}\n"
