@@ -71,6 +71,51 @@ Error err_from_device(int64_t res, const char* what) {
                     std::strerror(static_cast<int>(-res)));
 }
 
+// [offset, end) in bytes as whole grains [whole_first, whole_end) and the partial
+// grains at its edges (byte ranges), which punch and clone handle by writing.
+struct GrainSplit {
+  uint64_t whole_first = 0, whole_end = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> edges;  // (offset, length)
+};
+GrainSplit split_at_grains(uint64_t offset, uint64_t end) {
+  GrainSplit g;
+  g.whole_first = div_round_up(offset, kGrainBytes);
+  g.whole_end = end / kGrainBytes;
+  if (g.whole_first > g.whole_end) {  // inside one grain
+    g.edges.emplace_back(offset, end - offset);
+    g.whole_end = g.whole_first;
+    return g;
+  }
+  if (offset < g.whole_first * kGrainBytes) {
+    g.edges.emplace_back(offset, g.whole_first * kGrainBytes - offset);
+  }
+  if (end > g.whole_end * kGrainBytes) {
+    g.edges.emplace_back(g.whole_end * kGrainBytes, end - g.whole_end * kGrainBytes);
+  }
+  return g;
+}
+
+// Joins the parts of one request that run asynchronously: `done` runs once, after the
+// last part, with the first error. Thread-safe.
+class Join {
+ public:
+  Join(size_t parts, Done<void> done) : pending_(parts), done_(std::move(done)) {}
+  void part(Result<void> r) {
+    {
+      std::lock_guard l(mu_);
+      if (!r.ok() && result_.ok()) result_ = std::move(r);
+      if (--pending_ > 0) return;
+    }
+    done_(std::move(result_));
+  }
+
+ private:
+  std::mutex mu_;
+  size_t pending_;
+  Result<void> result_;
+  Done<void> done_;
+};
+
 // Joins IoRequests whose grains are physically contiguous into one request each.
 struct IoPlan {
   struct Run {
@@ -445,27 +490,14 @@ class DatastoreImpl final : public Datastore {
     const uint64_t size = rec->size_bytes;
     if (offset >= size || length == 0) return done(ok_result());
     const uint64_t end = std::min(size, offset + std::min(length, kMaxFileBytes));
-    const uint64_t whole_first = div_round_up(offset, kGrainBytes);
-    const uint64_t whole_end = end / kGrainBytes;
-    struct Edge { uint64_t off, len; };
-    std::vector<Edge> edges;
-    if (whole_first > whole_end) {
-      edges.push_back({offset, end - offset});  // inside one grain
+    const GrainSplit g = split_at_grains(offset, end);
+    auto join = std::make_shared<Join>(g.edges.size() + 1, std::move(done));
+    auto part = [join](Result<void> r) { join->part(std::move(r)); };
+    for (const auto& [off, len] : g.edges) zero_range(ino, off, len, part);
+    if (g.whole_first < g.whole_end) {
+      unmap_range(ino, g.whole_first, g.whole_end, std::nullopt, part);
     } else {
-      if (offset < whole_first * kGrainBytes) edges.push_back({offset, whole_first * kGrainBytes - offset});
-      if (end > whole_end * kGrainBytes) edges.push_back({whole_end * kGrainBytes, end - whole_end * kGrainBytes});
-    }
-    auto state = std::make_shared<PunchState>();
-    state->done = std::move(done);
-    state->pending = edges.size() + 1;
-    for (const auto& e : edges) {
-      zero_range(ino, e.off, e.len, [this, state](Result<void> r) { punch_part_done(state, std::move(r)); });
-    }
-    if (whole_first < whole_end) {
-      unmap_range(ino, whole_first, whole_end, std::nullopt,
-                  [this, state](Result<void> r) { punch_part_done(state, std::move(r)); });
-    } else {
-      punch_part_done(state, ok_result());
+      part(ok_result());
     }
   }
 
@@ -547,8 +579,6 @@ class DatastoreImpl final : public Datastore {
 
   void clone_range(Ino src, uint64_t src_offset, Ino dst, uint64_t dst_offset, uint64_t length,
                    Done<uint64_t> done) override {
-    auto st = std::make_shared<CloneState>();
-    st->done = std::move(done);
     Result<void> check = ok_result();
     uint64_t src_size = 0;
     {
@@ -566,43 +596,37 @@ class DatastoreImpl final : public Datastore {
       }
       if (check.ok()) src_size = sa->size_bytes;
     }
-    if (!check.ok()) return done_clone(st, check.take_error());
-    if (src_offset >= src_size || length == 0) return done_clone(st, uint64_t{0});
+    if (!check.ok()) return done(check.take_error());
+    if (src_offset >= src_size || length == 0) return done(uint64_t{0});
     length = std::min(length, src_size - src_offset);
     if (dst_offset >= kMaxFileBytes || length > kMaxFileBytes - dst_offset) {
-      return done_clone(st, make_error(EFBIG, ErrorKind::kInvalidArgument, "beyond the largest disk"));
+      return done(make_error(EFBIG, ErrorKind::kInvalidArgument, "beyond the largest disk"));
     }
-    st->length = length;
     // Whole grains are shared; partial grains at the edges are copied (read + write).
-    const uint64_t whole_first = div_round_up(dst_offset, kGrainBytes);
-    const uint64_t whole_end = (dst_offset + length) / kGrainBytes;
+    const GrainSplit g = split_at_grains(dst_offset, dst_offset + length);
     const uint64_t delta = dst_offset - src_offset;  // a multiple of the grain size
-    struct Piece { uint64_t dst_off, len; };
-    std::vector<Piece> copies;
-    if (whole_first >= whole_end) {
-      copies.push_back({dst_offset, length});
-    } else {
-      if (dst_offset < whole_first * kGrainBytes) copies.push_back({dst_offset, whole_first * kGrainBytes - dst_offset});
-      if (dst_offset + length > whole_end * kGrainBytes) copies.push_back({whole_end * kGrainBytes, dst_offset + length - whole_end * kGrainBytes});
-    }
-    st->pending = copies.size() + 1;
-    for (const auto& c : copies) {
-      auto buf = std::make_shared<std::vector<uint8_t>>(c.len);
-      read(src, c.dst_off - delta, c.len, buf->data(), [this, st, dst, c, buf](Result<uint64_t> r) {
-        if (!r.ok()) return clone_part(st, r.take_error());
+    auto join = std::make_shared<Join>(
+        g.edges.size() + 1, [length, done = std::move(done)](Result<void> r) {
+          done(r.ok() ? Result<uint64_t>(length) : Result<uint64_t>(r.take_error()));
+        });
+    auto part = [join](Result<void> r) { join->part(std::move(r)); };
+    for (const auto& [off, len] : g.edges) {
+      auto buf = std::make_shared<std::vector<uint8_t>>(len);
+      read(src, off - delta, len, buf->data(), [this, part, dst, off, len, buf](Result<uint64_t> r) {
+        if (!r.ok()) return part(r.take_error());
         std::fill(buf->begin() + static_cast<ptrdiff_t>(*r), buf->end(), 0);
-        write(dst, c.dst_off, buf->data(), c.len, [this, st, buf](Result<uint64_t> w) {
-          clone_part(st, w.ok() ? ok_result() : Result<void>(w.take_error()));
+        write(dst, off, buf->data(), len, [part, buf](Result<uint64_t> w) {
+          part(w.ok() ? ok_result() : Result<void>(w.take_error()));
         });
       });
     }
-    if (whole_first < whole_end) {
+    if (g.whole_first < g.whole_end) {
       auto op = std::make_shared<DataOp>();
       op->ino = dst;
-      op->first = whole_first;
-      op->end = whole_end;
-      op->done_void = [this, st](Result<void> r) { clone_part(st, std::move(r)); };
-      const uint64_t src_first = whole_first - delta / kGrainBytes;
+      op->first = g.whole_first;
+      op->end = g.whole_end;
+      op->done_void = part;
+      const uint64_t src_first = g.whole_first - delta / kGrainBytes;
       const uint64_t end_bytes = dst_offset + length;
       {
         std::lock_guard lock(ms_->mu());
@@ -630,7 +654,7 @@ class DatastoreImpl final : public Datastore {
       }
       run_deferred();
     } else {
-      clone_part(st, ok_result());
+      part(ok_result());
     }
   }
 
@@ -696,31 +720,6 @@ class DatastoreImpl final : public Datastore {
     std::atomic<uint32_t> outstanding{0};
     std::atomic<int64_t> error{0};
   };
-
-  struct CloneState {
-    std::mutex mu;
-    size_t pending = 0;
-    uint64_t length = 0;
-    Result<void> result;
-    Done<uint64_t> done;
-  };
-
-  void done_clone(const std::shared_ptr<CloneState>& st, Result<uint64_t> r) { st->done(std::move(r)); }
-
-  void clone_part(const std::shared_ptr<CloneState>& st, Result<void> r) {
-    bool last;
-    {
-      std::lock_guard l(st->mu);
-      if (!r.ok() && st->result.ok()) st->result = std::move(r);
-      last = --st->pending == 0;
-    }
-    if (!last) return;
-    if (st->result.ok()) {
-      st->done(st->length);
-    } else {
-      st->done(st->result.take_error());
-    }
-  }
 
   // Cuts a snapshot of `dir`: waits for changes in flight, freezes the tree (O(1)),
   // lets the held-back changes go, then commits so the snapshot is durable on return.
@@ -937,23 +936,6 @@ class DatastoreImpl final : public Datastore {
     n = &cbt_nodes_[base_of(ino) - 1];
     n->text = std::make_shared<const std::string>(std::move(text));
     return n->text;
-  }
-
-  struct PunchState {
-    std::mutex mu;
-    size_t pending = 0;
-    Result<void> result;
-    Done<void> done;
-  };
-
-  void punch_part_done(const std::shared_ptr<PunchState>& st, Result<void> r) {
-    bool last;
-    {
-      std::lock_guard l(st->mu);
-      if (!r.ok() && st->result.ok()) st->result = std::move(r);
-      last = --st->pending == 0;
-    }
-    if (last) st->done(std::move(st->result));
   }
 
   Attr attr_locked(const format::InodeRecord& rec) {
