@@ -293,6 +293,9 @@ class Checker {
   Result<void> walk_inode_root(uint64_t root, uint8_t height, bool live, const std::string& who);
   Result<void> walk_release_list();
   Result<void> walk_snapshot_list();
+  template <typename Decode, typename Visit>
+  Result<void> walk_chain(uint64_t first, BlockType type, const char* what, std::string from,
+                          Decode decode, Visit visit);
 
   bool in_data_area(uint64_t grain) const {
     return grain >= data_start_grain_ && grain < total_grains_;
@@ -804,15 +807,18 @@ Result<void> Checker::walk_inode_root(uint64_t root, uint8_t height, bool live,
   return ok_result();
 }
 
-Result<void> Checker::walk_release_list() {
-  uint64_t g = sb_.release_list;
-  std::string from = "superblock release_list";
-  while (g != 0) {
-    RefResult rr = add_ref(g, static_cast<uint8_t>(BlockType::kReleaseList), from);
+// Walks a chain of list blocks from `first`: takes the reference each block holds,
+// decodes it, hands it to `visit` and follows its `next`. A cycle or a block that does
+// not decode is reported naming `what`, and ends the walk.
+template <typename Decode, typename Visit>
+Result<void> Checker::walk_chain(uint64_t first, BlockType type, const char* what,
+                                 std::string from, Decode decode, Visit visit) {
+  for (uint64_t g = first; g != 0;) {
+    RefResult rr = add_ref(g, static_cast<uint8_t>(type), from);
     if (rr != RefResult::kFirst) {
       if (rr == RefResult::kSeen) {
-        problem(Fix::kNone, 0, fmt::format("release list: block at grain {} is reached twice "
-                                           "(a cycle)", g));
+        problem(Fix::kNone, 0, fmt::format("{}: block at grain {} is reached twice (a cycle)",
+                                           what, g));
         walk_complete_ = false;
       }
       return ok_result();
@@ -820,26 +826,35 @@ Result<void> Checker::walk_release_list() {
     ++report_.tree_nodes;
     AlignedBuffer buf(kGrainBytes, false);
     VSFS_TRY(read_grain(g, buf));
-    auto list = format::decode_release_list(cg(buf), g);
+    auto list = decode(cg(buf), g);
     if (!list.ok()) {
-      problem(Fix::kNone, 0, fmt::format("release list: {}", list.error().message));
+      problem(Fix::kNone, 0, fmt::format("{}: {}", what, list.error().message));
       walk_complete_ = false;
       return ok_result();
     }
-    for (size_t i = 0; i < list->entries.size(); ++i) {
-      const format::ReleaseEntry& e = list->entries[i];
-      const std::string who =
-          fmt::format("release list entry {} at grain {} (inode {})", i, g, e.owner);
-      if (e.kind == TreeKind::kInodeTable) {
-        VSFS_TRY(walk_inode_root(e.root, e.height, false, who));
-      } else {
-        VSFS_TRY(walk_map_root(e.root, e.height, e.kind, e.owner, nullptr, who));
-      }
-    }
-    from = fmt::format("release list block at grain {}", g);
+    VSFS_TRY(visit(*list, g));
+    from = fmt::format("{} block at grain {}", what, g);
     g = list->next;
   }
   return ok_result();
+}
+
+Result<void> Checker::walk_release_list() {
+  return walk_chain(
+      sb_.release_list, BlockType::kReleaseList, "release list", "superblock release_list",
+      format::decode_release_list, [&](const format::ReleaseList& list, uint64_t g) -> Result<void> {
+        for (size_t i = 0; i < list.entries.size(); ++i) {
+          const format::ReleaseEntry& e = list.entries[i];
+          const std::string who =
+              fmt::format("release list entry {} at grain {} (inode {})", i, g, e.owner);
+          if (e.kind == TreeKind::kInodeTable) {
+            VSFS_TRY(walk_inode_root(e.root, e.height, false, who));
+          } else {
+            VSFS_TRY(walk_map_root(e.root, e.height, e.kind, e.owner, nullptr, who));
+          }
+        }
+        return ok_result();
+      });
 }
 
 Result<void> Checker::walk() {
@@ -859,49 +874,30 @@ Result<void> Checker::walk() {
 
 // Snapshot records: each live one holds a reference on the inode table root it froze.
 Result<void> Checker::walk_snapshot_list() {
-  uint64_t g = sb_.snapshot_root;
-  std::string from = "superblock snapshot_root";
   std::set<std::string> names;
   std::set<uint16_t> ids;
-  while (g != 0) {
-    RefResult rr = add_ref(g, static_cast<uint8_t>(BlockType::kSnapshotList), from);
-    if (rr != RefResult::kFirst) {
-      if (rr == RefResult::kSeen) {
-        problem(Fix::kNone, 0, fmt::format("snapshot list: block at grain {} is reached twice "
-                                           "(a cycle)", g));
-        walk_complete_ = false;
-      }
-      return ok_result();
-    }
-    ++report_.tree_nodes;
-    AlignedBuffer buf(kGrainBytes, false);
-    VSFS_TRY(read_grain(g, buf));
-    auto list = format::decode_snapshot_list(cg(buf), g);
-    if (!list.ok()) {
-      problem(Fix::kNone, 0, fmt::format("snapshot list: {}", list.error().message));
-      walk_complete_ = false;
-      return ok_result();
-    }
-    for (const auto& r : list->records) {
-      if (!names.insert(r.name).second) {
-        problem(Fix::kNone, 0, fmt::format("snapshot list: name '{}' appears twice", r.name));
-      }
-      if (r.flags & format::kSnapDeleted) continue;
-      if (!ids.insert(r.id).second) {
-        problem(Fix::kNone, 0, fmt::format("snapshot list: id {} appears twice", r.id));
-      }
-      if (r.change_id >= sb_.generation) {
-        problem(Fix::kNone, 0,
-                fmt::format("snapshot '{}': changeId {} is not below the generation {}", r.name,
-                            r.change_id, sb_.generation));
-      }
-      VSFS_TRY(walk_inode_root(r.inode_root, r.inode_height, false,
-                               fmt::format("snapshot '{}'", r.name)));
-    }
-    from = fmt::format("snapshot list block at grain {}", g);
-    g = list->next;
-  }
-  return ok_result();
+  return walk_chain(
+      sb_.snapshot_root, BlockType::kSnapshotList, "snapshot list", "superblock snapshot_root",
+      format::decode_snapshot_list,
+      [&](const format::SnapshotList& list, uint64_t) -> Result<void> {
+        for (const auto& r : list.records) {
+          if (!names.insert(r.name).second) {
+            problem(Fix::kNone, 0, fmt::format("snapshot list: name '{}' appears twice", r.name));
+          }
+          if (r.flags & format::kSnapDeleted) continue;
+          if (!ids.insert(r.id).second) {
+            problem(Fix::kNone, 0, fmt::format("snapshot list: id {} appears twice", r.id));
+          }
+          if (r.change_id >= sb_.generation) {
+            problem(Fix::kNone, 0,
+                    fmt::format("snapshot '{}': changeId {} is not below the generation {}",
+                                r.name, r.change_id, sb_.generation));
+          }
+          VSFS_TRY(walk_inode_root(r.inode_root, r.inode_height, false,
+                                   fmt::format("snapshot '{}'", r.name)));
+        }
+        return ok_result();
+      });
 }
 
 // ---- pass 4: reference counts and the block table ------------------------------------
