@@ -1154,19 +1154,20 @@ class DatastoreImpl final : public Datastore {
       op->buf = AlignedBuffer(n * kGrainBytes, false);
       base = op->buf.data();
     }
-    for (uint64_t i = 0; i < n; ++i) {
-      auto l = ms_->map_lookup_locked(base_of(op->ino), op->first + i, view_of(op->ino));
-      if (!l.ok()) {
-        op->error = -l.error().errno_value;
-        break;
-      }
-      if (l->state == SlotState::kMapped) {
-        op->plan.add(OpKind::kRead, l->grain, base + i * kGrainBytes);
-      } else {
-        std::memset(base + i * kGrainBytes, 0, kGrainBytes);
+    std::vector<GrainLookup> map;
+    auto looked = ms_->map_lookup_range_locked(base_of(op->ino), op->first, n, view_of(op->ino),
+                                               false, map);
+    if (!looked.ok()) {
+      op->error = -looked.error().errno_value;
+    } else {
+      for (uint64_t i = 0; i < n; ++i) {
+        if (map[i].state == SlotState::kMapped) {
+          op->plan.add(OpKind::kRead, map[i].grain, base + i * kGrainBytes);
+        } else {
+          std::memset(base + i * kGrainBytes, 0, kGrainBytes);
+        }
       }
     }
-    if (op->error != 0) op->plan.runs.clear();
     defer([this, op, direct] {
       submit_plan(op, [this, op, direct] {
         if (op->error == 0 && !direct) {
@@ -1199,13 +1200,10 @@ class DatastoreImpl final : public Datastore {
     uint64_t& hint = rt_[op->ino].hint_block;
     const uint64_t head_pad = op->offset - op->first * kGrainBytes;
     const uint64_t tail_end = op->offset + op->length - op->first * kGrainBytes;
-    Result<void> failed = ok_result();
+    std::vector<GrainLookup> map;
+    Result<void> failed = ms_->map_lookup_range_locked(op->ino, op->first, n, 0, true, map);
     for (uint64_t i = 0; i < n && failed.ok(); ++i) {
-      auto l = ms_->map_lookup_locked(op->ino, op->first + i);
-      if (!l.ok()) {
-        failed = l.take_error();
-        break;
-      }
+      const GrainLookup* l = &map[i];
       const bool partial = (i == 0 && head_pad != 0) ||
                            (i == n - 1 && tail_end < n * kGrainBytes);
       if (l->state == SlotState::kMapped && l->exclusive && l->stamp == gen) {
@@ -1350,15 +1348,12 @@ class DatastoreImpl final : public Datastore {
     bool any = false;
     {
       std::lock_guard lock(ms_->mu());
-      for (uint64_t g = offset / kGrainBytes;
-           check.ok() && g < div_round_up(offset + length, kGrainBytes); ++g) {
-        auto l = ms_->map_lookup_locked(ino, g);
-        if (!l.ok()) {
-          check = l.take_error();
-        } else {
-          any = any || l->state == SlotState::kMapped;
-        }
-      }
+      const uint64_t first = offset / kGrainBytes;
+      std::vector<GrainLookup> map;
+      check = ms_->map_lookup_range_locked(ino, first,
+                                           div_round_up(offset + length, kGrainBytes) - first, 0,
+                                           false, map);
+      for (const auto& l : map) any = any || l.state == SlotState::kMapped;
     }
     if (!check.ok() || !any) return done(std::move(check));
     auto op = std::make_shared<DataOp>();

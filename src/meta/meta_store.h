@@ -131,6 +131,11 @@ class MetaStore {
 
   // ---- grain maps of disks ----
   Result<GrainLookup> map_lookup_locked(uint64_t ino, uint64_t file_grain, uint16_t view = 0);
+  // The same for `count` grains from `first`, walking the tree once per leaf. Without
+  // want_exclusive, `exclusive` is left false (reads do not need it).
+  Result<void> map_lookup_range_locked(uint64_t ino, uint64_t first, uint64_t count,
+                                       uint16_t view, bool want_exclusive,
+                                       std::vector<GrainLookup>& out);
   // Sets the slot of file_grain to `grain` (a reserved data grain that now holds the
   // data; it gets reference count 1) with stamp = current generation, releasing what the
   // slot held before. Updates allocated_grains.

@@ -319,28 +319,49 @@ Result<bool> MetaStore::release_step(uint32_t budget) {
 
 Result<GrainLookup> MetaStore::map_lookup_locked(uint64_t ino, uint64_t file_grain,
                                                  uint16_t view) {
+  std::vector<GrainLookup> out;
+  VSFS_TRY(map_lookup_range_locked(ino, file_grain, 1, view, true, out));
+  return out[0];
+}
+
+Result<void> MetaStore::map_lookup_range_locked(uint64_t ino, uint64_t first, uint64_t count,
+                                                uint16_t view, bool want_exclusive,
+                                                std::vector<GrainLookup>& out) {
   VSFS_ASSIGN_OR_RETURN(const InodeRecord* rec, inode_locked(ino, view));
-  GrainLookup out;
-  bool excl = false;
-  Slot covering;
-  VSFS_ASSIGN_OR_RETURN(uint64_t leaf,
-                        tree_find_leaf_locked(rec->map_root, rec->map_height,
-                                              file_grain / kTreeFanout, false, &excl, &covering));
-  if (leaf == 0) {
-    out.state = covering.state == SlotState::kZero ? SlotState::kZero : SlotState::kUnmapped;
-    out.stamp = covering.stamp;
-    return out;
+  const uint64_t root = rec->map_root;
+  const uint8_t height = rec->map_height;
+  out.assign(count, GrainLookup{});
+  // One walk from the root per leaf, not per grain.
+  for (uint64_t fg = first; fg < first + count;) {
+    const uint64_t leaf_end = std::min(first + count, (fg / kTreeFanout + 1) * kTreeFanout);
+    bool excl = false;
+    Slot covering;
+    VSFS_ASSIGN_OR_RETURN(uint64_t leaf,
+                          tree_find_leaf_locked(root, height, fg / kTreeFanout, false,
+                                                want_exclusive ? &excl : nullptr, &covering));
+    if (leaf == 0) {
+      for (; fg < leaf_end; ++fg) {
+        GrainLookup& l = out[fg - first];
+        l.state = covering.state == SlotState::kZero ? SlotState::kZero : SlotState::kUnmapped;
+        l.stamp = covering.stamp;
+      }
+      continue;
+    }
+    VSFS_ASSIGN_OR_RETURN(CachedBlock * b, get_locked(leaf, BlockType::kMapLeaf));
+    for (; fg < leaf_end; ++fg) {
+      const Slot& s = b->node().slots[fg % kTreeFanout];
+      GrainLookup& l = out[fg - first];
+      l.state = s.state;
+      l.grain = s.grain;
+      l.stamp = s.stamp;
+      if (s.state == SlotState::kMapped && excl) {
+        VSFS_ASSIGN_OR_RETURN(uint16_t rc, refcount_locked(s.grain));
+        l.exclusive = rc == 1;
+        b = cache_.find(leaf);  // a refcount miss may have grown the cache; the leaf stays
+      }
+    }
   }
-  VSFS_ASSIGN_OR_RETURN(CachedBlock * b, get_locked(leaf, BlockType::kMapLeaf));
-  const Slot& s = b->node().slots[file_grain % kTreeFanout];
-  out.state = s.state;
-  out.grain = s.grain;
-  out.stamp = s.stamp;
-  if (s.state == SlotState::kMapped && excl) {
-    VSFS_ASSIGN_OR_RETURN(uint16_t rc, refcount_locked(s.grain));
-    out.exclusive = rc == 1;
-  }
-  return out;
+  return ok_result();
 }
 
 Result<void> MetaStore::map_install_locked(uint64_t ino, uint64_t file_grain, uint64_t grain) {
