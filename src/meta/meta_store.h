@@ -146,7 +146,7 @@ class MetaStore {
   // Makes `dst` share `src`'s whole map (a clone): dst's old map is released, the root
   // gains a reference, size and allocated grains are copied. Later writes to either side
   // copy only the nodes and grains they touch. O(1) in the size of the map.
-  Result<void> map_clone_locked(uint64_t src, uint64_t dst);
+  Result<void> map_clone_locked(uint64_t src, uint16_t view, uint64_t dst);
   // Next mapped grain index >= from (data) or next unmapped/zero index >= from (hole),
   // below `limit`; returns limit when none.
   Result<uint64_t> map_seek_locked(uint64_t ino, uint64_t from, uint64_t limit, bool data,

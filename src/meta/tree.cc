@@ -396,14 +396,9 @@ Result<void> MetaStore::map_share_range_locked(uint64_t src, uint16_t view, uint
     // the range.
     if (d->map_root == 0 && first == 0 && src_root != 0) {
       const uint64_t size = d->size_bytes;
+      VSFS_TRY(map_clone_locked(src, view, dst));
       VSFS_ASSIGN_OR_RETURN(InodeRecord * w, inode_for_update_locked(dst));
-      VSFS_TRY(incref_locked(src_root));
-      w->map_root = src_root;
-      w->map_height = src_height;
-      // The shared root keeps the source's stamps: record the wholesale change.
-      w->replaced_gen = sb_.generation;
-      VSFS_ASSIGN_OR_RETURN(w->allocated_grains, count_mapped_locked(src_root, src_height - 1));
-      w->size_bytes = size;
+      w->size_bytes = size;  // the caller sets the size the range gives
       const uint64_t cap = tree_leaf_capacity(src_height) * kTreeFanout;
       if (count < cap) VSFS_TRY(map_unmap_range_locked(dst, count, cap - count));
       return ok_result();
@@ -450,8 +445,8 @@ Result<void> MetaStore::map_share_range_locked(uint64_t src, uint16_t view, uint
   return ok_result();
 }
 
-Result<void> MetaStore::map_clone_locked(uint64_t src, uint64_t dst) {
-  VSFS_ASSIGN_OR_RETURN(const InodeRecord* s, inode_locked(src));
+Result<void> MetaStore::map_clone_locked(uint64_t src, uint16_t view, uint64_t dst) {
+  VSFS_ASSIGN_OR_RETURN(const InodeRecord* s, inode_locked(src, view));
   const InodeRecord from = *s;
   if (S_ISDIR(from.mode)) return make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory");
   VSFS_ASSIGN_OR_RETURN(InodeRecord * d, inode_for_update_locked(dst));

@@ -86,7 +86,7 @@ TEST(Map, CloneSharesThenCopiesOnWrite) {
   for (uint64_t fg = 0; fg < 600; ++fg) grains.push_back(map_new(ms, a, fg, hint));
   const uint64_t root = (*ms.inode_locked(a))->map_root;
   const uint64_t used_before = ms.space_locked().used_grains;
-  ASSERT_TRUE(ms.map_clone_locked(a, b).ok());
+  ASSERT_TRUE(ms.map_clone_locked(a, 0, b).ok());
   // O(1): one more reference on the root, no new grains.
   EXPECT_EQ((*ms.inode_locked(b))->map_root, root);
   EXPECT_EQ(*ms.refcount_locked(root), 2);
