@@ -7,11 +7,7 @@ set -euo pipefail
 build=build
 while getopts "b:" o; do case $o in b) build=$OPTARG;; *) exit 2;; esac; done
 bin=$(cd "$build/bin" && pwd)
-work=$(mktemp -d /var/tmp/vsfs-cbt.XXXXXX)
-m=$work/mnt; mkdir -p "$m"
-cleanup() { mountpoint -q "$m" && fusermount3 -u "$m"; sleep 0.5; rm -rf "$work"; }
-trap cleanup EXIT
-us() { echo $(( $(date +%s%N) / 1000 )); }
+. "$(dirname "$0")/lib.sh"
 
 "$bin/vsfs-mkfs" -s 96G "$work/ds.img" >/dev/null
 "$bin/vsfs-mount" "$work/ds.img" "$m"

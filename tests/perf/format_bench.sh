@@ -8,12 +8,8 @@ set -euo pipefail
 build=build data=16G
 while getopts "b:w:" o; do case $o in b) build=$OPTARG;; w) data=$OPTARG;; *) exit 2;; esac; done
 bin=$(cd "$build/bin" && pwd)
-work=$(mktemp -d /var/tmp/vsfs-fmt.XXXXXX)
-m=$work/mnt; mkdir -p "$m"
-cleanup() { mountpoint -q "$m" && fusermount3 -u "$m"; sleep 0.5; rm -rf "$work"; }
-trap cleanup EXIT
-st() { python3 -c "import json; d=json.load(open('$m/.vsfs/stats')); print($1)"; }
-ms() { echo $(( $(date +%s%N) / 1000000 )); }
+. "$(dirname "$0")/lib.sh"
+ms() { echo $(( $(us) / 1000 )); }
 fill() { fio --name=fill --filename="$1" --size="$2" --bs=1M --rw=write --direct=1 \
 	--ioengine=io_uring --iodepth=8 --end_fsync=1 >/dev/null; }
 rw() { fio --name=rw --filename="$m/other.img" --size=1G --bs=4k --rw=randwrite --direct=1 \
