@@ -51,8 +51,6 @@ constexpr std::array<KeySpec, 18> kKeys{{
      [](Config& c) -> Field { return &c.fuse.max_background; }},
     {"fuse", "max_write_kib", KeyType::kInteger, 4, 1024,
      [](Config& c) -> Field { return &c.fuse.max_write_kib; }},
-    {"fuse", "clone_fd", KeyType::kBoolean, 0, 1,
-     [](Config& c) -> Field { return &c.fuse.clone_fd; }},
     {"fuse", "attr_timeout_s", KeyType::kNumber, 0, 3600,
      [](Config& c) -> Field { return &c.fuse.attr_timeout_s; }},
     {"fuse", "entry_timeout_s", KeyType::kNumber, 0, 3600,

@@ -14,10 +14,9 @@
 namespace vsfs::mount {
 
 struct FuseConfig {
-  uint32_t threads = 4;             // [fuse] threads: worker threads of the session (1..64)
+  uint32_t threads = 4;             // [fuse] threads: workers for namespace requests (1..64)
   uint32_t max_background = 128;    // [fuse] max_background (1..65535)
   uint32_t max_write_kib = 1024;    // [fuse] max_write_kib: largest write request (4..1024)
-  bool clone_fd = true;             // [fuse] clone_fd: one /dev/fuse fd per worker
   double attr_timeout_s = 1.0;      // [fuse] attr_timeout_s (0..3600)
   double entry_timeout_s = 1.0;     // [fuse] entry_timeout_s (0..3600)
 };

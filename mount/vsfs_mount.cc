@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -27,6 +28,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "device/uring_device.h"
@@ -163,8 +165,10 @@ std::string datastore_error_line(const std::string& path, const vsfs::Error& e) 
 // it; a mounted mark without a lock holder is the trace of a daemon that stopped
 // without unmounting (crash, power loss): the journal replay recovers, so reopen with
 // force and say so.
+// `*device` is set to the device the datastore owns (it lives as long as the datastore).
 vsfs::Result<std::unique_ptr<vsfs::Datastore>> open_datastore(const std::string& path,
-                                                             const vsfs::mount::Config& c) {
+                                                             const vsfs::mount::Config& c,
+                                                             vsfs::device::Device** device) {
   vsfs::OpenOptions oo;
   oo.read_only = c.read_only;
   oo.commit_interval_ms = c.journal.commit_interval_ms;
@@ -175,6 +179,7 @@ vsfs::Result<std::unique_ptr<vsfs::Datastore>> open_datastore(const std::string&
   oo.force = false;
   for (int attempt = 0; attempt < 2; ++attempt) {
     VSFS_ASSIGN_OR_RETURN(auto dev, open_device(path, c));
+    *device = dev.get();
     auto ds = vsfs::Datastore::open(std::move(dev), oo);
     if (ds.ok()) return ds;
     if (ds.error().kind == vsfs::ErrorKind::kBusy && !oo.force) {
@@ -210,7 +215,8 @@ vsfs::fuse::SessionOptions session_options(const Args& a, const vsfs::mount::Con
 
 // Opens, mounts, serves. Returns the exit status.
 int serve(const Args& a, const vsfs::mount::Config& c, Reporter& rep) {
-  auto ds = open_datastore(a.device, c);
+  vsfs::device::Device* device = nullptr;
+  auto ds = open_datastore(a.device, c, &device);
   if (!ds.ok()) {
     rep.fail(ds.error().message);
     return 1;
@@ -260,11 +266,14 @@ int serve(const Args& a, const vsfs::mount::Config& c, Reporter& rep) {
 
     vsfs::fuse::LoopOptions lo;
     lo.threads = c.fuse.threads;
-    lo.clone_fd = c.fuse.clone_fd;
-    auto run = vsfs::fuse::run_session_loop(**session, lo);
+    auto run = vsfs::fuse::run_device_loop(**session, *device, lo);
     if (!run.ok()) {
       VSFS_LOG_ERROR("{}", run.error().message);
       status = 1;
+    }
+    // A signal can end the loop with IO in flight: its replies need the session.
+    for (int i = 0; i < 500 && fs.requests().in_flight() > 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     // Reverse order: signal handlers, the mount, the session.
     signals->reset();

@@ -81,6 +81,22 @@ class Device {
   // completion must not deadlock. execute_inline ignores `done` and returns the result.
   virtual bool in_completion_context() const = 0;
   virtual int64_t execute_inline(const IoRequest& request) = 0;
+
+  // Runs `on_ready` on the completion thread whenever `fd` (non-blocking) may be
+  // readable, until unwatch(): a source of requests (the FUSE device) is then served by
+  // the thread that submits and completes the IO, with no thread hop and with what one
+  // pass gathers entering the kernel in one submission. `on_ready` returns true when it
+  // stopped early with more to read (it is called again after the next pass of
+  // completions). One watch per device. Returns false when this device cannot watch;
+  // the caller then reads the source on its own threads.
+  virtual bool watch_readable(int fd, std::function<bool()> on_ready) {
+    (void)fd;
+    (void)on_ready;
+    return false;
+  }
+  // Ends the watch. On return `on_ready` is not running and will not run again.
+  // Not from the completion thread.
+  virtual void unwatch() {}
 };
 
 // Blocking helpers built on submit(): for programs (mkfs, fsck), recovery, metadata

@@ -12,12 +12,16 @@
 // reads/writes, and runs the callbacks with mu_ released (callbacks may submit).
 // Discard and write-zeroes on a block device are ioctls, run on a helper thread whose
 // results go back to the completion thread, so callbacks still run on one thread.
+// A watched file descriptor (watch_readable) has a multishot poll armed in the ring;
+// its readiness calls the watcher on the completion thread after the pass's callbacks,
+// and what the watcher submits goes into the kernel with the loop's next submit.
 #include "device/uring_device.h"
 
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <liburing.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
@@ -47,7 +51,10 @@ namespace {
 
 constexpr uint32_t kAlignBytes = 4096;
 constexpr uint32_t kMaxQueueDepth = 4096;
-constexpr uint64_t kWakeTag = ~0ull;  // user_data of the armed eventfd read
+constexpr uint64_t kWakeTag = ~0ull;     // user_data of the armed eventfd read
+constexpr uint64_t kWatchTag = ~1ull;    // user_data of the watched fd's poll
+constexpr uint64_t kUnwatchTag = ~2ull;  // user_data of the poll's removal
+constexpr unsigned kExtraSqes = 3;       // wake read, watch poll, poll removal
 constexpr int kMaxRetries = 64;       // -EAGAIN/-EINTR resubmissions of one request
 constexpr unsigned kReapBatch = 64;
 
@@ -164,6 +171,7 @@ class UringDevice final : public Device {
       signal_wake();
       thread_.join();
     }
+    VSFS_ASSERT(!watch_fn_);  // unwatch() before the device goes
     if (helper_.joinable()) {
       {
         std::lock_guard lk(mu_);
@@ -221,6 +229,31 @@ class UringDevice final : public Device {
   std::string describe() const override {
     return fmt::format("uring:{} ({}{})", file_.path, file_.direct ? "direct" : "buffered",
                        file_.block ? ", block device" : "");
+  }
+
+  bool watch_readable(int fd, std::function<bool()> on_ready) override {
+    {
+      std::lock_guard lk(mu_);
+      VSFS_ASSERT(!watch_fn_ && on_ready);
+      watch_fd_ = fd;
+      watch_fn_ = std::move(on_ready);
+      awake_ = true;
+    }
+    signal_wake();
+    return true;
+  }
+
+  void unwatch() override {
+    VSFS_ASSERT(!in_completion_context());
+    {
+      std::unique_lock lk(mu_);
+      watch_cv_.wait(lk, [this] { return !watch_calling_; });
+      if (!watch_fn_) return;
+      watch_fn_ = nullptr;  // call_watcher() checks it under mu_ before each call
+      watch_fd_ = -1;
+      awake_ = true;
+    }
+    signal_wake();  // the completion thread removes the poll
   }
 
   bool in_completion_context() const override {
@@ -315,7 +348,8 @@ class UringDevice final : public Device {
 
   io_uring_sqe* get_sqe() {
     io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
-    // The ring has queue_depth + 1 entries: one per slot and one for the wake read.
+    // The ring has queue_depth + kExtraSqes entries: one per slot, and the wake read,
+    // the watch poll and its removal.
     VSFS_ASSERT(sqe != nullptr);
     return sqe;
   }
@@ -392,8 +426,65 @@ class UringDevice final : public Device {
     counters_.queued = fifo_.size();
   }
 
+  // Arms the watched fd's poll, or removes it after unwatch(). Under mu_.
+  void update_watch_locked() {
+    if (watch_fn_ && !watch_armed_) {
+      io_uring_sqe* sqe = get_sqe();
+      if (watch_multishot_) {
+        io_uring_prep_poll_multishot(sqe, watch_fd_, POLLIN);
+      } else {
+        io_uring_prep_poll_add(sqe, watch_fd_, POLLIN);
+      }
+      io_uring_sqe_set_data64(sqe, kWatchTag);
+      watch_armed_ = true;
+      watch_removing_ = false;
+    } else if (!watch_fn_ && watch_armed_ && !watch_removing_) {
+      io_uring_sqe* sqe = get_sqe();
+      io_uring_prep_poll_remove(sqe, kWatchTag);
+      io_uring_sqe_set_data64(sqe, kUnwatchTag);
+      watch_removing_ = true;
+    }
+  }
+
+  // Runs the watcher when its fd was ready (or it asked to go on), outside mu_.
+  void call_watcher() {
+    if (!watch_ready_) return;
+    watch_ready_ = false;
+    std::function<bool()>* fn;
+    {
+      std::lock_guard lk(mu_);
+      if (!watch_fn_) return;
+      watch_calling_ = true;
+      awake_ = true;    // what the watcher submits needs no eventfd write
+      fn = &watch_fn_;  // unwatch() waits for !watch_calling_ before it resets it
+    }
+    const bool more = (*fn)();
+    {
+      std::lock_guard lk(mu_);
+      watch_calling_ = false;
+    }
+    watch_cv_.notify_all();
+    watch_ready_ = more;
+  }
+
   // Handles one CQE: either the request is finished, or it was resubmitted.
-  void handle_cqe(uint64_t tag, int res, std::vector<Finished>& finished) {
+  void handle_cqe(uint64_t tag, int res, unsigned flags, std::vector<Finished>& finished) {
+    if (tag == kWatchTag || tag == kUnwatchTag) {
+      if (tag == kWatchTag) {
+        if (!(flags & IORING_CQE_F_MORE)) {
+          std::lock_guard lk(mu_);
+          watch_armed_ = false;  // re-armed by the next pass while still watched
+        }
+        if (res == -EINVAL && watch_multishot_) {
+          watch_multishot_ = false;  // a kernel before 5.13: one-shot polls, re-armed
+          return;
+        }
+        // An error (other than the removal) also calls the watcher: its own read
+        // reports what happened.
+        if (res != -ECANCELED) watch_ready_ = true;
+      }
+      return;
+    }
     if (tag == kWakeTag) {
       if (res < 0 && res != -EINTR && res != -EAGAIN) {
         VSFS_LOG_ERROR("{}: wake eventfd read failed: {}", describe(), std::strerror(-res));
@@ -465,7 +556,7 @@ class UringDevice final : public Device {
       unsigned n = io_uring_peek_batch_cqe(ring_.get(), cqes, kReapBatch);
       if (n == 0) return;
       for (unsigned i = 0; i < n; ++i) {
-        handle_cqe(io_uring_cqe_get_data64(cqes[i]), cqes[i]->res, finished);
+        handle_cqe(io_uring_cqe_get_data64(cqes[i]), cqes[i]->res, cqes[i]->flags, finished);
       }
       io_uring_cq_advance(ring_.get(), n);
     }
@@ -493,7 +584,7 @@ class UringDevice final : public Device {
   }
 
   void run(std::promise<int>& ready) {
-    int r = ring_.init(file_.queue_depth + 1);
+    int r = ring_.init(file_.queue_depth + kExtraSqes);
     ready.set_value(r);
     if (r < 0) return;
     arm_wake();
@@ -504,11 +595,12 @@ class UringDevice final : public Device {
         std::lock_guard lk(mu_);
         awake_ = true;
         issue_locked(finished);
+        update_watch_locked();
         while (!helper_done_.empty()) {
           finished.push_back(std::move(helper_done_.front()));
           helper_done_.pop_front();
         }
-        if (finished.empty()) {
+        if (finished.empty() && !watch_ready_) {
           if (stopping_ && counters_.in_flight == 0 && fifo_.empty()) break;
           awake_ = false;  // from here a submitter must write the eventfd
           wait = true;
@@ -521,6 +613,7 @@ class UringDevice final : public Device {
       }
       reap(finished);
       deliver(finished);
+      call_watcher();
     }
   }
 
@@ -556,7 +649,9 @@ class UringDevice final : public Device {
   std::vector<Slot> slots_;
   std::vector<uint32_t> free_slots_;
   bool zero_range_ok_ = true;
-  uint64_t wake_value_ = 0;  // target of the armed eventfd read
+  uint64_t wake_value_ = 0;   // target of the armed eventfd read
+  bool watch_ready_ = false;  // call the watcher after this pass
+  bool watch_multishot_ = true;
 
   // Lock order: mu_ is a leaf (callbacks and eventfd writes happen outside it).
   mutable std::mutex mu_;
@@ -568,6 +663,12 @@ class UringDevice final : public Device {
   std::deque<Finished> helper_done_;     // guarded by mu_: ioctl results to deliver
   bool helper_stop_ = false;             // guarded by mu_
   std::condition_variable helper_cv_;
+  int watch_fd_ = -1;                    // guarded by mu_
+  std::function<bool()> watch_fn_;       // guarded by mu_; empty: nothing watched
+  bool watch_armed_ = false;             // guarded by mu_: the poll is in the ring
+  bool watch_removing_ = false;          // guarded by mu_: its removal is in the ring
+  bool watch_calling_ = false;           // guarded by mu_: watch_fn_ is running
+  std::condition_variable watch_cv_;     // signals !watch_calling_
 
   std::thread thread_;
   std::thread helper_;

@@ -2,10 +2,10 @@
 // answer the kernel (attribute conversion, error replies, the synthetic `.vsfs` tree).
 //
 // One FuseFs lives for the whole session; libfuse hands it to each handler as the
-// session's userdata. Handlers run on libfuse worker threads, completions of data
-// operations on the datastore's device completion thread: every member is either
-// immutable after construction, atomic, or guarded inside its own class (BufferPool,
-// DiskQueues).
+// session's userdata. Handlers run on the loop's workers, disk reads and writes and the
+// completions of data operations on the device completion thread (device_loop.cc):
+// every member is either immutable after construction, atomic, or guarded inside its
+// own class (BufferPool, DiskQueues).
 // Every handler sends exactly one reply; inner functions return a Result and the outer
 // handler turns it into the reply (reply_error maps Error::errno_value).
 #pragma once

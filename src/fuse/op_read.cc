@@ -4,8 +4,10 @@
 // With coalescing on, the handle's fh names the disk's coalescing queue and the read
 // goes through it (it may be held and merged with its neighbours); with it off (fh 0)
 // the read goes straight to the datastore.
-// Threading: the handler runs on a worker thread and returns at once; the reply is sent
-// on the device completion thread, which also gives the buffer back to the pool.
+// Threading: a disk's read is handled on the device completion thread, which reads
+// /dev/fuse (device_loop.cc), a `.vsfs` or `.cbt` file's on a worker; the handler
+// returns at once and the reply is sent on the completion thread, which also gives the
+// buffer back to the pool. The handler must never block.
 #include <algorithm>
 #include <cstring>
 #include <memory>

@@ -7,8 +7,9 @@
 // With coalescing on, the handle's fh names the disk's coalescing queue and the write
 // goes through it (it copies the payload when it holds the write); with it off (fh 0)
 // the write goes straight to the datastore.
-// Threading: the handler runs on a worker thread and returns at once; the reply is sent
-// on the device completion thread.
+// Threading: a disk's write is handled on the device completion thread, which reads
+// /dev/fuse (device_loop.cc); the handler returns at once (it must never block) and the
+// reply is sent on the completion thread.
 #include "fuse/ops.h"
 
 namespace vsfs::fuse {

@@ -1,11 +1,7 @@
-// Session, MountPoint, SignalHandlers and the loop: see session.h.
-//
-// This file alone uses libfuse's 3.12 loop API (fuse_loop_cfg_*), the only way in 3.14
-// to bound the worker threads (fuse_loop_config of API 3.4 has clone_fd and idle
-// threads only). Nothing else here depends on the API version.
+// Session, MountPoint and SignalHandlers: see session.h.
 // Thread-safety: main thread only, except the log function (any libfuse thread; one
 // mutex around the last message).
-#define FUSE_USE_VERSION 312
+#define FUSE_USE_VERSION 34
 #include <fuse_lowlevel.h>
 
 #include <cstdarg>
@@ -132,19 +128,5 @@ Result<std::unique_ptr<SignalHandlers>> SignalHandlers::create(Session& session)
 }
 
 SignalHandlers::~SignalHandlers() { fuse_remove_signal_handlers(session_.get()); }
-
-Result<void> run_session_loop(Session& session, const LoopOptions& options) {
-  fuse_loop_config* cfg = fuse_loop_cfg_create();
-  if (cfg == nullptr) return make_error(ENOMEM, ErrorKind::kIo, "fuse_loop_cfg_create failed");
-  fuse_loop_cfg_set_clone_fd(cfg, options.clone_fd ? 1 : 0);
-  fuse_loop_cfg_set_max_threads(cfg, options.threads);
-  // Keep every worker: re-creating threads re-faults their buffers (PERFORMANCE.md).
-  fuse_loop_cfg_set_idle_threads(cfg, options.threads);
-  int r = fuse_session_loop_mt(session.get(), cfg);
-  fuse_loop_cfg_destroy(cfg);
-  // 0: unmounted; > 0: the signal that ended the loop; < 0: -errno.
-  if (r < 0) return make_error(-r, ErrorKind::kIo, "session loop failed: {}", std::strerror(-r));
-  return ok_result();
-}
 
 }  // namespace vsfs::fuse

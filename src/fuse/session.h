@@ -4,8 +4,8 @@
 // owns the kernel mount (fuse_session_mount / fuse_session_unmount), SignalHandlers the
 // SIGINT/SIGTERM/SIGHUP handlers that end the loop. Destroy them in reverse order of
 // creation: signal handlers, mount, session (declare them in that order, reversed).
-// run_session_loop() serves requests with libfuse's multithreaded loop until the file
-// system is unmounted (fusermount3 -u, umount) or a signal arrives.
+// run_device_loop() serves requests until the file system is unmounted (fusermount3 -u,
+// umount) or a signal arrives.
 // libfuse's own messages are captured (last_fuse_message) so that a refusal is one line.
 // Thread-safety: create, run and destroy from the main thread; FuseFs is shared with the
 // worker threads the loop starts.
@@ -20,6 +20,10 @@
 
 struct fuse_session;
 
+namespace vsfs::device {
+class Device;
+}
+
 namespace vsfs::fuse {
 
 class FuseFs;
@@ -31,8 +35,7 @@ struct SessionOptions {
 };
 
 struct LoopOptions {
-  uint32_t threads = 4;    // most worker threads; as many are kept when idle
-  bool clone_fd = true;    // one /dev/fuse file descriptor per worker
+  uint32_t threads = 4;  // workers for the requests the IO thread does not take
 };
 
 class Session {
@@ -78,8 +81,12 @@ class SignalHandlers {
   Session& session_;
 };
 
-// Serves until unmount or signal. Returns the error when the loop failed.
-Result<void> run_session_loop(Session& session, const LoopOptions& options);
+// Serves until unmount or signal with `dev`'s completion thread reading /dev/fuse
+// (Device::watch_readable): reads and writes of disks are handled on that thread, from
+// request to IO to reply with no thread hop, and what one pass reads is submitted at
+// once; every other request goes to one of `options.threads` workers. Returns the error
+// when the loop failed. Errors: kUnsupported when `dev` cannot watch a descriptor.
+Result<void> run_device_loop(Session& session, device::Device& dev, const LoopOptions& options);
 
 // Installs the libfuse log function that keeps the last message (and logs it).
 void capture_fuse_messages();

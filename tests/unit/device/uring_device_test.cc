@@ -300,6 +300,100 @@ TEST_P(UringFileTest, CallbackMaySubmitAndRunsOffTheSubmitter) {
   EXPECT_FALSE(on_submitter);
 }
 
+// A watched pipe: each readiness runs the watcher on the completion thread, where it
+// reads the pipe and submits an IO; the IO completes (the loop submits what the watcher
+// queued) and a watcher that says "more" is called again without new readiness.
+TEST_P(UringFileTest, WatcherRunsOnCompletionThreadAndSubmits) {
+  Device& dev = open_dev(4);
+  int pipefd[2];
+  ASSERT_EQ(0, ::pipe2(pipefd, O_NONBLOCK | O_CLOEXEC));
+  AlignedBuffer a = pattern(kBlock, 21);
+  iovec iov{a.data(), kBlock};
+  std::mutex mu;
+  std::condition_variable cv;
+  int bytes_seen = 0, writes_done = 0, calls = 0, extra_calls = 0;
+  bool off_thread = false;
+  bool ask_more = false;
+  ASSERT_TRUE(dev.watch_readable(pipefd[0], [&] {
+    if (!dev.in_completion_context()) off_thread = true;
+    char buf[16];
+    ssize_t n = ::read(pipefd[0], buf, sizeof(buf));
+    std::lock_guard lk(mu);
+    ++calls;
+    if (n <= 0) {  // nothing new: only a call asked for by "more"
+      ++extra_calls;
+      bool more = ask_more;
+      ask_more = false;
+      cv.notify_all();
+      return more;
+    }
+    bytes_seen += static_cast<int>(n);
+    for (ssize_t i = 0; i < n; ++i) {
+      dev.submit_one(IoRequest{OpKind::kWrite, static_cast<uint64_t>(bytes_seen - 1 - i) * kBlock,
+                               kBlock, &iov, 1, [&](int64_t res) {
+                                 std::lock_guard l2(mu);
+                                 if (res == static_cast<int64_t>(kBlock)) ++writes_done;
+                                 cv.notify_all();
+                               }});
+    }
+    ask_more = true;  // the next call finds the pipe empty and says "no more"
+    return true;
+  }));
+  for (int round = 1; round <= 3; ++round) {
+    ASSERT_EQ(2, ::write(pipefd[1], "xy", 2));
+    std::unique_lock lk(mu);
+    ASSERT_TRUE(cv.wait_for(lk, std::chrono::seconds(10), [&] {
+      return writes_done == 2 * round && extra_calls >= 2 * round;
+    })) << "round " << round << ": writes " << writes_done << ", calls " << calls;
+  }
+  dev.unwatch();
+  const int calls_at_unwatch = calls;
+  ASSERT_EQ(1, ::write(pipefd[1], "z", 1));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  {
+    std::lock_guard lk(mu);
+    EXPECT_EQ(calls_at_unwatch, calls) << "called after unwatch()";
+    EXPECT_EQ(6, bytes_seen);
+  }
+  EXPECT_FALSE(off_thread);
+  // The device serves again after a new watch.
+  char drain[8];
+  (void)::read(pipefd[0], drain, sizeof(drain));
+  std::atomic<int> second{0};
+  ASSERT_TRUE(dev.watch_readable(pipefd[0], [&] {
+    char b[8];
+    if (::read(pipefd[0], b, sizeof(b)) > 0) ++second;
+    return false;
+  }));
+  ASSERT_EQ(1, ::write(pipefd[1], "w", 1));
+  for (int i = 0; i < 1000 && second == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  dev.unwatch();
+  EXPECT_EQ(1, second.load());
+  ::close(pipefd[0]);
+  ::close(pipefd[1]);
+}
+
+// unwatch() returns only after a watcher that is running has returned.
+TEST_P(UringFileTest, UnwatchWaitsForRunningWatcher) {
+  Device& dev = open_dev(4);
+  int pipefd[2];
+  ASSERT_EQ(0, ::pipe2(pipefd, O_NONBLOCK | O_CLOEXEC));
+  std::atomic<bool> entered{false}, finished{false};
+  ASSERT_TRUE(dev.watch_readable(pipefd[0], [&] {
+    entered = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    finished = true;
+    return false;
+  }));
+  ASSERT_EQ(1, ::write(pipefd[1], "x", 1));
+  for (int i = 0; i < 2000 && !entered; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_TRUE(entered.load());
+  dev.unwatch();
+  EXPECT_TRUE(finished.load());
+  ::close(pipefd[0]);
+  ::close(pipefd[1]);
+}
+
 TEST_P(UringFileTest, MisalignedOrOutOfRangeIsInvalid) {
   Device& dev = open_dev();
   AlignedBuffer a(2 * kBlock);

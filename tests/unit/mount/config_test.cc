@@ -55,7 +55,6 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.fuse.threads, b.fuse.threads);
   EXPECT_EQ(a.fuse.max_background, b.fuse.max_background);
   EXPECT_EQ(a.fuse.max_write_kib, b.fuse.max_write_kib);
-  EXPECT_EQ(a.fuse.clone_fd, b.fuse.clone_fd);
   EXPECT_EQ(a.fuse.attr_timeout_s, b.fuse.attr_timeout_s);
   EXPECT_EQ(a.fuse.entry_timeout_s, b.fuse.entry_timeout_s);
   EXPECT_EQ(a.device.queue_depth, b.device.queue_depth);
@@ -96,7 +95,6 @@ TEST(ConfigDefaults, MatchHeader) {
   EXPECT_EQ(c.fuse.threads, 4u);
   EXPECT_EQ(c.fuse.max_background, 128u);
   EXPECT_EQ(c.fuse.max_write_kib, 1024u);
-  EXPECT_TRUE(c.fuse.clone_fd);
   EXPECT_EQ(c.fuse.attr_timeout_s, 1.0);
   EXPECT_EQ(c.fuse.entry_timeout_s, 1.0);
   EXPECT_EQ(c.device.queue_depth, 128u);
@@ -141,7 +139,6 @@ TEST_F(ConfigFileTest, FullValidFile) {
                      "threads = 16\n"
                      "max_background = 65535\n"
                      "max_write_kib = 128\n"
-                     "clone_fd = false\n"
                      "attr_timeout_s = 0.5\n"
                      "entry_timeout_s = 30   # an integer is a number too\n"
                      "\n"
@@ -166,7 +163,6 @@ TEST_F(ConfigFileTest, FullValidFile) {
   EXPECT_EQ(c.fuse.threads, 16u);
   EXPECT_EQ(c.fuse.max_background, 65535u);
   EXPECT_EQ(c.fuse.max_write_kib, 128u);
-  EXPECT_FALSE(c.fuse.clone_fd);
   EXPECT_EQ(c.fuse.attr_timeout_s, 0.5);
   EXPECT_EQ(c.fuse.entry_timeout_s, 30.0);
   EXPECT_EQ(c.device.queue_depth, 4096u);
@@ -265,8 +261,8 @@ TEST_F(ConfigFileTest, WrongTypes) {
             path_ + ":2: [fuse] threads: expected an integer");
   EXPECT_EQ(load_error("[journal]\n\ncommit_interval_ms = 1.5\n"),
             path_ + ":3: [journal] commit_interval_ms: expected an integer");
-  EXPECT_EQ(load_error("[fuse]\nclone_fd = 1\n"),
-            path_ + ":2: [fuse] clone_fd: expected a boolean");
+  EXPECT_EQ(load_error("[coalesce]\nenabled = 1\n"),
+            path_ + ":2: [coalesce] enabled: expected a boolean");
   EXPECT_EQ(load_error("[device]\ndirect = \"on\"\n"),
             path_ + ":2: [device] direct: expected a boolean");
   EXPECT_EQ(load_error("[fuse]\nattr_timeout_s = true\n"),
@@ -308,14 +304,13 @@ TEST(MountOptions, EmptyChangesNothing) {
 TEST(MountOptions, QualifiedAndBareKeys) {
   Config c;
   auto r = apply_mount_options(
-      c, "fuse.threads=8,max_background=256,max_write_kib=512,clone_fd=off,"
+      c, "fuse.threads=8,max_background=256,max_write_kib=512,"
          "attr_timeout_s=2.5,fuse.entry_timeout_s=0,device.queue_depth=64,direct=0,"
          "journal.commit_interval_ms=5000,meta_cache_mib=16");
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(c.fuse.threads, 8u);
   EXPECT_EQ(c.fuse.max_background, 256u);
   EXPECT_EQ(c.fuse.max_write_kib, 512u);
-  EXPECT_FALSE(c.fuse.clone_fd);
   EXPECT_EQ(c.fuse.attr_timeout_s, 2.5);
   EXPECT_EQ(c.fuse.entry_timeout_s, 0.0);
   EXPECT_EQ(c.device.queue_depth, 64u);
