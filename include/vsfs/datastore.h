@@ -102,9 +102,9 @@ struct DatastoreStats {
   uint32_t format_rate_mib_s = 0;
   bool formatter_running = false;
   // Resource queues: grains of a disk busy with another request (allocation, copy,
-  // overlapping IO), changes held back while a snapshot is cut, and IOs beyond the
-  // device's queue depth.
-  QueueStats grain_queue, snapshot_queue;
+  // overlapping IO), changes held back while a snapshot is cut, map nodes (and other
+  // metadata blocks) being read into the cache, and IOs beyond the device's queue depth.
+  QueueStats grain_queue, snapshot_queue, metadata_queue;
   uint64_t device_queued_now = 0;
 };
 

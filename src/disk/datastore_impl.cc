@@ -679,6 +679,8 @@ class DatastoreImpl final : public Datastore {
       grain_waits_.fill(s.grain_queue);
       for (const auto& [ino, rt] : rt_) s.grain_queue.waiting_now += rt.locks.waiting();
       snapshot_waits_.fill(s.snapshot_queue);
+      meta_waits_.fill(s.metadata_queue);
+      s.metadata_queue.waiting_now = ms_->fetch_waiters_locked();
       s.snapshot_queue.waiting_now = parked_.size();
       s.formatter_running = formatter_running_.load();
     }
@@ -716,6 +718,7 @@ class DatastoreImpl final : public Datastore {
     std::optional<uint64_t> new_size;  // unmap: truncate to this size
     bool counted = false;              // holds a place in changes_active_
     bool retried = false;              // already waited once for space to be reclaimed
+    bool meta_sync = false;            // a metadata fetch failed: look up waiting
     IoPlan plan;
     std::atomic<uint32_t> outstanding{0};
     std::atomic<int64_t> error{0};
@@ -1085,6 +1088,36 @@ class DatastoreImpl final : public Datastore {
     rt.locks.acquire(GrainRange{op->first, op->end, exclusive}, std::move(start), &op->handle);
   }
 
+  // The metadata queue. A request's map lookup (which changes nothing) runs without
+  // waiting for the device: when a map node or refcount block is not cached, the lookup
+  // fails with kWouldBlock and the request waits in that block's fetch queue
+  // (MetaStore::fetch_missed_locked) while it keeps its grain range; once the block is
+  // in, `restart` plans the request again from its lookup. Requests whose metadata is
+  // cached go on meanwhile: a cold map never stalls the IO thread or the mutex. After a
+  // failed fetch the request looks up waiting, so it gets the error as before.
+  template <typename Lookup>
+  Result<void> lookup_locked(const std::shared_ptr<DataOp>& op, Lookup&& lookup) {
+    if (op->meta_sync) return lookup();
+    meta::MetaStore::NoWaitScope no_wait(*ms_);
+    return lookup();
+  }
+
+  void wait_for_metadata_locked(const std::shared_ptr<DataOp>& op, std::function<void()> restart) {
+    const auto since = std::chrono::steady_clock::now();
+    ms_->fetch_missed_locked([this, op, since, restart = std::move(restart)](Result<void> r) {
+      {
+        std::lock_guard lock(ms_->mu());
+        meta_waits_.add(static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::microseconds>(
+                std::chrono::steady_clock::now() - since)
+                .count()));
+        if (!r.ok()) op->meta_sync = true;
+        restart();
+      }
+      run_deferred();
+    });
+  }
+
   // Releases the op's range; starts waiters that now hold theirs. Mutex held.
   void release_locked(const std::shared_ptr<DataOp>& op) {
     auto it = rt_.find(op->ino);
@@ -1155,8 +1188,13 @@ class DatastoreImpl final : public Datastore {
       base = op->buf.data();
     }
     std::vector<GrainLookup> map;
-    auto looked = ms_->map_lookup_range_locked(base_of(op->ino), op->first, n, view_of(op->ino),
-                                               false, map);
+    auto looked = lookup_locked(op, [&] {
+      return ms_->map_lookup_range_locked(base_of(op->ino), op->first, n, view_of(op->ino),
+                                          false, map);
+    });
+    if (!looked.ok() && looked.error().kind == ErrorKind::kWouldBlock) {
+      return wait_for_metadata_locked(op, [this, op] { start_read_locked(op); });
+    }
     if (!looked.ok()) {
       op->error = -looked.error().errno_value;
     } else {
@@ -1201,7 +1239,11 @@ class DatastoreImpl final : public Datastore {
     const uint64_t head_pad = op->offset - op->first * kGrainBytes;
     const uint64_t tail_end = op->offset + op->length - op->first * kGrainBytes;
     std::vector<GrainLookup> map;
-    Result<void> failed = ms_->map_lookup_range_locked(op->ino, op->first, n, 0, true, map);
+    Result<void> failed = lookup_locked(
+        op, [&] { return ms_->map_lookup_range_locked(op->ino, op->first, n, 0, true, map); });
+    if (!failed.ok() && failed.error().kind == ErrorKind::kWouldBlock) {
+      return wait_for_metadata_locked(op, [this, op] { start_write_locked(op); });
+    }
     for (uint64_t i = 0; i < n && failed.ok(); ++i) {
       const GrainLookup* l = &map[i];
       const bool partial = (i == 0 && head_pad != 0) ||
@@ -1550,7 +1592,7 @@ class DatastoreImpl final : public Datastore {
   bool barrier_ = false;
   std::vector<std::shared_ptr<DataOp>> nospace_;  // writes waiting for reclaimed space
   // Resource-queue statistics, guarded by ms_->mu().
-  disk::WaitHistogram grain_waits_, snapshot_waits_;
+  disk::WaitHistogram grain_waits_, snapshot_waits_, meta_waits_;
   uint64_t changes_active_ = 0;
   std::vector<std::function<void()>> parked_;
   std::condition_variable_any barrier_cv_;

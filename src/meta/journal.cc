@@ -41,7 +41,7 @@ uint64_t Journal::capacity_images() const {
   return ring_ - div_round_up(ring_, kJournalDescMax + 1) - 2;
 }
 
-Result<uint64_t> Journal::write_transaction(std::vector<JournalImage>& images) {
+Result<uint64_t> Journal::write_transaction(const std::vector<JournalImage>& images) {
   VSFS_ASSERT(fits(images.size()));
   const uint64_t n = images.size();
   const uint64_t grains = grains_for(n);
@@ -81,9 +81,12 @@ Result<uint64_t> Journal::write_transaction(std::vector<JournalImage>& images) {
   head_ += grains;
   used_ += grains;
   ++seq_;
+  return grains * kGrainBytes;
+}
+
+void Journal::add_pending(std::vector<JournalImage>& images) {
   for (auto& img : images) pending_[img.home] = std::move(img);
   images.clear();
-  return grains * kGrainBytes;
 }
 
 void Journal::checkpointed() {

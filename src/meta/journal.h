@@ -49,9 +49,12 @@ class Journal {
   uint64_t capacity_images() const;
   // Writes one transaction (images in order; later images of a home win) and flushes.
   // The caller has flushed the device first so the data the images point at is durable.
-  Result<uint64_t> write_transaction(std::vector<JournalImage>& images);
-  // Latest committed images not yet at home, ordered by home.
+  // The images stay with the caller, who hands them to add_pending() once it returns.
+  Result<uint64_t> write_transaction(const std::vector<JournalImage>& images);
+  // Latest committed images not yet at home, ordered by home. The owner guards the map
+  // (MetaStore: changes under its mutex, so readers holding it see a consistent map).
   std::map<uint64_t, JournalImage>& pending() { return pending_; }
+  void add_pending(std::vector<JournalImage>& images);
   // After a checkpoint wrote pending() home and the superblock records the new tail.
   void checkpointed();
   uint64_t head_grain() const { return head_; }

@@ -123,10 +123,13 @@ Result<CachedBlock*> MetaStore::get_locked(uint64_t grain, BlockType type, uint6
                                   format::block_type_name(type), grain, total_grains));
   }
   AlignedBuffer buf(kGrainBytes, false);
-  auto& pending = journal_->pending();
-  if (auto it = pending.find(grain); it != pending.end()) {
-    std::memcpy(buf.data(), it->second.data.data(), kGrainBytes);
+  if (const uint8_t* newest = journal_image_locked(grain)) {
+    std::memcpy(buf.data(), newest, kGrainBytes);
   } else {
+    if (no_wait_) {
+      missed_ = Missed{grain, type, first_ino};
+      return make_error(EAGAIN, ErrorKind::kWouldBlock, "grain {} is not cached", grain);
+    }
     VSFS_TRY(device::read_now(dev_, grain * kGrainBytes, buf.data(), kGrainBytes));
   }
   VSFS_ASSIGN_OR_RETURN(auto block,
@@ -158,6 +161,74 @@ bool MetaStore::wants_checkpoint_locked() const {
 Result<void> MetaStore::commit() {
   std::lock_guard commit_lock(commit_mu_);
   return commit_inner();
+}
+
+const uint8_t* MetaStore::journal_image_locked(uint64_t grain) const {
+  const auto& pending = journal_->pending();
+  if (auto p = pending.find(grain); p != pending.end()) return p->second.data.data();
+  return nullptr;
+}
+
+void MetaStore::fetch_missed_locked(std::function<void(Result<void>)> done) {
+  const Missed m = missed_;
+  ++fetch_waiters_;
+  auto [it, first] = fetching_.try_emplace(m.grain);
+  it->second.waiters.push_back(std::move(done));
+  if (!first) return;  // already being read: wait in its queue
+  auto buf = std::make_shared<AlignedBuffer>(kGrainBytes, false);
+  const uint64_t checkpoints = checkpoint_starts_;  // see fetch_done
+  device::IoRequest r;
+  r.kind = device::OpKind::kRead;
+  r.offset_bytes = m.grain * kGrainBytes;
+  r.length_bytes = kGrainBytes;
+  struct Io {
+    std::shared_ptr<AlignedBuffer> buf;
+    iovec vec;
+  };
+  auto io = std::make_shared<Io>(Io{buf, iovec{buf->data(), kGrainBytes}});
+  r.iov = &io->vec;
+  r.iovcnt = 1;
+  r.done = [this, m, checkpoints, io](int64_t result) { fetch_done(m, checkpoints, io->buf, result); };
+  dev_.submit_one(std::move(r));
+}
+
+// Completes a fetch: caches the block unless what was read may be older than the truth,
+// then answers every request waiting for it (they look it up again).
+void MetaStore::fetch_done(Missed m, uint64_t checkpoints_at_issue,
+                           std::shared_ptr<AlignedBuffer> buf, int64_t result) {
+  std::vector<std::function<void(Result<void>)>> waiters;
+  Result<void> outcome = ok_result();
+  {
+    std::lock_guard lock(mu_);
+    auto it = fetching_.find(m.grain);
+    VSFS_ASSERT(it != fetching_.end());
+    waiters = std::move(it->second.waiters);
+    fetching_.erase(it);
+    fetch_waiters_ -= waiters.size();
+    if (cache_.find(m.grain) == nullptr) {
+      // Newer images than the home location: a committed one in the journal wins; and
+      // a checkpoint during the read may have rewritten the home under it (then the
+      // waiters look up again and fetch anew if it is still missing).
+      const uint8_t* src = journal_image_locked(m.grain);
+      if (src == nullptr && result == static_cast<int64_t>(kGrainBytes) &&
+          checkpoint_starts_ == checkpoints_at_issue) {
+        src = buf->data();
+      }
+      if (src != nullptr) {
+        auto block = decode_cached(format::ConstGrain(src, kGrainBytes), m.grain, m.type,
+                                   m.first_ino);
+        if (block.ok()) {
+          cache_.insert(m.grain, std::move(block).value());
+        } else {
+          outcome = block.take_error();
+        }
+      } else if (result < 0) {
+        outcome = make_error(static_cast<int>(-result), ErrorKind::kIo,
+                             "reading metadata grain {} failed", m.grain);
+      }
+    }
+  }
+  for (auto& w : waiters) w(outcome);
 }
 
 Result<void> MetaStore::commit_inner() {
@@ -220,6 +291,7 @@ Result<void> MetaStore::commit_inner() {
     return written.take_error();
   }
   std::lock_guard lock(mu_);
+  journal_->add_pending(images);  // under mu_: cache misses read the pending map
   freed_committing_.clear();
   blocks_freed_committed_.insert(blocks_freed_committed_.end(), blocks_freed_committing_.begin(),
                                  blocks_freed_committing_.end());
@@ -237,6 +309,12 @@ Result<void> MetaStore::checkpoint(bool clean) {
 
 Result<void> MetaStore::checkpoint_inner(bool clean) {
   if (options_.read_only) return ok_result();
+  {
+    std::lock_guard lock(mu_);
+    ++checkpoint_starts_;  // a fetch in flight from here on may read a home being rewritten
+  }
+  // Commits are serialised with this (commit_mu_): pending does not change until
+  // checkpointed(), and readers under mu_ only read it.
   auto& pending = journal_->pending();
   // Write every home location in one batch, then flush, then move the tail.
   std::vector<device::IoRequest> reqs;
@@ -296,8 +374,8 @@ Result<void> MetaStore::checkpoint_inner(bool clean) {
     failed_ = true;
     return wrote;
   }
-  journal_->checkpointed();
   std::lock_guard lock(mu_);
+  journal_->checkpointed();
   for (uint64_t b : blocks_freed_committed_) {
     if (block_entry_locked(b).state == format::BlockState::kToFormatFree) to_format_free_.insert(b);
   }

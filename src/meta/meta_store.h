@@ -42,6 +42,7 @@
 #include "format/format.h"
 #include "meta/journal.h"
 #include "meta/meta_cache.h"
+#include "util/aligned_buffer.h"
 #include "util/result.h"
 
 namespace vsfs::meta {
@@ -155,6 +156,29 @@ class MetaStore {
   // same offsets: metadata only. Grains src does not map become zero in dst.
   Result<void> map_share_range_locked(uint64_t src, uint16_t view, uint64_t dst,
                                       uint64_t first, uint64_t count);
+
+  // ---- metadata the data path does not wait for ----
+  // While a NoWaitScope is open (under mu()), a cache miss that would read the device
+  // fails with ErrorKind::kWouldBlock instead, and the missed block is remembered.
+  // fetch_missed_locked() then reads it asynchronously: the request waits in that
+  // block's own queue (one device read however many wait), and `done` runs without mu()
+  // once the block is cached (or with the error). Lookups change nothing, so the caller
+  // simply runs its lookup again. Other requests, whose metadata is cached, go on
+  // meanwhile instead of waiting behind a synchronous read under the lock.
+  class NoWaitScope {
+   public:
+    explicit NoWaitScope(MetaStore& ms) : ms_(ms) { ms_.no_wait_ = true; }
+    ~NoWaitScope() { ms_.no_wait_ = false; }
+    NoWaitScope(const NoWaitScope&) = delete;
+    NoWaitScope& operator=(const NoWaitScope&) = delete;
+
+   private:
+    MetaStore& ms_;
+  };
+  void fetch_missed_locked(std::function<void(Result<void>)> done);
+  // Blocks being fetched and requests waiting for them (the metadata read queue).
+  uint64_t fetching_blocks_locked() const { return fetching_.size(); }
+  uint64_t fetch_waiters_locked() const { return fetch_waiters_; }
 
   // ---- data grain allocation ----
   // Reserves a free data grain, preferring `hint` block's neighbours (updated). The
@@ -340,6 +364,26 @@ class MetaStore {
   Result<void> store_snapshots_locked();
   static uint64_t dir_key(uint64_t dir, uint16_t view) { return (uint64_t{view} << 48) | dir; }
   std::atomic<bool> failed_{false};
+
+  // No-wait lookups and the fetch queue (see NoWaitScope).
+  struct Missed {
+    uint64_t grain = 0;
+    format::BlockType type = format::BlockType::kMapLeaf;
+    uint64_t first_ino = 0;
+  };
+  struct Fetch {
+    std::vector<std::function<void(Result<void>)>> waiters;
+  };
+  void fetch_done(Missed m, uint64_t checkpoints_at_issue, std::shared_ptr<AlignedBuffer> buf,
+                  int64_t result);
+  // The newest image of a metadata grain when it is committed but not yet at its home
+  // (the journal's pending images), else null.
+  const uint8_t* journal_image_locked(uint64_t grain) const;
+  uint64_t checkpoint_starts_ = 0;  // guarded by mu_
+  bool no_wait_ = false;                         // guarded by mu_
+  Missed missed_;                                // guarded by mu_: the last no-wait miss
+  std::unordered_map<uint64_t, Fetch> fetching_;  // guarded by mu_: by grain
+  uint64_t fetch_waiters_ = 0;                   // guarded by mu_
 };
 
 }  // namespace vsfs::meta

@@ -16,6 +16,7 @@ const char* error_kind_name(ErrorKind kind) {
     case ErrorKind::kExists: return "exists";
     case ErrorKind::kBusy: return "busy";
     case ErrorKind::kState: return "state";
+    case ErrorKind::kWouldBlock: return "would-block";
   }
   return "unknown";
 }

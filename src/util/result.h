@@ -26,6 +26,7 @@ enum class ErrorKind {
   kExists,
   kBusy,            // the resource is in use (device locked, datastore mounted)
   kState,           // the operation is not valid in the current state
+  kWouldBlock,      // the answer needs device IO the caller asked not to wait for
 };
 
 const char* error_kind_name(ErrorKind kind);
