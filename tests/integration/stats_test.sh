@@ -26,6 +26,10 @@ for sec, keys in need.items():
         assert k in d[sec], f"{sec}.{k} missing"
 for k in ["read", "write", "flush", "discard", "write_zeroes"]:
     assert k in d["io"]["device_ops"], f"io.device_ops.{k} missing"
+for q in ["grain", "snapshot", "metadata"]:
+    for k in ["waits", "waiting_now", "wait_us_p50", "wait_us_p99", "wait_us_max"]:
+        assert k in d["queues"][q], f"queues.{q}.{k} missing"
+assert "waiting_now" in d["queues"]["device"]
 assert "release_pending" in d and "generation" in d
 assert d["space"]["total_bytes"] > 0
 PY
