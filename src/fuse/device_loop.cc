@@ -12,7 +12,7 @@
 // journal commit, which needs the completion thread. Workers call libfuse the same way
 // its own loop would. The main thread waits for the end (unmount or signal) and stops
 // the rest in order: the watch first, then the workers.
-#define FUSE_USE_VERSION 312
+#define FUSE_USE_VERSION 34
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <linux/fuse.h>
