@@ -9,8 +9,7 @@
 #
 # WORK_DIR (default: a new directory under the current one) holds the raw file, the
 # datastore file (sized 4x FILE_SIZE plus room) and the mount point; it is removed at the
-# end. Needs fio, and root (FUSE mount). Not a ctest test: timings vary. After the table:
-# the FUSE round trip measured on a hole, and the QD1 ratio it allows.
+# end. Needs fio, and root (FUSE mount). Not a ctest test: timings vary.
 set -euo pipefail
 
 build=build
@@ -90,27 +89,13 @@ for f in "$work/raw/disk.img" "$mnt/disk.img"; do
 done
 
 printf "%-20s %12s %12s %12s %12s %7s\n" job raw_iops vsfs_iops raw_MB/s vsfs_MB/s ratio
-declare -A raw_iops
 for j in "${jobs[@]}"; do
 	read -r name rw bs depth <<<"$j"
 	read -r ri rb <<<"$(run_job "$work/raw/disk.img" "$rw" "$bs" "$depth")"
 	read -r vi vb <<<"$(run_job "$mnt/disk.img" "$rw" "$bs" "$depth")"
-	raw_iops[$name]=$ri
 	ratio=$(python3 -c "print(f'{$vi / $ri:.2f}' if $ri else 'n/a')")
 	printf "%-20s %12s %12s %12.0f %12.0f %7s\n" "$name" "$ri" "$vi" \
 		"$(python3 -c "print($rb / 1e6)")" "$(python3 -c "print($vb / 1e6)")" "$ratio"
-done
-
-# The transport's own cost: 4 KiB reads of a never-written disk need no device IO, so
-# their rate is the FUSE round trip alone. At QD1 a request costs at least the raw IO
-# plus that round trip, which bounds the ratio any /dev/fuse daemon can reach.
-truncate -s "$size" "$mnt/sparse.img"
-read -r ni _ <<<"$(run_job "$mnt/sparse.img" randread 4k 1)"
-echo "FUSE round trip (4k QD1 reads of a hole): $ni IOPS, $(python3 -c "print(f'{1e6 / $ni:.1f}')") us"
-for name in randread-4k-qd1 randwrite-4k-qd1; do
-	python3 -c "
-r, n = ${raw_iops[$name]}, $ni
-print(f'{\"$name\"} bound over /dev/fuse: {n / (r + n):.2f} (raw latency / (raw + round trip))')"
 done
 
 stats=$(cat "$mnt/.vsfs/stats")
