@@ -12,7 +12,7 @@ namespace vsfs::meta {
 using format::BlockType;
 
 MetaStore::MetaStore(device::Device& dev, const MetaOptions& options)
-    : dev_(dev), options_(options) {}
+    : dev_(dev), options_(options), cache_(options.cache_budget_bytes) {}
 
 MetaStore::~MetaStore() = default;
 
@@ -122,7 +122,7 @@ Result<CachedBlock*> MetaStore::get_locked(uint64_t grain, BlockType type, uint6
     return corruption(fmt::format("{} pointer {} is outside the datastore ({} grains)",
                                   format::block_type_name(type), grain, total_grains));
   }
-  AlignedBuffer buf(kGrainBytes, false);
+  AlignedBuffer& buf = miss_buf_;  // not one allocation per miss: they fragment the heap
   if (const uint8_t* newest = journal_image_locked(grain)) {
     std::memcpy(buf.data(), newest, kGrainBytes);
   } else {
@@ -135,27 +135,32 @@ Result<CachedBlock*> MetaStore::get_locked(uint64_t grain, BlockType type, uint6
   VSFS_ASSIGN_OR_RETURN(auto block,
                         decode_cached(format::ConstGrain(buf.data(), kGrainBytes), grain, type,
                                       first_ino));
-  return cache_.insert(grain, std::move(block));
+  CachedBlock* b = cache_.insert(grain, std::move(block));
+  // The allocator reads the block table where it cannot fail (block_entry_locked).
+  if (type == BlockType::kBlockTable) cache_.pin(grain);
+  return b;
 }
 
 void MetaStore::mark_dirty_locked(uint64_t grain) {
-  CachedBlock* b = cache_.find(grain);
-  VSFS_ASSERT(b != nullptr);
   VSFS_ASSERT(!options_.read_only);
-  if (!b->dirty) {
-    b->dirty = true;
-    dirty_.push_back(grain);
-  }
+  if (cache_.mark_dirty(grain)) dirty_.push_back(grain);
 }
 
 bool MetaStore::has_changes_locked() const { return sb_dirty_ || !dirty_.empty(); }
 
 bool MetaStore::wants_commit_locked() const {
-  return dirty_.size() >= journal_->capacity_images() / 4;
+  // Dirty blocks cannot be evicted: past half the cache budget they are committed
+  // early, so that they leave room for clean ones.
+  return dirty_.size() >= journal_->capacity_images() / 4 ||
+         cache_.dirty_bytes() > cache_.budget_bytes() / 2;
 }
 
 bool MetaStore::wants_checkpoint_locked() const {
-  return !blocks_freed_committed_.empty() || journal_->used_grains() * 2 > journal_->ring_grains();
+  // The journal's pending images are metadata in memory too: past a quarter of the
+  // cache budget a checkpoint writes them home (a 64 GiB datastore's journal could
+  // otherwise keep 128 MiB of them).
+  return !blocks_freed_committed_.empty() || journal_->used_grains() * 2 > journal_->ring_grains() ||
+         journal_->pending().size() * kGrainBytes > cache_.budget_bytes() / 4;
 }
 
 Result<void> MetaStore::commit() {
@@ -205,7 +210,7 @@ void MetaStore::fetch_done(Missed m, uint64_t checkpoints_at_issue,
     waiters = std::move(it->second.waiters);
     fetching_.erase(it);
     fetch_waiters_ -= waiters.size();
-    if (cache_.find(m.grain) == nullptr) {
+    if (cache_.peek(m.grain) == nullptr) {
       // Newer images than the home location: a committed one in the journal wins; and
       // a checkpoint during the read may have rewritten the home under it (then the
       // waiters look up again and fetch anew if it is still missing).
@@ -243,9 +248,9 @@ Result<void> MetaStore::commit_inner() {
       generation = sb_.generation;
       images.reserve(dirty_.size() + 1);
       for (uint64_t g : dirty_) {
-        CachedBlock* b = cache_.find(g);
-        if (b == nullptr || !b->dirty) continue;  // freed after it was dirtied
-        b->dirty = false;
+        // The block stays in the cache until its image is in pending() (below).
+        CachedBlock* b = cache_.start_write(g);
+        if (b == nullptr) continue;  // freed after it was dirtied
         JournalImage img;
         img.home = g;
         img.data = AlignedBuffer(kGrainBytes, false);
@@ -285,12 +290,18 @@ Result<void> MetaStore::commit_inner() {
                         "transaction of {} blocks is larger than the journal", images.size());
     }
   }
+  // After a failure above or here the written blocks stay in the cache for good: their
+  // images never reach the journal, and reads keep seeing what they saw.
   auto written = journal_->write_transaction(images);
   if (!written.ok()) {
     failed_ = true;
     return written.take_error();
   }
   std::lock_guard lock(mu_);
+  // The images are findable now: their blocks may be evicted.
+  for (const JournalImage& img : images) {
+    if (img.home != 0) cache_.finish_write(img.home);
+  }
   journal_->add_pending(images);  // under mu_: cache misses read the pending map
   freed_committing_.clear();
   blocks_freed_committed_.insert(blocks_freed_committed_.end(), blocks_freed_committing_.begin(),

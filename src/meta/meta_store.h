@@ -18,8 +18,10 @@
 // Threading: one mutex, mu(), guards all state. Methods named *_locked require the
 // caller to hold it; the others take it. Device IO for commit and checkpoint happens
 // with mu() released; commits are serialised by commit_mu_ (lock order: commit_mu_
-// before mu_). Cache misses read the device synchronously while holding mu() (metadata
-// is small and stays cached; see the cache note in meta_cache.h).
+// before mu_). Cache misses read the device synchronously while holding mu(). The
+// cache is trimmed to its budget when mu() is released (meta_mutex.h), so pointers into
+// cached blocks that *_locked methods return are valid until the caller releases it,
+// and no longer: copy what must outlive the lock.
 #pragma once
 
 #include <atomic>
@@ -42,6 +44,7 @@
 #include "format/format.h"
 #include "meta/journal.h"
 #include "meta/meta_cache.h"
+#include "meta/meta_mutex.h"
 #include "util/aligned_buffer.h"
 #include "util/result.h"
 
@@ -55,6 +58,9 @@ struct MetaOptions {
   bool read_only = false;
   bool mark_mounted = true;
   bool force = false;
+  // Budget of the metadata cache (meta_cache.h): clean blocks beyond it are evicted,
+  // least recently used first, when mu() is released.
+  uint64_t cache_budget_bytes = 128ull << 20;
 };
 
 // What a lookup of one disk grain found.
@@ -90,7 +96,7 @@ class MetaStore {
   // marked mounted.
   static Result<std::unique_ptr<MetaStore>> open(device::Device& dev, const MetaOptions& options);
 
-  std::mutex& mu() { return mu_; }
+  MetaMutex& mu() { return mu_; }
   device::Device& dev() { return dev_; }
   bool read_only() const { return options_.read_only; }
   uint64_t generation_locked() const { return sb_.generation; }
@@ -245,6 +251,7 @@ class MetaStore {
   };
   Space space_locked() const;
   MetaCounters counters_locked() const { return counters_; }
+  MetaCacheStats cache_stats_locked() const { return cache_.stats(); }
 
   // Reference count of a grain (for tests and fsck).
   Result<uint16_t> refcount_locked(uint64_t grain);
@@ -319,13 +326,14 @@ class MetaStore {
   MetaOptions options_;
 
   std::mutex commit_mu_;  // serialises commit/checkpoint; taken before mu_
-  mutable std::mutex mu_;
+  MetaCache cache_;       // guarded by mu_, which trims it
+  MetaMutex mu_{cache_};
   format::Superblock sb_;          // guarded by mu_; the open transaction's view
   format::Superblock committed_sb_;  // as of the last commit: what a checkpoint writes
   bool sb_dirty_ = false;
-  MetaCache cache_;                // guarded by mu_
   std::unique_ptr<Journal> journal_;
   std::vector<uint64_t> dirty_;    // grains dirtied in the open transaction
+  AlignedBuffer miss_buf_{kGrainBytes, false};  // guarded by mu_: get_locked reads misses here
   // Quarantine: grains freed in the open transaction, and storage blocks freed since the
   // last checkpoint, are not handed out again yet.
   std::unordered_set<uint64_t> freed_open_;         // grains freed in the open txn

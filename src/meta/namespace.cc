@@ -49,7 +49,7 @@ Result<InodeRecord*> MetaStore::inode_for_update_locked(uint64_t ino) {
                                                                    ino / kInodesPerLeaf,
                                                                    sb_.generation));
   mark_sb_dirty_locked();
-  return &cache_.find(leaf)->inodes().inodes[ino % kInodesPerLeaf];
+  return &cache_.peek(leaf)->inodes().inodes[ino % kInodesPerLeaf];
 }
 
 Result<uint64_t> MetaStore::alloc_inode_locked(uint32_t mode, uint32_t uid, uint32_t gid,
@@ -60,7 +60,7 @@ Result<uint64_t> MetaStore::alloc_inode_locked(uint32_t mode, uint32_t uid, uint
                                                                    sb_.generation));
   ++sb_.next_ino;
   mark_sb_dirty_locked();
-  InodeRecord& r = cache_.find(leaf)->inodes().inodes[ino % kInodesPerLeaf];
+  InodeRecord& r = cache_.peek(leaf)->inodes().inodes[ino % kInodesPerLeaf];
   r = InodeRecord{};
   r.ino = ino;
   r.mode = mode;
@@ -155,7 +155,7 @@ Result<CachedBlock*> MetaStore::dir_block_for_update_locked(uint64_t dir, uint64
   const uint64_t gen = sb_.generation;
   VSFS_ASSIGN_OR_RETURN(uint64_t leaf,
                         tree_leaf_for_update_locked(map_root_of(r, dir), index / kTreeFanout, gen));
-  Slot& s = cache_.find(leaf)->node().slots[index % kTreeFanout];
+  Slot& s = cache_.peek(leaf)->node().slots[index % kTreeFanout];
   if (s.state != SlotState::kMapped) {
     VSFS_ASSIGN_OR_RETURN(uint64_t g, alloc_meta_grain_locked());
     CachedBlock b;
@@ -174,7 +174,7 @@ Result<CachedBlock*> MetaStore::dir_block_for_update_locked(uint64_t dir, uint64
     s.stamp = gen;
   }
   mark_dirty_locked(s.grain);
-  return cache_.find(s.grain);
+  return cache_.peek(s.grain);
 }
 
 Result<void> MetaStore::dir_add_locked(uint64_t dir, const std::string& name, uint64_t ino,

@@ -39,9 +39,9 @@ Result<void> MetaStore::load_block_table() {
 }
 
 format::BlockEntry MetaStore::block_entry_locked(uint64_t block) const {
-  CachedBlock* t = const_cast<MetaCache&>(cache_).find(block_table_grain_of(block));
-  VSFS_ASSERT(t != nullptr);  // the whole block table is loaded at open
-  return t->blocks().entries[block % format::kBlocksPerTableGrain];
+  const CachedBlock* t = cache_.peek(block_table_grain_of(block));
+  VSFS_ASSERT(t != nullptr);  // the whole block table is loaded at open, and pinned
+  return std::get<format::BlockTableGrain>(t->v).entries[block % format::kBlocksPerTableGrain];
 }
 
 Result<format::BlockEntry*> MetaStore::block_entry_for_update_locked(uint64_t block) {
@@ -97,11 +97,7 @@ void MetaStore::on_grain_freed_locked(uint64_t grain) {
   --entry->used_grains;
   --used_grains_;
   freed_open_.insert(grain);
-  if (entry->state == BlockState::kMeta) {
-    CachedBlock* b = cache_.find(grain);
-    if (b != nullptr) b->dirty = false;
-    cache_.erase(grain);
-  }
+  if (entry->state == BlockState::kMeta) cache_.erase(grain);
   if (entry->used_grains == 0 && block_reserved_[block] == 0) {
     entry->state = BlockState::kToFormatFree;
     blocks_freed_open_.push_back(block);

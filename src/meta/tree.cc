@@ -124,7 +124,7 @@ Result<uint64_t> MetaStore::tree_leaf_for_update_locked(TreeRoot tr, uint64_t le
         VSFS_ASSIGN_OR_RETURN(old, get_locked(*tr.root, tr.interior_type));
       }
       if (!inode_tree || *tr.height > 1) old_stamp = max_stamp_of(old->node());
-      cache_.find(g)->node().slots[0] = Slot{*tr.root, SlotState::kMapped, old_stamp};
+      cache_.peek(g)->node().slots[0] = Slot{*tr.root, SlotState::kMapped, old_stamp};
     }
     *tr.root = g;
     *tr.height = level + 1;
@@ -159,6 +159,8 @@ Result<uint64_t> MetaStore::tree_leaf_for_update_locked(TreeRoot tr, uint64_t le
     }
     g = s.grain;
   }
+  // Nothing on the way may have read the leaf itself: it may not be cached.
+  VSFS_TRY(get_locked(g, tr.leaf_type, leaf_no * format::kInodesPerLeaf));
   mark_dirty_locked(g);
   return g;
 }
@@ -166,7 +168,6 @@ Result<uint64_t> MetaStore::tree_leaf_for_update_locked(TreeRoot tr, uint64_t le
 Result<uint64_t> MetaStore::cow_node_locked(uint64_t grain, BlockType type, uint64_t first_ino) {
   VSFS_ASSIGN_OR_RETURN(CachedBlock * old, get_locked(grain, type, first_ino));
   CachedBlock copy = *old;
-  copy.dirty = false;
   VSFS_ASSIGN_OR_RETURN(uint64_t g, alloc_meta_grain_locked());
   cache_.insert(g, std::move(copy));
   mark_dirty_locked(g);
@@ -178,7 +179,7 @@ Result<uint64_t> MetaStore::cow_node_locked(uint64_t grain, BlockType type, uint
 }
 
 Result<void> MetaStore::incref_children_locked(uint64_t grain) {
-  CachedBlock* b = cache_.find(grain);
+  CachedBlock* b = cache_.peek(grain);
   VSFS_ASSERT(b != nullptr);
   switch (b->type) {
     case BlockType::kMapLeaf:
@@ -268,7 +269,7 @@ Result<bool> MetaStore::release_partial_locked(uint64_t grain, int level, format
       if (s.state != SlotState::kMapped) continue;
       VSFS_ASSIGN_OR_RETURN(bool done, release_partial_locked(s.grain, level - 1, kind, budget));
       if (!done) return false;
-      b = cache_.find(grain);  // still cached: it is dirty and private
+      b = cache_.peek(grain);  // still cached: it is dirty and private
       s = Slot{};
       mark_dirty_locked(grain);
       if (budget == 0) return false;
@@ -357,7 +358,7 @@ Result<void> MetaStore::map_lookup_range_locked(uint64_t ino, uint64_t first, ui
       if (s.state == SlotState::kMapped && excl) {
         VSFS_ASSIGN_OR_RETURN(uint16_t rc, refcount_locked(s.grain));
         l.exclusive = rc == 1;
-        b = cache_.find(leaf);  // a refcount miss may have grown the cache; the leaf stays
+        b = cache_.peek(leaf);  // a refcount miss may have grown the cache; the leaf stays
       }
     }
   }
@@ -370,7 +371,7 @@ Result<void> MetaStore::map_install_locked(uint64_t ino, uint64_t file_grain, ui
   VSFS_ASSIGN_OR_RETURN(uint64_t leaf,
                         tree_leaf_for_update_locked(map_root_of(rec, ino), file_grain / kTreeFanout,
                                                     gen));
-  CachedBlock* b = cache_.find(leaf);
+  CachedBlock* b = cache_.peek(leaf);
   Slot& s = b->node().slots[file_grain % kTreeFanout];
   const Slot old = s;
   s = Slot{grain, SlotState::kMapped, gen};
@@ -432,7 +433,7 @@ Result<void> MetaStore::map_share_range_locked(uint64_t src, uint16_t view, uint
     VSFS_ASSIGN_OR_RETURN(uint64_t dleaf, tree_leaf_for_update_locked(map_root_of(rec, dst),
                                                                       fg / kTreeFanout,
                                                                       sb_.generation));
-    Slot& ds = cache_.find(dleaf)->node().slots[fg % kTreeFanout];
+    Slot& ds = cache_.peek(dleaf)->node().slots[fg % kTreeFanout];
     const Slot old = ds;
     VSFS_TRY(incref_locked(src_slot.grain));
     ds = Slot{src_slot.grain, SlotState::kMapped, sb_.generation};
@@ -521,7 +522,7 @@ Result<uint64_t> MetaStore::unmap_in_node_locked(uint64_t grain, int level, uint
                                      owner));
       }
       released += n;
-      b = cache_.find(grain);
+      b = cache_.peek(grain);
       b->node().slots[i] = Slot{0, SlotState::kZero, stamp};
     } else {
       uint64_t child = s.grain;
@@ -530,13 +531,13 @@ Result<uint64_t> MetaStore::unmap_in_node_locked(uint64_t grain, int level, uint
         VSFS_ASSIGN_OR_RETURN(child, cow_node_locked(child, level == 1 ? BlockType::kMapLeaf
                                                                        : BlockType::kMapInterior));
       }
-      b = cache_.find(grain);
+      b = cache_.peek(grain);
       b->node().slots[i].grain = child;
       b->node().slots[i].stamp = std::max(b->node().slots[i].stamp, stamp);
       VSFS_ASSIGN_OR_RETURN(uint64_t n,
                             unmap_in_node_locked(child, level - 1, lo, first, end, stamp, owner));
       released += n;
-      b = cache_.find(grain);
+      b = cache_.peek(grain);
     }
   }
   return released;
