@@ -89,6 +89,17 @@ struct QueueStats {
   uint64_t wait_us_p50 = 0, wait_us_p99 = 0, wait_us_max = 0;  // over all waits
 };
 
+// The metadata cache (OpenOptions::meta_cache_bytes).
+struct MetaCacheInfo {
+  uint64_t bytes = 0;              // estimated memory of the cached blocks
+  uint64_t budget_bytes = 0;
+  uint64_t unevictable_bytes = 0;  // of bytes: blocks changed and not yet committed,
+                                   // and the block table (never evicted)
+  uint64_t blocks = 0;
+  uint64_t hits = 0, misses = 0;   // lookups of a block; a miss reads it from the device
+  uint64_t evictions = 0;
+};
+
 struct DatastoreStats {
   SpaceInfo space;
   uint64_t read_requests = 0, write_requests = 0;
@@ -106,12 +117,15 @@ struct DatastoreStats {
   // metadata blocks) being read into the cache, and IOs beyond the device's queue depth.
   QueueStats grain_queue, snapshot_queue, metadata_queue;
   uint64_t device_queued_now = 0;
+  MetaCacheInfo meta_cache;
 };
 
 struct OpenOptions {
   bool read_only = false;
   uint32_t commit_interval_ms = 1000;  // background commit of namespace changes
-  uint64_t meta_cache_bytes = 128ull << 20;  // bound on cached metadata (clean blocks)
+  // Bound on the metadata cache: clean blocks beyond it are evicted, least recently used
+  // first; blocks changed in the open transaction stay until it commits.
+  uint64_t meta_cache_bytes = 128ull << 20;
   // Mark the superblock "mounted" while open; refuse a datastore marked mounted unless
   // force (the mark survives a crash; vsfs-mount's exclusive lock tells a live owner).
   bool mark_mounted = true;

@@ -668,6 +668,11 @@ class DatastoreImpl final : public Datastore {
     {
       std::lock_guard lock(ms_->mu());
       s = stats_;
+      // First, before the lookups below load anything: the cache as the last release
+      // of the mutex left it.
+      const meta::MetaCacheStats mc = ms_->cache_stats_locked();
+      s.meta_cache = MetaCacheInfo{mc.bytes, mc.budget_bytes, mc.unevictable_bytes, mc.blocks,
+                                   mc.hits, mc.misses, mc.evictions};
       s.space = space_locked();
       auto c = ms_->counters_locked();
       s.journal_commits = c.commits;
@@ -719,6 +724,7 @@ class DatastoreImpl final : public Datastore {
     bool counted = false;              // holds a place in changes_active_
     bool retried = false;              // already waited once for space to be reclaimed
     bool meta_sync = false;            // a metadata fetch failed: look up waiting
+    uint32_t meta_fetches = 0;         // blocks fetched for it (see lookup_locked)
     IoPlan plan;
     std::atomic<uint32_t> outstanding{0};
     std::atomic<int64_t> error{0};
@@ -1095,6 +1101,11 @@ class DatastoreImpl final : public Datastore {
   // in, `restart` plans the request again from its lookup. Requests whose metadata is
   // cached go on meanwhile: a cold map never stalls the IO thread or the mutex. After a
   // failed fetch the request looks up waiting, so it gets the error as before.
+  // A request that needs more blocks than the cache may keep at once (a large request
+  // with a small meta_cache_mib) could lose the first ones it fetched before the last
+  // arrives, and fetch forever: after kMetaFetchesMax fetches it also looks up waiting,
+  // which reads what is missing under the mutex, where nothing is evicted.
+  static constexpr uint32_t kMetaFetchesMax = 16;
   template <typename Lookup>
   Result<void> lookup_locked(const std::shared_ptr<DataOp>& op, Lookup&& lookup) {
     if (op->meta_sync) return lookup();
@@ -1111,7 +1122,7 @@ class DatastoreImpl final : public Datastore {
             std::chrono::duration_cast<std::chrono::microseconds>(
                 std::chrono::steady_clock::now() - since)
                 .count()));
-        if (!r.ok()) op->meta_sync = true;
+        if (!r.ok() || ++op->meta_fetches >= kMetaFetchesMax) op->meta_sync = true;
         restart();
       }
       run_deferred();
@@ -1617,6 +1628,7 @@ Result<std::unique_ptr<Datastore>> Datastore::open(std::unique_ptr<device::Devic
   mo.read_only = options.read_only;
   mo.mark_mounted = options.mark_mounted;
   mo.force = options.force;
+  mo.cache_budget_bytes = options.meta_cache_bytes;
   VSFS_ASSIGN_OR_RETURN(auto ms, MetaStore::open(*dev, mo));
   ms->set_snapshot_history_max(options.cbt_history);
   auto ds = std::make_unique<DatastoreImpl>(std::move(dev), std::move(ms), options);

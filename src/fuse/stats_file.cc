@@ -59,6 +59,19 @@ std::string render_stats_json(FuseFs& fs) {
                  "  }},\n",
                  s.journal_commits, s.journal_bytes, s.checkpoints);
   fmt::format_to(it,
+                 "  \"meta_cache\": {{\n"
+                 "    \"bytes\": {},\n"
+                 "    \"budget_bytes\": {},\n"
+                 "    \"unevictable_bytes\": {},\n"
+                 "    \"blocks\": {},\n"
+                 "    \"hits\": {},\n"
+                 "    \"misses\": {},\n"
+                 "    \"evictions\": {}\n"
+                 "  }},\n",
+                 s.meta_cache.bytes, s.meta_cache.budget_bytes, s.meta_cache.unevictable_bytes,
+                 s.meta_cache.blocks, s.meta_cache.hits, s.meta_cache.misses,
+                 s.meta_cache.evictions);
+  fmt::format_to(it,
                  "  \"format\": {{\n"
                  "    \"formatted_blocks\": {},\n"
                  "    \"to_format_blocks\": {},\n"

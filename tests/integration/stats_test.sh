@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # .vsfs/stats: valid JSON with the documented sections; its size in stat(1) is the size
 # of what cat reads; counters move after IO (requests, bytes, device writes, FUSE
-# in-flight peak).
+# in-flight peak, metadata cache lookups); the metadata cache reports its budget.
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 mkfs_file "$T/ds.img" 1G
 mkdir "$T/mnt"
-mount_fg "$T/ds.img" "$T/mnt"
+mount_fg "$T/ds.img" "$T/mnt" -o meta_cache_mib=16
 s=$T/mnt/.vsfs/stats
 
 python3 -m json.tool "$s" >/dev/null || fail "stats is not JSON: $(cat "$s")"
@@ -20,6 +20,8 @@ need = {
            "redirected_grain_writes", "device_ops", "device_in_flight", "device_in_flight_peak",
            "fuse_in_flight", "fuse_in_flight_peak"],
     "journal": ["commits", "bytes", "checkpoints"],
+    "meta_cache": ["bytes", "budget_bytes", "unevictable_bytes", "blocks", "hits", "misses",
+                   "evictions"],
 }
 for sec, keys in need.items():
     for k in keys:
@@ -32,6 +34,9 @@ for q in ["grain", "snapshot", "metadata"]:
 assert "waiting_now" in d["queues"]["device"]
 assert "release_pending" in d and "generation" in d
 assert d["space"]["total_bytes"] > 0
+assert d["meta_cache"]["budget_bytes"] == 16 << 20, d["meta_cache"]
+assert 0 < d["meta_cache"]["bytes"] <= d["meta_cache"]["budget_bytes"], d["meta_cache"]
+assert d["meta_cache"]["blocks"] > 0, d["meta_cache"]
 PY
 [ "$(stat -c %s "$s")" -eq "$(wc -c <"$s")" ] || fail "stat size $(stat -c %s "$s") != bytes read $(wc -c <"$s")"
 [ "$(stat -c %a "$s")" = 444 ] || fail "stats mode $(stat -c %a "$s")"
@@ -40,6 +45,7 @@ w0=$(stat_value "$T/mnt" io.write_requests)
 wb0=$(stat_value "$T/mnt" io.write_bytes)
 dw0=$(stat_value "$T/mnt" io.device_ops.write)
 r0=$(stat_value "$T/mnt" io.read_requests)
+h0=$(stat_value "$T/mnt" meta_cache.hits)
 dd if=/dev/urandom of="$T/mnt/f.img" bs=1M count=8 oflag=direct status=none || fail "dd write"
 sync "$T/mnt/f.img"
 dd if="$T/mnt/f.img" of=/dev/null bs=1M iflag=direct status=none || fail "dd read"
@@ -47,11 +53,13 @@ w1=$(stat_value "$T/mnt" io.write_requests)
 wb1=$(stat_value "$T/mnt" io.write_bytes)
 dw1=$(stat_value "$T/mnt" io.device_ops.write)
 r1=$(stat_value "$T/mnt" io.read_requests)
+h1=$(stat_value "$T/mnt" meta_cache.hits)
 echo "write_requests $w0 -> $w1, write_bytes $wb0 -> $wb1, device writes $dw0 -> $dw1, read_requests $r0 -> $r1"
 [ "$w1" -ge $((w0 + 8)) ] || fail "write_requests did not move"
 [ "$wb1" -ge $((wb0 + (8 << 20))) ] || fail "write_bytes did not move"
 [ "$dw1" -gt "$dw0" ] || fail "device writes did not move"
 [ "$r1" -ge $((r0 + 8)) ] || fail "read_requests did not move"
+[ "$h1" -gt "$h0" ] || fail "meta_cache.hits did not move ($h0 -> $h1)"
 [ "$(stat_value "$T/mnt" io.fuse_in_flight_peak)" -ge 1 ] || fail "fuse_in_flight_peak is 0"
 [ "$(stat_value "$T/mnt" space.used_bytes)" -ge $((8 << 20)) ] || fail "used_bytes below what was written"
 

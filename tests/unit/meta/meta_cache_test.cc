@@ -1,7 +1,7 @@
 // The bounded metadata cache: LRU order, what is never evicted, byte accounting, trim at
-// the release of MetaStore's mutex; and the metadata store running with a budget far
-// below its metadata (every lookup right, fsck clean), including blocks evicted while
-// their newest image is only in the journal.
+// the release of MetaStore's mutex; and the metadata store and the datastore running
+// with a budget far below their metadata (every read right, fsck clean), including
+// blocks evicted while their newest image is only in the journal.
 #include <dirent.h>
 #include <sys/stat.h>
 
@@ -451,6 +451,117 @@ TEST(MetaStoreCache, CommitsRacingWithEvictionNeverLoseAChange) {
   ASSERT_TRUE(ms->checkpoint(true).ok());
   ms.reset();
   auto report = check(*dev);
+  EXPECT_TRUE(report.problems.empty()) << joined(report.problems);
+}
+
+// ---- the datastore with a small budget ----
+
+std::vector<uint8_t> pattern(size_t n, uint64_t seed) {
+  std::vector<uint8_t> v(n);
+  std::mt19937_64 rng(seed);
+  for (auto& x : v) x = static_cast<uint8_t>(rng());
+  return v;
+}
+
+std::unique_ptr<Datastore> open_ds(std::unique_ptr<SimDevice> dev) {
+  OpenOptions o;
+  o.meta_cache_bytes = kSmallBudget;
+  auto r = Datastore::open(std::move(dev), o);
+  EXPECT_TRUE(r.ok()) << r.error().to_string();
+  return r.ok() ? std::move(r).value() : nullptr;
+}
+
+// The datastore's view of the same guarantee (its stats are taken under the mutex,
+// before anything is loaded): clean blocks within the budget, or only the few kept. The
+// blocks here are tree nodes and tables, and directory blocks of a few entries (well
+// under 1 KiB of heap).
+void expect_bounded(Datastore& ds) {
+  const MetaCacheInfo c = ds.stats().meta_cache;
+  EXPECT_LE(c.bytes - c.unevictable_bytes,
+            std::max(c.budget_bytes, kKeep * (kNodeBytes + 1024)))
+      << c.bytes << " bytes, " << c.unevictable_bytes << " unevictable";
+}
+
+constexpr int kDisks = 4, kWrites = 80;
+constexpr uint64_t kWriteBytes = 8192;
+uint64_t write_offset(int k) { return uint64_t(k) * (3 << 20) + uint64_t(k % 5) * 4096; }
+
+void expect_disks(Datastore& ds, const std::vector<Ino>& disks) {
+  std::vector<uint8_t> back(kWriteBytes);
+  for (int d = 0; d < kDisks; ++d) {
+    for (int k = 0; k < kWrites; ++k) {
+      ASSERT_TRUE(ds.read_sync(disks[d], write_offset(k), back.size(), back.data()).ok());
+      ASSERT_EQ(back, pattern(kWriteBytes, d * 1000 + k)) << "disk " << d << " write " << k;
+      if (k % 16 == 0) expect_bounded(ds);
+    }
+  }
+}
+
+// One request over many map leaves: more blocks than the cache keeps at once.
+void expect_one_big_read(Datastore& ds, Ino disk, int d) {
+  constexpr int kCovered = 32;  // writes, each in its own leaf
+  const uint64_t span = write_offset(kCovered);
+  std::vector<uint8_t> all(span, 0xee);
+  auto r = ds.read_sync(disk, 0, span, all.data());
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  ASSERT_EQ(*r, span);
+  std::vector<uint8_t> want(span, 0);
+  for (int k = 0; k < kCovered; ++k) {
+    const auto p = pattern(kWriteBytes, d * 1000 + k);
+    std::copy(p.begin(), p.end(), want.begin() + static_cast<ptrdiff_t>(write_offset(k)));
+  }
+  EXPECT_TRUE(all == want);
+}
+
+TEST(DatastoreCache, DisksReadBackAndFsckIsCleanWithASmallBudget) {
+  auto dev = fresh();
+  SimDevice* raw = dev.get();
+  auto ds = open_ds(std::move(dev));
+  ASSERT_TRUE(ds);
+  auto vm = ds->mkdir(kRootIno, "vm", 0755, 0, 0);
+  ASSERT_TRUE(vm.ok());
+  std::vector<Ino> disks;
+  for (int d = 0; d < kDisks; ++d) {
+    auto f = ds->create(vm->ino, "disk" + std::to_string(d), 0644, 0, 0);
+    ASSERT_TRUE(f.ok());
+    disks.push_back(f->ino);
+  }
+  // Interleaved over the disks, every write in a map leaf of its own.
+  for (int k = 0; k < kWrites; ++k) {
+    for (int d = 0; d < kDisks; ++d) {
+      const auto data = pattern(kWriteBytes, d * 1000 + k);
+      ASSERT_TRUE(ds->write_sync(disks[d], write_offset(k), data.data(), data.size()).ok());
+      expect_bounded(*ds);
+    }
+    if (k % 20 == 19) {
+      ASSERT_TRUE(ds->fsync_sync(disks[0]).ok());
+    }
+  }
+  expect_disks(*ds, disks);
+  expect_one_big_read(*ds, disks[1], 1);
+  const MetaCacheInfo c = ds->stats().meta_cache;
+  EXPECT_EQ(c.budget_bytes, kSmallBudget);
+  // Reading back alone needs a leaf per write: far more than the cache holds.
+  EXPECT_GT(c.evictions, uint64_t(kDisks * kWrites / 2));
+  EXPECT_GT(c.misses, uint64_t(kDisks * kWrites / 2));
+  EXPECT_GT(c.hits, c.misses);
+  ASSERT_TRUE(ds->close().ok());
+  auto image = raw->clone();
+  ds.reset();
+  auto report = check(*image);
+  EXPECT_TRUE(report.problems.empty()) << joined(report.problems);
+  EXPECT_EQ(report.files, uint64_t(kDisks));
+
+  SimDevice* raw2 = image.get();
+  ds = open_ds(std::move(image));
+  ASSERT_TRUE(ds);
+  expect_one_big_read(*ds, disks[2], 2);  // cold
+  expect_disks(*ds, disks);
+  EXPECT_GT(ds->stats().meta_cache.evictions, uint64_t(kDisks * kWrites / 2));
+  ASSERT_TRUE(ds->close().ok());
+  auto image2 = raw2->clone();
+  ds.reset();
+  report = check(*image2);
   EXPECT_TRUE(report.problems.empty()) << joined(report.problems);
 }
 
