@@ -31,6 +31,7 @@
 #include "disk/wait_histogram.h"
 #include "meta/meta_store.h"
 #include "util/aligned_buffer.h"
+#include "util/buffer_pool.h"
 #include "util/clock.h"
 #include "util/log.h"
 #include "vsfs/datastore.h"
@@ -47,6 +48,8 @@ using disk::GrainRange;
 using disk::RangeLock;
 
 constexpr uint64_t kMaxFileBytes = 64ull << 40;  // 64 TiB
+// Free data buffers kept for reuse: a few dozen 1 MiB requests' worth.
+constexpr size_t kBufferRetainBytes = 32u << 20;
 constexpr uint32_t kReleaseBudget = 32;          // nodes released per step
 
 
@@ -474,7 +477,7 @@ class DatastoreImpl final : public Datastore {
       op->length = length;
       op->first = offset / kGrainBytes;
       op->end = div_round_up(offset + length, kGrainBytes);
-      op->buf = AlignedBuffer((op->end - op->first) * kGrainBytes, false);
+      take_buffer(op, (op->end - op->first) * kGrainBytes);
       std::memcpy(op->buf.data() + (offset - op->first * kGrainBytes), data, length);
       ++stats_.write_requests;
       stats_.write_bytes += length;
@@ -707,11 +710,16 @@ class DatastoreImpl final : public Datastore {
 
   // One data request in flight.
   struct DataOp {
+    // The data buffer goes back to the pool it came from.
+    ~DataOp() {
+      if (pool != nullptr) pool->give(std::move(buf));
+    }
+    BufferPool* pool = nullptr;
     Ino ino = 0;
     uint64_t offset = 0, length = 0;
     uint64_t first = 0, end = 0;  // grain range held
     uint8_t* user_buf = nullptr;  // reads: the caller's buffer
-    AlignedBuffer buf;            // aligned data, grain `first` at offset 0
+    AlignedBuffer buf;            // aligned data, grain `first` at offset 0 (take_buffer)
     Done<uint64_t> done_len;
     Done<void> done_void;
     RangeLock::Handle handle;
@@ -1129,6 +1137,14 @@ class DatastoreImpl final : public Datastore {
     });
   }
 
+  // Gives `op` a data buffer of at least `bytes` from the pool (old contents), returned
+  // when the op goes.
+  void take_buffer(const std::shared_ptr<DataOp>& op, uint64_t bytes) {
+    if (op->pool != nullptr) op->pool->give(std::move(op->buf));
+    op->buf = buffers_.take(bytes);
+    op->pool = &buffers_;
+  }
+
   // Releases the op's range; starts waiters that now hold theirs. Mutex held.
   void release_locked(const std::shared_ptr<DataOp>& op) {
     auto it = rt_.find(op->ino);
@@ -1195,7 +1211,7 @@ class DatastoreImpl final : public Datastore {
     if (direct) {
       base = op->user_buf;
     } else {
-      op->buf = AlignedBuffer(n * kGrainBytes, false);
+      take_buffer(op, n * kGrainBytes);
       base = op->buf.data();
     }
     std::vector<GrainLookup> map;
@@ -1419,7 +1435,8 @@ class DatastoreImpl final : public Datastore {
     op->length = length;
     op->first = offset / kGrainBytes;
     op->end = div_round_up(offset + length, kGrainBytes);
-    op->buf = AlignedBuffer((op->end - op->first) * kGrainBytes, true);
+    take_buffer(op, (op->end - op->first) * kGrainBytes);
+    std::memset(op->buf.data(), 0, (op->end - op->first) * kGrainBytes);
     {
       std::lock_guard lock(ms_->mu());
       acquire_locked(op, true, [this, op] { start_write_locked(op); });
@@ -1604,6 +1621,8 @@ class DatastoreImpl final : public Datastore {
   std::vector<std::shared_ptr<DataOp>> nospace_;  // writes waiting for reclaimed space
   // Resource-queue statistics, guarded by ms_->mu().
   disk::WaitHistogram grain_waits_, snapshot_waits_, meta_waits_;
+  // Write and bounce buffers of data requests (thread-safe): reused, not reallocated.
+  BufferPool buffers_{kBufferRetainBytes};
   uint64_t changes_active_ = 0;
   std::vector<std::function<void()>> parked_;
   std::condition_variable_any barrier_cv_;

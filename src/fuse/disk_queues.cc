@@ -3,8 +3,8 @@
 
 namespace vsfs::fuse {
 
-DiskQueues::DiskQueues(Datastore& ds, const io::CoalesceOptions& options)
-    : ds_(ds), options_(options) {
+DiskQueues::DiskQueues(Datastore& ds, const io::CoalesceOptions& options, BufferPool& buffers)
+    : buffers_(buffers), ds_(ds), options_(options) {
   if (options_.enabled) timer_ = std::make_unique<io::CoalesceTimer>();
 }
 
@@ -21,7 +21,7 @@ io::CoalesceQueue* DiskQueues::open(Ino ino) {
   auto it = queues_.find(ino);
   if (it == queues_.end()) {
     auto q = io::CoalesceQueue::create(std::make_unique<io::DatastoreDisk>(ds_, ino), options_,
-                                       &stats_, timer_.get());
+                                       &stats_, timer_.get(), &buffers_);
     it = queues_.emplace(ino, Entry{std::move(q), 0}).first;
   }
   ++it->second.refs;

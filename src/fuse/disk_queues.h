@@ -16,13 +16,15 @@
 
 #include "io/coalesce_queue.h"
 #include "io/coalesce_timer.h"
+#include "util/buffer_pool.h"
 #include "vsfs/datastore.h"
 
 namespace vsfs::fuse {
 
 class DiskQueues {
  public:
-  DiskQueues(Datastore& ds, const io::CoalesceOptions& options);
+  // Combined IOs take their buffers from `buffers`, which must outlive the queues.
+  DiskQueues(Datastore& ds, const io::CoalesceOptions& options, BufferPool& buffers);
   ~DiskQueues();
   DiskQueues(const DiskQueues&) = delete;
   DiskQueues& operator=(const DiskQueues&) = delete;
@@ -42,6 +44,7 @@ class DiskQueues {
     uint64_t refs = 0;
   };
 
+  BufferPool& buffers_;
   Datastore& ds_;
   const io::CoalesceOptions options_;
   io::CoalesceStats stats_;

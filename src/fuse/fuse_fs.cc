@@ -11,9 +11,10 @@
 namespace vsfs::fuse {
 namespace {
 
-// Free read buffers kept for reuse: enough for a deep queue of 1 MiB reads while
-// bounding the daemon's memory (PERFORMANCE.md: reused, pre-faulted buffers).
-constexpr size_t kRetainedReadBufferBytes = 64ull << 20;
+// Free read-reply and combined-IO buffers kept for reuse: enough for a deep queue of
+// 1 MiB reads while bounding the daemon's memory (PERFORMANCE.md: reused, pre-faulted
+// buffers).
+constexpr size_t kRetainedBufferBytes = 64ull << 20;
 
 uint64_t now_ns() {
   timespec ts{};
@@ -33,8 +34,8 @@ timespec to_timespec(uint64_t ns) {
 FuseFs::FuseFs(Datastore& ds, const FsOptions& options)
     : ds_(ds),
       options_(options),
-      read_buffers_(kRetainedReadBufferBytes),
-      queues_(ds, options.coalesce),
+      buffers_(kRetainedBufferBytes),
+      queues_(ds, options.coalesce, buffers_),
       mount_time_ns_(now_ns()) {}
 
 void reply_error(fuse_req_t req, const Error& error) {

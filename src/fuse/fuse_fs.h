@@ -22,7 +22,7 @@
 #include <string>
 #include <string_view>
 
-#include "fuse/buffer_pool.h"
+#include "util/buffer_pool.h"
 #include "fuse/disk_queues.h"
 #include "io/coalesce_queue.h"
 #include "util/result.h"
@@ -80,7 +80,7 @@ class FuseFs {
 
   Datastore& ds() { return ds_; }
   const FsOptions& options() const { return options_; }
-  BufferPool& read_buffers() { return read_buffers_; }
+  BufferPool& buffers() { return buffers_; }  // read replies and combined IOs
   InFlightCounter& requests() { return requests_; }
   DiskQueues& queues() { return queues_; }
   uint64_t mount_time_ns() const { return mount_time_ns_; }
@@ -88,7 +88,7 @@ class FuseFs {
  private:
   Datastore& ds_;
   const FsOptions options_;
-  BufferPool read_buffers_;
+  BufferPool buffers_;
   InFlightCounter requests_;
   DiskQueues queues_;
   const uint64_t mount_time_ns_;

@@ -56,7 +56,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
       return;
     }
     FuseFs& fs = fs_of(req);
-    auto rr = std::make_unique<ReadRequest>(ReadRequest{req, &fs, fs.read_buffers().take(size)});
+    auto rr = std::make_unique<ReadRequest>(ReadRequest{req, &fs, fs.buffers().take(size)});
     ReadRequest* p = rr.get();
     // Two pointers: fits std::function's inline storage, no allocation per request.
     Done<uint64_t> done = [p](Result<uint64_t> r) {
@@ -67,7 +67,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
         fuse_reply_buf(owned->req, reinterpret_cast<const char*>(owned->buffer.data()), *r);
       }
       FuseFs* fsp = owned->fs;
-      fsp->read_buffers().give(std::move(owned->buffer));
+      fsp->buffers().give(std::move(owned->buffer));
       fsp->requests().end();
     };
     // Nothing allocates from here on: `done` sends the one reply and frees `p`.

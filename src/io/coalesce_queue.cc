@@ -93,7 +93,12 @@ struct CoalesceQueue::Request {
 
 // One IO passed down: one request, or several byte-contiguous ones of one direction.
 struct CoalesceQueue::Io {
+  // The combined buffer goes back to the pool it came from.
+  ~Io() {
+    if (pool != nullptr) pool->give(std::move(buf));
+  }
   std::shared_ptr<CoalesceQueue> queue;  // keeps the queue alive while in flight
+  BufferPool* pool = nullptr;
   Kind kind = Kind::kRead;
   uint64_t offset = 0, length = 0;
   std::vector<std::unique_ptr<Request>> members;  // by offset
@@ -113,18 +118,20 @@ bool CoalesceQueue::conflicts(const Request& a, const Request& b) {
 std::shared_ptr<CoalesceQueue> CoalesceQueue::create(std::unique_ptr<DiskTarget> target,
                                                      const CoalesceOptions& options,
                                                      CoalesceStats* stats,
-                                                     CoalesceTimer* timer) {
+                                                     CoalesceTimer* timer,
+                                                     BufferPool* buffers) {
   return std::shared_ptr<CoalesceQueue>(
-      new CoalesceQueue(std::move(target), options, stats, timer));
+      new CoalesceQueue(std::move(target), options, stats, timer, buffers));
 }
 
 CoalesceQueue::CoalesceQueue(std::unique_ptr<DiskTarget> target, const CoalesceOptions& options,
-                             CoalesceStats* stats, CoalesceTimer* timer)
+                             CoalesceStats* stats, CoalesceTimer* timer, BufferPool* buffers)
     : target_(std::move(target)),
       options_(options),
       max_combined_bytes_(uint64_t{std::max<uint32_t>(4, options.max_combined_kib)} * 1024),
       stats_(stats),
-      timer_(timer) {
+      timer_(timer),
+      buffers_(buffers) {
   VSFS_ASSERT(target_ != nullptr && stats_ != nullptr);
 }
 
@@ -464,6 +471,15 @@ void CoalesceQueue::remember_sent_locked(const Io& io) {
   recent_next_ = (recent_next_ + 1) % kRecent;
 }
 
+void CoalesceQueue::take_buffer(Io* io) {
+  if (buffers_ != nullptr) {
+    io->buf = buffers_->take(io->length);
+    io->pool = buffers_;
+  } else {
+    io->buf = AlignedBuffer(io->length, false);
+  }
+}
+
 void CoalesceQueue::submit_io(Io* io) {
   io->submit_ns = mono_ns();
   auto done = [io](Result<uint64_t> r) { io->queue->on_complete(io, std::move(r)); };
@@ -471,14 +487,14 @@ void CoalesceQueue::submit_io(Io* io) {
     if (io->kind == Kind::kRead) {
       uint8_t* dst = io->members.front()->read_buf;
       if (io->members.size() > 1) {
-        io->buf = AlignedBuffer(io->length, false);
+        take_buffer(io);
         dst = io->buf.data();
       }
       target_->read(io->offset, io->length, dst, std::move(done));
     } else {
       const uint8_t* src = io->members.front()->write_data;
       if (io->members.size() > 1) {
-        io->buf = AlignedBuffer(io->length, false);
+        take_buffer(io);
         for (const auto& m : io->members) {
           std::memcpy(io->buf.data() + (m->offset - io->offset), m->write_data, m->length);
         }

@@ -68,6 +68,7 @@
 #include <mutex>
 #include <vector>
 
+#include "util/buffer_pool.h"
 #include "util/result.h"
 #include "vsfs/datastore.h"
 
@@ -150,11 +151,13 @@ class CoalesceStats {
 
 class CoalesceQueue : public std::enable_shared_from_this<CoalesceQueue> {
  public:
-  // `stats` and `timer` must outlive the queue; `timer` may be null (then the deadline
-  // is checked only at arrivals and completions).
+  // `stats`, `timer` and `buffers` must outlive the queue; `timer` may be null (then the
+  // deadline is checked only at arrivals and completions); `buffers`, where combined IOs
+  // take their buffers, may be null (then each is allocated and freed).
   static std::shared_ptr<CoalesceQueue> create(std::unique_ptr<DiskTarget> target,
                                                const CoalesceOptions& options,
-                                               CoalesceStats* stats, CoalesceTimer* timer);
+                                               CoalesceStats* stats, CoalesceTimer* timer,
+                                               BufferPool* buffers = nullptr);
   ~CoalesceQueue();
   CoalesceQueue(const CoalesceQueue&) = delete;
   CoalesceQueue& operator=(const CoalesceQueue&) = delete;
@@ -193,7 +196,7 @@ class CoalesceQueue : public std::enable_shared_from_this<CoalesceQueue> {
   };
 
   CoalesceQueue(std::unique_ptr<DiskTarget> target, const CoalesceOptions& options,
-                CoalesceStats* stats, CoalesceTimer* timer);
+                CoalesceStats* stats, CoalesceTimer* timer, BufferPool* buffers);
 
   uint64_t arrive(std::unique_ptr<Request> r, const void* write_src);
   static bool conflicts(const Request& a, const Request& b);
@@ -211,6 +214,7 @@ class CoalesceQueue : public std::enable_shared_from_this<CoalesceQueue> {
   void build_ios_locked(std::vector<std::unique_ptr<Request>> segment, std::vector<Io*>* ios);
   Io* new_io_locked(std::vector<std::unique_ptr<Request>> members);
   void submit_io(Io* io);
+  void take_buffer(Io* io);  // io->buf of io->length, from buffers_ when there is one
   void submit_barrier(std::unique_ptr<Request> barrier);
   void on_complete(Io* io, Result<uint64_t> result);
   void remember_sent_locked(const Io& io);
@@ -221,6 +225,7 @@ class CoalesceQueue : public std::enable_shared_from_this<CoalesceQueue> {
   const uint64_t max_combined_bytes_;
   CoalesceStats* const stats_;
   CoalesceTimer* const timer_;
+  BufferPool* const buffers_;  // may be null
 
   mutable std::mutex mu_;
   std::deque<std::unique_ptr<Request>> held_;  // guarded by mu_, in queue order

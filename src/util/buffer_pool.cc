@@ -1,11 +1,11 @@
 // BufferPool: see buffer_pool.h. Thread-safety: one mutex around the free lists; buffers
 // are allocated and freed outside it.
-#include "fuse/buffer_pool.h"
+#include "util/buffer_pool.h"
 
 #include <bit>
 #include <utility>
 
-namespace vsfs::fuse {
+namespace vsfs {
 
 size_t BufferPool::class_of(size_t size_bytes) {
   if (size_bytes <= kMinBytes) return 0;
@@ -52,4 +52,4 @@ size_t BufferPool::retained_bytes() const {
   return free_bytes_;
 }
 
-}  // namespace vsfs::fuse
+}  // namespace vsfs
