@@ -48,8 +48,8 @@ using disk::GrainRange;
 using disk::RangeLock;
 
 constexpr uint64_t kMaxFileBytes = 64ull << 40;  // 64 TiB
-// Free data buffers kept for reuse: a few dozen 1 MiB requests' worth.
-constexpr size_t kBufferRetainBytes = 32u << 20;
+// Free data buffers kept for reuse: sixteen 1 MiB requests' worth.
+constexpr size_t kBufferRetainBytes = 16u << 20;
 constexpr uint32_t kReleaseBudget = 32;          // nodes released per step
 
 

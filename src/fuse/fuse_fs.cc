@@ -14,7 +14,7 @@ namespace {
 // Free read-reply and combined-IO buffers kept for reuse: enough for a deep queue of
 // 1 MiB reads while bounding the daemon's memory (PERFORMANCE.md: reused, pre-faulted
 // buffers).
-constexpr size_t kRetainedBufferBytes = 64ull << 20;
+constexpr size_t kRetainedBufferBytes = 32ull << 20;
 
 uint64_t now_ns() {
   timespec ts{};

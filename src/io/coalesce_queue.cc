@@ -82,7 +82,11 @@ struct CoalesceQueue::Request {
   uint64_t offset = 0, length = 0;
   uint8_t* read_buf = nullptr;          // reads: the caller's buffer
   const uint8_t* write_data = nullptr;  // writes: the caller's data, or `copy`
-  std::unique_ptr<uint8_t[]> copy;      // writes that are held: the queue's own copy
+  AlignedBuffer copy;                   // writes that are held: the queue's own copy
+  BufferPool* pool = nullptr;           // where `copy` goes back
+  ~Request() {
+    if (pool != nullptr) pool->give(std::move(copy));
+  }
   uint64_t arrival_ns = 0;              // held requests: when they arrived
   bool lone = false;  // held with nothing to merge with (only behind a busy dispatcher)
   Done<uint64_t> done;
@@ -171,9 +175,7 @@ uint64_t CoalesceQueue::write(uint64_t offset_bytes, const void* data, uint64_t 
   if (likely_held()) {
     // Copy outside the mutex when the request will probably wait; a wrong guess only
     // costs one copy (or one copy under the mutex below).
-    r->copy.reset(new uint8_t[std::max<uint64_t>(1, length_bytes)]);
-    std::memcpy(r->copy.get(), data, length_bytes);
-    r->write_data = r->copy.get();
+    copy_write(*r, data);
   } else {
     r->write_data = static_cast<const uint8_t*>(data);
   }
@@ -195,13 +197,11 @@ bool CoalesceQueue::likely_held() const {
 uint64_t CoalesceQueue::arrive(std::unique_ptr<Request> r, const void* write_src) {
   std::unique_lock l(mu_);
   const bool now = r->kind != Kind::kBarrier && can_send_now_locked(*r);
-  if (!now && r->kind == Kind::kWrite && !r->copy) {
+  if (!now && r->kind == Kind::kWrite && r->copy.data() == nullptr) {
     // Held after all: the caller's buffer is only valid until we return. This is the
     // only allocation under the mutex; it happens before anything changes, so a
     // bad_alloc leaves the queue as it was.
-    r->copy.reset(new uint8_t[std::max<uint64_t>(1, r->length)]);
-    std::memcpy(r->copy.get(), write_src, r->length);
-    r->write_data = r->copy.get();
+    copy_write(*r, write_src);
   }
   const uint64_t seq = next_seq_++;
   r->seq = seq;
@@ -469,6 +469,17 @@ CoalesceQueue::Io* CoalesceQueue::new_io_locked(std::vector<std::unique_ptr<Requ
 void CoalesceQueue::remember_sent_locked(const Io& io) {
   recent_[recent_next_] = Range{io.offset, io.offset + io.length, io.kind};
   recent_next_ = (recent_next_ + 1) % kRecent;
+}
+
+void CoalesceQueue::copy_write(Request& r, const void* data) {
+  if (buffers_ != nullptr) {
+    r.copy = buffers_->take(std::max<uint64_t>(1, r.length));
+    r.pool = buffers_;
+  } else {
+    r.copy = AlignedBuffer(std::max<uint64_t>(1, r.length), false);
+  }
+  std::memcpy(r.copy.data(), data, r.length);
+  r.write_data = r.copy.data();
 }
 
 void CoalesceQueue::take_buffer(Io* io) {

@@ -215,6 +215,7 @@ class CoalesceQueue : public std::enable_shared_from_this<CoalesceQueue> {
   Io* new_io_locked(std::vector<std::unique_ptr<Request>> members);
   void submit_io(Io* io);
   void take_buffer(Io* io);  // io->buf of io->length, from buffers_ when there is one
+  void copy_write(Request& r, const void* data);  // r.copy, the same way
   void submit_barrier(std::unique_ptr<Request> barrier);
   void on_complete(Io* io, Result<uint64_t> result);
   void remember_sent_locked(const Io& io);
