@@ -13,6 +13,7 @@
 // Thread-safety: none; MetaStore serialises commits and checkpoints.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -59,7 +60,8 @@ class Journal {
   void checkpointed();
   uint64_t head_grain() const { return head_; }
   uint64_t head_seq() const { return seq_; }
-  uint64_t used_grains() const { return used_; }
+  // Any thread (MetaStore reads it under its mutex while a commit writes).
+  uint64_t used_grains() const { return used_.load(std::memory_order_relaxed); }
   uint64_t ring_grains() const { return ring_; }
 
   // Reads the log from (tail_grain, tail_seq) and writes every committed image to its
@@ -74,7 +76,9 @@ class Journal {
   uint64_t start_, ring_;
   uint64_t head_;   // ring offset where the next transaction goes
   uint64_t seq_;    // its sequence number
-  uint64_t used_ = 0;  // grains written since the last checkpoint (including waste)
+  // Grains written since the last checkpoint (including waste). Changed by the one
+  // committing thread; atomic because wants_checkpoint_locked() reads it meanwhile.
+  std::atomic<uint64_t> used_{0};
   std::map<uint64_t, JournalImage> pending_;
 };
 
