@@ -1004,6 +1004,12 @@ Result<void> Checker::check_block_table() {
       }
     }
   }
+  // A data block holding metadata grains, or the other way round.
+  auto holds_other = [&](uint64_t b, const char* kind, const char* other, uint64_t n) {
+    problem(Fix::kBlock, b,
+            fmt::format("block table: block {} is a {} block but holds {} {} grain{}", b, kind,
+                        n, other, n == 1 ? "" : "s"));
+  };
   for (uint64_t b = 0; b < sb_.total_blocks; ++b) {
     if (!block_grain_ok_[b / format::kBlocksPerTableGrain]) continue;
     const format::BlockEntry& e = blocks_[b];
@@ -1044,20 +1050,10 @@ Result<void> Checker::check_block_table() {
         }
         break;
       case BlockState::kData:
-        if (meta > 0) {
-          problem(Fix::kBlock, b,
-                  fmt::format("block table: block {} is a data block but holds {} metadata "
-                              "grain{}",
-                              b, meta, meta == 1 ? "" : "s"));
-        }
+        if (meta > 0) holds_other(b, "data", "metadata", meta);
         break;
       case BlockState::kMeta:
-        if (data > 0) {
-          problem(Fix::kBlock, b,
-                  fmt::format("block table: block {} is a metadata block but holds {} data "
-                              "grain{}",
-                              b, data, data == 1 ? "" : "s"));
-        }
+        if (data > 0) holds_other(b, "metadata", "data", data);
         break;
       case BlockState::kReserved:
         break;
