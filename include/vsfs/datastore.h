@@ -12,6 +12,8 @@
 // open() and close(). Inode numbers are stable for the life of a file and never reused.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -177,9 +179,15 @@ class Datastore {
   // Reads [offset, offset+length) into buf; past the end of file the read is short.
   virtual void read(Ino ino, uint64_t offset_bytes, uint64_t length_bytes, void* buf,
                     Done<uint64_t> done) = 0;
-  // Writes; extends the file size when writing past it. `data` is copied before return.
-  virtual void write(Ino ino, uint64_t offset_bytes, const void* data,
-                     uint64_t length_bytes, Done<uint64_t> done) = 0;
+  // Writes the buffers, one after the other, from offset_bytes; extends the file size
+  // when writing past it. The data is copied before return.
+  virtual void writev(Ino ino, uint64_t offset_bytes, const iovec* iov, int iovcnt,
+                      Done<uint64_t> done) = 0;
+  void write(Ino ino, uint64_t offset_bytes, const void* data, uint64_t length_bytes,
+             Done<uint64_t> done) {
+    const iovec v{const_cast<void*>(data), length_bytes};
+    writev(ino, offset_bytes, &v, 1, std::move(done));
+  }
   // Frees the grains of the range (zeroing partial grains at its edges). File size kept.
   virtual void punch_hole(Ino ino, uint64_t offset_bytes, uint64_t length_bytes,
                           Done<void> done) = 0;

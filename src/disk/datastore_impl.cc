@@ -450,20 +450,33 @@ class DatastoreImpl final : public Datastore {
     }
   }
 
-  void write(Ino ino, uint64_t offset, const void* data, uint64_t length,
-             Done<uint64_t> done) override {
+  void writev(Ino ino, uint64_t offset, const iovec* iov, int iovcnt,
+              Done<uint64_t> done) override {
     auto op = std::make_shared<DataOp>();
     op->ino = ino;
     op->done_len = std::move(done);
+    uint64_t length = 0;
+    for (int i = 0; i < iovcnt; ++i) length += iov[i].iov_len;
+    // The payload goes into the grain-aligned buffer before the lock is taken: copying
+    // up to 1 MiB must not hold up every other request.
+    if (length > 0 && offset < kMaxFileBytes && length <= kMaxFileBytes - offset) {
+      const uint64_t first = offset / kGrainBytes;
+      take_buffer(op, (div_round_up(offset + length, kGrainBytes) - first) * kGrainBytes);
+      uint8_t* p = op->buf.data() + (offset - first * kGrainBytes);
+      for (int i = 0; i < iovcnt; ++i) {
+        std::memcpy(p, iov[i].iov_base, iov[i].iov_len);
+        p += iov[i].iov_len;
+      }
+    }
     {
       std::lock_guard lock(ms_->mu());
-      write_locked(op, offset, data, length);
+      write_locked(op, offset, length);
     }
     run_deferred();
   }
 
-  void write_locked(const std::shared_ptr<DataOp>& op, uint64_t offset, const void* data,
-                    uint64_t length) {
+  // `op->buf` holds the payload (writev).
+  void write_locked(const std::shared_ptr<DataOp>& op, uint64_t offset, uint64_t length) {
     {
       if (auto w = writable(op->ino); !w.ok()) return finish_now(op, w.take_error());
       auto rec = ms_->inode_locked(op->ino);
@@ -477,8 +490,6 @@ class DatastoreImpl final : public Datastore {
       op->length = length;
       op->first = offset / kGrainBytes;
       op->end = div_round_up(offset + length, kGrainBytes);
-      take_buffer(op, (op->end - op->first) * kGrainBytes);
-      std::memcpy(op->buf.data() + (offset - op->first * kGrainBytes), data, length);
       ++stats_.write_requests;
       stats_.write_bytes += length;
       acquire_locked(op, true, [this, op] { start_write_locked(op); });

@@ -106,7 +106,7 @@ struct CoalesceQueue::Io {
   Kind kind = Kind::kRead;
   uint64_t offset = 0, length = 0;
   std::vector<std::unique_ptr<Request>> members;  // by offset
-  AlignedBuffer buf;  // combined reads land here; combined writes are gathered here
+  AlignedBuffer buf;  // combined reads land here
   uint64_t submit_ns = 0;
 };
 
@@ -471,6 +471,19 @@ void CoalesceQueue::remember_sent_locked(const Io& io) {
   recent_next_ = (recent_next_ + 1) % kRecent;
 }
 
+void DiskTarget::writev(uint64_t offset_bytes, const iovec* iov, int iovcnt,
+                        Done<uint64_t> done) {
+  uint64_t length = 0;
+  for (int i = 0; i < iovcnt; ++i) length += iov[i].iov_len;
+  std::vector<uint8_t> gathered(length);
+  uint64_t at = 0;
+  for (int i = 0; i < iovcnt; ++i) {
+    std::memcpy(gathered.data() + at, iov[i].iov_base, iov[i].iov_len);
+    at += iov[i].iov_len;
+  }
+  write(offset_bytes, gathered.data(), length, std::move(done));
+}
+
 void CoalesceQueue::copy_write(Request& r, const void* data) {
   if (buffers_ != nullptr) {
     r.copy = buffers_->take(std::max<uint64_t>(1, r.length));
@@ -502,16 +515,17 @@ void CoalesceQueue::submit_io(Io* io) {
         dst = io->buf.data();
       }
       target_->read(io->offset, io->length, dst, std::move(done));
+    } else if (io->members.size() == 1) {
+      target_->write(io->offset, io->members.front()->write_data, io->length, std::move(done));
     } else {
-      const uint8_t* src = io->members.front()->write_data;
-      if (io->members.size() > 1) {
-        take_buffer(io);
-        for (const auto& m : io->members) {
-          std::memcpy(io->buf.data() + (m->offset - io->offset), m->write_data, m->length);
-        }
-        src = io->buf.data();
+      // The members are contiguous and sorted: the layer below copies them into its
+      // own buffer in one pass (no gathering here first).
+      std::vector<iovec> iov;
+      iov.reserve(io->members.size());
+      for (const auto& m : io->members) {
+        iov.push_back(iovec{const_cast<uint8_t*>(m->write_data), m->length});
       }
-      target_->write(io->offset, src, io->length, std::move(done));
+      target_->writev(io->offset, iov.data(), static_cast<int>(iov.size()), std::move(done));
     }
   } catch (const std::bad_alloc&) {
     on_complete(io, Error{ENOMEM, ErrorKind::kIo, "no memory for a combined IO"});

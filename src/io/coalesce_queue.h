@@ -95,6 +95,9 @@ class DiskTarget {
                     Done<uint64_t> done) = 0;
   virtual void write(uint64_t offset_bytes, const void* data, uint64_t length_bytes,
                      Done<uint64_t> done) = 0;
+  // The buffers written one after the other from offset_bytes; copied before return.
+  // By default gathered into one buffer and written.
+  virtual void writev(uint64_t offset_bytes, const iovec* iov, int iovcnt, Done<uint64_t> done);
   virtual void fsync(Done<void> done) = 0;
 };
 
@@ -109,6 +112,9 @@ class DatastoreDisk final : public DiskTarget {
   void write(uint64_t offset_bytes, const void* data, uint64_t length_bytes,
              Done<uint64_t> done) override {
     ds_.write(ino_, offset_bytes, data, length_bytes, std::move(done));
+  }
+  void writev(uint64_t offset_bytes, const iovec* iov, int iovcnt, Done<uint64_t> done) override {
+    ds_.writev(ino_, offset_bytes, iov, iovcnt, std::move(done));
   }
   void fsync(Done<void> done) override { ds_.fsync(ino_, std::move(done)); }
 
