@@ -522,9 +522,13 @@ void CoalesceQueue::submit_io(Io* io) {
       // own buffer in one pass (no gathering here first).
       std::vector<iovec> iov;
       iov.reserve(io->members.size());
+      uint64_t at = io->offset;
       for (const auto& m : io->members) {
+        VSFS_ASSERT(m->offset == at);
+        at += m->length;
         iov.push_back(iovec{const_cast<uint8_t*>(m->write_data), m->length});
       }
+      VSFS_ASSERT(at == io->offset + io->length);
       target_->writev(io->offset, iov.data(), static_cast<int>(iov.size()), std::move(done));
     }
   } catch (const std::bad_alloc&) {
