@@ -1097,11 +1097,9 @@ class DatastoreImpl final : public Datastore {
     if (exclusive) {
       // A snapshot being cut holds new changes back until it is taken.
       if (barrier_) {
-        const auto since = std::chrono::steady_clock::now();
+        const uint64_t since = monotonic_ns();
         parked_.push_back([this, op, since, start = std::move(start)]() mutable {
-          snapshot_waits_.add(static_cast<uint64_t>(
-              std::chrono::duration_cast<std::chrono::microseconds>(
-                  std::chrono::steady_clock::now() - since).count()));
+          snapshot_waits_.add((monotonic_ns() - since) / 1000);
           acquire_locked(op, true, std::move(start));
         });
         return;
@@ -1133,14 +1131,11 @@ class DatastoreImpl final : public Datastore {
   }
 
   void wait_for_metadata_locked(const std::shared_ptr<DataOp>& op, std::function<void()> restart) {
-    const auto since = std::chrono::steady_clock::now();
+    const uint64_t since = monotonic_ns();
     ms_->fetch_missed_locked([this, op, since, restart = std::move(restart)](Result<void> r) {
       {
         std::lock_guard lock(ms_->mu());
-        meta_waits_.add(static_cast<uint64_t>(
-            std::chrono::duration_cast<std::chrono::microseconds>(
-                std::chrono::steady_clock::now() - since)
-                .count()));
+        meta_waits_.add((monotonic_ns() - since) / 1000);
         if (!r.ok() || ++op->meta_fetches >= kMetaFetchesMax) op->meta_sync = true;
         restart();
       }

@@ -7,6 +7,7 @@
 #include <ctime>
 
 #include "fuse/stats_file.h"
+#include "util/clock.h"
 
 namespace vsfs::fuse {
 namespace {
@@ -15,12 +16,6 @@ namespace {
 // 1 MiB reads while bounding the daemon's memory (PERFORMANCE.md: reused, pre-faulted
 // buffers).
 constexpr size_t kRetainedBufferBytes = 32ull << 20;
-
-uint64_t now_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 timespec to_timespec(uint64_t ns) {
   timespec ts{};
@@ -36,7 +31,7 @@ FuseFs::FuseFs(Datastore& ds, const FsOptions& options)
       options_(options),
       buffers_(kRetainedBufferBytes),
       queues_(ds, options.coalesce, buffers_),
-      mount_time_ns_(now_ns()) {}
+      mount_time_ns_(realtime_ns()) {}
 
 void reply_error(fuse_req_t req, const Error& error) {
   int e = error.errno_value > 0 ? error.errno_value : EIO;
@@ -128,7 +123,7 @@ Result<Attr> synthetic_attr(FuseFs& fs, Ino ino) {
     // The real size of a snapshot taken now, so `cat` and `stat` agree; each open takes
     // its own snapshot and is direct_io, so a reader reads until EOF whatever changed.
     a.size_bytes = render_stats_json(fs).size();
-    a.mtime_ns = a.ctime_ns = a.atime_ns = now_ns();
+    a.mtime_ns = a.ctime_ns = a.atime_ns = realtime_ns();
     return a;
   }
   return errno_error(ENOENT, "no such synthetic inode");

@@ -8,15 +8,10 @@
 #include <ctime>
 
 #include "fuse/ops.h"
+#include "util/clock.h"
 
 namespace vsfs::fuse {
 namespace {
-
-uint64_t now_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 Result<uint64_t> to_ns(const timespec& ts) {
   if (ts.tv_sec < 0) return errno_error(EINVAL, "timestamp before 1970");
@@ -31,12 +26,12 @@ Result<Attr> apply_attrs(FuseFs& fs, Ino ino, const struct stat& st, int to_set)
   if (to_set & FUSE_SET_ATTR_UID) { sa.uid = st.st_uid; any = true; }
   if (to_set & FUSE_SET_ATTR_GID) { sa.gid = st.st_gid; any = true; }
   if (to_set & FUSE_SET_ATTR_ATIME_NOW) {
-    sa.atime_ns = now_ns(); any = true;
+    sa.atime_ns = realtime_ns(); any = true;
   } else if (to_set & FUSE_SET_ATTR_ATIME) {
     VSFS_ASSIGN_OR_RETURN(sa.atime_ns, to_ns(st.st_atim)); any = true;
   }
   if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
-    sa.mtime_ns = now_ns(); any = true;
+    sa.mtime_ns = realtime_ns(); any = true;
   } else if (to_set & FUSE_SET_ATTR_MTIME) {
     VSFS_ASSIGN_OR_RETURN(sa.mtime_ns, to_ns(st.st_mtim)); any = true;
   }

@@ -6,20 +6,14 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
-#include <ctime>
 
 #include "io/coalesce_timer.h"
 #include "util/aligned_buffer.h"
 #include "util/assert.h"
+#include "util/clock.h"
 
 namespace vsfs::io {
 namespace {
-
-uint64_t mono_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 constexpr double kEwmaWeight = 1.0 / 8;
 // How close a request must be to a held or recent IO of its direction to be held for it:
@@ -228,7 +222,7 @@ uint64_t CoalesceQueue::arrive(std::unique_ptr<Request> r, const void* write_src
   }
 
   // Held.
-  r->arrival_ns = mono_ns();
+  r->arrival_ns = monotonic_ns();
   r->lone = r->kind != Kind::kBarrier && !is_candidate_locked(*r);
   const Kind kind = r->kind;
   const uint64_t length = r->length;
@@ -326,7 +320,7 @@ void CoalesceQueue::dispatch_locked(std::unique_lock<std::mutex>& l) {
   for (;;) {
     std::vector<Io*> ios;
     std::unique_ptr<Request> barrier;
-    take_locked(mono_ns(), &ios, &barrier);
+    take_locked(monotonic_ns(), &ios, &barrier);
     if (ios.empty() && !barrier) break;
     const uint64_t key = next_seq_++;  // names this batch in transit_
     for (Io* io : ios) transit_.push_back(Range{io->offset, io->offset + io->length, io->kind, key});
@@ -505,7 +499,7 @@ void CoalesceQueue::take_buffer(Io* io) {
 }
 
 void CoalesceQueue::submit_io(Io* io) {
-  io->submit_ns = mono_ns();
+  io->submit_ns = monotonic_ns();
   auto done = [io](Result<uint64_t> r) { io->queue->on_complete(io, std::move(r)); };
   try {
     if (io->kind == Kind::kRead) {
@@ -549,7 +543,7 @@ void CoalesceQueue::submit_barrier(std::unique_ptr<Request> barrier) {
 void CoalesceQueue::on_complete(Io* io_raw, Result<uint64_t> result) {
   std::unique_ptr<Io> io(io_raw);
   std::shared_ptr<CoalesceQueue> self = std::move(io->queue);
-  const uint64_t service_ns = mono_ns() - io->submit_ns;
+  const uint64_t service_ns = monotonic_ns() - io->submit_ns;
   {
     // The IO leaves the in-flight count before its members are answered: a caller that
     // sends its next request as soon as it has the reply (queue depth 1) must find the
@@ -635,7 +629,7 @@ void CoalesceQueue::arm_timer_locked() {
   }
   timer_armed_ = true;
   const uint64_t due_ns = held_.front()->arrival_ns + uint64_t{options_.hold_us_max} * 1000;
-  const uint64_t now = mono_ns();
+  const uint64_t now = monotonic_ns();
   const auto wait = std::chrono::nanoseconds(due_ns > now ? due_ns - now : 0);
   timer_->arm(weak_from_this(), CoalesceTimer::Clock::now() + wait);
 }
