@@ -55,6 +55,18 @@ struct DeviceCounters {
   uint64_t in_flight = 0;         // submitted to the backend, not yet completed
   uint64_t queued = 0;            // waiting for a queue-depth slot
   uint64_t in_flight_peak = 0;
+
+  // Counts one finished IO: an error, or an op of `kind` that moved `result` bytes (a
+  // flush moves none).
+  void count(OpKind kind, int64_t result) {
+    if (result < 0) {
+      ++errors;
+      return;
+    }
+    const int k = static_cast<int>(kind);
+    ++ops[k];
+    if (kind != OpKind::kFlush) bytes[k] += static_cast<uint64_t>(result);
+  }
 };
 
 class Device {

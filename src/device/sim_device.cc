@@ -255,13 +255,7 @@ class SimDevice::Impl {
     copy.iovcnt = request.iovcnt;
     Pending p = decide_locked(std::move(copy), /*track=*/false);
     int64_t result = execute_locked(p);
-    if (result < 0) {
-      ++counters_.errors;
-    } else {
-      const int k = static_cast<int>(request.kind);
-      ++counters_.ops[k];
-      if (request.kind != OpKind::kFlush) counters_.bytes[k] += request.length_bytes;
-    }
+    counters_.count(request.kind, result);
     return result;
   }
 
@@ -428,13 +422,7 @@ class SimDevice::Impl {
       int64_t result = execute_locked(p);
       const IoRequest& r = p.request;
       if (p.tracked_write) write_ranges_.erase(r.offset_bytes);
-      if (result < 0) {
-        ++counters_.errors;
-      } else {
-        int k = static_cast<int>(r.kind);
-        ++counters_.ops[k];
-        if (r.kind != OpKind::kFlush) counters_.bytes[k] += r.length_bytes;
-      }
+      counters_.count(r.kind, result);
       Completion done = std::move(p.request.done);
       issue_locked();  // refill before the callback so the queue stays busy
       bool idle = fifo_.empty() && in_flight_.empty();

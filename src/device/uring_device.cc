@@ -146,8 +146,7 @@ struct OpenedFile {
 struct Finished {
   Completion done;
   OpKind kind = OpKind::kRead;
-  uint64_t length_bytes = 0;
-  int64_t result = 0;
+  int64_t result = 0;  // bytes moved, or -errno
   bool counted_in_flight = false;
 };
 
@@ -317,13 +316,7 @@ class UringDevice final : public Device {
       }
     }
     std::lock_guard lk(mu_);
-    if (result < 0) {
-      ++counters_.errors;
-    } else {
-      const int k = static_cast<int>(r.kind);
-      ++counters_.ops[k];
-      if (r.kind != OpKind::kFlush) counters_.bytes[k] += r.length_bytes;
-    }
+    counters_.count(r.kind, result);
     return result;
   }
 
@@ -396,7 +389,7 @@ class UringDevice final : public Device {
       int invalid = detail::validate_request(r, file_.size_bytes, file_.alignment_bytes);
       if (invalid == 0 && file_.read_only && detail::is_write_kind(r.kind)) invalid = -EROFS;
       if (invalid != 0 || (r.kind != OpKind::kFlush && r.length_bytes == 0)) {
-        finished.push_back({std::move(r.done), r.kind, r.length_bytes, invalid, false});
+        finished.push_back({std::move(r.done), r.kind, invalid, false});
         continue;
       }
       ++counters_.in_flight;
@@ -531,7 +524,7 @@ class UringDevice final : public Device {
       case OpKind::kFlush:
         break;
     }
-    finished.push_back({std::move(s.request.done), r.kind, r.length_bytes, result, true});
+    finished.push_back({std::move(s.request.done), r.kind, result, true});
     s.request = IoRequest{};
     free_slots_.push_back(index);
   }
@@ -568,13 +561,7 @@ class UringDevice final : public Device {
       awake_ = true;  // callbacks that submit need no eventfd write
       for (const Finished& f : finished) {
         if (f.counted_in_flight) --counters_.in_flight;
-        if (f.result < 0) {
-          ++counters_.errors;
-        } else {
-          const int k = static_cast<int>(f.kind);
-          ++counters_.ops[k];
-          counters_.bytes[k] += static_cast<uint64_t>(f.result);
-        }
+        counters_.count(f.kind, f.result);
       }
     }
     for (Finished& f : finished) {
@@ -631,7 +618,7 @@ class UringDevice final : public Device {
                            ? static_cast<int64_t>(r.length_bytes)
                            : -static_cast<int64_t>(errno);
       lk.lock();
-      helper_done_.push_back({std::move(r.done), r.kind, r.length_bytes, result, true});
+      helper_done_.push_back({std::move(r.done), r.kind, result, true});
       bool wake = !awake_;
       awake_ = true;
       if (wake) {
