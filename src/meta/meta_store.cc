@@ -180,35 +180,35 @@ void MetaStore::fetch_missed_locked(std::function<void(Result<void>)> done) {
   auto [it, first] = fetching_.try_emplace(m.grain);
   it->second.waiters.push_back(std::move(done));
   if (!first) return;  // already being read: wait in its queue
-  auto buf = std::make_shared<AlignedBuffer>(kGrainBytes, false);
-  const uint64_t checkpoints = checkpoint_starts_;  // see fetch_done
+  // The map's node holds the read's buffer and stays put until fetch_done erases it.
+  Fetch& f = it->second;
+  f.missed = m;
+  f.checkpoints_at_issue = checkpoint_starts_;  // see fetch_done
+  f.buf = AlignedBuffer(kGrainBytes, false);
+  f.vec = iovec{f.buf.data(), kGrainBytes};
   device::IoRequest r;
   r.kind = device::OpKind::kRead;
   r.offset_bytes = m.grain * kGrainBytes;
   r.length_bytes = kGrainBytes;
-  struct Io {
-    std::shared_ptr<AlignedBuffer> buf;
-    iovec vec;
-  };
-  auto io = std::make_shared<Io>(Io{buf, iovec{buf->data(), kGrainBytes}});
-  r.iov = &io->vec;
+  r.iov = &f.vec;
   r.iovcnt = 1;
-  r.done = [this, m, checkpoints, io](int64_t result) { fetch_done(m, checkpoints, io->buf, result); };
+  r.done = [this, grain = m.grain](int64_t result) { fetch_done(grain, result); };
   dev_.submit_one(std::move(r));
 }
 
 // Completes a fetch: caches the block unless what was read may be older than the truth,
 // then answers every request waiting for it (they look it up again).
-void MetaStore::fetch_done(Missed m, uint64_t checkpoints_at_issue,
-                           std::shared_ptr<AlignedBuffer> buf, int64_t result) {
+void MetaStore::fetch_done(uint64_t grain, int64_t result) {
   std::vector<std::function<void(Result<void>)>> waiters;
   Result<void> outcome = ok_result();
   {
     std::lock_guard lock(mu_);
-    auto it = fetching_.find(m.grain);
+    auto it = fetching_.find(grain);
     VSFS_ASSERT(it != fetching_.end());
-    waiters = std::move(it->second.waiters);
+    Fetch f = std::move(it->second);
     fetching_.erase(it);
+    const Missed& m = f.missed;
+    waiters = std::move(f.waiters);
     fetch_waiters_ -= waiters.size();
     if (cache_.peek(m.grain) == nullptr) {
       // Newer images than the home location: a committed one in the journal wins; and
@@ -216,8 +216,8 @@ void MetaStore::fetch_done(Missed m, uint64_t checkpoints_at_issue,
       // waiters look up again and fetch anew if it is still missing).
       const uint8_t* src = journal_image_locked(m.grain);
       if (src == nullptr && result == static_cast<int64_t>(kGrainBytes) &&
-          checkpoint_starts_ == checkpoints_at_issue) {
-        src = buf->data();
+          checkpoint_starts_ == f.checkpoints_at_issue) {
+        src = f.buf.data();
       }
       if (src != nullptr) {
         auto block = decode_cached(format::ConstGrain(src, kGrainBytes), m.grain, m.type,

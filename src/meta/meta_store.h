@@ -379,11 +379,15 @@ class MetaStore {
     format::BlockType type = format::BlockType::kMapLeaf;
     uint64_t first_ino = 0;
   };
+  // One block being read: its waiters and the read's own buffer.
   struct Fetch {
     std::vector<std::function<void(Result<void>)>> waiters;
+    Missed missed;
+    uint64_t checkpoints_at_issue = 0;  // checkpoint_starts_ when the read was issued
+    AlignedBuffer buf;
+    iovec vec{};
   };
-  void fetch_done(Missed m, uint64_t checkpoints_at_issue, std::shared_ptr<AlignedBuffer> buf,
-                  int64_t result);
+  void fetch_done(uint64_t grain, int64_t result);
   // The newest image of a metadata grain when it is committed but not yet at its home
   // (the journal's pending images), else null.
   const uint8_t* journal_image_locked(uint64_t grain) const;
