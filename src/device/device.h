@@ -17,6 +17,7 @@
 
 #include <sys/uio.h>
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -69,6 +70,19 @@ struct DeviceCounters {
   }
 };
 
+// A driver's own command on another descriptor (io_uring's IORING_OP_URING_CMD), issued
+// from the device's ring so that its completion runs on the completion thread like an
+// IO's. FUSE over io_uring serves requests this way: each command lends the kernel a
+// buffer and completes when a request has been written into it.
+struct DriverCommand {
+  int fd = -1;
+  uint32_t op = 0;                  // the driver's command number
+  std::array<uint8_t, 80> arg{};    // the command's argument block
+  const iovec* iov = nullptr;       // buffers the driver may use; caller-owned until done
+  uint32_t iovcnt = 0;
+  Completion done;                  // the driver's result, or -errno
+};
+
 class Device {
  public:
   virtual ~Device() = default;
@@ -109,6 +123,15 @@ class Device {
   // Ends the watch. On return `on_ready` is not running and will not run again.
   // Not from the completion thread.
   virtual void unwatch() {}
+
+  // True when submit_command() works (an io_uring device with 128-byte entries).
+  virtual bool supports_commands() const { return false; }
+  // Issues `command` (any thread); its `done` runs once on the completion thread. A
+  // command may wait as long as its driver likes, so it neither counts against the
+  // queue depth nor holds up the device's destruction: a command still waiting then is
+  // cancelled with the ring and its `done` is destroyed without running. Only when
+  // supports_commands().
+  virtual void submit_command(DriverCommand command) { (void)command; }
 };
 
 // Blocking helpers built on submit(): for programs (mkfs, fsck), recovery, metadata

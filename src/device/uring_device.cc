@@ -15,6 +15,8 @@
 // A watched file descriptor (watch_readable) has a multishot poll armed in the ring;
 // its readiness calls the watcher on the completion thread after the pass's callbacks,
 // and what the watcher submits goes into the kernel with the loop's next submit.
+// Driver commands (submit_command) take the FIFO's path without its depth bound: the
+// ring has 128-byte entries for their argument blocks when the kernel allows it.
 #include "device/uring_device.h"
 
 #include <fcntl.h>
@@ -54,6 +56,7 @@ constexpr uint32_t kMaxQueueDepth = 4096;
 constexpr uint64_t kWakeTag = ~0ull;     // user_data of the armed eventfd read
 constexpr uint64_t kWatchTag = ~1ull;    // user_data of the watched fd's poll
 constexpr uint64_t kUnwatchTag = ~2ull;  // user_data of the poll's removal
+constexpr uint64_t kCommandTag = 1ull << 62;  // user_data of a driver command: | its slot
 constexpr unsigned kExtraSqes = 3;       // wake read, watch poll, poll removal
 constexpr int kMaxRetries = 64;       // -EAGAIN/-EINTR resubmissions of one request
 constexpr unsigned kReapBatch = 64;
@@ -97,7 +100,8 @@ class Ring {
   Ring& operator=(const Ring&) = delete;
 
   // Creates the ring with the best flags the kernel accepts; -errno on failure. The
-  // calling thread becomes the ring's single issuer.
+  // calling thread becomes the ring's single issuer. 128-byte entries (for driver
+  // commands) are tried first with each set.
   int init(unsigned entries) {
     static constexpr unsigned kFlagSets[] = {
         IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
@@ -107,15 +111,17 @@ class Ring {
     };
     int r = -EINVAL;
     for (unsigned flags : kFlagSets) {
-      io_uring_params params{};
-      params.flags = flags;
-      r = io_uring_queue_init_params(entries, &ring_, &params);
-      if (r == 0) {
-        live_ = true;
-        flags_ = flags;
-        return 0;
+      for (unsigned wide : {IORING_SETUP_SQE128, 0u}) {
+        io_uring_params params{};
+        params.flags = flags | wide;
+        r = io_uring_queue_init_params(entries, &ring_, &params);
+        if (r == 0) {
+          live_ = true;
+          flags_ = flags | wide;
+          return 0;
+        }
+        if (r != -EINVAL) return r;
       }
-      if (r != -EINVAL) return r;
     }
     return r;
   }
@@ -148,6 +154,7 @@ struct Finished {
   OpKind kind = OpKind::kRead;
   int64_t result = 0;  // bytes moved, or -errno
   bool counted_in_flight = false;
+  bool command = false;  // a driver command: not an IO of the device
 };
 
 class UringDevice final : public Device {
@@ -255,6 +262,22 @@ class UringDevice final : public Device {
     signal_wake();  // the completion thread removes the poll
   }
 
+  bool supports_commands() const override {
+    return (ring_flags_.load(std::memory_order_acquire) & IORING_SETUP_SQE128) != 0;
+  }
+
+  void submit_command(DriverCommand command) override {
+    VSFS_ASSERT(supports_commands() && command.iovcnt <= UINT32_MAX);
+    bool wake = false;
+    {
+      std::lock_guard lk(mu_);
+      command_fifo_.push_back(std::move(command));
+      wake = !awake_;
+      awake_ = true;
+    }
+    if (wake) signal_wake();
+  }
+
   bool in_completion_context() const override {
     return std::this_thread::get_id() == thread_.get_id();
   }
@@ -341,10 +364,38 @@ class UringDevice final : public Device {
 
   io_uring_sqe* get_sqe() {
     io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
-    // The ring has queue_depth + kExtraSqes entries: one per slot, and the wake read,
-    // the watch poll and its removal.
+    if (sqe == nullptr) {
+      // Full: the ring has an entry per slot and for the wake read, the watch poll and
+      // its removal, but driver commands are not bounded. Hand the kernel what is
+      // there (it consumes the whole queue) and take the freed entry.
+      io_uring_submit(ring_.get());
+      sqe = io_uring_get_sqe(ring_.get());
+    }
     VSFS_ASSERT(sqe != nullptr);
     return sqe;
+  }
+
+  // Completion thread, under mu_: a driver command from the FIFO into the ring.
+  void prep_command(DriverCommand command) {
+    uint32_t index;
+    if (free_commands_.empty()) {
+      index = static_cast<uint32_t>(commands_.size());
+      commands_.emplace_back();
+    } else {
+      index = free_commands_.back();
+      free_commands_.pop_back();
+    }
+    commands_[index] = std::move(command);
+    const DriverCommand& c = commands_[index];
+    io_uring_sqe* sqe = get_sqe();
+    std::memset(sqe, 0, 2 * sizeof(*sqe));  // 128-byte entry
+    sqe->opcode = IORING_OP_URING_CMD;
+    sqe->fd = c.fd;
+    sqe->cmd_op = c.op;
+    sqe->addr = reinterpret_cast<uintptr_t>(c.iov);
+    sqe->len = c.iovcnt;
+    std::memcpy(sqe->cmd, c.arg.data(), c.arg.size());
+    io_uring_sqe_set_data64(sqe, kCommandTag | index);
   }
 
   void arm_wake() {
@@ -383,6 +434,10 @@ class UringDevice final : public Device {
   // Moves requests from the FIFO into the ring (or to the helper) while slots are free.
   // Malformed requests go straight to `finished`.
   void issue_locked(std::vector<Finished>& finished) {
+    while (!command_fifo_.empty()) {
+      prep_command(std::move(command_fifo_.front()));
+      command_fifo_.pop_front();
+    }
     while (!fifo_.empty() && counters_.in_flight < file_.queue_depth) {
       IoRequest r = std::move(fifo_.front());
       fifo_.pop_front();
@@ -478,6 +533,14 @@ class UringDevice final : public Device {
       }
       return;
     }
+    if ((tag & kCommandTag) != 0 && tag < kCommandTag * 2) {
+      const auto index = static_cast<uint32_t>(tag & ~kCommandTag);
+      VSFS_ASSERT(index < commands_.size());
+      finished.push_back({std::move(commands_[index].done), OpKind::kRead, res, false, true});
+      commands_[index] = DriverCommand{};
+      free_commands_.push_back(index);
+      return;
+    }
     if (tag == kWakeTag) {
       if (res < 0 && res != -EINTR && res != -EAGAIN) {
         VSFS_LOG_ERROR("{}: wake eventfd read failed: {}", describe(), std::strerror(-res));
@@ -561,7 +624,7 @@ class UringDevice final : public Device {
       awake_ = true;  // callbacks that submit need no eventfd write
       for (const Finished& f : finished) {
         if (f.counted_in_flight) --counters_.in_flight;
-        counters_.count(f.kind, f.result);
+        if (!f.command) counters_.count(f.kind, f.result);
       }
     }
     for (Finished& f : finished) {
@@ -572,6 +635,7 @@ class UringDevice final : public Device {
 
   void run(std::promise<int>& ready) {
     int r = ring_.init(file_.queue_depth + kExtraSqes);
+    ring_flags_.store(ring_.flags(), std::memory_order_release);
     ready.set_value(r);
     if (r < 0) return;
     arm_wake();
@@ -631,8 +695,12 @@ class UringDevice final : public Device {
 
   const OpenedFile file_;
 
-  // Completion thread only.
+  // Completion thread only. Commands are declared before the ring so that their
+  // callbacks (which may own buffers the kernel writes into) outlive it.
+  std::vector<DriverCommand> commands_;  // by slot; empty `done`: free
+  std::vector<uint32_t> free_commands_;
   Ring ring_;
+  std::atomic<unsigned> ring_flags_{0};
   std::vector<Slot> slots_;
   std::vector<uint32_t> free_slots_;
   bool zero_range_ok_ = true;
@@ -643,6 +711,7 @@ class UringDevice final : public Device {
   // Lock order: mu_ is a leaf (callbacks and eventfd writes happen outside it).
   mutable std::mutex mu_;
   std::deque<IoRequest> fifo_;           // guarded by mu_: not yet issued
+  std::deque<DriverCommand> command_fifo_;  // guarded by mu_: not yet in the ring
   DeviceCounters counters_;              // guarded by mu_
   bool awake_ = true;                    // guarded by mu_: completion thread will look
   bool stopping_ = false;                // guarded by mu_

@@ -5,6 +5,9 @@
 #include "device/uring_device.h"
 
 #include <fcntl.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -327,6 +330,50 @@ TEST_P(UringFileTest, WatcherRunsOnCompletionThreadAndSubmits) {
   EXPECT_EQ(1, second.load());
   ::close(pipefd[0]);
   ::close(pipefd[1]);
+}
+
+// Driver commands: a UDP socket's "bytes of the next datagram" command (the kernel's
+// SOCKET_URING_OP_SIOCINQ, 6.7 and later) as a driver that answers at once. More
+// commands than the ring has entries all complete, each once, on the completion thread.
+TEST_P(UringFileTest, DriverCommandsCompleteOnCompletionThread) {
+  Device& dev = open_dev(4);
+  if (!dev.supports_commands()) GTEST_SKIP() << "no 128-byte io_uring entries here";
+  const int sock = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(sock, 0) << std::strerror(errno);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(0, ::bind(sock, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)));
+  ASSERT_EQ(0, ::getsockname(sock, reinterpret_cast<sockaddr*>(&addr), &len));
+  ASSERT_EQ(5, ::sendto(sock, "hello", 5, 0, reinterpret_cast<sockaddr*>(&addr), len));
+  constexpr uint32_t kSiocinq = 0;
+  constexpr size_t kCommands = 100;  // the ring has 4 + 3 entries
+  Waiter waiter(kCommands);
+  std::atomic<int> off_thread{0};
+  for (size_t i = 0; i < kCommands; ++i) {
+    DriverCommand c;
+    c.fd = sock;
+    c.op = kSiocinq;
+    c.done = [&, inner = waiter.done(i)](int64_t res) {
+      if (!dev.in_completion_context()) ++off_thread;
+      inner(res);
+    };
+    dev.submit_command(std::move(c));
+  }
+  waiter.wait();
+  ::close(sock);
+  if (waiter.results_[0] == -EOPNOTSUPP || waiter.results_[0] == -EINVAL) {
+    GTEST_SKIP() << "sockets have no io_uring commands on this kernel: "
+                 << std::strerror(static_cast<int>(-waiter.results_[0]));
+  }
+  for (size_t i = 0; i < kCommands; ++i) {
+    EXPECT_EQ(5, waiter.results_[i]) << "command " << i;
+    EXPECT_EQ(1, waiter.calls_[i]) << "command " << i;
+  }
+  EXPECT_EQ(0, off_thread.load());
+  EXPECT_EQ(0u, dev.counters().in_flight);
+  EXPECT_EQ(0u, dev.counters().ops[static_cast<int>(OpKind::kRead)]) << "commands are not IOs";
 }
 
 // unwatch() returns only after a watcher that is running has returned.
