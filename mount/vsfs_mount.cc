@@ -266,7 +266,9 @@ int serve(const Args& a, const vsfs::mount::Config& c, Reporter& rep) {
 
     vsfs::fuse::LoopOptions lo;
     lo.threads = c.fuse.threads;
-    auto run = vsfs::fuse::run_device_loop(**session, *device, lo);
+    lo.io_uring = c.fuse.io_uring;
+    lo.uring_depth = c.fuse.uring_depth;
+    auto run = vsfs::fuse::run_device_loop(**session, fs, *device, lo);
     if (!run.ok()) {
       VSFS_LOG_ERROR("{}", run.error().message);
       status = 1;

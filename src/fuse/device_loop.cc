@@ -6,12 +6,18 @@
 // parsed, its IO prepared and its reply sent by the one thread that owns the ring, and
 // every request one readiness brings enters the kernel in a single submission.
 //
-// Threading: on_ready() runs on the device's completion thread only; it handles READ
-// and WRITE of disks (their handlers never block: they hand IO to the datastore and
-// return) and copies every other request to a worker, since those may wait for a
-// journal commit, which needs the completion thread. Workers call libfuse the same way
-// its own loop would. The main thread waits for the end (unmount or signal) and stops
-// the rest in order: the watch first, then the workers.
+// With FUSE over io_uring (uring_channel.h) requests arrive in ring entries instead, on
+// the same thread, and the reply goes back in the entry: no read or write system call
+// per request at all. libfuse writes every reply through the session's custom writev
+// (transport_writev), which sends it to the ring entry its request came from, or to
+// /dev/fuse; the same hook asks for the ring in the FUSE_INIT reply.
+//
+// Threading: on_ready() and serve() run on the device's completion thread only; READ
+// and WRITE of disks are handled there (their handlers never block: they hand IO to the
+// datastore and return) and every other request goes to a worker, since those may wait
+// for a journal commit, which needs the completion thread. Workers call libfuse the
+// same way its own loop would. The main thread waits for the end (unmount or signal)
+// and stops the rest in order: the watch, the ring's dispatch, then the workers.
 #define FUSE_USE_VERSION 34
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
@@ -26,8 +32,12 @@
 #include <thread>
 #include <vector>
 
+#include <sys/sysinfo.h>
+
 #include "device/device.h"
+#include "fuse/fuse_fs.h"
 #include "fuse/session.h"
+#include "fuse/uring_channel.h"
 #include "util/log.h"
 #include "vsfs/datastore.h"
 
@@ -44,7 +54,8 @@ constexpr int kReadsPerPass = 4;
 
 class DeviceLoop {
  public:
-  DeviceLoop(fuse_session* se, uint32_t threads) : se_(se), fd_(fuse_session_fd(se)) {
+  DeviceLoop(fuse_session* se, UringChannel* ring, uint32_t threads)
+      : se_(se), fd_(fuse_session_fd(se)), ring_(ring) {
     buffer_.resize(kRequestBufferBytes);
     workers_.reserve(threads);
     for (uint32_t i = 0; i < threads; ++i) workers_.emplace_back([this] { work(); });
@@ -79,23 +90,37 @@ class DeviceLoop {
         VSFS_LOG_ERROR("/dev/fuse: short request of {} bytes", n);
         continue;
       }
-      fuse_in_header in;
-      std::memcpy(&in, buffer_.data(), sizeof(in));
-      if (runs_here(in)) {
-        fuse_buf buf{};
-        buf.size = static_cast<size_t>(n);
-        buf.mem = buffer_.data();
-        fuse_session_process_buf(se_, &buf);
-      } else {
-        std::vector<char> copy(buffer_.data(), buffer_.data() + n);
-        {
-          std::lock_guard lk(mu_);
-          work_.push_back(std::move(copy));
-        }
-        work_cv_.notify_one();
+      if (ring_ != nullptr && opcode_of(buffer_.data()) == FUSE_INIT) {
+        ring_->on_init_request(buffer_.data(), static_cast<size_t>(n));
       }
+      serve(buffer_.data(), static_cast<size_t>(n), /*stable=*/false);
     }
     return true;
+  }
+
+  // Completion thread: one request, as read from /dev/fuse. `stable`: the request stays
+  // valid until its reply (a ring entry), so a worker needs no copy.
+  void serve(char* request, size_t size, bool stable) {
+    if (runs_here(request)) {
+      fuse_buf buf{};
+      buf.size = size;
+      buf.mem = request;
+      fuse_session_process_buf(se_, &buf);
+      return;
+    }
+    Work w;
+    if (stable) {
+      w.data = request;
+    } else {
+      w.copy.assign(request, request + size);
+      w.data = w.copy.data();
+    }
+    w.size = size;
+    {
+      std::lock_guard lk(mu_);
+      work_.push_back(std::move(w));
+    }
+    work_cv_.notify_one();
   }
 
   // Main thread: until unmount, a loop error or a signal (fuse_session_exit from the
@@ -115,10 +140,25 @@ class DeviceLoop {
  private:
   // Reads and writes of disk data (live or snapshot): their handlers only submit.
   // The `.cbt`, `.snapshots` and `.vsfs` files may compute their text: workers.
-  static bool runs_here(const fuse_in_header& in) {
+  static bool runs_here(const char* request) {
+    fuse_in_header in;
+    std::memcpy(&in, request, sizeof(in));
     return (in.opcode == FUSE_READ || in.opcode == FUSE_WRITE) &&
            view_of(in.nodeid) < kCbtView;
   }
+
+  static uint32_t opcode_of(const char* request) {
+    fuse_in_header in;
+    std::memcpy(&in, request, sizeof(in));
+    return in.opcode;
+  }
+
+  // A request for a worker: a copy, or (ring entries) the request itself.
+  struct Work {
+    std::vector<char> copy;
+    char* data = nullptr;
+    size_t size = 0;
+  };
 
   void end(int error) {
     {
@@ -135,12 +175,12 @@ class DeviceLoop {
     for (;;) {
       work_cv_.wait(lk, [this] { return stop_workers_ || !work_.empty(); });
       if (work_.empty()) return;  // stopping, and nothing left to answer
-      std::vector<char> request = std::move(work_.front());
+      Work request = std::move(work_.front());
       work_.pop_front();
       lk.unlock();
       fuse_buf buf{};
-      buf.size = request.size();
-      buf.mem = request.data();
+      buf.size = request.size;
+      buf.mem = request.data;
       fuse_session_process_buf(se_, &buf);
       lk.lock();
     }
@@ -148,21 +188,54 @@ class DeviceLoop {
 
   fuse_session* const se_;
   const int fd_;
+  UringChannel* const ring_;  // null without FUSE over io_uring
   std::vector<char> buffer_;  // completion thread only
 
   std::mutex mu_;
   std::condition_variable work_cv_;
   std::condition_variable end_cv_;
-  std::deque<std::vector<char>> work_;  // guarded by mu_
+  std::deque<Work> work_;               // guarded by mu_
   bool stop_workers_ = false;           // guarded by mu_
   bool ended_ = false;                  // guarded by mu_
   int error_ = 0;                       // guarded by mu_
   std::vector<std::thread> workers_;
 };
 
+// libfuse's custom IO: every reply and notification it writes passes here.
+ssize_t transport_writev(int fd, iovec* iov, int count, void* userdata) {
+  UringChannel* ring = static_cast<FuseFs*>(userdata)->uring();
+  if (ring != nullptr && ring->reply(iov, count)) {
+    ssize_t total = 0;
+    for (int i = 0; i < count; ++i) total += static_cast<ssize_t>(iov[i].iov_len);
+    return total;
+  }
+  const bool init = ring != nullptr && ring->take_init_reply(iov, count);
+  const ssize_t n = ::writev(fd, iov, count);
+  if (init && n >= 0) ring->start();  // the kernel has taken INIT: it accepts entries now
+  return n;
+}
+
+ssize_t transport_read(int fd, void* buf, size_t size, void* /*userdata*/) {
+  return ::read(fd, buf, size);
+}
+
+// The ring's entries carry the largest request (a write of max_write) or reply (a read
+// of as many pages, libfuse's max_pages), and at least the kernel's minimum buffer.
+UringChannelOptions ring_options(const FuseFs& fs, uint32_t depth) {
+  constexpr size_t kMinBuffer = 8192;  // FUSE_MIN_READ_BUFFER
+  constexpr size_t kPage = 4096;
+  UringChannelOptions o;
+  o.queues = static_cast<uint32_t>(std::max(1, get_nprocs_conf()));
+  o.depth = depth;
+  o.payload_bytes =
+      std::max(kMinBuffer, (size_t{fs.options().max_write_bytes} + kPage - 1) / kPage * kPage);
+  return o;
+}
+
 }  // namespace
 
-Result<void> run_device_loop(Session& session, device::Device& dev, const LoopOptions& options) {
+Result<void> run_device_loop(Session& session, FuseFs& fs, device::Device& dev,
+                             const LoopOptions& options) {
   fuse_session* se = session.get();
   const int fd = fuse_session_fd(se);
   const int flags = ::fcntl(fd, F_GETFL);
@@ -170,9 +243,27 @@ Result<void> run_device_loop(Session& session, device::Device& dev, const LoopOp
     return make_error(errno, ErrorKind::kIo, "/dev/fuse: cannot make it non-blocking: {}",
                       std::strerror(errno));
   }
+  const fuse_custom_io io{transport_writev, transport_read, nullptr, nullptr};
+  if (fuse_session_custom_io(se, &io, fd) != 0) {
+    return make_error(EIO, ErrorKind::kIo, "cannot install the FUSE reply path");
+  }
   Result<void> result = ok_result();
   {
-    DeviceLoop loop(se, options.threads);
+    DeviceLoop* loop_ptr = nullptr;
+    std::shared_ptr<UringChannel> ring;
+    if (options.io_uring && dev.supports_commands()) {
+      auto created = UringChannel::create(
+          dev, fd, ring_options(fs, options.uring_depth),
+          [&loop_ptr](char* request, size_t size) { loop_ptr->serve(request, size, true); });
+      if (created.ok()) {
+        ring = std::move(*created);
+        fs.set_uring(ring);
+      } else {
+        VSFS_LOG_WARN("{}; requests stay on /dev/fuse", created.error().message);
+      }
+    }
+    DeviceLoop loop(se, ring.get(), options.threads);
+    loop_ptr = &loop;
     if (dev.watch_readable(fd, [&loop] { return loop.on_ready(); })) {
       result = loop.wait_for_end();
       dev.unwatch();
@@ -180,6 +271,7 @@ Result<void> run_device_loop(Session& session, device::Device& dev, const LoopOp
       result = make_error(ENOTSUP, ErrorKind::kUnsupported,
                           "{} cannot serve /dev/fuse from its IO thread", dev.describe());
     }
+    if (ring) ring->stop();
   }  // the workers answer what was handed to them, then stop
   (void)::fcntl(fd, F_SETFL, flags);
   return result;

@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <new>
 #include <string>
 #include <string_view>
@@ -29,6 +30,8 @@
 #include "vsfs/datastore.h"
 
 namespace vsfs::fuse {
+
+class UringChannel;
 
 // Synthetic inodes at the top of the 64-bit range: the library hands out inode numbers
 // from 1 upwards and never reuses one, so it cannot reach these.
@@ -84,6 +87,11 @@ class FuseFs {
   InFlightCounter& requests() { return requests_; }
   DiskQueues& queues() { return queues_; }
   uint64_t mount_time_ns() const { return mount_time_ns_; }
+  // FUSE over io_uring, when the loop uses it: replies to its requests go back through
+  // their ring entry. Set once before the loop starts; kept for the session, since
+  // replies of requests in flight may come after the loop has ended.
+  void set_uring(std::shared_ptr<UringChannel> channel) { uring_ = std::move(channel); }
+  UringChannel* uring() const { return uring_.get(); }
 
  private:
   Datastore& ds_;
@@ -92,6 +100,7 @@ class FuseFs {
   InFlightCounter requests_;
   DiskQueues queues_;
   const uint64_t mount_time_ns_;
+  std::shared_ptr<UringChannel> uring_;
 };
 
 inline FuseFs& fs_of(fuse_req_t req) { return *static_cast<FuseFs*>(fuse_req_userdata(req)); }

@@ -35,7 +35,9 @@ struct SessionOptions {
 };
 
 struct LoopOptions {
-  uint32_t threads = 4;  // workers for the requests the IO thread does not take
+  uint32_t threads = 4;      // workers for the requests the IO thread does not take
+  bool io_uring = true;      // FUSE over io_uring when the kernel offers it
+  uint32_t uring_depth = 32; // its entries per CPU queue
 };
 
 class Session {
@@ -84,9 +86,14 @@ class SignalHandlers {
 // Serves until unmount or signal with `dev`'s completion thread reading /dev/fuse
 // (Device::watch_readable): reads and writes of disks are handled on that thread, from
 // request to IO to reply with no thread hop, and what one pass reads is submitted at
-// once; every other request goes to one of `options.threads` workers. Returns the error
-// when the loop failed. Errors: kUnsupported when `dev` cannot watch a descriptor.
-Result<void> run_device_loop(Session& session, device::Device& dev, const LoopOptions& options);
+// once; every other request goes to one of `options.threads` workers. With
+// `options.io_uring`, a kernel that offers FUSE over io_uring and a device that takes
+// driver commands, requests come through ring entries (uring_channel.h) instead.
+// Replies of requests still in flight when it returns may come later: `fs` keeps what
+// they need. Returns the error when the loop failed. Errors: kUnsupported when `dev`
+// cannot watch a descriptor.
+Result<void> run_device_loop(Session& session, FuseFs& fs, device::Device& dev,
+                             const LoopOptions& options);
 
 // Installs the libfuse log function that keeps the last message (and logs it).
 void capture_fuse_messages();

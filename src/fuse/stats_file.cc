@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "fuse/fuse_fs.h"
+#include "fuse/uring_channel.h"
 
 namespace vsfs::fuse {
 
@@ -107,6 +108,16 @@ std::string render_stats_json(FuseFs& fs) {
                  c.merged, c.held, c.held_now, c.in_flight_now, c.barriers,
                  c.deadline_flushes, c.full_flushes, c.hold_us_p50, c.hold_us_p99,
                  c.hold_us_max);
+  // How requests reach vsfs: FUSE over io_uring once the kernel took ring entries.
+  const UringChannelCounters ring = fs.uring() != nullptr ? fs.uring()->counters()
+                                                           : UringChannelCounters{};
+  fmt::format_to(it,
+                 "  \"fuse\": {{\n"
+                 "    \"transport\": \"{}\",\n"
+                 "    \"ring_entries\": {},\n"
+                 "    \"ring_requests\": {}\n"
+                 "  }},\n",
+                 ring.active ? "io_uring" : "dev_fuse", ring.entries, ring.requests);
   // Resource queues (DESIGN.md §2): requests that waited for a busy resource.
   auto queue = [&](const char* name, const QueueStats& q, bool last) {
     fmt::format_to(it,
