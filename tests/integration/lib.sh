@@ -6,6 +6,12 @@
 # Binaries come from the environment (set by tests/integration/CMakeLists.txt):
 #   VSFS_MOUNT, VSFS_MKFS, VSFS_FSCK.
 # Exit 77 (skip) only when /dev/fuse is missing.
+#
+# VSFS_IT_URING=1 runs the test over FUSE over io_uring: the fuse module's enable_uring
+# parameter is switched on for the test (restored on exit), and every mount_fg must end
+# up serving through the ring (.vsfs/stats fuse.transport) unless its options say
+# io_uring=false. Exit 77 when the kernel has
+# no such parameter.
 
 set -u
 set -o pipefail
@@ -17,6 +23,17 @@ fi
 : "${VSFS_MOUNT:?VSFS_MOUNT must name the vsfs-mount binary}"
 : "${VSFS_MKFS:?VSFS_MKFS must name the vsfs-mkfs binary}"
 : "${VSFS_FSCK:=}"
+
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+URING_WAS=""
+if [ "${VSFS_IT_URING:-0}" = 1 ]; then
+	if [ ! -w "$URING_PARAM" ]; then
+		echo "SKIP: this kernel has no FUSE over io_uring ($URING_PARAM)"
+		exit 77
+	fi
+	URING_WAS=$(cat "$URING_PARAM")
+	echo Y >"$URING_PARAM" || { echo "FAIL: cannot enable $URING_PARAM" >&2; exit 1; }
+fi
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/vsfs-it.XXXXXX")
 MOUNTS=()   # mount points this test mounted
@@ -43,6 +60,7 @@ cleanup() {
 		fi
 	done
 	rm -rf "$T" "${CLEAN_DIRS[@]}"
+	[ -z "$URING_WAS" ] || echo "$URING_WAS" >"$URING_PARAM" || true
 	exit "$rc"
 }
 trap cleanup EXIT
@@ -84,6 +102,25 @@ mount_fg() {
 		cat "$log" >&2
 		fail "mount of $dev on $dir did not appear"
 	fi
+	if [ "${VSFS_IT_URING:-0}" = 1 ] && [[ " $* " != *io_uring=false* ]]; then
+		wait_transport "$dir" io_uring || {
+			cat "$log" >&2
+			fail "$dir does not serve through FUSE over io_uring"
+		}
+	fi
+}
+
+# wait_transport DIR TRANSPORT: until the mount's .vsfs/stats names TRANSPORT (io_uring
+# or dev_fuse) as the way requests come (5 s: the ring's entries are lent after INIT).
+wait_transport() {
+	local got=""
+	for _ in $(seq 50); do
+		got=$(stat_value "$1" fuse.transport 2>/dev/null) || got=""
+		[ "$got" = "$2" ] && return 0
+		sleep 0.1
+	done
+	echo "transport of $1: '$got', expected $2" >&2
+	return 1
 }
 
 # unmount_wait DIR PID: unmounts and waits until the daemon has exited (datastore
