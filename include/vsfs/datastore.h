@@ -188,6 +188,13 @@ class Datastore {
     const iovec v{const_cast<void*>(data), length_bytes};
     writev(ino, offset_bytes, &v, 1, std::move(done));
   }
+  // As write(), for a caller that keeps `data` unchanged until `done` runs: a write of
+  // whole grains from 4 KiB-aligned memory then goes to the device from `data` itself,
+  // with no copy; any other is copied as by write().
+  virtual void write_stable(Ino ino, uint64_t offset_bytes, const void* data,
+                            uint64_t length_bytes, Done<uint64_t> done) {
+    write(ino, offset_bytes, data, length_bytes, std::move(done));
+  }
   // Frees the grains of the range (zeroing partial grains at its edges). File size kept.
   virtual void punch_hole(Ino ino, uint64_t offset_bytes, uint64_t length_bytes,
                           Done<void> done) = 0;

@@ -475,7 +475,27 @@ class DatastoreImpl final : public Datastore {
     run_deferred();
   }
 
-  // `op->buf` holds the payload (writev).
+  // Whole grains from aligned memory the caller keeps: no partial grain to merge, so
+  // the payload goes to the device from where it is (write_data_phase).
+  void write_stable(Ino ino, uint64_t offset, const void* data, uint64_t length,
+                    Done<uint64_t> done) override {
+    if (length == 0 || offset % kGrainBytes != 0 || length % kGrainBytes != 0 ||
+        reinterpret_cast<uintptr_t>(data) % kGrainBytes != 0 || offset >= kMaxFileBytes ||
+        length > kMaxFileBytes - offset) {
+      return write(ino, offset, data, length, std::move(done));
+    }
+    auto op = std::make_shared<DataOp>();
+    op->ino = ino;
+    op->done_len = std::move(done);
+    op->stable = static_cast<const uint8_t*>(data);
+    {
+      std::lock_guard lock(ms_->mu());
+      write_locked(op, offset, length);
+    }
+    run_deferred();
+  }
+
+  // `op->buf` (writev) or `op->stable` (write_stable) holds the payload.
   void write_locked(const std::shared_ptr<DataOp>& op, uint64_t offset, uint64_t length) {
     {
       if (auto w = writable(op->ino); !w.ok()) return finish_now(op, w.take_error());
@@ -731,6 +751,7 @@ class DatastoreImpl final : public Datastore {
     uint64_t first = 0, end = 0;  // grain range held
     uint8_t* user_buf = nullptr;  // reads: the caller's buffer
     AlignedBuffer buf;            // aligned data, grain `first` at offset 0 (take_buffer)
+    const uint8_t* stable = nullptr;  // write_stable: the caller's data, used in place
     Done<uint64_t> done_len;
     Done<void> done_void;
     RangeLock::Handle handle;
@@ -1364,8 +1385,10 @@ class DatastoreImpl final : public Datastore {
 
   void write_data_phase(const std::shared_ptr<DataOp>& op) {
     const uint64_t n = op->end - op->first;
+    // The device only reads a write's buffer.
+    uint8_t* data = op->stable != nullptr ? const_cast<uint8_t*>(op->stable) : op->buf.data();
     for (uint64_t i = 0; i < n; ++i) {
-      op->plan.add(OpKind::kWrite, op->target[i], op->buf.data() + i * kGrainBytes);
+      op->plan.add(OpKind::kWrite, op->target[i], data + i * kGrainBytes);
     }
     submit_plan(op, [this, op] { write_complete(op); });
   }

@@ -1,6 +1,7 @@
 // read: from a regular file through the asynchronous Datastore::read into a pooled,
-// aligned, pre-faulted buffer (BufferPool), answered with fuse_reply_buf from the
-// completion; or from the stats handle's snapshot. Short reads at end of file.
+// aligned, pre-faulted buffer (BufferPool), or straight into the FUSE ring entry the
+// request came in (UringChannel::current_payload), answered with fuse_reply_buf from
+// the completion; or from the stats handle's snapshot. Short reads at end of file.
 // With coalescing on, the handle's fh names the disk's coalescing queue and the read
 // goes through it (it may be held and merged with its neighbours); with it off (fh 0)
 // the read goes straight to the datastore.
@@ -14,6 +15,7 @@
 
 #include "fuse/ops.h"
 #include "fuse/stats_file.h"
+#include "fuse/uring_channel.h"
 
 namespace vsfs::fuse {
 namespace {
@@ -56,27 +58,32 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
       return;
     }
     FuseFs& fs = fs_of(req);
-    auto rr = std::make_unique<ReadRequest>(ReadRequest{req, &fs, fs.buffers().take(size)});
+    // A request from a FUSE ring entry is answered from the entry's own buffer.
+    const std::span<uint8_t> entry = UringChannel::current_payload();
+    const bool in_entry = entry.size() >= size;
+    auto rr = std::make_unique<ReadRequest>(
+        ReadRequest{req, &fs, in_entry ? AlignedBuffer() : fs.buffers().take(size)});
     ReadRequest* p = rr.get();
+    uint8_t* into = in_entry ? entry.data() : p->buffer.data();
     // Two pointers: fits std::function's inline storage, no allocation per request.
-    Done<uint64_t> done = [p](Result<uint64_t> r) {
+    Done<uint64_t> done = [p, into](Result<uint64_t> r) {
       std::unique_ptr<ReadRequest> owned(p);
       if (!r.ok()) {
         reply_error(owned->req, r.error());
       } else {
-        fuse_reply_buf(owned->req, reinterpret_cast<const char*>(owned->buffer.data()), *r);
+        fuse_reply_buf(owned->req, reinterpret_cast<const char*>(into), *r);
       }
       FuseFs* fsp = owned->fs;
-      fsp->buffers().give(std::move(owned->buffer));
+      if (owned->buffer.size() > 0) fsp->buffers().give(std::move(owned->buffer));
       fsp->requests().end();
     };
     // Nothing allocates from here on: `done` sends the one reply and frees `p`.
     rr.release();
     fs.requests().begin();
     if (io::CoalesceQueue* q = queue_of(fi->fh)) {
-      q->read(static_cast<uint64_t>(off), size, p->buffer.data(), std::move(done));
+      q->read(static_cast<uint64_t>(off), size, into, std::move(done));
     } else {
-      fs.ds().read(ino, static_cast<uint64_t>(off), size, p->buffer.data(), std::move(done));
+      fs.ds().read(ino, static_cast<uint64_t>(off), size, into, std::move(done));
     }
   });
 }

@@ -1,7 +1,9 @@
 // write: to a regular file through the asynchronous Datastore::write, which copies the
 // payload before it returns (libfuse's buffer is reused as soon as this handler
-// returns; the payload sits at offset 96 mod 4096 there, so the library copies it into
-// an aligned buffer anyway). The reply (bytes written) comes from the completion.
+// returns; the payload sits at offset 80 mod 4096 there, so it needs an aligned copy
+// anyway). A payload in a FUSE ring entry is page-aligned and stays until the reply:
+// it goes down as a stable write (Datastore::write_stable), copied by nobody when it
+// covers whole grains. The reply (bytes written) comes from the completion.
 // The synthetic tree is read-only: EBADF cannot happen (open refuses write access to
 // stats), EISDIR for the directory.
 // With coalescing on, the handle's fh names the disk's coalescing queue and the write
@@ -11,6 +13,7 @@
 // /dev/fuse (device_loop.cc); the handler returns at once (it must never block) and the
 // reply is sent on the completion thread.
 #include "fuse/ops.h"
+#include "fuse/uring_channel.h"
 
 namespace vsfs::fuse {
 
@@ -40,10 +43,15 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_
       }
       fsp->requests().end();
     };
+    // A payload in a FUSE ring entry stays there until the reply: no copy is needed.
+    const std::span<uint8_t> entry = UringChannel::current_payload();
+    const bool stable = reinterpret_cast<const uint8_t*>(buf) == entry.data();
     // Nothing allocates from here on: `done` sends the one reply.
     fs.requests().begin();
     if (io::CoalesceQueue* q = queue_of(fi->fh)) {
-      q->write(static_cast<uint64_t>(off), buf, size, std::move(done));
+      q->write(static_cast<uint64_t>(off), buf, size, std::move(done), stable);
+    } else if (stable) {
+      fs.ds().write_stable(ino, static_cast<uint64_t>(off), buf, size, std::move(done));
     } else {
       fs.ds().write(ino, static_cast<uint64_t>(off), buf, size, std::move(done));
     }

@@ -55,6 +55,8 @@ struct RingCmdReq {  // struct fuse_uring_cmd_req, the command's argument block
 static_assert(sizeof(RingHeader) + sizeof(fuse_in_header) + sizeof(RingHeader::op_in) <=
               kHeaderPage);
 
+thread_local std::span<uint8_t> tl_payload;  // see current_payload()
+
 bool is_retry(int64_t result) { return result == -EAGAIN || result == -EINTR; }
 
 bool is_disconnect(int64_t result) {
@@ -222,7 +224,9 @@ void UringChannel::on_command_done(uint32_t index, int64_t result) {
   dispatching_ = true;
   Dispatch* dispatch = &dispatch_;  // stop() waits for !dispatching_ before clearing it
   lk.unlock();
+  tl_payload = {e.mem + kHeaderPage, options_.payload_bytes};
   (*dispatch)(request, size);
+  tl_payload = {};
   lk.lock();
   dispatching_ = false;
   dispatch_cv_.notify_all();
@@ -281,6 +285,8 @@ void UringChannel::stop() {
   dispatch_cv_.wait(lk, [this] { return !dispatching_; });
   dispatch_ = nullptr;
 }
+
+std::span<uint8_t> UringChannel::current_payload() { return tl_payload; }
 
 UringChannelCounters UringChannel::counters() const {
   std::lock_guard lk(mu_);

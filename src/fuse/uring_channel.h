@@ -36,6 +36,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <unordered_map>
 #include <vector>
 
@@ -85,6 +86,12 @@ class UringChannel : public std::enable_shared_from_this<UringChannel> {
   void stop();
 
   UringChannelCounters counters() const;
+
+  // The payload buffer of the ring entry whose request is being dispatched on this
+  // thread right now (empty otherwise, and for requests from /dev/fuse): page-aligned,
+  // and the entry's until the reply. A READ handled inline may read into it (reply()
+  // then copies nothing); a WRITE's payload is already there and stays until the reply.
+  static std::span<uint8_t> current_payload();
 
  private:
   enum class EntryState : uint8_t { kIdle, kWaiting, kServing, kGone };

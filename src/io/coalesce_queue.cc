@@ -76,6 +76,7 @@ struct CoalesceQueue::Request {
   uint64_t offset = 0, length = 0;
   uint8_t* read_buf = nullptr;          // reads: the caller's buffer
   const uint8_t* write_data = nullptr;  // writes: the caller's data, or `copy`
+  bool stable = false;                  // writes: the caller keeps write_data until done
   AlignedBuffer copy;                   // writes that are held: the queue's own copy
   BufferPool* pool = nullptr;           // where `copy` goes back
   ~Request() {
@@ -160,13 +161,14 @@ uint64_t CoalesceQueue::read(uint64_t offset_bytes, uint64_t length_bytes, void*
 }
 
 uint64_t CoalesceQueue::write(uint64_t offset_bytes, const void* data, uint64_t length_bytes,
-                              Done<uint64_t> done) {
+                              Done<uint64_t> done, bool stable) {
   auto r = std::make_unique<Request>();
   r->kind = Kind::kWrite;
   r->offset = offset_bytes;
   r->length = length_bytes;
   r->done = std::move(done);
-  if (likely_held()) {
+  r->stable = stable;
+  if (likely_held() && !stable) {
     // Copy outside the mutex when the request will probably wait; a wrong guess only
     // costs one copy (or one copy under the mutex below).
     copy_write(*r, data);
@@ -191,7 +193,7 @@ bool CoalesceQueue::likely_held() const {
 uint64_t CoalesceQueue::arrive(std::unique_ptr<Request> r, const void* write_src) {
   std::unique_lock l(mu_);
   const bool now = r->kind != Kind::kBarrier && can_send_now_locked(*r);
-  if (!now && r->kind == Kind::kWrite && r->copy.data() == nullptr) {
+  if (!now && r->kind == Kind::kWrite && r->copy.data() == nullptr && !r->stable) {
     // Held after all: the caller's buffer is only valid until we return. This is the
     // only allocation under the mutex; it happens before anything changes, so a
     // bad_alloc leaves the queue as it was.
@@ -509,6 +511,9 @@ void CoalesceQueue::submit_io(Io* io) {
         dst = io->buf.data();
       }
       target_->read(io->offset, io->length, dst, std::move(done));
+    } else if (io->members.size() == 1 && io->members.front()->stable) {
+      target_->write_stable(io->offset, io->members.front()->write_data, io->length,
+                            std::move(done));
     } else if (io->members.size() == 1) {
       target_->write(io->offset, io->members.front()->write_data, io->length, std::move(done));
     } else {

@@ -95,6 +95,12 @@ class DiskTarget {
                     Done<uint64_t> done) = 0;
   virtual void write(uint64_t offset_bytes, const void* data, uint64_t length_bytes,
                      Done<uint64_t> done) = 0;
+  // A write whose `data` the caller keeps unchanged until `done` (Datastore::write_stable);
+  // by default copied as by write().
+  virtual void write_stable(uint64_t offset_bytes, const void* data, uint64_t length_bytes,
+                            Done<uint64_t> done) {
+    write(offset_bytes, data, length_bytes, std::move(done));
+  }
   // The buffers written one after the other from offset_bytes; copied before return.
   // By default gathered into one buffer and written.
   virtual void writev(uint64_t offset_bytes, const iovec* iov, int iovcnt, Done<uint64_t> done);
@@ -112,6 +118,10 @@ class DatastoreDisk final : public DiskTarget {
   void write(uint64_t offset_bytes, const void* data, uint64_t length_bytes,
              Done<uint64_t> done) override {
     ds_.write(ino_, offset_bytes, data, length_bytes, std::move(done));
+  }
+  void write_stable(uint64_t offset_bytes, const void* data, uint64_t length_bytes,
+                    Done<uint64_t> done) override {
+    ds_.write_stable(ino_, offset_bytes, data, length_bytes, std::move(done));
   }
   void writev(uint64_t offset_bytes, const iovec* iov, int iovcnt, Done<uint64_t> done) override {
     ds_.writev(ino_, offset_bytes, iov, iovcnt, std::move(done));
@@ -169,11 +179,13 @@ class CoalesceQueue : public std::enable_shared_from_this<CoalesceQueue> {
   CoalesceQueue& operator=(const CoalesceQueue&) = delete;
 
   // Each returns the request's position in the queue order. `buf` (reads) must live
-  // until `done`; `data` (writes) is copied before write() returns. Throws
-  // std::bad_alloc only before the request is taken (then `done` is never called).
+  // until `done`; `data` (writes) is copied before write() returns, unless `stable`:
+  // then the caller keeps it unchanged until `done`, a held write is not copied, and a
+  // write passed down alone goes as DiskTarget::write_stable. Throws std::bad_alloc
+  // only before the request is taken (then `done` is never called).
   uint64_t read(uint64_t offset_bytes, uint64_t length_bytes, void* buf, Done<uint64_t> done);
   uint64_t write(uint64_t offset_bytes, const void* data, uint64_t length_bytes,
-                 Done<uint64_t> done);
+                 Done<uint64_t> done, bool stable = false);
   // A flush barrier: fsync of the disk once every request before it has completed.
   uint64_t flush(Done<void> done);
 

@@ -5,7 +5,11 @@
 # peak requests in flight from .vsfs/stats. Run by hand from a build tree:
 #
 #   tests/perf/fio_compare.sh [-b BUILD_DIR] [-d WORK_DIR] [-s FILE_SIZE] [-r RUNTIME_S]
-#                             [-o "vsfs-mount -o options"]
+#                             [-o "vsfs-mount -o options"] [-t io_uring|dev_fuse]
+#
+# -t: how requests reach vsfs. io_uring (the default when the kernel has FUSE over
+# io_uring) switches the fuse module's enable_uring parameter on for the run and
+# restores it after; dev_fuse mounts with io_uring=false.
 #
 # WORK_DIR (default: a new directory under the current one) holds the raw file, the
 # datastore file (sized 4x FILE_SIZE plus room) and the mount point; it is removed at the
@@ -17,14 +21,18 @@ work=
 size=2G
 runtime=10
 mount_opts=
-while getopts "b:d:s:r:o:h" opt; do
+uring_param=/sys/module/fuse/parameters/enable_uring
+transport=dev_fuse
+[ -w "$uring_param" ] && transport=io_uring
+while getopts "b:d:s:r:o:t:h" opt; do
 	case $opt in
 	b) build=$OPTARG ;;
 	d) work=$OPTARG ;;
 	s) size=$OPTARG ;;
 	r) runtime=$OPTARG ;;
 	o) mount_opts=$OPTARG ;;
-	*) sed -n '2,14p' "$0"; exit 2 ;;
+	t) transport=$OPTARG ;;
+	*) sed -n '2,18p' "$0"; exit 2 ;;
 	esac
 done
 command -v fio >/dev/null || { echo "fio_compare: fio is not installed" >&2; exit 2; }
@@ -37,6 +45,15 @@ work=$(cd "$work" && pwd)
 mnt=$work/mnt
 mkdir -p "$mnt" "$work/raw"
 pid=
+uring_was=
+case $transport in
+io_uring)
+	[ -w "$uring_param" ] || { echo "fio_compare: this kernel has no FUSE over io_uring" >&2; exit 2; }
+	uring_was=$(cat "$uring_param")
+	echo Y >"$uring_param" ;;
+dev_fuse) mount_opts=${mount_opts:+$mount_opts,}io_uring=false ;;
+*) echo "fio_compare: -t io_uring or dev_fuse" >&2; exit 2 ;;
+esac
 
 cleanup() {
 	if mountpoint -q "$mnt" 2>/dev/null; then
@@ -47,6 +64,7 @@ cleanup() {
 		kill "$pid" 2>/dev/null || true
 	fi
 	rm -rf "$work"
+	[ -z "$uring_was" ] || echo "$uring_was" >"$uring_param"
 }
 trap cleanup EXIT
 trap "exit 143" TERM INT
@@ -59,6 +77,7 @@ ds_bytes=$((size_bytes * 4 + (1 << 30)))
 pid=$!
 for _ in $(seq 100); do grep -q " $mnt fuse.vsfs " /proc/mounts && break; sleep 0.1; done
 grep -q " $mnt fuse.vsfs " /proc/mounts || { cat "$work/daemon.log" >&2; exit 1; }
+sleep 0.5  # the ring's entries are lent just after INIT
 
 # name rw bs iodepth
 jobs=(
@@ -102,6 +121,7 @@ stats=$(cat "$mnt/.vsfs/stats")
 python3 - "$stats" <<'PY'
 import json, sys
 io = json.loads(sys.argv[1])["io"]
+print(f"transport: {json.loads(sys.argv[1])['fuse']['transport']}")
 print(f"peak in flight: fuse {io['fuse_in_flight_peak']} (client QD max 32), "
       f"device {io['device_in_flight_peak']}")
 PY

@@ -37,8 +37,9 @@ using device::SimOptions;
 class FakeDisk final : public DiskTarget {
  public:
   struct Call {
-    char kind = 'r';  // 'r', 'w', 'f'
+    char kind = 'r';  // 'r', 'w', 's' (write_stable), 'f'
     uint64_t offset = 0, length = 0;
+    const void* data = nullptr;  // writes: the buffer passed down
     Done<uint64_t> done;
     Done<void> fsync_done;
   };
@@ -46,16 +47,22 @@ class FakeDisk final : public DiskTarget {
   void read(uint64_t offset, uint64_t length, void* buf, Done<uint64_t> done) override {
     std::lock_guard l(mu_);
     std::memcpy(buf, mem_.data() + offset, length);
-    calls_.push_back(Call{'r', offset, length, std::move(done), nullptr});
+    calls_.push_back(Call{'r', offset, length, nullptr, std::move(done), nullptr});
   }
   void write(uint64_t offset, const void* data, uint64_t length, Done<uint64_t> done) override {
     std::lock_guard l(mu_);
     std::memcpy(mem_.data() + offset, data, length);
-    calls_.push_back(Call{'w', offset, length, std::move(done), nullptr});
+    calls_.push_back(Call{'w', offset, length, data, std::move(done), nullptr});
+  }
+  void write_stable(uint64_t offset, const void* data, uint64_t length,
+                    Done<uint64_t> done) override {
+    std::lock_guard l(mu_);
+    std::memcpy(mem_.data() + offset, data, length);
+    calls_.push_back(Call{'s', offset, length, data, std::move(done), nullptr});
   }
   void fsync(Done<void> done) override {
     std::lock_guard l(mu_);
-    calls_.push_back(Call{'f', 0, 0, nullptr, std::move(done)});
+    calls_.push_back(Call{'f', 0, 0, nullptr, nullptr, std::move(done)});
   }
 
   size_t calls() {
@@ -68,6 +75,7 @@ class FakeDisk final : public DiskTarget {
     c.kind = calls_.at(i).kind;
     c.offset = calls_.at(i).offset;
     c.length = calls_.at(i).length;
+    c.data = calls_.at(i).data;
     return c;
   }
   // Completes call i with its full length (or `error`), outside the lock.
@@ -192,6 +200,38 @@ TEST(CoalesceQueue, HoldsWhileBusyAndMergesContiguousWrites) {
   EXPECT_EQ(s.merged, 2u);
   EXPECT_EQ(s.held, 3u);
   EXPECT_EQ(s.held_now, 0u);
+}
+
+// A stable write (a FUSE ring entry's payload, kept until the reply) is never copied:
+// passed down alone it goes as write_stable with the caller's own pointer, also after
+// it was held; merged with others it goes in the combined write as before.
+TEST(CoalesceQueue, StableWritesGoDownInPlace) {
+  FakeQueue f;
+  Outcome o[4];
+  std::vector<uint8_t> d[4];
+  for (int i = 0; i < 4; ++i) d[i] = filled(4096, uint8_t(30 + i));
+  f.q->write(0, d[0].data(), 4096, o[0].done(), true);
+  ASSERT_EQ(f.disk->calls(), 1u);
+  EXPECT_EQ(f.disk->call(0).kind, 's');
+  EXPECT_EQ(f.disk->call(0).data, d[0].data());
+  f.q->write(4096, d[1].data(), 4096, o[1].done(), true);
+  EXPECT_EQ(f.q->held(), 1u);  // behind the one in flight
+  f.disk->complete(0);
+  ASSERT_EQ(f.disk->calls(), 2u);
+  EXPECT_EQ(f.disk->call(1).kind, 's');
+  EXPECT_EQ(f.disk->call(1).data, d[1].data()) << "a held stable write was copied";
+  f.q->write(2 * 4096, d[2].data(), 4096, o[2].done(), true);
+  f.q->write(3 * 4096, d[3].data(), 4096, o[3].done(), true);
+  f.disk->complete(1);
+  ASSERT_EQ(f.disk->calls(), 3u);
+  EXPECT_EQ(f.disk->call(2).kind, 'w');  // combined: the layer below gathers
+  EXPECT_EQ(f.disk->call(2).length, 2u * 4096);
+  f.disk->complete(2);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(o[i].calls.load(), 1);
+    EXPECT_EQ(o[i].value, 4096);
+    EXPECT_EQ(f.disk->bytes(uint64_t(i) * 4096, 4096), d[i]);
+  }
 }
 
 TEST(CoalesceQueue, ContiguousReadsShareOneIoAndGetTheirOwnBytes) {
