@@ -22,8 +22,10 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <linux/fuse.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -31,8 +33,6 @@
 #include <mutex>
 #include <thread>
 #include <vector>
-
-#include <sys/sysinfo.h>
 
 #include "device/device.h"
 #include "fuse/fuse_fs.h"
