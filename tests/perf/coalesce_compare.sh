@@ -163,5 +163,6 @@ print("coalesce (on): requests_in %d ios_out %d merged %d held %d deadline_flush
           c["full_flushes"], c["hold_us"]["p50"], c["hold_us"]["p99"], c["hold_us"]["max"]))
 PY
 for side in on off; do
-	echo "daemon ($side) peak RSS: $(awk '/VmHWM/ {print $2, $3}' "/proc/${pid[$side]}/status")"
+	transport=$(python3 -c "import json; print(json.load(open('$work/mnt-$side/.vsfs/stats'))['fuse']['transport'])")
+	echo "daemon ($side) transport: $transport, peak RSS: $(awk '/VmHWM/ {print $2, $3}' "/proc/${pid[$side]}/status")"
 done
