@@ -267,7 +267,7 @@ class UringDevice final : public Device {
   }
 
   void submit_command(DriverCommand command) override {
-    VSFS_ASSERT(supports_commands() && command.iovcnt <= UINT32_MAX);
+    VSFS_ASSERT(supports_commands());
     bool wake = false;
     {
       std::lock_guard lk(mu_);
