@@ -655,35 +655,54 @@ class DatastoreImpl final : public Datastore {
       });
     }
     if (g.whole_first < g.whole_end) {
-      auto op = std::make_shared<DataOp>();
+      auto op = std::make_shared<DataOp>();  // the destination's range, exclusive
       op->ino = dst;
       op->first = g.whole_first;
       op->end = g.whole_end;
       op->done_void = part;
-      const uint64_t src_first = g.whole_first - delta / kGrainBytes;
+      // The source's range, shared: a write in flight there (which may be landing in
+      // place) finishes first, and none starts until the grains are shared; otherwise
+      // a write planned in place could land in a grain the clone already shares, and
+      // the new file would change after the clone returned.
+      auto src_op = std::make_shared<DataOp>();
+      src_op->ino = src;
+      src_op->first = g.whole_first - delta / kGrainBytes;
+      src_op->end = src_op->first + (g.whole_end - g.whole_first);
       const uint64_t end_bytes = dst_offset + length;
+      auto share = [this, op, src_op, end_bytes] {
+        Result<void> r = ok_result();
+        if (src_op->first != op->first) {
+          r = make_error(EOPNOTSUPP, ErrorKind::kUnsupported, "clone to another offset");
+        } else {
+          r = ms_->map_share_range_locked(base_of(src_op->ino), view_of(src_op->ino), op->ino,
+                                          op->first, op->end - op->first);
+        }
+        if (r.ok()) {
+          auto rec = ms_->inode_for_update_locked(op->ino);
+          if (rec.ok()) {
+            (*rec)->size_bytes = std::max((*rec)->size_bytes, end_bytes);
+            (*rec)->mtime_ns = (*rec)->ctime_ns = realtime_ns();
+          } else {
+            r = rec.take_error();
+          }
+        }
+        if (ms_->wants_commit_locked()) bg_cv_.notify_all();
+        release_locked(src_op);
+        release_locked(op);
+        defer([op, r]() mutable { op->done_void(std::move(r)); });
+      };
       {
         std::lock_guard lock(ms_->mu());
-        acquire_locked(op, true, [this, op, src, src_first, end_bytes] {
-          Result<void> r = ok_result();
-          if (src_first != op->first) {
-            r = make_error(EOPNOTSUPP, ErrorKind::kUnsupported, "clone to another offset");
-          } else {
-            r = ms_->map_share_range_locked(base_of(src), view_of(src), op->ino, op->first,
-                                            op->end - op->first);
-          }
-          if (r.ok()) {
-            auto rec = ms_->inode_for_update_locked(op->ino);
-            if (rec.ok()) {
-              (*rec)->size_bytes = std::max((*rec)->size_bytes, end_bytes);
-              (*rec)->mtime_ns = (*rec)->ctime_ns = realtime_ns();
-            } else {
-              r = rec.take_error();
-            }
-          }
-          if (ms_->wants_commit_locked()) bg_cv_.notify_all();
-          release_locked(op);
-          defer([op, r]() mutable { op->done_void(std::move(r)); });
+        // Counted as a change before either range is taken, so a snapshot cut never
+        // waits for a clone that waits for it; the two ranges in inode order, so that
+        // clones in opposite directions never each hold one and wait for the other.
+        begin_change_locked(op, [this, op, src_op, share = std::move(share)]() mutable {
+          const bool source_first = src_op->ino < op->ino;
+          const auto& a = source_first ? src_op : op;
+          const auto& b = source_first ? op : src_op;
+          lock_range_locked(a, a == op, [this, b, op, share = std::move(share)]() mutable {
+            lock_range_locked(b, b == op, std::move(share));
+          });
         });
       }
       run_deferred();
@@ -1115,19 +1134,30 @@ class DatastoreImpl final : public Datastore {
   }
 
   void acquire_locked(const std::shared_ptr<DataOp>& op, bool exclusive, RangeLock::Start start) {
-    if (exclusive) {
-      // A snapshot being cut holds new changes back until it is taken.
-      if (barrier_) {
-        const uint64_t since = monotonic_ns();
-        parked_.push_back([this, op, since, start = std::move(start)]() mutable {
-          snapshot_waits_.add((monotonic_ns() - since) / 1000);
-          acquire_locked(op, true, std::move(start));
-        });
-        return;
-      }
-      ++changes_active_;
-      op->counted = true;
+    if (!exclusive) return lock_range_locked(op, false, std::move(start));
+    begin_change_locked(op, [this, op, start = std::move(start)]() mutable {
+      lock_range_locked(op, true, std::move(start));
+    });
+  }
+
+  // Counts `op` as a change in progress (released by release_locked), then runs
+  // `start`; a snapshot being cut holds new changes back until it is taken.
+  void begin_change_locked(const std::shared_ptr<DataOp>& op, std::function<void()> start) {
+    if (barrier_) {
+      const uint64_t since = monotonic_ns();
+      parked_.push_back([this, op, since, start = std::move(start)]() mutable {
+        snapshot_waits_.add((monotonic_ns() - since) / 1000);
+        begin_change_locked(op, std::move(start));
+      });
+      return;
     }
+    ++changes_active_;
+    op->counted = true;
+    start();
+  }
+
+  // Takes `op`'s grain range of its inode; `start` runs once it is held.
+  void lock_range_locked(const std::shared_ptr<DataOp>& op, bool exclusive, RangeLock::Start start) {
     InodeRt& rt = rt_[op->ino];
     rt.locks.acquire(GrainRange{op->first, op->end, exclusive}, std::move(start), &op->handle);
   }

@@ -3,10 +3,12 @@
 // with a snapshot; writes into space the formatter is working on stay correct.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <string>
 #include <thread>
 
 #include "device/sim_device.h"
@@ -114,6 +116,60 @@ TEST(ResourceQueue, WritesWhileTheFormatterWorks) {
     ASSERT_TRUE(ds->read_sync(f->ino, 0, got.size(), got.data()).ok());
     for (size_t i = 0; i < 1000; ++i) ASSERT_EQ(got[i], 0);
     ASSERT_EQ(std::memcmp(got.data() + 1000, data.data(), data.size()), 0);
+  }
+  ASSERT_TRUE(ds->close().ok());
+}
+
+// A clone waits for the writes in flight on its source range (they may be landing in
+// place) and holds new ones back until the grains are shared: when the clone returns,
+// the copy holds the write issued before it and never changes afterwards; the write
+// issued after it completes after it and is not seen by the copy.
+TEST(ResourceQueue, CloneWaitsForWritesInFlightOnItsSource) {
+  auto ds = open_slow_device();
+  auto src = ds->create(kRootIno, "src", 0644, 0, 0);
+  auto dst = ds->create(kRootIno, "dst", 0644, 0, 0);
+  ASSERT_TRUE(src.ok() && dst.ok());
+  constexpr uint64_t kLen = 16 * kGrainBytes;
+  std::vector<uint8_t> old_data(kLen, 0x11), before(kLen, 0x22), after(kLen, 0x33);
+  ASSERT_TRUE(ds->write_sync(src->ino, 0, old_data.data(), kLen).ok());  // exclusive grains
+  std::mutex m;
+  std::condition_variable cv;
+  std::vector<char> order;
+  auto note = [&](char what) {
+    std::lock_guard l(m);
+    order.push_back(what);
+    cv.notify_all();
+  };
+  for (int round = 0; round < 20; ++round) {
+    order.clear();
+    ds->write(src->ino, 0, before.data(), kLen, [&](Result<uint64_t> r) {
+      EXPECT_TRUE(r.ok());
+      note('w');
+    });
+    ds->clone_range(src->ino, 0, dst->ino, 0, kLen, [&](Result<uint64_t> r) {
+      EXPECT_TRUE(r.ok()) << r.error().to_string();
+      note('c');
+    });
+    ds->write(src->ino, 0, after.data(), kLen, [&](Result<uint64_t> r) {
+      EXPECT_TRUE(r.ok());
+      note('a');
+    });
+    std::unique_lock l(m);
+    cv.wait(l, [&] { return std::find(order.begin(), order.end(), 'c') != order.end(); });
+    l.unlock();
+    // As soon as the clone has returned, the copy holds the write issued before it,
+    // also if that write's own reply is not out yet.
+    std::vector<uint8_t> got(kLen);
+    ASSERT_TRUE(ds->read_sync(dst->ino, 0, kLen, got.data()).ok());
+    EXPECT_EQ(got, before) << "round " << round << ": the copy changed after the clone";
+    l.lock();
+    cv.wait(l, [&] { return order.size() == 3; });
+    EXPECT_EQ(order.back(), 'a') << "round " << round << ": the later write waited for the clone";
+    l.unlock();
+    ASSERT_TRUE(ds->read_sync(dst->ino, 0, kLen, got.data()).ok());
+    EXPECT_EQ(got, before) << "round " << round;
+    ASSERT_TRUE(ds->read_sync(src->ino, 0, kLen, got.data()).ok());
+    EXPECT_EQ(got, after) << "round " << round;
   }
   ASSERT_TRUE(ds->close().ok());
 }
