@@ -22,6 +22,7 @@ need = {
     "journal": ["commits", "bytes", "checkpoints"],
     "meta_cache": ["bytes", "budget_bytes", "unevictable_bytes", "blocks", "hits", "misses",
                    "evictions"],
+    "fuse": ["transport", "ring_entries", "ring_requests"],
 }
 for sec, keys in need.items():
     for k in keys:
@@ -37,6 +38,8 @@ assert d["space"]["total_bytes"] > 0
 assert d["meta_cache"]["budget_bytes"] == 16 << 20, d["meta_cache"]
 assert 0 < d["meta_cache"]["bytes"] <= d["meta_cache"]["budget_bytes"], d["meta_cache"]
 assert d["meta_cache"]["blocks"] > 0, d["meta_cache"]
+assert d["fuse"]["transport"] in ("io_uring", "dev_fuse"), d["fuse"]
+assert (d["fuse"]["transport"] == "io_uring") == (d["fuse"]["ring_requests"] > 0), d["fuse"]
 PY
 [ "$(stat -c %s "$s")" -eq "$(wc -c <"$s")" ] || fail "stat size $(stat -c %s "$s") != bytes read $(wc -c <"$s")"
 [ "$(stat -c %a "$s")" = 444 ] || fail "stats mode $(stat -c %a "$s")"
