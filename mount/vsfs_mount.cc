@@ -17,6 +17,7 @@
 // started by libfuse and the library and stopped before close().
 #include <fcntl.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -315,6 +316,13 @@ int wait_for_child(int fd) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Data buffers of 1 MiB come and go with the load, beyond what the pools keep.
+  // glibc raises its mmap threshold once the first such buffer is freed, and from then
+  // on they come from the heap and stay there as fragments: a 1 MiB write stream at
+  // depth 32 on a 64 GiB datastore peaked at 443-448 MB RSS, and at 291-293 MB with
+  // this fixed threshold (same throughput). Buffers this large are then mapped, and
+  // returned to the system when freed.
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
                                  {"version", no_argument, nullptr, 'V'},
                                  {nullptr, 0, nullptr, 0}};
