@@ -192,7 +192,7 @@ void MetaCache::pin(uint64_t grain) {
 
 void MetaCache::trim() {
   const uint64_t low_water = budget_ - std::min(budget_ / 8, kTrimSlackBytesMax);
-  while (bytes_ > low_water && evictable_blocks_ > kKeepRecentBlocks) {
+  while (bytes_ + outside_bytes_ > low_water && evictable_blocks_ > kKeepRecentBlocks) {
     remove(*static_cast<Entry*>(lru_.prev));
     ++evictions_;
   }

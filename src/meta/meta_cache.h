@@ -110,7 +110,10 @@ class MetaCache {
   // The block is never evicted.
   void pin(uint64_t grain);
 
-  bool over_budget() const { return bytes_ > budget_; }
+  bool over_budget() const { return bytes_ + outside_bytes_ > budget_; }
+  // Metadata memory held outside the cache that shares its budget (the journal's
+  // images awaiting a checkpoint): trim() leaves that much less to cached blocks.
+  void set_outside_bytes(uint64_t bytes) { outside_bytes_ = bytes; }
   uint64_t dirty_bytes() const { return dirty_bytes_; }
   // Evicts least recently used clean blocks until the cache is under the low-water mark
   // (budget less min(budget / 8, kTrimSlackBytesMax)) or only kKeepRecentBlocks clean
@@ -151,6 +154,7 @@ class MetaCache {
   std::unordered_map<uint64_t, Entry> entries_;
   Hook lru_;  // sentinel: lru_.next is the most recently used clean block, lru_.prev the least
   uint64_t bytes_ = 0, evictable_bytes_ = 0, dirty_bytes_ = 0;
+  uint64_t outside_bytes_ = 0;
   uint64_t evictable_blocks_ = 0;
   uint64_t hits_ = 0, misses_ = 0, evictions_ = 0;
 };

@@ -155,6 +155,12 @@ bool MetaStore::wants_commit_locked() const {
          cache_.dirty_bytes() > cache_.budget_bytes() / 2;
 }
 
+void MetaStore::account_pending_locked() {
+  // A pending image: its grain, the map node and the allocations' headers.
+  constexpr uint64_t kImageBytes = kGrainBytes + 128;
+  cache_.set_outside_bytes(journal_->pending().size() * kImageBytes);
+}
+
 bool MetaStore::wants_checkpoint_locked() const {
   // The journal's pending images are metadata in memory too: past a quarter of the
   // cache budget a checkpoint writes them home (a 64 GiB datastore's journal could
@@ -303,6 +309,7 @@ Result<void> MetaStore::commit_inner() {
     if (img.home != 0) cache_.finish_write(img.home);
   }
   journal_->add_pending(images);  // under mu_: cache misses read the pending map
+  account_pending_locked();
   freed_committing_.clear();
   blocks_freed_committed_.insert(blocks_freed_committed_.end(), blocks_freed_committing_.begin(),
                                  blocks_freed_committing_.end());
@@ -387,6 +394,7 @@ Result<void> MetaStore::checkpoint_inner(bool clean) {
   }
   std::lock_guard lock(mu_);
   journal_->checkpointed();
+  account_pending_locked();
   for (uint64_t b : blocks_freed_committed_) {
     if (block_entry_locked(b).state == format::BlockState::kToFormatFree) to_format_free_.insert(b);
   }

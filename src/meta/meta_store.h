@@ -260,6 +260,9 @@ class MetaStore {
   MetaStore(device::Device& dev, const MetaOptions& options);
   friend class TreeOps;
 
+  // The journal's images awaiting a checkpoint count against the cache's budget.
+  void account_pending_locked();
+
   // -- space (space.cc) --
   Result<void> load_block_table();
   Result<format::BlockEntry*> block_entry_for_update_locked(uint64_t block);

@@ -82,6 +82,25 @@ TEST(MetaCache, TrimEvictsLeastRecentlyUsedFirst) {
   EXPECT_NE(c.peek(1), nullptr);
 }
 
+// Memory held outside the cache under the same budget (the journal's pending images)
+// leaves that much less to cached blocks, and gives it back when it goes.
+TEST(MetaCache, OutsideBytesShareTheBudget) {
+  MetaCache c(100 * kNodeBytes + kNodeBytes / 2);
+  for (uint64_t g = 1; g <= 100; ++g) c.insert(g, tree_node());
+  EXPECT_FALSE(c.over_budget());
+  c.set_outside_bytes(50 * kNodeBytes);
+  ASSERT_TRUE(c.over_budget());
+  c.trim();
+  EXPECT_FALSE(c.over_budget());
+  // Trim goes down to 7/8 of the budget (87.9 blocks), of which the outside bytes take
+  // 50: 37 blocks stay.
+  EXPECT_EQ(c.size(), 37u);
+  const size_t kept = c.size();
+  c.set_outside_bytes(0);
+  for (uint64_t g = 1000; g < 1000 + 100 - kept; ++g) c.insert(g, tree_node());
+  EXPECT_FALSE(c.over_budget()) << "the room came back";
+}
+
 TEST(MetaCache, FindCountsHitsAndMisses) {
   MetaCache c(1 << 20);
   c.insert(5, tree_node());
