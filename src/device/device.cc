@@ -32,8 +32,19 @@ ErrorKind kind_of_errno(int errno_value) {
   }
 }
 
-// Submits `request` and blocks until its completion, returning the result.
-int64_t submit_and_wait(Device& dev, IoRequest request, bool now) {
+// One IO of one buffer, run to its end: submitted and waited for, or executed inline
+// (`now`, or on the completion thread, where its completion could never be delivered).
+int64_t run_one(Device& dev, OpKind kind, uint64_t offset_bytes, void* buf,
+                uint64_t length_bytes, bool now) {
+  iovec iov{buf, static_cast<size_t>(length_bytes)};
+  IoRequest request;
+  request.kind = kind;
+  request.offset_bytes = offset_bytes;
+  request.length_bytes = length_bytes;
+  if (kind == OpKind::kRead || kind == OpKind::kWrite) {
+    request.iov = &iov;
+    request.iovcnt = 1;
+  }
   if (now || dev.in_completion_context()) return dev.execute_inline(request);
   auto promise = std::make_shared<std::promise<int64_t>>();
   std::future<int64_t> future = promise->get_future();
@@ -44,16 +55,7 @@ int64_t submit_and_wait(Device& dev, IoRequest request, bool now) {
 
 Result<void> run_sync(Device& dev, OpKind kind, uint64_t offset_bytes, void* buf,
                       uint64_t length_bytes, bool now = false) {
-  iovec iov{buf, static_cast<size_t>(length_bytes)};
-  IoRequest request;
-  request.kind = kind;
-  request.offset_bytes = offset_bytes;
-  request.length_bytes = length_bytes;
-  if (kind == OpKind::kRead || kind == OpKind::kWrite) {
-    request.iov = &iov;
-    request.iovcnt = 1;
-  }
-  int64_t result = submit_and_wait(dev, std::move(request), now);
+  const int64_t result = run_one(dev, kind, offset_bytes, buf, length_bytes, now);
   if (result < 0) {
     int err = static_cast<int>(-result);
     return make_error(err, kind_of_errno(err), "{}: {} of {} bytes at offset {} failed: {}",
@@ -69,6 +71,11 @@ Result<void> run_sync(Device& dev, OpKind kind, uint64_t offset_bytes, void* buf
 }
 
 }  // namespace
+
+int64_t run_io(Device& dev, OpKind kind, uint64_t offset_bytes, void* buf,
+               uint64_t length_bytes) {
+  return run_one(dev, kind, offset_bytes, buf, length_bytes, /*now=*/false);
+}
 
 Result<void> read_sync(Device& dev, uint64_t offset_bytes, void* buf, uint64_t length_bytes) {
   return run_sync(dev, OpKind::kRead, offset_bytes, buf, length_bytes);

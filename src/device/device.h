@@ -136,6 +136,10 @@ class Device {
 
 // Blocking helpers built on submit(): for programs (mkfs, fsck), recovery, metadata
 // cache misses and tests. On the completion thread they execute inline.
+// One IO (`buf` only for reads and writes), waited for: its raw result, the bytes moved
+// or -errno.
+int64_t run_io(Device& dev, OpKind kind, uint64_t offset_bytes, void* buf,
+               uint64_t length_bytes);
 Result<void> read_sync(Device& dev, uint64_t offset_bytes, void* buf, uint64_t length_bytes);
 Result<void> write_sync(Device& dev, uint64_t offset_bytes, const void* buf,
                         uint64_t length_bytes);

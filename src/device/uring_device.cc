@@ -263,7 +263,9 @@ class UringDevice final : public Device {
   }
 
   bool supports_commands() const override {
-    return (ring_flags_.load(std::memory_order_acquire) & IORING_SETUP_SQE128) != 0;
+    // The flags are set before start() returns (the future orders them before any
+    // caller) and never change.
+    return (ring_.flags() & IORING_SETUP_SQE128) != 0;
   }
 
   void submit_command(DriverCommand command) override {
@@ -635,7 +637,6 @@ class UringDevice final : public Device {
 
   void run(std::promise<int>& ready) {
     int r = ring_.init(file_.queue_depth + kExtraSqes);
-    ring_flags_.store(ring_.flags(), std::memory_order_release);
     ready.set_value(r);
     if (r < 0) return;
     arm_wake();
@@ -700,7 +701,6 @@ class UringDevice final : public Device {
   std::vector<DriverCommand> commands_;  // by slot; empty `done`: free
   std::vector<uint32_t> free_commands_;
   Ring ring_;
-  std::atomic<unsigned> ring_flags_{0};
   std::vector<Slot> slots_;
   std::vector<uint32_t> free_slots_;
   bool zero_range_ok_ = true;

@@ -1,13 +1,11 @@
-// Helpers shared by the device tests: one IO run to completion, a batch's completions
-// counted, a zero check.
+// Helpers shared by the device tests: a batch's completions counted, a zero check. (One
+// IO run to its end is device::run_io.)
 #pragma once
 
 #include <algorithm>
 #include <climits>
 #include <condition_variable>
 #include <cstdint>
-#include <future>
-#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -17,24 +15,6 @@ namespace vsfs::device {
 
 inline bool all_zero(const uint8_t* p, uint64_t n) {
   return std::all_of(p, p + n, [](uint8_t b) { return b == 0; });
-}
-
-// Submits one IO and waits for its result.
-inline int64_t run_io(Device& dev, OpKind kind, uint64_t offset, void* buf, uint64_t length) {
-  iovec iov{buf, length};
-  IoRequest r;
-  r.kind = kind;
-  r.offset_bytes = offset;
-  r.length_bytes = length;
-  if (kind == OpKind::kRead || kind == OpKind::kWrite) {
-    r.iov = &iov;
-    r.iovcnt = 1;
-  }
-  auto p = std::make_shared<std::promise<int64_t>>();
-  auto f = p->get_future();
-  r.done = [p](int64_t res) { p->set_value(res); };
-  dev.submit_one(std::move(r));
-  return f.get();
 }
 
 // Counts completions of a batch (results, calls and order) and lets the test wait for
