@@ -146,7 +146,6 @@ void UringChannel::start() {
 // Under mu_.
 void UringChannel::submit(uint32_t index, uint32_t op, int retries) {
   Entry& e = entries_[index];
-  if (e.state == EntryState::kIdle) ++lent_;
   e.state = EntryState::kWaiting;
   device::DriverCommand c;
   c.fd = fd_;
@@ -170,10 +169,8 @@ void UringChannel::submit(uint32_t index, uint32_t op, int retries) {
   dev_.submit_command(std::move(c));
 }
 
-char* UringChannel::lay_out_request(Entry& e, size_t* size) {
+char* UringChannel::lay_out_request(Entry& e, const fuse_in_header& in) {
   const auto* h = reinterpret_cast<const RingHeader*>(e.mem);
-  fuse_in_header in;
-  std::memcpy(&in, h->in_out, sizeof(in));
   const uint64_t payload = h->ent.payload_sz;
   e.commit_id = h->ent.commit_id;
   if (payload > options_.payload_bytes || in.len < sizeof(in) + payload ||
@@ -186,7 +183,6 @@ char* UringChannel::lay_out_request(Entry& e, size_t* size) {
   char* start = reinterpret_cast<char*>(e.mem) + kHeaderPage - sizeof(in) - op_bytes;
   std::memcpy(start, &in, sizeof(in));
   std::memcpy(start + sizeof(in), h->op_in, op_bytes);
-  *size = in.len;
   return start;
 }
 
@@ -195,26 +191,23 @@ void UringChannel::on_command_done(uint32_t index, int64_t result) {
   Entry& e = entries_[index];
   if (!dispatch_ || result < 0) {
     if (result < 0 && !is_disconnect(result)) {
-      if (!active_ && !refused_logged_) {
+      if (requests_ == 0 && !refused_logged_) {
         refused_logged_ = true;
         VSFS_LOG_WARN("FUSE over io_uring refused by the kernel ({}); requests stay on /dev/fuse",
                       std::strerror(static_cast<int>(-result)));
-      } else if (active_) {
+      } else if (requests_ > 0) {
         VSFS_LOG_ERROR("FUSE ring entry {} failed: {}", index,
                        std::strerror(static_cast<int>(-result)));
       }
     }
-    --lent_;
     e.state = EntryState::kGone;
     return;
   }
   e.state = EntryState::kServing;
-  active_ = true;
   ++requests_;
-  size_t size = 0;
-  char* request = lay_out_request(e, &size);
   fuse_in_header in;
   std::memcpy(&in, reinterpret_cast<const RingHeader*>(e.mem)->in_out, sizeof(in));
+  char* request = lay_out_request(e, in);
   if (request == nullptr) {
     lk.unlock();
     answer_error(index, in.unique, EIO);
@@ -225,7 +218,7 @@ void UringChannel::on_command_done(uint32_t index, int64_t result) {
   Dispatch* dispatch = &dispatch_;  // stop() waits for !dispatching_ before clearing it
   lk.unlock();
   tl_payload = {e.mem + kHeaderPage, options_.payload_bytes};
-  (*dispatch)(request, size);
+  (*dispatch)(request, in.len);
   tl_payload = {};
   lk.lock();
   dispatching_ = false;
@@ -290,7 +283,11 @@ std::span<uint8_t> UringChannel::current_payload() { return tl_payload; }
 
 UringChannelCounters UringChannel::counters() const {
   std::lock_guard lk(mu_);
-  return {active_, lent_, requests_};
+  uint64_t lent = 0;
+  for (const Entry& e : entries_) {
+    lent += e.state == EntryState::kWaiting || e.state == EntryState::kServing ? 1 : 0;
+  }
+  return {requests_ > 0, lent, requests_};
 }
 
 }  // namespace vsfs::fuse

@@ -28,6 +28,7 @@
 // thread; the dispatch function runs on the device's completion thread.
 #pragma once
 
+#include <linux/fuse.h>
 #include <sys/uio.h>
 
 #include <condition_variable>
@@ -107,8 +108,9 @@ class UringChannel : public std::enable_shared_from_this<UringChannel> {
                Dispatch dispatch);
   void submit(uint32_t index, uint32_t op, int retries = 0);
   void on_command_done(uint32_t index, int64_t result);
-  // The request now in `e`, as read from /dev/fuse: its start and length, or null.
-  char* lay_out_request(Entry& e, size_t* size);
+  // The request now in `e` (in header `in`), laid out as read from /dev/fuse: its start
+  // (in.len bytes follow), or null when malformed.
+  char* lay_out_request(Entry& e, const fuse_in_header& in);
   void answer_error(uint32_t index, uint64_t unique, int error);
 
   device::Device& dev_;
@@ -125,9 +127,7 @@ class UringChannel : public std::enable_shared_from_this<UringChannel> {
   std::condition_variable dispatch_cv_;              // signals !dispatching_
   bool offered_ = false;                             // guarded by mu_
   uint64_t init_unique_ = 0;                         // guarded by mu_
-  bool active_ = false;                              // guarded by mu_
   bool refused_logged_ = false;                      // guarded by mu_
-  uint64_t lent_ = 0;                                // guarded by mu_
   uint64_t requests_ = 0;                            // guarded by mu_
 };
 
