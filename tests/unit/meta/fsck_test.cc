@@ -12,6 +12,7 @@
 #include <random>
 
 #include "device/sim_device.h"
+#include "fsck_test_util.h"
 #include "format/format.h"
 #include "meta/journal.h"
 #include "meta/meta_store.h"
@@ -39,15 +40,7 @@ FsckReport check(device::Device& dev, bool repair, bool full_zero = false) {
   FsckOptions o;
   o.repair = repair;
   o.full_zero_check = full_zero;
-  auto r = fsck(dev, o);
-  EXPECT_TRUE(r.ok()) << r.error().to_string();
-  return r.ok() ? std::move(r).value() : FsckReport{};
-}
-
-std::string joined(const std::vector<std::string>& lines) {
-  std::string s;
-  for (const auto& l : lines) s += l + "\n";
-  return s;
+  return run_fsck(dev, o);
 }
 
 bool has_line(const std::vector<std::string>& lines, const std::string& needle) {

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "device/sim_device.h"
+#include "fsck_test_util.h"
 #include "meta/meta_cache.h"
 #include "meta/meta_mutex.h"
 #include "meta/meta_store.h"
@@ -303,18 +304,6 @@ MetaCacheStats cache_stats(MetaStore& ms) {
   return ms.cache_stats_locked();
 }
 
-FsckReport check(device::Device& dev) {
-  auto r = fsck(dev, {});
-  EXPECT_TRUE(r.ok()) << r.error().to_string();
-  return r.ok() ? std::move(r).value() : FsckReport{};
-}
-
-std::string joined(const std::vector<std::string>& lines) {
-  std::string s;
-  for (const auto& l : lines) s += l + "\n";
-  return s;
-}
-
 TEST(MetaStoreCache, ManyMapsInASmallBudget) {
   auto dev = fresh();
   auto ms = open_store(*dev);
@@ -343,7 +332,7 @@ TEST(MetaStoreCache, ManyMapsInASmallBudget) {
 
   ASSERT_TRUE(ms->checkpoint(true).ok());
   ms.reset();
-  auto report = check(*dev);
+  auto report = run_fsck(*dev);
   EXPECT_TRUE(report.problems.empty()) << joined(report.problems);
   EXPECT_EQ(report.files, 4u);
 
@@ -353,7 +342,7 @@ TEST(MetaStoreCache, ManyMapsInASmallBudget) {
   for (int f = 0; f < 4; ++f) expect_maps(*ms, files[f], maps[f]);
   ASSERT_TRUE(ms->checkpoint(true).ok());
   ms.reset();
-  report = check(*dev);
+  report = run_fsck(*dev);
   EXPECT_TRUE(report.problems.empty()) << joined(report.problems);
 }
 
@@ -469,7 +458,7 @@ TEST(MetaStoreCache, CommitsRacingWithEvictionNeverLoseAChange) {
   expect_maps(*ms, a, amap);
   ASSERT_TRUE(ms->checkpoint(true).ok());
   ms.reset();
-  auto report = check(*dev);
+  auto report = run_fsck(*dev);
   EXPECT_TRUE(report.problems.empty()) << joined(report.problems);
 }
 
@@ -567,7 +556,7 @@ TEST(DatastoreCache, DisksReadBackAndFsckIsCleanWithASmallBudget) {
   ASSERT_TRUE(ds->close().ok());
   auto image = raw->clone();
   ds.reset();
-  auto report = check(*image);
+  auto report = run_fsck(*image);
   EXPECT_TRUE(report.problems.empty()) << joined(report.problems);
   EXPECT_EQ(report.files, uint64_t(kDisks));
 
@@ -580,7 +569,7 @@ TEST(DatastoreCache, DisksReadBackAndFsckIsCleanWithASmallBudget) {
   ASSERT_TRUE(ds->close().ok());
   auto image2 = raw2->clone();
   ds.reset();
-  report = check(*image2);
+  report = run_fsck(*image2);
   EXPECT_TRUE(report.problems.empty()) << joined(report.problems);
 }
 
