@@ -100,6 +100,9 @@ struct MetaCacheInfo {
   uint64_t blocks = 0;
   uint64_t hits = 0, misses = 0;   // lookups of a block; a miss reads it from the device
   uint64_t evictions = 0;
+  // Directory indexes (name lookups) held beside the blocks, sharing their budget.
+  uint64_t dir_indexes = 0;
+  uint64_t dir_index_bytes = 0;
 };
 
 struct DatastoreStats {

@@ -725,7 +725,8 @@ class DatastoreImpl final : public Datastore {
       // of the mutex left it.
       const meta::MetaCacheStats mc = ms_->cache_stats_locked();
       s.meta_cache = MetaCacheInfo{mc.bytes, mc.budget_bytes, mc.unevictable_bytes, mc.blocks,
-                                   mc.hits, mc.misses, mc.evictions};
+                                   mc.hits, mc.misses, mc.evictions,
+                                   ms_->dir_indexes_locked(), ms_->dir_index_bytes_locked()};
       s.space = space_locked();
       auto c = ms_->counters_locked();
       s.journal_commits = c.commits;

@@ -67,11 +67,13 @@ std::string render_stats_json(FuseFs& fs) {
                  "    \"blocks\": {},\n"
                  "    \"hits\": {},\n"
                  "    \"misses\": {},\n"
-                 "    \"evictions\": {}\n"
+                 "    \"evictions\": {},\n"
+                 "    \"dir_indexes\": {},\n"
+                 "    \"dir_index_bytes\": {}\n"
                  "  }},\n",
                  s.meta_cache.bytes, s.meta_cache.budget_bytes, s.meta_cache.unevictable_bytes,
                  s.meta_cache.blocks, s.meta_cache.hits, s.meta_cache.misses,
-                 s.meta_cache.evictions);
+                 s.meta_cache.evictions, s.meta_cache.dir_indexes, s.meta_cache.dir_index_bytes);
   fmt::format_to(it,
                  "  \"format\": {{\n"
                  "    \"formatted_blocks\": {},\n"

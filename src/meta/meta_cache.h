@@ -34,6 +34,7 @@
 #include <variant>
 
 #include "format/format.h"
+#include "meta/meta_mutex.h"
 
 namespace vsfs::meta {
 
@@ -70,7 +71,7 @@ struct MetaCacheStats {
   uint64_t evictions = 0;
 };
 
-class MetaCache {
+class MetaCache final : public Trimmable {
  public:
   // trim() leaves this many most recently used clean blocks even over the budget, so
   // that a request which reads its blocks one at a time without the lock (the data
@@ -110,15 +111,16 @@ class MetaCache {
   // The block is never evicted.
   void pin(uint64_t grain);
 
-  bool over_budget() const { return bytes_ + outside_bytes_ > budget_; }
+  bool over_budget() const override { return bytes_ + outside_bytes_ > budget_; }
   // Metadata memory held outside the cache that shares its budget (the journal's
-  // images awaiting a checkpoint): trim() leaves that much less to cached blocks.
+  // images awaiting a checkpoint, MetaStore's directory indexes): trim() leaves that
+  // much less to cached blocks.
   void set_outside_bytes(uint64_t bytes) { outside_bytes_ = bytes; }
   uint64_t dirty_bytes() const { return dirty_bytes_; }
   // Evicts least recently used clean blocks until the cache is under the low-water mark
   // (budget less min(budget / 8, kTrimSlackBytesMax)) or only kKeepRecentBlocks clean
   // blocks are left.
-  void trim();
+  void trim() override;
 
   MetaCacheStats stats() const;
   size_t size() const { return entries_.size(); }

@@ -1,5 +1,6 @@
 // MetaMutex: the mutex of MetaStore (MetaStore::mu()), and the one place where the
-// metadata cache is trimmed to its budget: when the mutex is released.
+// metadata cache, and what shares its budget, is trimmed to it: when the mutex is
+// released.
 //
 // Callers keep CachedBlock pointers, and pointers into cached blocks (an InodeRecord, a
 // parent node during a tree walk), only while they hold the mutex. Trimming at release
@@ -13,13 +14,22 @@
 
 #include <mutex>
 
-#include "meta/meta_cache.h"
-
 namespace vsfs::meta {
+
+// What the mutex trims when it is released (MetaStore: its directory indexes, then the
+// cache). Both are called with the mutex held.
+class Trimmable {
+ public:
+  virtual bool over_budget() const = 0;
+  virtual void trim() = 0;
+
+ protected:
+  ~Trimmable() = default;
+};
 
 class MetaMutex {
  public:
-  explicit MetaMutex(MetaCache& cache) : cache_(cache) {}
+  explicit MetaMutex(Trimmable& cache) : cache_(cache) {}
   MetaMutex(const MetaMutex&) = delete;
   MetaMutex& operator=(const MetaMutex&) = delete;
 
@@ -32,7 +42,7 @@ class MetaMutex {
 
  private:
   std::mutex mu_;
-  MetaCache& cache_;  // guarded by mu_
+  Trimmable& cache_;  // guarded by mu_
 };
 
 }  // namespace vsfs::meta

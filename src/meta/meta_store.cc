@@ -155,10 +155,19 @@ bool MetaStore::wants_commit_locked() const {
          cache_.dirty_bytes() > cache_.budget_bytes() / 2;
 }
 
-void MetaStore::account_pending_locked() {
+void MetaStore::account_outside_locked() {
   // A pending image: its grain, the map node and the allocations' headers.
   constexpr uint64_t kImageBytes = kGrainBytes + 128;
-  cache_.set_outside_bytes(journal_->pending().size() * kImageBytes);
+  const uint64_t pending = journal_ ? journal_->pending().size() : 0;
+  cache_.set_outside_bytes(pending * kImageBytes + dir_bytes_);
+}
+
+void MetaStore::trim_locked() {
+  // The most recently used index stays: the request that just built it may come back
+  // for it at once.
+  const uint64_t share = cache_.budget_bytes() / kDirShare;
+  while (dir_bytes_ > share && dir_lru_.size() > 1) drop_dir_locked(dir_lru_.back());
+  cache_.trim();
 }
 
 bool MetaStore::wants_checkpoint_locked() const {
@@ -309,7 +318,7 @@ Result<void> MetaStore::commit_inner() {
     if (img.home != 0) cache_.finish_write(img.home);
   }
   journal_->add_pending(images);  // under mu_: cache misses read the pending map
-  account_pending_locked();
+  account_outside_locked();
   freed_committing_.clear();
   blocks_freed_committed_.insert(blocks_freed_committed_.end(), blocks_freed_committing_.begin(),
                                  blocks_freed_committing_.end());
@@ -394,7 +403,7 @@ Result<void> MetaStore::checkpoint_inner(bool clean) {
   }
   std::lock_guard lock(mu_);
   journal_->checkpointed();
-  account_pending_locked();
+  account_outside_locked();
   for (uint64_t b : blocks_freed_committed_) {
     if (block_entry_locked(b).state == format::BlockState::kToFormatFree) to_format_free_.insert(b);
   }

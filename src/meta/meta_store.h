@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -252,6 +253,9 @@ class MetaStore {
   Space space_locked() const;
   MetaCounters counters_locked() const { return counters_; }
   MetaCacheStats cache_stats_locked() const { return cache_.stats(); }
+  // Directory indexes held, and their estimated memory (which shares the cache's budget).
+  uint64_t dir_indexes_locked() const { return dirs_.size(); }
+  uint64_t dir_index_bytes_locked() const { return dir_bytes_; }
 
   // Reference count of a grain (for tests and fsck).
   Result<uint16_t> refcount_locked(uint64_t grain);
@@ -261,7 +265,6 @@ class MetaStore {
   friend class TreeOps;
 
   // The journal's images awaiting a checkpoint count against the cache's budget.
-  void account_pending_locked();
 
   // -- space (space.cc) --
   Result<void> load_block_table();
@@ -330,7 +333,16 @@ class MetaStore {
 
   std::mutex commit_mu_;  // serialises commit/checkpoint; taken before mu_
   MetaCache cache_;       // guarded by mu_, which trims it
-  MetaMutex mu_{cache_};
+  // What mu_ trims when it is released: directory indexes beyond their share of the
+  // budget, then the cache.
+  struct Trimmer final : Trimmable {
+    explicit Trimmer(MetaStore& ms) : ms(ms) {}
+    bool over_budget() const override { return ms.cache_.over_budget(); }
+    void trim() override { ms.trim_locked(); }
+    MetaStore& ms;
+  };
+  Trimmer trimmer_{*this};
+  MetaMutex mu_{trimmer_};
   format::Superblock sb_;          // guarded by mu_; the open transaction's view
   format::Superblock committed_sb_;  // as of the last commit: what a checkpoint writes
   bool sb_dirty_ = false;
@@ -357,13 +369,33 @@ class MetaStore {
   uint64_t meta_cursor_ = 0;
   uint64_t live_inodes_ = 0;
 
-  // Directory indexes, built on first use and kept in step with changes.
+  // Directory indexes (name -> entry), built from a directory's blocks on first use and
+  // kept in step with its changes. They share the metadata cache's budget: their
+  // estimated memory counts as held outside the cache, and a trim drops the least
+  // recently used ones beyond an eighth of the budget (kDirShare); a dropped index is
+  // built again on next use. Like cached blocks, one is only dropped when the mutex is
+  // released, so a DirIndex pointer is good while its holder keeps the mutex.
+  static constexpr uint64_t kDirShare = 8;
   struct DirIndex {
     std::unordered_map<std::string, DirIndexEntry> names;
     std::vector<uint32_t> used_bytes;  // per directory block
+    uint64_t bytes = 0;                // estimated memory
+    std::list<uint64_t>::iterator lru; // its key in dir_lru_
   };
   std::unordered_map<uint64_t, DirIndex> dirs_;
+  std::list<uint64_t> dir_lru_;  // keys of dirs_, most recently used first
+  uint64_t dir_bytes_ = 0;       // sum of their bytes
   Result<DirIndex*> load_dir_locked(uint64_t dir, uint16_t view = 0);
+  // An index's own memory besides its names: the map node holding it, its LRU node,
+  // the allocations' overhead.
+  static constexpr uint64_t kDirIndexBytes = 256;
+  void dir_account_locked(DirIndex& idx, int64_t delta);  // its names changed
+  void drop_dir_locked(uint64_t key);
+  // Drops directory indexes beyond their share, then trims the cache.
+  void trim_locked();
+  // Tells the cache what metadata memory outside it shares its budget: the journal's
+  // pending images and the directory indexes.
+  void account_outside_locked();
   Result<CachedBlock*> dir_block_for_update_locked(uint64_t dir, uint64_t index);
 
   MetaCounters counters_;

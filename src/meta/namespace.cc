@@ -9,6 +9,20 @@
 #include "util/log.h"
 
 namespace vsfs::meta {
+namespace {
+
+// One name in a directory index: the hash node (link, cached hash, the key string and
+// the entry), its bucket, the allocation's overhead, and a long name's own allocation.
+constexpr uint64_t kMallocOverheadBytes = 16;
+uint64_t dir_name_bytes(const std::string& name) {
+  constexpr uint64_t kNodeBytes = sizeof(void*) + sizeof(size_t) +
+                                  sizeof(std::pair<const std::string, DirIndexEntry>) +
+                                  sizeof(void*) + kMallocOverheadBytes;
+  constexpr size_t kInlineChars = 15;  // libstdc++'s short-string buffer
+  return kNodeBytes + (name.size() > kInlineChars ? name.size() + 1 + kMallocOverheadBytes : 0);
+}
+
+}  // namespace
 
 using format::BlockType;
 using format::kInodesPerLeaf;
@@ -80,7 +94,7 @@ Result<void> MetaStore::free_inode_locked(uint64_t ino) {
   const uint64_t root = r->map_root;
   const uint8_t height = r->map_height;
   *r = InodeRecord{};
-  dirs_.erase(ino);
+  drop_dir_locked(dir_key(ino, 0));
   --live_inodes_;
   return push_release_locked(root, height, kind, ino);
 }
@@ -114,7 +128,10 @@ Result<void> MetaStore::scan_inodes_locked() {
 // ---- directories ----
 
 Result<MetaStore::DirIndex*> MetaStore::load_dir_locked(uint64_t dir, uint16_t view) {
-  if (auto it = dirs_.find(dir_key(dir, view)); it != dirs_.end()) return &it->second;
+  if (auto it = dirs_.find(dir_key(dir, view)); it != dirs_.end()) {
+    dir_lru_.splice(dir_lru_.begin(), dir_lru_, it->second.lru);
+    return &it->second;
+  }
   VSFS_ASSIGN_OR_RETURN(const InodeRecord* r, inode_locked(dir, view));
   if (!S_ISDIR(r->mode)) return make_error(ENOTDIR, ErrorKind::kInvalidArgument, "not a directory");
   DirIndex idx;
@@ -139,9 +156,31 @@ Result<MetaStore::DirIndex*> MetaStore::load_dir_locked(uint64_t dir, uint16_t v
       if (!idx.names.emplace(e.name, DirIndexEntry{e.ino, e.type, i}).second) {
         return corruption(fmt::format("directory {}: name '{}' appears twice", dir, e.name));
       }
+      idx.bytes += dir_name_bytes(e.name);
     }
   }
-  return &dirs_.emplace(dir_key(dir, view), std::move(idx)).first->second;
+  const uint64_t key = dir_key(dir, view);
+  idx.bytes += kDirIndexBytes + idx.used_bytes.capacity() * sizeof(uint32_t);
+  dir_lru_.push_front(key);
+  idx.lru = dir_lru_.begin();
+  dir_bytes_ += idx.bytes;
+  account_outside_locked();
+  return &dirs_.emplace(key, std::move(idx)).first->second;
+}
+
+void MetaStore::dir_account_locked(DirIndex& idx, int64_t delta) {
+  idx.bytes += static_cast<uint64_t>(delta);
+  dir_bytes_ += static_cast<uint64_t>(delta);
+  account_outside_locked();
+}
+
+void MetaStore::drop_dir_locked(uint64_t key) {
+  auto it = dirs_.find(key);
+  if (it == dirs_.end()) return;
+  dir_bytes_ -= it->second.bytes;
+  dir_lru_.erase(it->second.lru);
+  dirs_.erase(it);
+  account_outside_locked();
 }
 
 Result<const std::unordered_map<std::string, DirIndexEntry>*> MetaStore::dir_index_locked(
@@ -201,9 +240,14 @@ Result<void> MetaStore::dir_add_locked(uint64_t dir, const std::string& name, ui
   VSFS_ASSIGN_OR_RETURN(CachedBlock * b, dir_block_for_update_locked(dir, index));
   b->dir().entries.push_back(std::move(e));
   idx = &dirs_.at(dir_key(dir, 0));
-  if (index == idx->used_bytes.size()) idx->used_bytes.push_back(0);
+  int64_t grown = static_cast<int64_t>(dir_name_bytes(name));
+  if (index == idx->used_bytes.size()) {
+    idx->used_bytes.push_back(0);
+    grown += static_cast<int64_t>(sizeof(uint32_t));
+  }
   idx->used_bytes[index] += need;
   idx->names.emplace(name, DirIndexEntry{ino, type, index});
+  dir_account_locked(*idx, grown);
   return ok_result();
 }
 
@@ -223,6 +267,7 @@ Result<void> MetaStore::dir_remove_locked(uint64_t dir, const std::string& name)
   idx->used_bytes[index] -= static_cast<uint32_t>(format::dir_entry_bytes(*e));
   entries.erase(e);
   idx->names.erase(name);
+  dir_account_locked(*idx, -static_cast<int64_t>(dir_name_bytes(name)));
   return ok_result();
 }
 
@@ -363,7 +408,10 @@ Result<void> MetaStore::delete_snapshot_locked(const std::string& name) {
   if (it == snaps_.end()) return make_error(ENOENT, ErrorKind::kNotFound, "no snapshot '{}'", name);
   VSFS_TRY(push_release_locked(it->inode_root, it->inode_height, format::TreeKind::kInodeTable, 0));
   const uint16_t view = it->id;
-  std::erase_if(dirs_, [&](const auto& kv) { return (kv.first >> 48) == view; });
+  for (auto k = dir_lru_.begin(); k != dir_lru_.end();) {
+    const uint64_t key = *k++;  // drop_dir_locked erases k's node
+    if ((key >> 48) == view) drop_dir_locked(key);
+  }
   it->flags |= format::kSnapDeleted;
   it->inode_root = 0;
   it->inode_height = 0;

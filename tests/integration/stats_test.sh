@@ -21,7 +21,7 @@ need = {
            "fuse_in_flight", "fuse_in_flight_peak"],
     "journal": ["commits", "bytes", "checkpoints"],
     "meta_cache": ["bytes", "budget_bytes", "unevictable_bytes", "blocks", "hits", "misses",
-                   "evictions"],
+                   "evictions", "dir_indexes", "dir_index_bytes"],
     "fuse": ["transport", "ring_entries", "ring_requests"],
 }
 for sec, keys in need.items():
@@ -65,6 +65,9 @@ echo "write_requests $w0 -> $w1, write_bytes $wb0 -> $wb1, device writes $dw0 ->
 [ "$h1" -gt "$h0" ] || fail "meta_cache.hits did not move ($h0 -> $h1)"
 [ "$(stat_value "$T/mnt" io.fuse_in_flight_peak)" -ge 1 ] || fail "fuse_in_flight_peak is 0"
 [ "$(stat_value "$T/mnt" space.used_bytes)" -ge $((8 << 20)) ] || fail "used_bytes below what was written"
+# The root directory was used (f.img created and looked up): its index is held and counted.
+[ "$(stat_value "$T/mnt" meta_cache.dir_indexes)" -ge 1 ] || fail "no directory index counted"
+[ "$(stat_value "$T/mnt" meta_cache.dir_index_bytes)" -gt 0 ] || fail "dir_index_bytes is 0"
 
 unmount_wait "$T/mnt" "$DAEMON_PID"
 echo "PASS: stats"

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -343,6 +344,137 @@ TEST(MetaStoreCache, ManyMapsInASmallBudget) {
   ASSERT_TRUE(ms->checkpoint(true).ok());
   ms.reset();
   report = run_fsck(*dev);
+  EXPECT_TRUE(report.problems.empty()) << joined(report.problems);
+}
+
+// A directory in the root directory.
+uint64_t new_dir(MetaStore& ms, const std::string& name) {
+  std::lock_guard lock(ms.mu());
+  auto ino = ms.alloc_inode_locked(S_IFDIR | 0755, 0, 0, kRootIno, 1);
+  EXPECT_TRUE(ino.ok());
+  EXPECT_TRUE(ms.dir_add_locked(kRootIno, name, *ino, DT_DIR).ok());
+  auto root = ms.inode_for_update_locked(kRootIno);
+  EXPECT_TRUE(root.ok());
+  ++(*root)->nlink;  // the subdirectory's ".."
+  return *ino;
+}
+
+std::string long_name(uint64_t dir, int i) {
+  return fmt::format("disk-of-directory-{}-number-{:03}.vmdk", dir, i);
+}
+
+// Directory indexes count against the budget and only keep their share of it: the least
+// recently used go when the mutex is released, and come back, the same, when used.
+TEST(MetaStoreCache, DirectoryIndexesKeepTheirShareOfTheBudget) {
+  auto dev = fresh();
+  auto ms = open_store(*dev);
+  ASSERT_TRUE(ms);
+  constexpr int kDirs = 12, kNames = 60;  // about 12 KiB of index per directory
+  std::vector<uint64_t> dirs;
+  for (int d = 0; d < kDirs; ++d) dirs.push_back(new_dir(*ms, fmt::format("vm{}", d)));
+  auto check_share = [&] {
+    std::lock_guard lock(ms->mu());
+    EXPECT_TRUE(ms->dir_index_bytes_locked() <= kSmallBudget / 8 || ms->dir_indexes_locked() <= 1)
+        << ms->dir_indexes_locked() << " indexes of " << ms->dir_index_bytes_locked() << " bytes";
+  };
+  std::map<std::string, uint64_t> inos;
+  // Files go into the directories in turn, so each index is dropped and built again
+  // many times.
+  for (int i = 0; i < kNames; ++i) {
+    for (uint64_t dir : dirs) {
+      {
+        std::lock_guard lock(ms->mu());
+        auto ino = ms->alloc_inode_locked(S_IFREG | 0644, 0, 0, 0, 1);
+        ASSERT_TRUE(ino.ok());
+        inos[long_name(dir, i)] = *ino;
+        ASSERT_TRUE(ms->dir_add_locked(dir, long_name(dir, i), *ino, DT_REG).ok());
+      }
+      check_share();
+    }
+  }
+  auto remove = [&](MetaStore& store, uint64_t dir, int i) {
+    ASSERT_TRUE(store.dir_remove_locked(dir, long_name(dir, i)).ok());
+    ASSERT_TRUE(store.free_inode_locked(inos[long_name(dir, i)]).ok());
+  };
+  // Every third file goes again.
+  for (uint64_t dir : dirs) {
+    for (int i = 0; i < kNames; i += 3) {
+      std::lock_guard lock(ms->mu());
+      remove(*ms, dir, i);
+    }
+    check_share();
+  }
+  auto expect_names = [&](MetaStore& store) {
+    for (uint64_t dir : dirs) {
+      std::lock_guard lock(store.mu());
+      auto idx = store.dir_index_locked(dir);
+      ASSERT_TRUE(idx.ok()) << idx.error().to_string();
+      EXPECT_EQ((*idx)->size(), static_cast<size_t>(kNames - kNames / 3));
+      for (int i = 0; i < kNames; ++i) {
+        auto it = (*idx)->find(long_name(dir, i));
+        if (i % 3 == 0) {
+          EXPECT_EQ(it, (*idx)->end()) << long_name(dir, i);
+        } else {
+          ASSERT_NE(it, (*idx)->end()) << long_name(dir, i);
+          EXPECT_EQ(it->second.ino, inos[long_name(dir, i)]);
+        }
+      }
+    }
+  };
+  expect_names(*ms);
+  check_share();
+  expect_trimmed(*ms);
+
+  // What an index is accounted at after its changes is what it is accounted at when
+  // built from its blocks.
+  auto big = [&] {
+    EXPECT_TRUE(ms->checkpoint(true).ok());
+    ms.reset();
+    ms = open_store(*dev, 64ull << 20);
+  };
+  big();
+  ASSERT_TRUE(ms);
+  uint64_t changed_bytes = 0;
+  {
+    std::lock_guard lock(ms->mu());
+    ASSERT_TRUE(ms->dir_index_locked(dirs[0]).ok());
+    const uint64_t built = ms->dir_index_bytes_locked();
+    // A rename to a name of the same length, and back.
+    const uint64_t ino = inos[long_name(dirs[0], 1)];
+    ASSERT_TRUE(ms->dir_add_locked(dirs[0], long_name(dirs[0], 0), ino, DT_REG).ok());
+    ASSERT_TRUE(ms->dir_remove_locked(dirs[0], long_name(dirs[0], 1)).ok());
+    changed_bytes = ms->dir_index_bytes_locked();
+    EXPECT_EQ(changed_bytes, built) << "one name in, one of the same length out";
+    ASSERT_TRUE(ms->dir_add_locked(dirs[0], long_name(dirs[0], 1), ino, DT_REG).ok());
+    ASSERT_TRUE(ms->dir_remove_locked(dirs[0], long_name(dirs[0], 0)).ok());
+    changed_bytes = ms->dir_index_bytes_locked();
+  }
+  big();
+  ASSERT_TRUE(ms);
+  {
+    std::lock_guard lock(ms->mu());
+    ASSERT_TRUE(ms->dir_index_locked(dirs[0]).ok());
+    EXPECT_EQ(ms->dir_index_bytes_locked(), changed_bytes);
+    EXPECT_EQ(ms->dir_indexes_locked(), 1u);
+  }
+  expect_names(*ms);
+  {
+    std::lock_guard lock(ms->mu());
+    EXPECT_EQ(ms->dir_indexes_locked(), static_cast<uint64_t>(kDirs)) << "all fit now";
+    // Freeing a directory drops its index.
+    for (int i = 0; i < kNames; ++i) {
+      if (i % 3 != 0) remove(*ms, dirs[1], i);
+    }
+    ASSERT_TRUE(ms->dir_remove_locked(kRootIno, "vm1").ok());
+    ASSERT_TRUE(ms->free_inode_locked(dirs[1]).ok());
+    auto root = ms->inode_for_update_locked(kRootIno);
+    ASSERT_TRUE(root.ok());
+    --(*root)->nlink;
+    EXPECT_EQ(ms->dir_indexes_locked(), static_cast<uint64_t>(kDirs));  // the root's came in
+  }
+  ASSERT_TRUE(ms->checkpoint(true).ok());
+  ms.reset();
+  auto report = run_fsck(*dev);
   EXPECT_TRUE(report.problems.empty()) << joined(report.problems);
 }
 
