@@ -44,7 +44,7 @@ struct KeySpec {
 };
 
 // The ranges are those written beside the fields in config.h.
-constexpr std::array<KeySpec, 20> kKeys{{
+constexpr std::array<KeySpec, 21> kKeys{{
     {"fuse", "threads", KeyType::kInteger, 1, 64,
      [](Config& c) -> Field { return &c.fuse.threads; }},
     {"fuse", "max_background", KeyType::kInteger, 1, 65535,
@@ -53,6 +53,8 @@ constexpr std::array<KeySpec, 20> kKeys{{
      [](Config& c) -> Field { return &c.fuse.io_uring; }},
     {"fuse", "uring_depth", KeyType::kInteger, 1, 1024,
      [](Config& c) -> Field { return &c.fuse.uring_depth; }},
+    {"fuse", "uring_buffer_mib", KeyType::kInteger, 1, 65536,
+     [](Config& c) -> Field { return &c.fuse.uring_buffer_mib; }},
     {"fuse", "max_write_kib", KeyType::kInteger, 4, 1024,
      [](Config& c) -> Field { return &c.fuse.max_write_kib; }},
     {"fuse", "attr_timeout_s", KeyType::kNumber, 0, 3600,

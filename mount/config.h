@@ -18,6 +18,7 @@ struct FuseConfig {
   uint32_t max_background = 128;    // [fuse] max_background (1..65535)
   bool io_uring = true;             // [fuse] io_uring: FUSE over io_uring when offered
   uint32_t uring_depth = 32;        // [fuse] uring_depth: ring entries per CPU (1..1024)
+  uint32_t uring_buffer_mib = 64;   // [fuse] uring_buffer_mib: entries' payloads (1..65536)
   uint32_t max_write_kib = 1024;    // [fuse] max_write_kib: largest write request (4..1024)
   double attr_timeout_s = 1.0;      // [fuse] attr_timeout_s (0..3600)
   double entry_timeout_s = 1.0;     // [fuse] entry_timeout_s (0..3600)

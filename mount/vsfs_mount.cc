@@ -269,6 +269,7 @@ int serve(const Args& a, const vsfs::mount::Config& c, Reporter& rep) {
     lo.threads = c.fuse.threads;
     lo.io_uring = c.fuse.io_uring;
     lo.uring_depth = c.fuse.uring_depth;
+    lo.uring_buffer_bytes = uint64_t{c.fuse.uring_buffer_mib} << 20;
     auto run = vsfs::fuse::run_device_loop(**session, fs, *device, lo);
     if (!run.ok()) {
       VSFS_LOG_ERROR("{}", run.error().message);

@@ -221,14 +221,17 @@ ssize_t transport_read(int fd, void* buf, size_t size, void* /*userdata*/) {
 
 // The ring's entries carry the largest request (a write of max_write) or reply (a read
 // of as many pages, libfuse's max_pages), and at least the kernel's minimum buffer.
-UringChannelOptions ring_options(const FuseFs& fs, uint32_t depth) {
+// Each queue gets uring_depth entries, or fewer when their payload buffers would pass
+// uring_buffer_bytes. Depth 0: not even one entry per queue fits.
+UringChannelOptions ring_options(const FuseFs& fs, const LoopOptions& options) {
   constexpr size_t kMinBuffer = 8192;  // FUSE_MIN_READ_BUFFER
   constexpr size_t kPage = 4096;
   UringChannelOptions o;
   o.queues = static_cast<uint32_t>(std::max(1, get_nprocs_conf()));
-  o.depth = depth;
   o.payload_bytes =
       std::max(kMinBuffer, (size_t{fs.options().max_write_bytes} + kPage - 1) / kPage * kPage);
+  const uint64_t fits = options.uring_buffer_bytes / (uint64_t{o.queues} * o.payload_bytes);
+  o.depth = static_cast<uint32_t>(std::min<uint64_t>(options.uring_depth, fits));
   return o;
 }
 
@@ -251,9 +254,14 @@ Result<void> run_device_loop(Session& session, FuseFs& fs, device::Device& dev,
   {
     DeviceLoop* loop_ptr = nullptr;
     std::shared_ptr<UringChannel> ring;
-    if (options.io_uring && dev.supports_commands()) {
+    const UringChannelOptions ro = ring_options(fs, options);
+    if (options.io_uring && dev.supports_commands() && ro.depth == 0) {
+      VSFS_LOG_WARN("uring_buffer_mib {} is below one {} KiB entry per CPU queue ({}); "
+                    "requests stay on /dev/fuse",
+                    options.uring_buffer_bytes >> 20, ro.payload_bytes >> 10, ro.queues);
+    } else if (options.io_uring && dev.supports_commands()) {
       auto created = UringChannel::create(
-          dev, fd, ring_options(fs, options.uring_depth),
+          dev, fd, ro,
           [&loop_ptr](char* request, size_t size) { loop_ptr->serve(request, size, true); });
       if (created.ok()) {
         ring = std::move(*created);

@@ -37,7 +37,11 @@ struct SessionOptions {
 struct LoopOptions {
   uint32_t threads = 4;      // workers for the requests the IO thread does not take
   bool io_uring = true;      // FUSE over io_uring when the kernel offers it
-  uint32_t uring_depth = 32; // its entries per CPU queue
+  uint32_t uring_depth = 32; // its entries per CPU queue, at most
+  // Bound on the entries' payload buffers together (max_write each): fewer entries per
+  // queue when it is smaller than CPUs x uring_depth x max_write; below one entry per
+  // queue, requests stay on /dev/fuse.
+  uint64_t uring_buffer_bytes = 64ull << 20;
 };
 
 class Session {

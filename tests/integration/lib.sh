@@ -10,8 +10,8 @@
 # VSFS_IT_URING=1 runs the test over FUSE over io_uring: the fuse module's enable_uring
 # parameter is switched on for the test (restored on exit), and every mount_fg must end
 # up serving through the ring (.vsfs/stats fuse.transport) unless its options say
-# io_uring=false. Exit 77 when the kernel has
-# no such parameter.
+# io_uring=false, or the caller expects otherwise (VSFS_IT_TRANSPORT=dev_fuse mount_fg
+# ...). Exit 77 when the kernel has no such parameter.
 
 set -u
 set -o pipefail
@@ -89,11 +89,13 @@ wait_mounted() {
 }
 
 # mount_fg DEVICE DIR [vsfs-mount options...]: runs the daemon with -f in the
-# background (its pid in DAEMON_PID, its log in $T/daemon.N.log) and waits for the mount.
+# background (its pid in DAEMON_PID, its log in DAEMON_LOG, $T/daemon.N.log) and waits
+# for the mount.
 mount_fg() {
 	local dev=$1 dir=$2
 	shift 2
 	local log="$T/daemon.${#PIDS[@]}.log"
+	DAEMON_LOG=$log
 	"$VSFS_MOUNT" -f "$@" "$dev" "$dir" >"$log" 2>&1 &
 	DAEMON_PID=$!
 	PIDS+=("$DAEMON_PID")
@@ -103,9 +105,10 @@ mount_fg() {
 		fail "mount of $dev on $dir did not appear"
 	fi
 	if [ "${VSFS_IT_URING:-0}" = 1 ] && [[ " $* " != *io_uring=false* ]]; then
-		wait_transport "$dir" io_uring || {
+		local want=${VSFS_IT_TRANSPORT:-io_uring}
+		wait_transport "$dir" "$want" || {
 			cat "$log" >&2
-			fail "$dir does not serve through FUSE over io_uring"
+			fail "$dir does not serve through $want"
 		}
 	fi
 }

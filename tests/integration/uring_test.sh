@@ -4,6 +4,8 @@
 #   the ring (.vsfs/stats fuse: transport, ring_entries, ring_requests);
 # - with one entry per queue, fio at depth 32 (writes, then reads, crc32c-verified)
 #   makes the kernel queue requests behind busy entries: all complete, data intact;
+# - uring_buffer_mib bounds the entries per queue, and below one per queue keeps
+#   /dev/fuse;
 # - -o io_uring=false keeps /dev/fuse although the kernel offers the ring, and the
 #   data written through the ring reads back the same there;
 # - fsck finds the datastore clean after each unmount.
@@ -47,6 +49,22 @@ fio "${job[@]}" --rw=randwrite --do_verify=1 >"$T/fio.log" 2>&1 || {
 grep -q "err= 0" "$T/fio.log" || fail "fio reported errors"
 unmount_wait "$T/mnt" "$DAEMON_PID"
 fsck_clean "after uring_depth=1"
+
+# The payload budget bounds the entries: room for three 1 MiB entries per queue.
+mount_fg "$T/ds.img" "$T/mnt" -o uring_buffer_mib=$((queues * 3))
+entries=$(stat_value "$T/mnt" fuse.ring_entries)
+[ "$entries" -eq $((queues * 3)) ] || fail "ring_entries $entries with uring_buffer_mib=$((queues * 3)), expected $((queues * 3))"
+cmp "$T/ref" "$T/mnt/file" || fail "read back through a budgeted ring"
+unmount_wait "$T/mnt" "$DAEMON_PID"
+# Below one entry per queue the ring is not used at all.
+if [ "$queues" -gt 1 ]; then
+	VSFS_IT_TRANSPORT=dev_fuse mount_fg "$T/ds.img" "$T/mnt" -o uring_buffer_mib=1
+	got=$(stat_value "$T/mnt" fuse.transport)
+	[ "$got" = dev_fuse ] || fail "transport with uring_buffer_mib=1 on $queues CPUs: $got"
+	grep -q "uring_buffer_mib 1 is below one" "$DAEMON_LOG" || fail "no warning about the budget"
+	cmp "$T/ref" "$T/mnt/file" || fail "read back through /dev/fuse"
+	unmount_wait "$T/mnt" "$DAEMON_PID"
+fi
 
 # Refused by configuration: /dev/fuse, and the same data.
 mount_fg "$T/ds.img" "$T/mnt" -o io_uring=false

@@ -54,6 +54,9 @@ void expect_option_error_fn(const std::string& options, const std::string& messa
 void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.fuse.threads, b.fuse.threads);
   EXPECT_EQ(a.fuse.max_background, b.fuse.max_background);
+  EXPECT_EQ(a.fuse.io_uring, b.fuse.io_uring);
+  EXPECT_EQ(a.fuse.uring_depth, b.fuse.uring_depth);
+  EXPECT_EQ(a.fuse.uring_buffer_mib, b.fuse.uring_buffer_mib);
   EXPECT_EQ(a.fuse.max_write_kib, b.fuse.max_write_kib);
   EXPECT_EQ(a.fuse.attr_timeout_s, b.fuse.attr_timeout_s);
   EXPECT_EQ(a.fuse.entry_timeout_s, b.fuse.entry_timeout_s);
@@ -94,6 +97,9 @@ TEST(ConfigDefaults, MatchHeader) {
   Config c;
   EXPECT_EQ(c.fuse.threads, 4u);
   EXPECT_EQ(c.fuse.max_background, 128u);
+  EXPECT_TRUE(c.fuse.io_uring);
+  EXPECT_EQ(c.fuse.uring_depth, 32u);
+  EXPECT_EQ(c.fuse.uring_buffer_mib, 64u);
   EXPECT_EQ(c.fuse.max_write_kib, 1024u);
   EXPECT_EQ(c.fuse.attr_timeout_s, 1.0);
   EXPECT_EQ(c.fuse.entry_timeout_s, 1.0);
