@@ -44,7 +44,7 @@ struct KeySpec {
 };
 
 // The ranges are those written beside the fields in config.h.
-constexpr std::array<KeySpec, 21> kKeys{{
+constexpr std::array<KeySpec, 22> kKeys{{
     {"fuse", "threads", KeyType::kInteger, 1, 64,
      [](Config& c) -> Field { return &c.fuse.threads; }},
     {"fuse", "max_background", KeyType::kInteger, 1, 65535,
@@ -85,6 +85,8 @@ constexpr std::array<KeySpec, 21> kKeys{{
      [](Config& c) -> Field { return &c.format.rate_mib_s; }},
     {"cbt", "history", KeyType::kInteger, 16, 65536,
      [](Config& c) -> Field { return &c.cbt.history; }},
+    {"cbt", "text_cache_mib", KeyType::kInteger, 1, 65536,
+     [](Config& c) -> Field { return &c.cbt.text_cache_mib; }},
 }};
 
 bool is_table(std::string_view name) {

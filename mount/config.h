@@ -50,6 +50,7 @@ struct FormatConfig {
 
 struct CbtConfig {
   uint32_t history = 1024;          // [cbt] history: deleted snapshots kept on record (16..65536)
+  uint32_t text_cache_mib = 32;     // [cbt] text_cache_mib: .cbt texts kept in memory (1..65536)
 };
 
 struct Config {

@@ -176,6 +176,7 @@ vsfs::Result<std::unique_ptr<vsfs::Datastore>> open_datastore(const std::string&
   oo.meta_cache_bytes = c.journal.meta_cache_mib << 20;
   oo.format_rate_mib_s = c.format.rate_mib_s;
   oo.cbt_history = c.cbt.history;
+  oo.cbt_text_cache_bytes = uint64_t{c.cbt.text_cache_mib} << 20;
   oo.mark_mounted = !c.read_only;
   oo.force = false;
   for (int attempt = 0; attempt < 2; ++attempt) {

@@ -122,6 +122,8 @@ struct DatastoreStats {
   // metadata blocks) being read into the cache, and IOs beyond the device's queue depth.
   QueueStats grain_queue, snapshot_queue, metadata_queue;
   uint64_t device_queued_now = 0;
+  // Texts of .cbt files held in memory, their bytes and the bound on them.
+  uint64_t cbt_texts = 0, cbt_text_bytes = 0, cbt_text_budget_bytes = 0;
   MetaCacheInfo meta_cache;
 };
 
@@ -141,6 +143,9 @@ struct OpenOptions {
   uint32_t format_rate_mib_s = 256;
   // Deleted snapshots kept on record (name and changeId) for changed-block queries.
   uint32_t cbt_history = 1024;
+  // Memory for the texts of .cbt files: the least recently read are dropped beyond it
+  // (the most recent one always stays) and made again when read.
+  uint64_t cbt_text_cache_bytes = 32ull << 20;
 };
 
 enum class RenameFlags : uint32_t { kNone = 0, kNoReplace = 1, kExchange = 2 };

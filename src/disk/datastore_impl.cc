@@ -21,6 +21,7 @@
 #include <ctime>
 #include <dirent.h>
 #include <future>
+#include <list>
 #include <map>
 #include <thread>
 #include <tuple>
@@ -742,6 +743,9 @@ class DatastoreImpl final : public Datastore {
       s.metadata_queue.waiting_now = ms_->fetch_waiters_locked();
       s.snapshot_queue.waiting_now = parked_.size();
       s.formatter_running = formatter_running_.load();
+      s.cbt_texts = cbt_texts_.size();
+      s.cbt_text_bytes = cbt_text_bytes_;
+      s.cbt_text_budget_bytes = options_.cbt_text_cache_bytes;
     }
     auto d = dev_->counters();
     for (int i = 0; i < device::kOpKinds; ++i) s.device_ops[i] = d.ops[i];
@@ -828,7 +832,9 @@ class DatastoreImpl final : public Datastore {
       if (r == nullptr || r->base_ino != dir) {
         return make_error(ENOENT, ErrorKind::kNotFound, "no snapshot '{}' here", name);
       }
+      const uint16_t id = r->id;
       VSFS_TRY(ms_->delete_snapshot_locked(name));
+      drop_cbt_texts_of_locked(id);
     }
     bg_cv_.notify_all();  // the releaser has work
     return ms_->commit();
@@ -837,8 +843,11 @@ class DatastoreImpl final : public Datastore {
   // ---- the .cbt tree ----
   // DIR/.cbt/B/A/<path>: the changed extents of a disk of snapshot B since backup point A
   // (or "full"), as text. Nodes are interned: the same path always has the same inode
-  // number (kCbtView, node index + 1). Texts are made on first use and kept: B is
-  // frozen and A's changeId fixed, so a text never changes.
+  // number (kCbtView, node index + 1). Texts are made on first use and kept while they
+  // fit in cbt_text_cache_bytes, least recently read dropped first (the most recent
+  // always stays, so that one reader of a larger text does not make it again for every
+  // read): B is frozen and A's changeId fixed, so a text made again is the same. A
+  // deleted snapshot's texts go at once.
   struct CbtNode {
     enum Kind : uint8_t { kRoot, kB, kA, kDir, kFile } kind = kRoot;
     Ino dir = 0;                      // the live directory whose .cbt this is
@@ -847,7 +856,8 @@ class DatastoreImpl final : public Datastore {
     uint64_t since_next_ino = 0;      // A's next_ino
     Ino base = 0;                     // inode in B's view (kA: B's base directory)
     std::string a_name;
-    std::shared_ptr<const std::string> text;  // kFile, once made
+    std::shared_ptr<const std::string> text;  // kFile, once made (and until dropped)
+    std::list<size_t>::iterator text_lru;     // its index in cbt_texts_, with a text
     using Key = std::tuple<uint8_t, Ino, uint16_t, std::string, Ino>;
     Key key() const { return Key{kind, dir, b, a_name, base}; }
   };
@@ -995,16 +1005,43 @@ class DatastoreImpl final : public Datastore {
   Result<std::shared_ptr<const std::string>> cbt_text(Ino ino) {
     VSFS_ASSIGN_OR_RETURN(CbtNode * n, cbt_get(ino));
     if (n->kind != CbtNode::kFile) return make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory");
-    if (n->text) return n->text;
+    if (n->text) {
+      cbt_texts_.splice(cbt_texts_.begin(), cbt_texts_, n->text_lru);
+      return n->text;
+    }
     VSFS_ASSIGN_OR_RETURN(auto extents,
                           ms_->changed_extents_locked(n->base, n->b, n->since, n->since_next_ino));
     std::string text;
     for (const auto& e : extents) {
       text += fmt::format("{} {} {}\n", e.offset_bytes, e.length_bytes, e.data ? "data" : "zero");
     }
-    n = &cbt_nodes_[base_of(ino) - 1];
+    const size_t index = base_of(ino) - 1;
+    n = &cbt_nodes_[index];
     n->text = std::make_shared<const std::string>(std::move(text));
-    return n->text;
+    cbt_texts_.push_front(index);
+    n->text_lru = cbt_texts_.begin();
+    cbt_text_bytes_ += n->text->size();
+    auto text_ptr = n->text;  // the drops below may take n's own reference
+    while (cbt_text_bytes_ > options_.cbt_text_cache_bytes && cbt_texts_.size() > 1) {
+      drop_cbt_text_locked(cbt_texts_.back());
+    }
+    return text_ptr;
+  }
+
+  void drop_cbt_text_locked(size_t index) {
+    CbtNode& n = cbt_nodes_[index];
+    cbt_text_bytes_ -= n.text->size();
+    cbt_texts_.erase(n.text_lru);
+    n.text.reset();
+  }
+
+  // The .cbt texts of snapshot B, which is being deleted (as a backup point A of later
+  // snapshots it stays on record, and so do their texts).
+  void drop_cbt_texts_of_locked(uint16_t b) {
+    for (auto it = cbt_texts_.begin(); it != cbt_texts_.end();) {
+      const size_t index = *it++;  // drop_cbt_text_locked erases this node
+      if (cbt_nodes_[index].b == b) drop_cbt_text_locked(index);
+    }
   }
 
   Attr attr_locked(const format::InodeRecord& rec) {
@@ -1674,6 +1711,8 @@ class DatastoreImpl final : public Datastore {
   std::unordered_map<Ino, InodeRt> rt_;  // guarded by ms_->mu()
   std::vector<CbtNode> cbt_nodes_;       // guarded by ms_->mu(); the .cbt trees' nodes
   std::map<CbtNode::Key, size_t> cbt_index_;
+  std::list<size_t> cbt_texts_;  // guarded by ms_->mu(): nodes with a text, most recent first
+  uint64_t cbt_text_bytes_ = 0;  // guarded by ms_->mu(): their texts' sizes
   DatastoreStats stats_;                 // guarded by ms_->mu()
 
   // Snapshot barrier, guarded by ms_->mu(): while set, new changes park in parked_.

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <map>
 #include <random>
 #include <set>
 #include <sstream>
@@ -192,6 +193,77 @@ TEST(Cbt, TwoBackupChainsInterleaved) {
   ASSERT_TRUE(ds->clone_range_sync(snap_file(*ds, "x1", "disk"), 0, d->ino, 0, UINT64_MAX / 4).ok());
   ASSERT_TRUE(ds->mkdir(snapdir(), "x3", 0755, 0, 0).ok());
   check_fidelity(*ds, "x2", "x3", "disk", nullptr);
+  ASSERT_TRUE(ds->close().ok());
+}
+
+// .cbt texts stay within cbt_text_cache_bytes: the least recently read go and are made
+// again, the same, when read; the most recent one stays even when larger than the bound
+// (read piece by piece, it is not made again for each piece); a deleted snapshot's
+// texts go with it.
+TEST(Cbt, TextsStayWithinTheirBudget) {
+  OpenOptions o;
+  o.cbt_text_cache_bytes = 1024;
+  auto ds = std::move(Datastore::open(device_of(7), o)).value();
+  std::vector<std::string> names;
+  std::vector<uint8_t> grain(4096, 1);
+  // Disk k has 10 * (k + 1) separate extents: texts of about 0.2 to 1 KiB.
+  for (int k = 0; k < 6; ++k) {
+    names.push_back("disk" + std::to_string(k));
+    auto d = ds->create(kRootIno, names.back(), 0644, 0, 0);
+    ASSERT_TRUE(d.ok());
+    for (int e = 0; e < 10 * (k + 1); ++e) {
+      ASSERT_TRUE(ds->write_sync(d->ino, uint64_t(e) * 65536, grain.data(), grain.size()).ok());
+    }
+  }
+  ASSERT_TRUE(ds->mkdir(snapdir(), "B", 0755, 0, 0).ok());
+  auto text_ino = [&](const std::string& name) {
+    auto root = ds->lookup(kRootIno, kCbtDirName);
+    auto b = ds->lookup(root->ino, "B");
+    auto a = ds->lookup(b->ino, "full");
+    auto f = ds->lookup(a->ino, name);
+    EXPECT_TRUE(f.ok()) << name;
+    return f->ino;
+  };
+  auto within = [&] {
+    const DatastoreStats s = ds->stats();
+    EXPECT_EQ(s.cbt_text_budget_bytes, 1024u);
+    EXPECT_TRUE(s.cbt_text_bytes <= 1024 || s.cbt_texts == 1)
+        << s.cbt_texts << " texts of " << s.cbt_text_bytes << " bytes";
+  };
+  std::map<std::string, std::vector<uint8_t>> first;
+  for (int round = 0; round < 3; ++round) {
+    for (const auto& name : names) {
+      auto text = read_all(*ds, text_ino(name));
+      ASSERT_FALSE(text.empty());
+      if (round == 0) {
+        first[name] = text;
+      } else {
+        EXPECT_EQ(text, first[name]) << name << " made again differs";
+      }
+      within();
+    }
+  }
+  EXPECT_GT(first["disk5"].size(), 1024u) << "the test needs a text beyond the bound";
+  // The largest read in pieces, with the others read between them: the pieces join up.
+  const Ino big = text_ino("disk5");
+  std::vector<uint8_t> joined;
+  for (uint64_t off = 0; off < first["disk5"].size(); off += 700) {
+    std::vector<uint8_t> piece(700);
+    auto n = ds->read_sync(big, off, piece.size(), piece.data());
+    ASSERT_TRUE(n.ok());
+    piece.resize(*n);
+    joined.insert(joined.end(), piece.begin(), piece.end());
+    read_all(*ds, text_ino(names[off / 700 % 5]));
+    within();
+  }
+  EXPECT_EQ(joined, first["disk5"]);
+  // The most recent stays although it is beyond the bound.
+  read_all(*ds, big);
+  EXPECT_EQ(ds->stats().cbt_texts, 1u);
+  EXPECT_EQ(ds->stats().cbt_text_bytes, first["disk5"].size());
+  ASSERT_TRUE(ds->rmdir(snapdir(), "B").ok());
+  EXPECT_EQ(ds->stats().cbt_texts, 0u);
+  EXPECT_EQ(ds->stats().cbt_text_bytes, 0u);
   ASSERT_TRUE(ds->close().ok());
 }
 

@@ -72,6 +72,7 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.coalesce.max_combined_kib, b.coalesce.max_combined_kib);
   EXPECT_EQ(a.format.rate_mib_s, b.format.rate_mib_s);
   EXPECT_EQ(a.cbt.history, b.cbt.history);
+  EXPECT_EQ(a.cbt.text_cache_mib, b.cbt.text_cache_mib);
   EXPECT_EQ(a.fuse_options, b.fuse_options);
   EXPECT_EQ(a.read_only, b.read_only);
 }
@@ -113,6 +114,8 @@ TEST(ConfigDefaults, MatchHeader) {
   EXPECT_EQ(c.coalesce.max_held_bytes, 8u << 20);
   EXPECT_EQ(c.coalesce.hold_us_max, 500u);
   EXPECT_EQ(c.coalesce.max_combined_kib, 1024u);
+  EXPECT_EQ(c.cbt.history, 1024u);
+  EXPECT_EQ(c.cbt.text_cache_mib, 32u);
   EXPECT_TRUE(c.fuse_options.empty());
   EXPECT_FALSE(c.read_only);
   EXPECT_STREQ(kDefaultConfigPath, "/etc/vsfs/vsfs.toml");
