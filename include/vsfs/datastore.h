@@ -110,6 +110,8 @@ struct DatastoreStats {
   uint64_t read_requests = 0, write_requests = 0;
   uint64_t read_bytes = 0, write_bytes = 0;
   uint64_t in_place_grain_writes = 0, redirected_grain_writes = 0;
+  // In place only because no grain was free: the disk alone held it, its stamp was stale.
+  uint64_t restamped_grain_writes = 0;
   uint64_t device_ops[5] = {};  // by device::OpKind
   uint64_t device_in_flight = 0, device_in_flight_peak = 0;
   uint64_t journal_commits = 0, journal_bytes = 0, checkpoints = 0;

@@ -1357,7 +1357,6 @@ class DatastoreImpl final : public Datastore {
     op->redirected.assign(n, 0);
     op->fills.clear();
     op->plan.runs.clear();
-    uint64_t& hint = rt_[op->ino].hint_block;
     const uint64_t head_pad = op->offset - op->first * kGrainBytes;
     const uint64_t tail_end = op->offset + op->length - op->first * kGrainBytes;
     std::vector<GrainLookup> map;
@@ -1366,23 +1365,49 @@ class DatastoreImpl final : public Datastore {
     if (!failed.ok() && failed.error().kind == ErrorKind::kWouldBlock) {
       return wait_for_metadata_locked(op, [this, op] { start_write_locked(op); });
     }
-    for (uint64_t i = 0; i < n && failed.ok(); ++i) {
+    if (failed.ok()) failed = choose_targets_locked(op, map, gen, nullptr);
+    if (!failed.ok() && failed.error().kind == ErrorKind::kNoSpace && !op->retried &&
+        ms_->space_reclaimable_locked()) {
+      // Freed space is waiting for the releaser or a checkpoint: the committer reclaims
+      // it and starts this write again (a write that fits never fails for that).
+      op->retried = true;
+      release_locked(op);
+      nospace_.push_back(op);
+      bg_cv_.notify_all();
+      return;
+    }
+    std::vector<uint64_t> restamped;
+    if (!failed.ok() && failed.error().kind == ErrorKind::kNoSpace) {
+      // No free grain. A grain this disk alone holds needs none, only a new change stamp
+      // (redirecting is how a write normally changes the stamp and the map in one
+      // transaction): the stamp is committed first, then the grain is written in place.
+      // A crash in between lists a grain as changed that did not change, which is safe.
+      failed = choose_targets_locked(op, map, gen, &restamped);
+      for (uint64_t i : restamped) {
+        if (!failed.ok()) break;
+        auto alone = ms_->map_restamp_locked(op->ino, op->first + i);
+        if (!alone.ok()) {
+          failed = alone.take_error();
+        } else if (!*alone) {
+          // A snapshot still shares it: it needs a new grain after all.
+          failed = make_error(ENOSPC, ErrorKind::kNoSpace, "no free grain");
+        }
+      }
+    }
+    if (!failed.ok()) {
+      unreserve_all_locked(op);
+      release_locked(op);
+      auto err = failed.take_error();
+      defer([op, err]() mutable { op->done_len(std::move(err)); });
+      return;
+    }
+    // Counted, and the partial edge grains prepared: their old contents are read
+    // before the write, or they are zeros.
+    for (uint64_t i = 0; i < n; ++i) {
+      ++(op->redirected[i] ? stats_.redirected_grain_writes : stats_.in_place_grain_writes);
       const GrainLookup* l = &map[i];
       const bool partial = (i == 0 && head_pad != 0) ||
                            (i == n - 1 && tail_end < n * kGrainBytes);
-      if (l->state == SlotState::kMapped && l->exclusive && l->stamp == gen) {
-        op->target[i] = l->grain;
-        ++stats_.in_place_grain_writes;
-      } else {
-        auto g = ms_->reserve_data_grain_locked(hint);
-        if (!g.ok()) {
-          failed = g.take_error();
-          break;
-        }
-        op->target[i] = *g;
-        op->redirected[i] = 1;
-        ++stats_.redirected_grain_writes;
-      }
       if (partial) {
         if (l->state == SlotState::kMapped) {
           op->fills.emplace_back(i, l->grain);
@@ -1396,25 +1421,58 @@ class DatastoreImpl final : public Datastore {
         }
       }
     }
-    if (!failed.ok() && failed.error().kind == ErrorKind::kNoSpace && !op->retried &&
-        ms_->space_reclaimable_locked()) {
-      // Freed space is waiting for the releaser or a checkpoint: the committer reclaims
-      // it and starts this write again (a write that fits never fails for that).
-      unreserve_all_locked(op);
-      op->retried = true;
-      release_locked(op);
-      nospace_.push_back(op);
+    stats_.restamped_grain_writes += restamped.size();
+    if (restamped.empty()) {
+      defer([this, op] { write_fill_phase(op); });
+      return;
+    }
+    // After the commit (the committer's lock comes before the metadata mutex: queue the
+    // wait once this one is released).
+    defer([this, op] {
+      {
+        std::lock_guard l(bg_mu_);
+        fsync_waiters_.push_back([this, op](Result<void> r) {
+          if (r.ok()) return write_fill_phase(op);
+          {
+            std::lock_guard lock(ms_->mu());
+            unreserve_all_locked(op);
+            release_locked(op);
+          }
+          run_deferred();
+          op->done_len(Error(r.error()));
+        });
+      }
       bg_cv_.notify_all();
-      return;
+    });
+  }
+
+  // Chooses where each grain of `op` is written: in place when the disk alone holds it
+  // and its stamp is current; with `restamped`, also when only its stamp is stale (the
+  // index is added there); else a newly reserved grain. On failure (kNoSpace: no free
+  // grain) nothing stays reserved.
+  Result<void> choose_targets_locked(const std::shared_ptr<DataOp>& op,
+                                     const std::vector<GrainLookup>& map, uint64_t gen,
+                                     std::vector<uint64_t>* restamped) {
+    unreserve_all_locked(op);
+    uint64_t& hint = rt_[op->ino].hint_block;
+    for (uint64_t i = 0; i < map.size(); ++i) {
+      const GrainLookup& l = map[i];
+      const bool alone = l.state == SlotState::kMapped && l.exclusive;
+      if (alone && (l.stamp == gen || restamped != nullptr)) {
+        op->target[i] = l.grain;
+        if (l.stamp != gen) restamped->push_back(i);
+        continue;
+      }
+      auto g = ms_->reserve_data_grain_locked(hint);
+      if (!g.ok()) {
+        unreserve_all_locked(op);
+        if (restamped != nullptr) restamped->clear();
+        return g.take_error();
+      }
+      op->target[i] = *g;
+      op->redirected[i] = 1;
     }
-    if (!failed.ok()) {
-      unreserve_all_locked(op);
-      release_locked(op);
-      auto err = failed.take_error();
-      defer([op, err]() mutable { op->done_len(std::move(err)); });
-      return;
-    }
-    defer([this, op] { write_fill_phase(op); });
+    return ok_result();
   }
 
   void unreserve_all_locked(const std::shared_ptr<DataOp>& op) {

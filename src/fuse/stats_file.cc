@@ -35,6 +35,7 @@ std::string render_stats_json(FuseFs& fs) {
                  "    \"write_bytes\": {},\n"
                  "    \"in_place_grain_writes\": {},\n"
                  "    \"redirected_grain_writes\": {},\n"
+                 "    \"restamped_grain_writes\": {},\n"
                  "    \"device_ops\": {{\n"
                  "      \"read\": {},\n"
                  "      \"write\": {},\n"
@@ -48,7 +49,8 @@ std::string render_stats_json(FuseFs& fs) {
                  "    \"fuse_in_flight_peak\": {}\n"
                  "  }},\n",
                  s.read_requests, s.write_requests, s.read_bytes, s.write_bytes,
-                 s.in_place_grain_writes, s.redirected_grain_writes, s.device_ops[0],
+                 s.in_place_grain_writes, s.redirected_grain_writes,
+                 s.restamped_grain_writes, s.device_ops[0],
                  s.device_ops[1], s.device_ops[2], s.device_ops[3], s.device_ops[4],
                  s.device_in_flight, s.device_in_flight_peak, fs.requests().in_flight(),
                  fs.requests().peak());

@@ -148,6 +148,13 @@ class MetaStore {
   // data; it gets reference count 1) with stamp = current generation, releasing what the
   // slot held before. Updates allocated_grains.
   Result<void> map_install_locked(uint64_t ino, uint64_t file_grain, uint64_t grain);
+  // When the grain mapped at file_grain belongs to `ino` alone, stamps its slot with the
+  // current generation, keeping the grain, and returns true: the grain is about to be
+  // written in place, once this change is committed. Returns false when a snapshot (or
+  // a clone) still shares it. A lookup's `exclusive` does not tell: a snapshot shares a
+  // disk's map through the inode table until the inode is first changed, so the inode's
+  // path is made this generation's own before the map's is checked.
+  Result<bool> map_restamp_locked(uint64_t ino, uint64_t file_grain);
   // Unmaps [first, first+count) (state kUnmapped), releasing grains; whole subtrees are
   // released through the release list when large.
   Result<void> map_unmap_range_locked(uint64_t ino, uint64_t first_grain, uint64_t count);

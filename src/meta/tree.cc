@@ -384,6 +384,30 @@ Result<void> MetaStore::map_install_locked(uint64_t ino, uint64_t file_grain, ui
   return ok_result();
 }
 
+Result<bool> MetaStore::map_restamp_locked(uint64_t ino, uint64_t file_grain) {
+  // Copying the inode's path (if a snapshot shares it) takes a reference on the map's
+  // root, so the walk below sees the sharing.
+  VSFS_ASSIGN_OR_RETURN(InodeRecord * rec, inode_for_update_locked(ino));
+  bool alone = false;
+  Slot covering;
+  VSFS_ASSIGN_OR_RETURN(uint64_t found,
+                        tree_find_leaf_locked(rec->map_root, rec->map_height,
+                                              file_grain / kTreeFanout, false, &alone, &covering));
+  if (found == 0 || !alone) return false;
+  VSFS_ASSIGN_OR_RETURN(CachedBlock * b, get_locked(found, BlockType::kMapLeaf));
+  const Slot seen = b->node().slots[file_grain % kTreeFanout];
+  if (seen.state != SlotState::kMapped) return false;
+  VSFS_ASSIGN_OR_RETURN(uint16_t refs, refcount_locked(seen.grain));
+  if (refs != 1) return false;
+  const uint64_t gen = sb_.generation;
+  VSFS_ASSIGN_OR_RETURN(rec, inode_for_update_locked(ino));
+  VSFS_ASSIGN_OR_RETURN(uint64_t leaf,
+                        tree_leaf_for_update_locked(map_root_of(rec, ino), file_grain / kTreeFanout,
+                                                    gen));
+  cache_.peek(leaf)->node().slots[file_grain % kTreeFanout].stamp = gen;
+  return true;
+}
+
 Result<void> MetaStore::map_share_range_locked(uint64_t src, uint16_t view, uint64_t dst,
                                                uint64_t first, uint64_t count) {
   VSFS_ASSIGN_OR_RETURN(const InodeRecord* s, inode_locked(src, view));

@@ -17,7 +17,7 @@ d = json.load(open(sys.argv[1]))
 need = {
     "space": ["total_bytes", "used_bytes", "free_bytes", "formatted_blocks", "to_format_blocks", "inodes"],
     "io": ["read_requests", "write_requests", "read_bytes", "write_bytes", "in_place_grain_writes",
-           "redirected_grain_writes", "device_ops", "device_in_flight", "device_in_flight_peak",
+           "redirected_grain_writes", "restamped_grain_writes", "device_ops", "device_in_flight", "device_in_flight_peak",
            "fuse_in_flight", "fuse_in_flight_peak"],
     "journal": ["commits", "bytes", "checkpoints"],
     "meta_cache": ["bytes", "budget_bytes", "unevictable_bytes", "blocks", "hits", "misses",
