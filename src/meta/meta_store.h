@@ -253,7 +253,8 @@ class MetaStore {
 
   // ---- space ----
   struct Space {
-    uint64_t data_blocks = 0, used_grains = 0, free_grains = 0;
+    uint64_t data_blocks = 0, used_grains = 0;
+    uint64_t free_grains = 0;  // what writes can have: not the metadata blocks' room
     uint64_t formatted_blocks = 0, to_format_blocks = 0;
     uint64_t formatted_bytes_total = 0;  // formatted by the formatter since open
   };
@@ -370,6 +371,7 @@ class MetaStore {
   std::set<uint64_t> formatted_free_;
   std::set<uint64_t> to_format_free_;
   uint64_t used_grains_ = 0;
+  uint64_t meta_slack_grains_ = 0;       // unused grains of metadata blocks
   uint64_t formatting_ = 0;              // blocks taken by the formatter, in flight
   uint64_t formatted_bytes_total_ = 0;
   uint64_t meta_block_ = 0;       // current metadata block (0 = none)

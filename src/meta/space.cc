@@ -29,8 +29,11 @@ Result<void> MetaStore::load_block_table() {
       case BlockState::kFormattedFree: formatted_free_.insert(b); break;
       case BlockState::kToFormatFree: to_format_free_.insert(b); break;
       case BlockState::kData:
+        used_grains_ += e.used_grains;
+        break;
       case BlockState::kMeta:
         used_grains_ += e.used_grains;
+        meta_slack_grains_ += kGrainsPerBlock - e.used_grains;
         break;
       case BlockState::kReserved: break;
     }
@@ -72,6 +75,7 @@ Result<uint16_t> MetaStore::incref_locked(uint64_t grain) {
     VSFS_ASSERT(e->used_grains < kGrainsPerBlock);
     ++e->used_grains;
     ++used_grains_;
+    if (e->state == BlockState::kMeta) --meta_slack_grains_;
   }
   return c;
 }
@@ -97,8 +101,12 @@ void MetaStore::on_grain_freed_locked(uint64_t grain) {
   --entry->used_grains;
   --used_grains_;
   freed_open_.insert(grain);
-  if (entry->state == BlockState::kMeta) cache_.erase(grain);
+  if (entry->state == BlockState::kMeta) {
+    cache_.erase(grain);
+    ++meta_slack_grains_;
+  }
   if (entry->used_grains == 0 && block_reserved_[block] == 0) {
+    if (entry->state == BlockState::kMeta) meta_slack_grains_ -= kGrainsPerBlock;
     entry->state = BlockState::kToFormatFree;
     blocks_freed_open_.push_back(block);
     block_reserved_.erase(block);
@@ -130,6 +138,7 @@ Result<uint64_t> MetaStore::take_free_block_locked(BlockState kind) {
   VSFS_ASSIGN_OR_RETURN(format::BlockEntry * e, block_entry_for_update_locked(block));
   VSFS_ASSERT(e->used_grains == 0);
   e->state = kind;
+  if (kind == BlockState::kMeta) meta_slack_grains_ += kGrainsPerBlock;
   return block;
 }
 
@@ -282,7 +291,8 @@ MetaStore::Space MetaStore::space_locked() const {
   Space s;
   s.data_blocks = sb_.total_blocks - sb_.first_data_block;
   s.used_grains = used_grains_;
-  s.free_grains = s.data_blocks * kGrainsPerBlock - used_grains_;
+  // The unused grains of metadata blocks are metadata's room: a write cannot have them.
+  s.free_grains = s.data_blocks * kGrainsPerBlock - used_grains_ - meta_slack_grains_;
   s.formatted_blocks = formatted_free_.size();
   s.to_format_blocks = to_format_free_.size() + blocks_freed_committed_.size() +
                        blocks_freed_committing_.size() + blocks_freed_open_.size() + formatting_;
