@@ -47,5 +47,5 @@ done
 bash "$examples/restore.sh" "$T/backup/vm1.img" "$m" vm1/restored.img >/dev/null || fail "restore"
 cmp "$T/backup/vm1.img" "$m/vm1/restored.img" || fail "restored disk differs"
 unmount_wait "$m" "$DAEMON_PID"
-"$VSFS_FSCK" -n "$T/ds.img" >"$T/fsck" 2>&1 || { cat "$T/fsck"; fail "fsck after backups"; }
+fsck_clean "$T/ds.img" "after backups"
 echo "backup test passed"

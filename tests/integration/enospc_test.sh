@@ -16,10 +16,6 @@ mkdir "$T/mnt"
 mount_fg "$T/ds.img" "$T/mnt"
 m=$T/mnt
 
-fsck_clean() {
-	[ -n "$VSFS_FSCK" ] || return 0
-	"$VSFS_FSCK" -n "$T/ds.img" >"$T/fsck.log" 2>&1 || { cat "$T/fsck.log" >&2; fail "fsck: $1"; }
-}
 
 # df's available and used, in KiB.
 avail_kib() { df -k --output=avail "$m" | tail -n 1 | tr -d ' '; }
@@ -78,11 +74,11 @@ for _ in $(seq 50); do [ "$(avail_kib)" -ge $((32 << 10)) ] && break; sleep 0.1;
 dd if=/dev/urandom of="$m/again.img" bs=1M count=16 oflag=direct status=none || fail "write after the delete"
 cmp "$T/small" "$m/small.img" || fail "the other disk after it all"
 unmount_wait "$m" "$DAEMON_PID"
-fsck_clean "after the full datastore"
+fsck_clean "$T/ds.img" "after the full datastore"
 
 mount_fg "$T/ds.img" "$m"
 cmp "$T/small" "$m/small.img" || fail "the other disk after a remount"
 [ "$(stat -c %s "$m/again.img")" -eq $((16 << 20)) ] || fail "again.img after a remount"
 unmount_wait "$m" "$DAEMON_PID"
-fsck_clean "after the remount"
+fsck_clean "$T/ds.img" "after the remount"
 echo "PASS: full datastore"

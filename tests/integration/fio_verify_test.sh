@@ -29,14 +29,7 @@ fio "${seq_job[@]}" --do_verify=1 >"$T/fio.seq.log" 2>&1 || {
 grep -q "err= 0" "$T/fio.rand.log" || fail "fio random reported errors"
 unmount_wait "$T/mnt" "$DAEMON_PID"
 
-if [ -n "$VSFS_FSCK" ]; then
-	"$VSFS_FSCK" -n "$T/ds.img" >"$T/fsck.log" 2>&1 || {
-		cat "$T/fsck.log" >&2
-		fail "vsfs-fsck -n after unmount: exit $?"
-	}
-else
-	echo "note: VSFS_FSCK not set, fsck step skipped"
-fi
+fsck_clean "$T/ds.img" "after unmount"
 
 mount_fg "$T/ds.img" "$T/mnt"
 [ "$(stat -c %s "$T/mnt/rand.img")" -eq $((256 << 20)) ] || fail "rand.img size after remount"

@@ -33,5 +33,5 @@ echo "datastore file: ${before} KiB before, ${after} KiB after"
 	fail "formatted_bytes_total: $(stat_value "$m" format.formatted_bytes_total)"
 stat_value "$m" format.rate_mib_s >/dev/null || fail "no format section in stats"
 unmount_wait "$m" "$DAEMON_PID"
-"$VSFS_FSCK" -n -f "$T/ds.img" >"$T/fsck" 2>&1 || { cat "$T/fsck"; fail "fsck -f after formatting"; }
+fsck_clean "$T/ds.img" "-f after formatting" -f
 echo "format test passed"

@@ -71,6 +71,18 @@ fail() {
 	exit 1
 }
 
+# fsck_clean IMAGE WHAT [vsfs-fsck options]: vsfs-fsck -n finds IMAGE clean, else its
+# report and a failure naming WHAT.
+fsck_clean() {
+	local image=$1 what=$2
+	shift 2
+	[ -n "$VSFS_FSCK" ] || fail "VSFS_FSCK is not set: cannot check $what"
+	"$VSFS_FSCK" -n "$@" "$image" >"$T/fsck.log" 2>&1 || {
+		cat "$T/fsck.log" >&2
+		fail "fsck $what"
+	}
+}
+
 # mkfs_file FILE [SIZE]: a new datastore in FILE.
 mkfs_file() {
 	"$VSFS_MKFS" -s "${2:-1G}" "$1" >"$T/mkfs.log" 2>&1 || {

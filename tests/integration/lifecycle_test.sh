@@ -21,9 +21,7 @@ kill -TERM "$pid"
 for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$pid" 2>/dev/null && fail "daemon still running 10 s after SIGTERM"
 grep -q " $T/mnt fuse.vsfs " /proc/mounts && fail "still mounted after SIGTERM"
-if [ -n "$VSFS_FSCK" ]; then
-	"$VSFS_FSCK" -n "$T/ds.img" >"$T/fsck.log" 2>&1 || { cat "$T/fsck.log" >&2; fail "fsck after SIGTERM"; }
-fi
+fsck_clean "$T/ds.img" "after SIGTERM"
 
 mount_fg "$T/ds.img" "$T/mnt"
 cmp "$T/ref" "$T/mnt/vm1/disk.img" || fail "data after SIGTERM and remount"
@@ -55,10 +53,7 @@ if command -v fio >/dev/null; then
 	[ "$rc" -eq 0 ] || { cat "$T/daemon."*.log >&2; fail "daemon exit status $rc after SIGTERM under load"; }
 	wait "$fio_pid" 2>/dev/null || true
 	grep -q " $T/mnt fuse.vsfs " /proc/mounts && fail "still mounted after SIGTERM under load"
-	if [ -n "$VSFS_FSCK" ]; then
-		"$VSFS_FSCK" -n "$T/ds.img" >"$T/fsck.log" 2>&1 ||
-			{ cat "$T/fsck.log" >&2; fail "fsck after SIGTERM under load"; }
-	fi
+	fsck_clean "$T/ds.img" "after SIGTERM under load"
 	mount_fg "$T/ds.img" "$T/mnt"
 	cmp "$T/ref" "$T/mnt/vm1/disk.img" || fail "data after SIGTERM under load"
 	unmount_wait "$T/mnt" "$DAEMON_PID"

@@ -75,7 +75,7 @@ cmp "$T/orig" "$m/vm1/vm1.img" || fail "revert to a snapshot"
 
 # Remount and compare again; fsck clean in between.
 unmount_wait "$m" "$DAEMON_PID"
-"$VSFS_FSCK" -n "$T/ds.img" >"$T/fsck1" 2>&1 || { cat "$T/fsck1"; fail "fsck after snapshots"; }
+fsck_clean "$T/ds.img" "after snapshots"
 mount_fg "$T/ds.img" "$m"
 cmp "$T/orig" "$m/.snapshots/first/vm1/vm1.img" || fail "snapshot after remount"
 cmp "$T/second" "$m/vm1/.snapshots/vmsnap/vm1.img" || fail "per-directory snapshot after remount"
@@ -103,5 +103,5 @@ used=$(stat_value "$m" space.used_bytes)
 [ "$used" -lt $((80 << 20)) ] || fail "space not returned after the deletion: $used bytes used"
 cmp "$T/clone" "$m/vm1/clone.img" || fail "clone after the deletions"
 unmount_wait "$m" "$DAEMON_PID"
-"$VSFS_FSCK" -n "$T/ds.img" >"$T/fsck2" 2>&1 || { cat "$T/fsck2"; fail "fsck after the deletion"; }
+fsck_clean "$T/ds.img" "after the deletion"
 echo "snapshot test passed"

@@ -18,10 +18,6 @@ mkfs_file "$T/ds.img" 1G
 mkdir "$T/mnt"
 queues=$(getconf _NPROCESSORS_CONF)
 
-fsck_clean() {
-	[ -n "$VSFS_FSCK" ] || return 0
-	"$VSFS_FSCK" -n "$T/ds.img" >"$T/fsck.log" 2>&1 || { cat "$T/fsck.log" >&2; fail "fsck: $1"; }
-}
 
 job=(--name=deep --filename="$T/mnt/deep.img" --size=64M --ioengine=io_uring --direct=1
 	--bs=4k --iodepth=32 --verify=crc32c --randrepeat=1 --verify_state_save=0)
@@ -36,7 +32,7 @@ cp "$T/ref" "$T/mnt/file" && cmp "$T/ref" "$T/mnt/file" || fail "copy through th
 after=$(stat_value "$T/mnt" fuse.ring_requests)
 [ "$after" -gt $((before + 2)) ] || fail "ring_requests did not grow ($before -> $after)"
 unmount_wait "$T/mnt" "$DAEMON_PID"
-fsck_clean "after the default depth"
+fsck_clean "$T/ds.img" "after the default depth"
 
 # One entry per queue: requests wait in the kernel for the entry to come back.
 mount_fg "$T/ds.img" "$T/mnt" -o uring_depth=1
@@ -48,7 +44,7 @@ fio "${job[@]}" --rw=randwrite --do_verify=1 >"$T/fio.log" 2>&1 || {
 }
 grep -q "err= 0" "$T/fio.log" || fail "fio reported errors"
 unmount_wait "$T/mnt" "$DAEMON_PID"
-fsck_clean "after uring_depth=1"
+fsck_clean "$T/ds.img" "after uring_depth=1"
 
 # The payload budget bounds the entries: room for three 1 MiB entries per queue.
 mount_fg "$T/ds.img" "$T/mnt" -o uring_buffer_mib=$((queues * 3))
