@@ -400,7 +400,6 @@ Result<bool> MetaStore::map_restamp_locked(uint64_t ino, uint64_t file_grain) {
   VSFS_ASSIGN_OR_RETURN(uint16_t refs, refcount_locked(seen.grain));
   if (refs != 1) return false;
   const uint64_t gen = sb_.generation;
-  VSFS_ASSIGN_OR_RETURN(rec, inode_for_update_locked(ino));
   VSFS_ASSIGN_OR_RETURN(uint64_t leaf,
                         tree_leaf_for_update_locked(map_root_of(rec, ino), file_grain / kTreeFanout,
                                                     gen));
