@@ -124,8 +124,9 @@ struct DatastoreStats {
   // metadata blocks) being read into the cache, and IOs beyond the device's queue depth.
   QueueStats grain_queue, snapshot_queue, metadata_queue;
   uint64_t device_queued_now = 0;
-  // Texts of .cbt files held in memory, their bytes and the bound on them.
-  uint64_t cbt_texts = 0, cbt_text_bytes = 0, cbt_text_budget_bytes = 0;
+  // Nodes of the .cbt trees (paths looked up, of live snapshots), the texts of .cbt
+  // files held in memory, their bytes and the bound on them.
+  uint64_t cbt_nodes = 0, cbt_texts = 0, cbt_text_bytes = 0, cbt_text_budget_bytes = 0;
   MetaCacheInfo meta_cache;
 };
 

@@ -743,6 +743,7 @@ class DatastoreImpl final : public Datastore {
       s.metadata_queue.waiting_now = ms_->fetch_waiters_locked();
       s.snapshot_queue.waiting_now = parked_.size();
       s.formatter_running = formatter_running_.load();
+      s.cbt_nodes = cbt_nodes_.size();
       s.cbt_texts = cbt_texts_.size();
       s.cbt_text_bytes = cbt_text_bytes_;
       s.cbt_text_budget_bytes = options_.cbt_text_cache_bytes;
@@ -834,7 +835,7 @@ class DatastoreImpl final : public Datastore {
       }
       const uint16_t id = r->id;
       VSFS_TRY(ms_->delete_snapshot_locked(name));
-      drop_cbt_texts_of_locked(id);
+      drop_cbt_nodes_of_locked(id);
     }
     bg_cv_.notify_all();  // the releaser has work
     return ms_->commit();
@@ -843,11 +844,13 @@ class DatastoreImpl final : public Datastore {
   // ---- the .cbt tree ----
   // DIR/.cbt/B/A/<path>: the changed extents of a disk of snapshot B since backup point A
   // (or "full"), as text. Nodes are interned: the same path always has the same inode
-  // number (kCbtView, node index + 1). Texts are made on first use and kept while they
-  // fit in cbt_text_cache_bytes, least recently read dropped first (the most recent
-  // always stays, so that one reader of a larger text does not make it again for every
-  // read): B is frozen and A's changeId fixed, so a text made again is the same. A
-  // deleted snapshot's texts go at once.
+  // number (kCbtView, node id). Ids are never reused, so an id the kernel still holds
+  // after its node went finds nothing (ENOENT). Deleting snapshot B drops the nodes of
+  // its queries (as a backup point A it stays on record, and so do those of later
+  // snapshots' queries since it). Texts are made on first use and kept while they fit in
+  // cbt_text_cache_bytes, least recently read dropped first (the most recent always
+  // stays, so that one reader of a larger text does not make it again for every read):
+  // B is frozen and A's changeId fixed, so a text made again is the same.
   struct CbtNode {
     enum Kind : uint8_t { kRoot, kB, kA, kDir, kFile } kind = kRoot;
     Ino dir = 0;                      // the live directory whose .cbt this is
@@ -857,25 +860,21 @@ class DatastoreImpl final : public Datastore {
     Ino base = 0;                     // inode in B's view (kA: B's base directory)
     std::string a_name;
     std::shared_ptr<const std::string> text;  // kFile, once made (and until dropped)
-    std::list<size_t>::iterator text_lru;     // its index in cbt_texts_, with a text
+    std::list<uint64_t>::iterator text_lru;   // its id in cbt_texts_, with a text
     using Key = std::tuple<uint8_t, Ino, uint16_t, std::string, Ino>;
     Key key() const { return Key{kind, dir, b, a_name, base}; }
   };
 
   Ino cbt_node(CbtNode n) {
-    auto [it, fresh] = cbt_index_.try_emplace(n.key(), cbt_nodes_.size());
-    if (fresh) cbt_nodes_.push_back(std::move(n));
-    return make_ino(kCbtView, it->second + 1);
+    auto [it, fresh] = cbt_index_.try_emplace(n.key(), next_cbt_id_);
+    if (fresh) cbt_nodes_.emplace(next_cbt_id_++, std::move(n));
+    return make_ino(kCbtView, it->second);
   }
 
   Result<CbtNode*> cbt_get(Ino ino) {
-    const uint64_t i = base_of(ino);
-    if (i == 0 || i > cbt_nodes_.size()) return make_error(ENOENT, ErrorKind::kNotFound, "no such entry");
-    CbtNode* n = &cbt_nodes_[i - 1];
-    if (n->kind != CbtNode::kRoot && ms_->snapshot_by_id_locked(n->b) == nullptr) {
-      return make_error(ENOENT, ErrorKind::kNotFound, "the snapshot was deleted");
-    }
-    return n;
+    auto it = cbt_nodes_.find(base_of(ino));
+    if (it == cbt_nodes_.end()) return make_error(ENOENT, ErrorKind::kNotFound, "no such entry");
+    return &it->second;
   }
 
   Result<Attr> cbt_getattr(Ino ino) {
@@ -1015,10 +1014,10 @@ class DatastoreImpl final : public Datastore {
     for (const auto& e : extents) {
       text += fmt::format("{} {} {}\n", e.offset_bytes, e.length_bytes, e.data ? "data" : "zero");
     }
-    const size_t index = base_of(ino) - 1;
-    n = &cbt_nodes_[index];
+    const uint64_t id = base_of(ino);
+    n = &cbt_nodes_.at(id);
     n->text = std::make_shared<const std::string>(std::move(text));
-    cbt_texts_.push_front(index);
+    cbt_texts_.push_front(id);
     n->text_lru = cbt_texts_.begin();
     cbt_text_bytes_ += n->text->size();
     auto text_ptr = n->text;  // the drops below may take n's own reference
@@ -1028,19 +1027,25 @@ class DatastoreImpl final : public Datastore {
     return text_ptr;
   }
 
-  void drop_cbt_text_locked(size_t index) {
-    CbtNode& n = cbt_nodes_[index];
+  void drop_cbt_text_locked(uint64_t id) {
+    CbtNode& n = cbt_nodes_.at(id);
     cbt_text_bytes_ -= n.text->size();
     cbt_texts_.erase(n.text_lru);
     n.text.reset();
   }
 
-  // The .cbt texts of snapshot B, which is being deleted (as a backup point A of later
-  // snapshots it stays on record, and so do their texts).
-  void drop_cbt_texts_of_locked(uint16_t b) {
-    for (auto it = cbt_texts_.begin(); it != cbt_texts_.end();) {
-      const size_t index = *it++;  // drop_cbt_text_locked erases this node
-      if (cbt_nodes_[index].b == b) drop_cbt_text_locked(index);
+  // The .cbt nodes (and texts) of snapshot B, which is being deleted. As a backup point
+  // A of later snapshots it stays on record, and so do their nodes.
+  void drop_cbt_nodes_of_locked(uint16_t b) {
+    for (auto it = cbt_nodes_.begin(); it != cbt_nodes_.end();) {
+      CbtNode& n = it->second;
+      if (n.kind == CbtNode::kRoot || n.b != b) {
+        ++it;
+        continue;
+      }
+      if (n.text) drop_cbt_text_locked(it->first);
+      cbt_index_.erase(n.key());
+      it = cbt_nodes_.erase(it);
     }
   }
 
@@ -1767,9 +1772,11 @@ class DatastoreImpl final : public Datastore {
   bool closed_ = false;
 
   std::unordered_map<Ino, InodeRt> rt_;  // guarded by ms_->mu()
-  std::vector<CbtNode> cbt_nodes_;       // guarded by ms_->mu(); the .cbt trees' nodes
-  std::map<CbtNode::Key, size_t> cbt_index_;
-  std::list<size_t> cbt_texts_;  // guarded by ms_->mu(): nodes with a text, most recent first
+  // Guarded by ms_->mu(): the .cbt trees' nodes by id, their ids by path, the next id.
+  std::unordered_map<uint64_t, CbtNode> cbt_nodes_;
+  std::map<CbtNode::Key, uint64_t> cbt_index_;
+  uint64_t next_cbt_id_ = 1;
+  std::list<uint64_t> cbt_texts_;  // guarded by ms_->mu(): nodes with a text, most recent first
   uint64_t cbt_text_bytes_ = 0;  // guarded by ms_->mu(): their texts' sizes
   DatastoreStats stats_;                 // guarded by ms_->mu()
 

@@ -88,11 +88,12 @@ std::string render_stats_json(FuseFs& fs) {
                  s.space.formatted_bytes_total, s.format_rate_mib_s, s.formatter_running);
   fmt::format_to(it,
                  "  \"cbt\": {{\n"
+                 "    \"nodes\": {},\n"
                  "    \"texts\": {},\n"
                  "    \"text_bytes\": {},\n"
                  "    \"text_budget_bytes\": {}\n"
                  "  }},\n",
-                 s.cbt_texts, s.cbt_text_bytes, s.cbt_text_budget_bytes);
+                 s.cbt_nodes, s.cbt_texts, s.cbt_text_bytes, s.cbt_text_budget_bytes);
   // The coalescing queues of all open disks together (src/io/coalesce_queue.h); all
   // zero with coalescing off. hold_us covers the requests that were held.
   const io::CoalesceStats::Snapshot c = fs.queues().stats();

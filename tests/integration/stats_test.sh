@@ -23,7 +23,7 @@ need = {
     "meta_cache": ["bytes", "budget_bytes", "unevictable_bytes", "blocks", "hits", "misses",
                    "evictions", "dir_indexes", "dir_index_bytes"],
     "fuse": ["transport", "ring_entries", "ring_requests"],
-    "cbt": ["texts", "text_bytes", "text_budget_bytes"],
+    "cbt": ["nodes", "texts", "text_bytes", "text_budget_bytes"],
 }
 for sec, keys in need.items():
     for k in keys:

@@ -201,7 +201,7 @@ TEST(Cbt, TwoBackupChainsInterleaved) {
 // .cbt texts stay within cbt_text_cache_bytes: the least recently read go and are made
 // again, the same, when read; the most recent one stays even when larger than the bound
 // (read piece by piece, it is not made again for each piece); a deleted snapshot's
-// texts go with it.
+// texts and nodes go with it, and its node numbers are never given out again.
 TEST(Cbt, TextsStayWithinTheirBudget) {
   OpenOptions o;
   o.cbt_text_cache_bytes = 1024;
@@ -263,9 +263,20 @@ TEST(Cbt, TextsStayWithinTheirBudget) {
   read_all(*ds, big);
   EXPECT_EQ(ds->stats().cbt_texts, 1u);
   EXPECT_EQ(ds->stats().cbt_text_bytes, first["disk5"].size());
+  // B's nodes: B, B/full and its 6 files; the .cbt root of the root directory stays.
+  EXPECT_EQ(ds->stats().cbt_nodes, 1u + 2 + names.size());
   ASSERT_TRUE(ds->rmdir(snapdir(), "B").ok());
   EXPECT_EQ(ds->stats().cbt_texts, 0u);
   EXPECT_EQ(ds->stats().cbt_text_bytes, 0u);
+  EXPECT_EQ(ds->stats().cbt_nodes, 1u) << "a deleted snapshot's nodes go with it";
+  // The kernel may still hold a node's number: it finds nothing, now and after a new
+  // snapshot of the same name (numbers are never reused).
+  auto stale = ds->getattr(big);
+  ASSERT_FALSE(stale.ok());
+  EXPECT_EQ(stale.error().errno_value, ENOENT);
+  ASSERT_TRUE(ds->mkdir(snapdir(), "B", 0755, 0, 0).ok());
+  EXPECT_FALSE(ds->getattr(big).ok());
+  EXPECT_NE(text_ino("disk5"), big);
   ASSERT_TRUE(ds->close().ok());
 }
 
