@@ -283,6 +283,7 @@ Result<void> MetaStore::commit_inner() {
       committed_sb_ = sb_;
       VSFS_ASSERT(freed_committing_.empty());
       freed_committing_.swap(freed_open_);
+      unshared_committing_.swap(unshared_open_);
       blocks_freed_committing_.swap(blocks_freed_open_);
     }
   }
@@ -320,6 +321,7 @@ Result<void> MetaStore::commit_inner() {
   journal_->add_pending(images);  // under mu_: cache misses read the pending map
   account_outside_locked();
   freed_committing_.clear();
+  unshared_committing_.clear();
   blocks_freed_committed_.insert(blocks_freed_committed_.end(), blocks_freed_committing_.begin(),
                                  blocks_freed_committing_.end());
   blocks_freed_committing_.clear();

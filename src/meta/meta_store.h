@@ -155,6 +155,11 @@ class MetaStore {
   // disk's map through the inode table until the inode is first changed, so the inode's
   // path is made this generation's own before the map's is checked.
   Result<bool> map_restamp_locked(uint64_t ino, uint64_t file_grain);
+  // True when `grain` has one reference now and had one at the last commit: only then
+  // may its data be written in place. A count that dropped to 1 in a transaction not yet
+  // durable does not count: after a crash the other holder is back, and would read what
+  // was written in place.
+  Result<bool> alone_locked(uint64_t grain);
   // Unmaps [first, first+count) (state kUnmapped), releasing grains; whole subtrees are
   // released through the release list when large.
   Result<void> map_unmap_range_locked(uint64_t ino, uint64_t first_grain, uint64_t count);
@@ -361,6 +366,11 @@ class MetaStore {
   // last checkpoint, are not handed out again yet.
   std::unordered_set<uint64_t> freed_open_;         // grains freed in the open txn
   std::unordered_set<uint64_t> freed_committing_;   // grains freed in the txn being written
+  // Grains (data or tree nodes) whose reference count dropped, to 1 or more, in the open
+  // txn or the one being written: shared as far as a crash now would know, so nothing
+  // may write them in place (see alone_locked).
+  std::unordered_set<uint64_t> unshared_open_;
+  std::unordered_set<uint64_t> unshared_committing_;
   std::vector<uint64_t> blocks_freed_open_;         // blocks freed in the open txn
   std::vector<uint64_t> blocks_freed_committing_;   // ... in the txn being written
   std::vector<uint64_t> blocks_freed_committed_;    // ... committed, awaiting a checkpoint

@@ -88,7 +88,11 @@ Result<uint16_t> MetaStore::decref_locked(uint64_t grain) {
     return corruption(fmt::format("refcount table: grain {} released but its count is 0", grain));
   }
   mark_dirty_locked(rg);
-  if (--c == 0) on_grain_freed_locked(grain);
+  if (--c == 0) {
+    on_grain_freed_locked(grain);
+  } else {
+    unshared_open_.insert(grain);
+  }
   return c;
 }
 
@@ -112,6 +116,11 @@ void MetaStore::on_grain_freed_locked(uint64_t grain) {
     block_reserved_.erase(block);
     if (meta_block_ == block) meta_block_ = 0;
   }
+}
+
+Result<bool> MetaStore::alone_locked(uint64_t grain) {
+  VSFS_ASSIGN_OR_RETURN(uint16_t c, refcount_locked(grain));
+  return c == 1 && !unshared_open_.count(grain) && !unshared_committing_.count(grain);
 }
 
 bool MetaStore::grain_available_locked(uint64_t grain) {

@@ -46,8 +46,7 @@ Result<uint64_t> MetaStore::tree_find_leaf_locked(uint64_t root, uint8_t height,
   uint64_t g = root;
   bool excl = true;
   if (exclusive) {
-    VSFS_ASSIGN_OR_RETURN(uint16_t rc, refcount_locked(g));
-    excl = rc == 1;
+    VSFS_ASSIGN_OR_RETURN(excl, alone_locked(g));
   }
   for (int level = height - 1; level >= 1; --level) {
     VSFS_ASSIGN_OR_RETURN(CachedBlock * b, get_locked(g, interior));
@@ -63,8 +62,7 @@ Result<uint64_t> MetaStore::tree_find_leaf_locked(uint64_t root, uint8_t height,
     }
     g = s.grain;
     if (exclusive && excl) {
-      VSFS_ASSIGN_OR_RETURN(uint16_t rc, refcount_locked(g));
-      excl = rc == 1;
+      VSFS_ASSIGN_OR_RETURN(excl, alone_locked(g));
     }
   }
   if (exclusive) *exclusive = excl;
@@ -356,8 +354,7 @@ Result<void> MetaStore::map_lookup_range_locked(uint64_t ino, uint64_t first, ui
       l.grain = s.grain;
       l.stamp = s.stamp;
       if (s.state == SlotState::kMapped && excl) {
-        VSFS_ASSIGN_OR_RETURN(uint16_t rc, refcount_locked(s.grain));
-        l.exclusive = rc == 1;
+        VSFS_ASSIGN_OR_RETURN(l.exclusive, alone_locked(s.grain));
         b = cache_.peek(leaf);  // a refcount miss may have grown the cache; the leaf stays
       }
     }
@@ -397,8 +394,8 @@ Result<bool> MetaStore::map_restamp_locked(uint64_t ino, uint64_t file_grain) {
   VSFS_ASSIGN_OR_RETURN(CachedBlock * b, get_locked(found, BlockType::kMapLeaf));
   const Slot seen = b->node().slots[file_grain % kTreeFanout];
   if (seen.state != SlotState::kMapped) return false;
-  VSFS_ASSIGN_OR_RETURN(uint16_t refs, refcount_locked(seen.grain));
-  if (refs != 1) return false;
+  VSFS_ASSIGN_OR_RETURN(bool grain_alone, alone_locked(seen.grain));
+  if (!grain_alone) return false;
   const uint64_t gen = sb_.generation;
   VSFS_ASSIGN_OR_RETURN(uint64_t leaf,
                         tree_leaf_for_update_locked(map_root_of(rec, ino), file_grain / kTreeFanout,

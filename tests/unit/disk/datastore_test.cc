@@ -222,6 +222,59 @@ TEST(Datastore, UnlinkFreesSpaceAndOpenFileLives) {
   ASSERT_TRUE(ds->close().ok());
 }
 
+// A grain shared by a clone stays shared until the change that unshares it is durable:
+// after the clone's reference goes (a punch, or the clone's unlink) in a transaction not
+// yet committed, a write to the original still goes to a new grain, since a crash
+// would bring the clone's reference back, and the clone must then read its own data.
+TEST(Datastore, GrainUnsharedInTheOpenTransactionIsNotWrittenInPlace) {
+  for (const bool unlink : {false, true}) {
+    SCOPED_TRACE(unlink ? "the clone unlinked" : "the clone's grain punched");
+    auto dev = fresh_device();
+    SimDevice* raw = dev.get();
+    OpenOptions o = quiet();
+    o.commit_interval_ms = 60000;  // commits only when asked
+    auto ds = open_ds(std::move(dev), o);
+    ASSERT_TRUE(ds);
+    auto f = ds->create(kRootIno, "f", 0644, 0, 0);
+    const auto before = pattern(8192, 1);
+    ASSERT_TRUE(ds->write_sync(f->ino, 0, before.data(), before.size()).ok());
+    auto c = ds->create(kRootIno, "clone", 0644, 0, 0);
+    ASSERT_TRUE(ds->clone_range_sync(f->ino, 0, c->ino, 0, before.size()).ok());
+    ASSERT_TRUE(ds->fsync_sync(f->ino).ok());
+    if (unlink) {
+      ASSERT_TRUE(ds->unlink(kRootIno, "clone").ok());
+    } else {
+      ASSERT_TRUE(ds->punch_hole_sync(c->ino, 0, before.size()).ok());
+    }
+    const uint64_t redirected = ds->stats().redirected_grain_writes;
+    const auto after = pattern(8192, 2);
+    ASSERT_TRUE(ds->write_sync(f->ino, 0, after.data(), after.size()).ok());
+    EXPECT_EQ(ds->stats().redirected_grain_writes, redirected + 2) << "written in place";
+    // The power fails before anything more is committed: the clone is back, intact.
+    auto image = raw->power_loss(device::PowerLossMode::kKeepAll, 1);
+    ds.reset();
+    OpenOptions ro = quiet();
+    ro.force = true;
+    auto ds2 = open_ds(std::move(image), ro);
+    ASSERT_TRUE(ds2);
+    auto c2 = ds2->lookup(kRootIno, "clone");
+    ASSERT_TRUE(c2.ok());
+    std::vector<uint8_t> back(before.size());
+    ASSERT_TRUE(ds2->read_sync(c2->ino, 0, back.size(), back.data()).ok());
+    EXPECT_TRUE(back == before) << "the clone reads the original's later write";
+    // Once the unsharing is committed, writes go in place again.
+    ASSERT_TRUE(ds2->unlink(kRootIno, "clone").ok());
+    auto f2 = ds2->lookup(kRootIno, "f");
+    ASSERT_TRUE(f2.ok());
+    ASSERT_TRUE(ds2->fsync_sync(f2->ino).ok());
+    ASSERT_TRUE(ds2->write_sync(f2->ino, 0, after.data(), after.size()).ok());  // redirected
+    const uint64_t in_place = ds2->stats().in_place_grain_writes;
+    ASSERT_TRUE(ds2->write_sync(f2->ino, 0, before.data(), before.size()).ok());
+    EXPECT_EQ(ds2->stats().in_place_grain_writes, in_place + 2);
+    ASSERT_TRUE(ds2->close().ok());
+  }
+}
+
 TEST(Datastore, RefusesMountedAndReportsDamage) {
   auto dev = fresh_device();
   SimDevice* raw = dev.get();
