@@ -3,7 +3,7 @@
 // after the last acknowledged fsync must hold their old value or a value written since
 // (never a third thing), and fsck must find the datastore clean.
 //
-// VSFS_CRASH_SEEDS=N runs N seeds (default 500); VSFS_CRASH_SEED=S runs only seed S.
+// VSFS_CRASH_SEEDS=N runs N seeds (default 3000); VSFS_CRASH_SEED=S runs only seed S.
 #include <sys/stat.h>
 
 #include <gtest/gtest.h>
@@ -448,7 +448,7 @@ TEST(SimCrash, RandomWorkloadsSurvivePowerLoss) {
     run_seed(std::strtoull(one, nullptr, 10));
     return;
   }
-  const uint64_t seeds = env_u64("VSFS_CRASH_SEEDS", 500);
+  const uint64_t seeds = env_u64("VSFS_CRASH_SEEDS", 3000);
   for (uint64_t s = 1; s <= seeds; ++s) {
     run_seed(s);
     if (HasFatalFailure() || HasNonfatalFailure()) {
