@@ -1399,13 +1399,7 @@ class DatastoreImpl final : public Datastore {
         }
       }
     }
-    if (!failed.ok()) {
-      unreserve_all_locked(op);
-      release_locked(op);
-      auto err = failed.take_error();
-      defer([op, err]() mutable { op->done_len(std::move(err)); });
-      return;
-    }
+    if (!failed.ok()) return fail_write_locked(op, failed.take_error());
     // Counted, and the partial edge grains prepared: their old contents are read
     // before the write, or they are zeros.
     for (uint64_t i = 0; i < n; ++i) {
@@ -1440,11 +1434,9 @@ class DatastoreImpl final : public Datastore {
           if (r.ok()) return write_fill_phase(op);
           {
             std::lock_guard lock(ms_->mu());
-            unreserve_all_locked(op);
-            release_locked(op);
+            fail_write_locked(op, Error(r.error()));
           }
           run_deferred();
-          op->done_len(Error(r.error()));
         });
       }
       bg_cv_.notify_all();
@@ -1478,6 +1470,14 @@ class DatastoreImpl final : public Datastore {
       op->redirected[i] = 1;
     }
     return ok_result();
+  }
+
+  // Ends a write that never reached the device: its reservations and range go, and it is
+  // answered with `err` once the mutex is released (run_deferred).
+  void fail_write_locked(const std::shared_ptr<DataOp>& op, Error err) {
+    unreserve_all_locked(op);
+    release_locked(op);
+    defer([op, err = std::move(err)]() mutable { op->done_len(std::move(err)); });
   }
 
   void unreserve_all_locked(const std::shared_ptr<DataOp>& op) {
