@@ -187,9 +187,18 @@ class Datastore {
   virtual void release_ref(Ino ino) = 0;
 
   // ---- data (asynchronous) ----
-  // Reads [offset, offset+length) into buf; past the end of file the read is short.
-  virtual void read(Ino ino, uint64_t offset_bytes, uint64_t length_bytes, void* buf,
-                    Done<uint64_t> done) = 0;
+  // Reads [offset, offset+length) into the buffers, one after the other (length: their
+  // sum); they must live until `done`. Past the end of file the read is short. A read of
+  // whole grains into 4 KiB-aligned buffers that are each whole grains goes from the
+  // device into them directly (a combined read lands in its members' buffers); any
+  // other goes through an aligned buffer and is copied.
+  virtual void readv(Ino ino, uint64_t offset_bytes, const iovec* iov, int iovcnt,
+                     Done<uint64_t> done) = 0;
+  void read(Ino ino, uint64_t offset_bytes, uint64_t length_bytes, void* buf,
+            Done<uint64_t> done) {
+    const iovec v{buf, length_bytes};
+    readv(ino, offset_bytes, &v, 1, std::move(done));
+  }
   // Writes the buffers, one after the other, from offset_bytes; extends the file size
   // when writing past it. The data is copied before return.
   virtual void writev(Ino ino, uint64_t offset_bytes, const iovec* iov, int iovcnt,
@@ -199,12 +208,17 @@ class Datastore {
     const iovec v{const_cast<void*>(data), length_bytes};
     writev(ino, offset_bytes, &v, 1, std::move(done));
   }
-  // As write(), for a caller that keeps `data` unchanged until `done` runs: a write of
-  // whole grains from 4 KiB-aligned memory then goes to the device from `data` itself,
-  // with no copy; any other is copied as by write().
-  virtual void write_stable(Ino ino, uint64_t offset_bytes, const void* data,
-                            uint64_t length_bytes, Done<uint64_t> done) {
-    write(ino, offset_bytes, data, length_bytes, std::move(done));
+  // As writev(), for a caller that keeps the buffers unchanged until `done` runs: a
+  // write of whole grains from 4 KiB-aligned buffers that are each whole grains goes to
+  // the device from them, with no copy; any other is copied as by writev().
+  virtual void writev_stable(Ino ino, uint64_t offset_bytes, const iovec* iov, int iovcnt,
+                             Done<uint64_t> done) {
+    writev(ino, offset_bytes, iov, iovcnt, std::move(done));
+  }
+  void write_stable(Ino ino, uint64_t offset_bytes, const void* data, uint64_t length_bytes,
+                    Done<uint64_t> done) {
+    const iovec v{const_cast<void*>(data), length_bytes};
+    writev_stable(ino, offset_bytes, &v, 1, std::move(done));
   }
   // Frees the grains of the range (zeroing partial grains at its edges). File size kept.
   virtual void punch_hole(Ino ino, uint64_t offset_bytes, uint64_t length_bytes,

@@ -146,6 +146,30 @@ struct IoPlan {
   }
 };
 
+// True when the range is whole grains and every buffer is 4 KiB-aligned whole grains,
+// so that the device can move each grain to or from the buffers directly.
+bool grain_direct(uint64_t offset, uint64_t length, const iovec* iov, int iovcnt) {
+  if (offset % kGrainBytes != 0 || length % kGrainBytes != 0) return false;
+  for (int i = 0; i < iovcnt; ++i) {
+    if (reinterpret_cast<uintptr_t>(iov[i].iov_base) % kGrainBytes != 0 ||
+        iov[i].iov_len % kGrainBytes != 0) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Copies `length` bytes from `src` into the buffers, one after the other.
+void scatter(const uint8_t* src, uint64_t length, const std::vector<iovec>& iov) {
+  for (const iovec& v : iov) {
+    if (length == 0) return;
+    const uint64_t n = std::min<uint64_t>(length, v.iov_len);
+    std::memcpy(v.iov_base, src, n);
+    src += n;
+    length -= n;
+  }
+}
+
 class DatastoreImpl final : public Datastore {
   struct DataOp;
 
@@ -411,26 +435,30 @@ class DatastoreImpl final : public Datastore {
 
   // ---- data ----
 
-  void read(Ino ino, uint64_t offset, uint64_t length, void* buf, Done<uint64_t> done) override {
+  void readv(Ino ino, uint64_t offset, const iovec* iov, int iovcnt,
+             Done<uint64_t> done) override {
     auto op = std::make_shared<DataOp>();
     op->ino = ino;
     op->done_len = std::move(done);
+    op->user.assign(iov, iov + iovcnt);
     {
       std::lock_guard lock(ms_->mu());
-      read_locked(op, offset, length, buf);
+      read_locked(op, offset);
     }
     run_deferred();
   }
 
-  void read_locked(const std::shared_ptr<DataOp>& op, uint64_t offset, uint64_t length,
-                   void* buf) {
+  // op->user: where the read goes.
+  void read_locked(const std::shared_ptr<DataOp>& op, uint64_t offset) {
+    uint64_t length = 0;
+    for (const iovec& v : op->user) length += v.iov_len;
     if (view_of(op->ino) == kCbtView) {
       auto text = cbt_text(op->ino);
       if (!text.ok()) return finish_now(op, text.take_error());
       const std::string& t = **text;
       if (offset >= t.size()) return finish_now(op, uint64_t{0});
       const uint64_t n = std::min<uint64_t>(length, t.size() - offset);
-      std::memcpy(buf, t.data() + offset, n);
+      scatter(reinterpret_cast<const uint8_t*>(t.data()) + offset, n, op->user);
       return finish_now(op, n);
     }
     {
@@ -442,7 +470,6 @@ class DatastoreImpl final : public Datastore {
       length = std::min(length, size - offset);
       op->offset = offset;
       op->length = length;
-      op->user_buf = static_cast<uint8_t*>(buf);
       op->first = offset / kGrainBytes;
       op->end = div_round_up(offset + length, kGrainBytes);
       ++stats_.read_requests;
@@ -476,19 +503,20 @@ class DatastoreImpl final : public Datastore {
     run_deferred();
   }
 
-  // Whole grains from aligned memory the caller keeps: no partial grain to merge, so
+  // Whole grains from aligned buffers the caller keeps: no partial grain to merge, so
   // the payload goes to the device from where it is (write_data_phase).
-  void write_stable(Ino ino, uint64_t offset, const void* data, uint64_t length,
-                    Done<uint64_t> done) override {
-    if (length == 0 || offset % kGrainBytes != 0 || length % kGrainBytes != 0 ||
-        reinterpret_cast<uintptr_t>(data) % kGrainBytes != 0 || offset >= kMaxFileBytes ||
+  void writev_stable(Ino ino, uint64_t offset, const iovec* iov, int iovcnt,
+                     Done<uint64_t> done) override {
+    uint64_t length = 0;
+    for (int i = 0; i < iovcnt; ++i) length += iov[i].iov_len;
+    if (!grain_direct(offset, length, iov, iovcnt) || offset >= kMaxFileBytes ||
         length > kMaxFileBytes - offset) {
-      return write(ino, offset, data, length, std::move(done));
+      return writev(ino, offset, iov, iovcnt, std::move(done));
     }
     auto op = std::make_shared<DataOp>();
     op->ino = ino;
     op->done_len = std::move(done);
-    op->stable = static_cast<const uint8_t*>(data);
+    op->user.assign(iov, iov + iovcnt);
     {
       std::lock_guard lock(ms_->mu());
       write_locked(op, offset, length);
@@ -496,7 +524,7 @@ class DatastoreImpl final : public Datastore {
     run_deferred();
   }
 
-  // `op->buf` (writev) or `op->stable` (write_stable) holds the payload.
+  // `op->buf` (writev) or `op->user` (writev_stable) holds the payload.
   void write_locked(const std::shared_ptr<DataOp>& op, uint64_t offset, uint64_t length) {
     {
       if (auto w = writable(op->ino); !w.ok()) return finish_now(op, w.take_error());
@@ -774,9 +802,10 @@ class DatastoreImpl final : public Datastore {
     Ino ino = 0;
     uint64_t offset = 0, length = 0;
     uint64_t first = 0, end = 0;  // grain range held
-    uint8_t* user_buf = nullptr;  // reads: the caller's buffer
-    AlignedBuffer buf;            // aligned data, grain `first` at offset 0 (take_buffer)
-    const uint8_t* stable = nullptr;  // write_stable: the caller's data, used in place
+    // Reads: the caller's buffers. Stable writes: the caller's data, whole aligned grains
+    // used in place (writev_stable).
+    std::vector<iovec> user;
+    AlignedBuffer buf;  // aligned data, grain `first` at offset 0 (take_buffer)
     Done<uint64_t> done_len;
     Done<void> done_void;
     RangeLock::Handle handle;
@@ -1245,6 +1274,23 @@ class DatastoreImpl final : public Datastore {
     op->pool = &buffers_;
   }
 
+  // Calls fn(i, memory of grain i) for the op's first n grains: in its aligned buffer
+  // when it has one, else in the caller's buffers (whole aligned grains: grain_direct).
+  template <typename Fn>
+  static void for_each_grain(DataOp& op, uint64_t n, Fn&& fn) {
+    if (op.buf.size() > 0) {
+      for (uint64_t i = 0; i < n; ++i) fn(i, op.buf.data() + i * kGrainBytes);
+      return;
+    }
+    uint64_t i = 0;
+    for (const iovec& v : op.user) {
+      for (uint64_t at = 0; at < v.iov_len && i < n; at += kGrainBytes) {
+        fn(i++, static_cast<uint8_t*>(v.iov_base) + at);
+      }
+    }
+    VSFS_ASSERT(i == n);
+  }
+
   // Releases the op's range; starts waiters that now hold theirs. Mutex held.
   void release_locked(const std::shared_ptr<DataOp>& op) {
     auto it = rt_.find(op->ino);
@@ -1305,15 +1351,9 @@ class DatastoreImpl final : public Datastore {
     // Runs with the mutex held (from acquire or a release): plan, then submit after
     // the lock is dropped by deferring to the pending list.
     const uint64_t n = op->end - op->first;
-    const bool direct = (reinterpret_cast<uintptr_t>(op->user_buf) % kGrainBytes == 0) &&
-                        op->offset % kGrainBytes == 0 && op->length % kGrainBytes == 0;
-    uint8_t* base;
-    if (direct) {
-      base = op->user_buf;
-    } else {
-      take_buffer(op, n * kGrainBytes);
-      base = op->buf.data();
-    }
+    const bool direct = grain_direct(op->offset, op->length, op->user.data(),
+                                     static_cast<int>(op->user.size()));
+    if (!direct) take_buffer(op, n * kGrainBytes);
     std::vector<GrainLookup> map;
     auto looked = lookup_locked(op, [&] {
       return ms_->map_lookup_range_locked(base_of(op->ino), op->first, n, view_of(op->ino),
@@ -1325,19 +1365,19 @@ class DatastoreImpl final : public Datastore {
     if (!looked.ok()) {
       op->error = -looked.error().errno_value;
     } else {
-      for (uint64_t i = 0; i < n; ++i) {
+      for_each_grain(*op, n, [&](uint64_t i, uint8_t* g) {
         if (map[i].state == SlotState::kMapped) {
-          op->plan.add(OpKind::kRead, map[i].grain, base + i * kGrainBytes);
+          op->plan.add(OpKind::kRead, map[i].grain, g);
         } else {
-          std::memset(base + i * kGrainBytes, 0, kGrainBytes);
+          std::memset(g, 0, kGrainBytes);
         }
-      }
+      });
     }
     defer([this, op, direct] {
       submit_plan(op, [this, op, direct] {
         if (op->error == 0 && !direct) {
-          std::memcpy(op->user_buf, op->buf.data() + (op->offset - op->first * kGrainBytes),
-                      op->length);
+          scatter(op->buf.data() + (op->offset - op->first * kGrainBytes), op->length,
+                  op->user);
         }
         {
           std::lock_guard lock(ms_->mu());
@@ -1517,10 +1557,8 @@ class DatastoreImpl final : public Datastore {
   void write_data_phase(const std::shared_ptr<DataOp>& op) {
     const uint64_t n = op->end - op->first;
     // The device only reads a write's buffer.
-    uint8_t* data = op->stable != nullptr ? const_cast<uint8_t*>(op->stable) : op->buf.data();
-    for (uint64_t i = 0; i < n; ++i) {
-      op->plan.add(OpKind::kWrite, op->target[i], data + i * kGrainBytes);
-    }
+    for_each_grain(*op, n,
+                   [&](uint64_t i, uint8_t* g) { op->plan.add(OpKind::kWrite, op->target[i], g); });
     submit_plan(op, [this, op] { write_complete(op); });
   }
 

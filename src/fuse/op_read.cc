@@ -3,7 +3,8 @@
 // request came in (UringChannel::current_payload), answered with fuse_reply_buf from
 // the completion; or from the stats handle's snapshot. Short reads at end of file.
 // With coalescing on, the handle's fh names the disk's coalescing queue and the read
-// goes through it (it may be held and merged with its neighbours); with it off (fh 0)
+// goes through it (it may be held and merged with its neighbours, the combined read
+// landing in each member's own buffer); with it off (fh 0)
 // the read goes straight to the datastore.
 // Threading: a disk's read is handled on the device completion thread, which reads
 // /dev/fuse (device_loop.cc), a `.vsfs` or `.cbt` file's on a worker; the handler

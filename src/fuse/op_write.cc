@@ -7,7 +7,8 @@
 // The synthetic tree is read-only: EBADF cannot happen (open refuses write access to
 // stats), EISDIR for the directory.
 // With coalescing on, the handle's fh names the disk's coalescing queue and the write
-// goes through it (it copies the payload when it holds the write); with it off (fh 0)
+// goes through it (it copies the payload when it holds a write that is not stable, and
+// a combined write goes down from the members' buffers); with it off (fh 0)
 // the write goes straight to the datastore.
 // Threading: a disk's write is handled on the device completion thread, which reads
 // /dev/fuse (device_loop.cc); the handler returns at once (it must never block) and the

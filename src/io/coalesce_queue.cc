@@ -92,16 +92,10 @@ struct CoalesceQueue::Request {
 
 // One IO passed down: one request, or several byte-contiguous ones of one direction.
 struct CoalesceQueue::Io {
-  // The combined buffer goes back to the pool it came from.
-  ~Io() {
-    if (pool != nullptr) pool->give(std::move(buf));
-  }
   std::shared_ptr<CoalesceQueue> queue;  // keeps the queue alive while in flight
-  BufferPool* pool = nullptr;
   Kind kind = Kind::kRead;
   uint64_t offset = 0, length = 0;
   std::vector<std::unique_ptr<Request>> members;  // by offset
-  AlignedBuffer buf;  // combined reads land here
   uint64_t submit_ns = 0;
 };
 
@@ -467,19 +461,6 @@ void CoalesceQueue::remember_sent_locked(const Io& io) {
   recent_next_ = (recent_next_ + 1) % kRecent;
 }
 
-void DiskTarget::writev(uint64_t offset_bytes, const iovec* iov, int iovcnt,
-                        Done<uint64_t> done) {
-  uint64_t length = 0;
-  for (int i = 0; i < iovcnt; ++i) length += iov[i].iov_len;
-  std::vector<uint8_t> gathered(length);
-  uint64_t at = 0;
-  for (int i = 0; i < iovcnt; ++i) {
-    std::memcpy(gathered.data() + at, iov[i].iov_base, iov[i].iov_len);
-    at += iov[i].iov_len;
-  }
-  write(offset_bytes, gathered.data(), length, std::move(done));
-}
-
 void CoalesceQueue::copy_write(Request& r, const void* data) {
   if (buffers_ != nullptr) {
     r.copy = buffers_->take(std::max<uint64_t>(1, r.length));
@@ -491,44 +472,33 @@ void CoalesceQueue::copy_write(Request& r, const void* data) {
   r.write_data = r.copy.data();
 }
 
-void CoalesceQueue::take_buffer(Io* io) {
-  if (buffers_ != nullptr) {
-    io->buf = buffers_->take(io->length);
-    io->pool = buffers_;
-  } else {
-    io->buf = AlignedBuffer(io->length, false);
-  }
-}
-
 void CoalesceQueue::submit_io(Io* io) {
   io->submit_ns = monotonic_ns();
   auto done = [io](Result<uint64_t> r) { io->queue->on_complete(io, std::move(r)); };
   try {
+    // The members are contiguous and sorted: one buffer each, one after the other.
+    // Reads land in the callers' buffers; writes go from the callers' data, or from
+    // the queue's copy of it (a held write), which both stay until `done`, except a
+    // lone write that was neither stable nor held: the layer below copies that one.
+    std::vector<iovec> iov;
+    iov.reserve(io->members.size());
+    uint64_t at = io->offset;
+    for (const auto& m : io->members) {
+      VSFS_ASSERT(m->offset == at);
+      at += m->length;
+      iov.push_back(io->kind == Kind::kRead
+                        ? iovec{m->read_buf, m->length}
+                        : iovec{const_cast<uint8_t*>(m->write_data), m->length});
+    }
+    VSFS_ASSERT(at == io->offset + io->length);
+    const int n = static_cast<int>(iov.size());
+    const Request& first = *io->members.front();
     if (io->kind == Kind::kRead) {
-      uint8_t* dst = io->members.front()->read_buf;
-      if (io->members.size() > 1) {
-        take_buffer(io);
-        dst = io->buf.data();
-      }
-      target_->read(io->offset, io->length, dst, std::move(done));
-    } else if (io->members.size() == 1 && io->members.front()->stable) {
-      target_->write_stable(io->offset, io->members.front()->write_data, io->length,
-                            std::move(done));
-    } else if (io->members.size() == 1) {
-      target_->write(io->offset, io->members.front()->write_data, io->length, std::move(done));
+      target_->readv(io->offset, iov.data(), n, std::move(done));
+    } else if (n == 1 && !first.stable && first.copy.data() == nullptr) {
+      target_->writev(io->offset, iov.data(), n, std::move(done));
     } else {
-      // The members are contiguous and sorted: the layer below copies them into its
-      // own buffer in one pass (no gathering here first).
-      std::vector<iovec> iov;
-      iov.reserve(io->members.size());
-      uint64_t at = io->offset;
-      for (const auto& m : io->members) {
-        VSFS_ASSERT(m->offset == at);
-        at += m->length;
-        iov.push_back(iovec{const_cast<uint8_t*>(m->write_data), m->length});
-      }
-      VSFS_ASSERT(at == io->offset + io->length);
-      target_->writev(io->offset, iov.data(), static_cast<int>(iov.size()), std::move(done));
+      target_->writev_stable(io->offset, iov.data(), n, std::move(done));
     }
   } catch (const std::bad_alloc&) {
     on_complete(io, Error{ENOMEM, ErrorKind::kIo, "no memory for a combined IO"});
@@ -572,9 +542,6 @@ void CoalesceQueue::on_complete(Io* io_raw, Result<uint64_t> result) {
     }
     const uint64_t into = m->offset - io->offset;
     const uint64_t got = *result > into ? std::min(m->length, *result - into) : 0;
-    if (io->kind == Kind::kRead && io->members.size() > 1 && got > 0) {
-      std::memcpy(m->read_buf, io->buf.data() + into, got);
-    }
     m->done(got);
   }
   io.reset();

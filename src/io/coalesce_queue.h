@@ -14,7 +14,8 @@
 // cut, in queue order, into epochs of requests that do not conflict (overlap with at
 // least one write among the two); inside an epoch order does not matter, so requests
 // are sorted by direction and offset and byte-contiguous ones of the same direction are
-// joined into one combined IO of at most max_combined_kib. Epochs are passed down in
+// joined into one combined IO of at most max_combined_kib, scatter-gather over the
+// members' own buffers (DiskTarget::readv, writev_stable). Epochs are passed down in
 // order, and the layer below (the disk's RangeLock) keeps overlapping requests in the
 // order they were passed, so every request sees the disk as the queue order says:
 // coalescing never reorders overlapping writes and never changes what a read returns.
@@ -86,24 +87,21 @@ struct CoalesceOptions {
 };
 
 // The virtual disk below the queue: one disk's data operations. The calls follow
-// Datastore's contract: asynchronous, `done` exactly once, write copies `data` before
-// it returns, and requests passed in order are applied in order where they overlap.
+// Datastore's contract: asynchronous, `done` exactly once, and requests passed in order
+// are applied in order where they overlap. Buffers are one after the other from
+// offset_bytes: a read's live until `done`; writev copies its data before it returns,
+// writev_stable's caller keeps its data unchanged until `done`.
 class DiskTarget {
  public:
   virtual ~DiskTarget() = default;
-  virtual void read(uint64_t offset_bytes, uint64_t length_bytes, void* buf,
-                    Done<uint64_t> done) = 0;
-  virtual void write(uint64_t offset_bytes, const void* data, uint64_t length_bytes,
+  virtual void readv(uint64_t offset_bytes, const iovec* iov, int iovcnt,
                      Done<uint64_t> done) = 0;
-  // A write whose `data` the caller keeps unchanged until `done` (Datastore::write_stable);
-  // by default copied as by write().
-  virtual void write_stable(uint64_t offset_bytes, const void* data, uint64_t length_bytes,
-                            Done<uint64_t> done) {
-    write(offset_bytes, data, length_bytes, std::move(done));
+  virtual void writev(uint64_t offset_bytes, const iovec* iov, int iovcnt,
+                      Done<uint64_t> done) = 0;
+  virtual void writev_stable(uint64_t offset_bytes, const iovec* iov, int iovcnt,
+                             Done<uint64_t> done) {
+    writev(offset_bytes, iov, iovcnt, std::move(done));
   }
-  // The buffers written one after the other from offset_bytes; copied before return.
-  // By default gathered into one buffer and written.
-  virtual void writev(uint64_t offset_bytes, const iovec* iov, int iovcnt, Done<uint64_t> done);
   virtual void fsync(Done<void> done) = 0;
 };
 
@@ -111,20 +109,15 @@ class DiskTarget {
 class DatastoreDisk final : public DiskTarget {
  public:
   DatastoreDisk(Datastore& ds, Ino ino) : ds_(ds), ino_(ino) {}
-  void read(uint64_t offset_bytes, uint64_t length_bytes, void* buf,
-            Done<uint64_t> done) override {
-    ds_.read(ino_, offset_bytes, length_bytes, buf, std::move(done));
-  }
-  void write(uint64_t offset_bytes, const void* data, uint64_t length_bytes,
-             Done<uint64_t> done) override {
-    ds_.write(ino_, offset_bytes, data, length_bytes, std::move(done));
-  }
-  void write_stable(uint64_t offset_bytes, const void* data, uint64_t length_bytes,
-                    Done<uint64_t> done) override {
-    ds_.write_stable(ino_, offset_bytes, data, length_bytes, std::move(done));
+  void readv(uint64_t offset_bytes, const iovec* iov, int iovcnt, Done<uint64_t> done) override {
+    ds_.readv(ino_, offset_bytes, iov, iovcnt, std::move(done));
   }
   void writev(uint64_t offset_bytes, const iovec* iov, int iovcnt, Done<uint64_t> done) override {
     ds_.writev(ino_, offset_bytes, iov, iovcnt, std::move(done));
+  }
+  void writev_stable(uint64_t offset_bytes, const iovec* iov, int iovcnt,
+                     Done<uint64_t> done) override {
+    ds_.writev_stable(ino_, offset_bytes, iov, iovcnt, std::move(done));
   }
   void fsync(Done<void> done) override { ds_.fsync(ino_, std::move(done)); }
 
@@ -180,8 +173,8 @@ class CoalesceQueue : public std::enable_shared_from_this<CoalesceQueue> {
 
   // Each returns the request's position in the queue order. `buf` (reads) must live
   // until `done`; `data` (writes) is copied before write() returns, unless `stable`:
-  // then the caller keeps it unchanged until `done`, a held write is not copied, and a
-  // write passed down alone goes as DiskTarget::write_stable. Throws std::bad_alloc
+  // then the caller keeps it unchanged until `done` and a held write is not copied. A
+  // write goes down as DiskTarget::writev_stable unless it is neither stable nor held. Throws std::bad_alloc
   // only before the request is taken (then `done` is never called).
   uint64_t read(uint64_t offset_bytes, uint64_t length_bytes, void* buf, Done<uint64_t> done);
   uint64_t write(uint64_t offset_bytes, const void* data, uint64_t length_bytes,
@@ -232,7 +225,6 @@ class CoalesceQueue : public std::enable_shared_from_this<CoalesceQueue> {
   void build_ios_locked(std::vector<std::unique_ptr<Request>> segment, std::vector<Io*>* ios);
   Io* new_io_locked(std::vector<std::unique_ptr<Request>> members);
   void submit_io(Io* io);
-  void take_buffer(Io* io);  // io->buf of io->length, from buffers_ when there is one
   void copy_write(Request& r, const void* data);  // r.copy, the same way
   void submit_barrier(std::unique_ptr<Request> barrier);
   void on_complete(Io* io, Result<uint64_t> result);

@@ -348,5 +348,75 @@ TEST(Datastore, WriteStableWritesAlignedAndUnalignedData) {
   ASSERT_TRUE(ds->close().ok());
 }
 
+// readv: the read lands in the caller's buffers, one after the other: whole aligned
+// grains straight from the device (a hole as zeros), a read cut short by the end of
+// file, and buffers that are not whole grains (through an aligned buffer). writev_stable
+// of several aligned buffers, and of one that is not, reads back as written.
+TEST(Datastore, ReadvAndWritevStableUseTheCallersBuffers) {
+  auto ds = open_ds(fresh_device());
+  ASSERT_TRUE(ds);
+  auto f = ds->create(kRootIno, "disk.img", 0644, 0, 0);
+  ASSERT_TRUE(f.ok());
+  constexpr uint64_t kG = 4096;
+  const uint64_t size = 5 * kG + 1000;
+  auto want = pattern(size, 11);
+  std::fill(want.begin() + 2 * kG, want.begin() + 3 * kG, 0);  // grain 2: a hole
+  ASSERT_TRUE(ds->write_sync(f->ino, 0, want.data(), 2 * kG).ok());
+  ASSERT_TRUE(ds->write_sync(f->ino, 3 * kG, want.data() + 3 * kG, size - 3 * kG).ok());
+  auto readv = [&](uint64_t off, const std::vector<iovec>& iov) {
+    std::promise<Result<uint64_t>> p;
+    ds->readv(f->ino, off, iov.data(), static_cast<int>(iov.size()),
+              [&](Result<uint64_t> r) { p.set_value(std::move(r)); });
+    auto r = p.get_future().get();
+    EXPECT_TRUE(r.ok()) << r.error().to_string();
+    return r.ok() ? *r : 0;
+  };
+  auto joined = [](const std::vector<iovec>& iov, uint64_t n) {
+    std::vector<uint8_t> out;
+    for (const iovec& v : iov) {
+      const auto* b = static_cast<const uint8_t*>(v.iov_base);
+      const uint64_t k = std::min<uint64_t>(n - out.size(), v.iov_len);
+      out.insert(out.end(), b, b + k);
+    }
+    return out;
+  };
+  auto slice = [&](uint64_t off, uint64_t n) {
+    return std::vector<uint8_t>(want.begin() + static_cast<ptrdiff_t>(off),
+                                want.begin() + static_cast<ptrdiff_t>(off + n));
+  };
+  AlignedBuffer a(2 * kG, false), b(kG, false), c(2 * kG, false);
+  const std::vector<iovec> whole = {{a.data(), 2 * kG}, {b.data(), kG}, {c.data(), 2 * kG}};
+  EXPECT_EQ(readv(0, whole), 5 * kG);
+  EXPECT_EQ(joined(whole, 5 * kG), slice(0, 5 * kG));
+  const std::vector<iovec> past_end = {{a.data(), kG}, {b.data(), kG}};
+  EXPECT_EQ(readv(4 * kG, past_end), kG + 1000);
+  EXPECT_EQ(joined(past_end, kG + 1000), slice(4 * kG, kG + 1000));
+  std::vector<uint8_t> odd1(1000), odd2(7000);
+  const std::vector<iovec> odd = {{odd1.data(), odd1.size()}, {odd2.data(), odd2.size()}};
+  EXPECT_EQ(readv(100, odd), 8000u);
+  EXPECT_EQ(joined(odd, 8000), slice(100, 8000));
+
+  auto writev_stable = [&](uint64_t off, const std::vector<iovec>& iov) {
+    std::promise<Result<uint64_t>> p;
+    ds->writev_stable(f->ino, off, iov.data(), static_cast<int>(iov.size()),
+                      [&](Result<uint64_t> r) { p.set_value(std::move(r)); });
+    auto r = p.get_future().get();
+    ASSERT_TRUE(r.ok()) << r.error().to_string();
+  };
+  auto p1 = pattern(kG, 21), p2 = pattern(2 * kG, 22);
+  std::memcpy(a.data(), p1.data(), kG);
+  std::memcpy(c.data(), p2.data(), 2 * kG);
+  writev_stable(kG, {{a.data(), kG}, {c.data(), 2 * kG}});  // over data and the hole
+  std::copy(p1.begin(), p1.end(), want.begin() + kG);
+  std::copy(p2.begin(), p2.end(), want.begin() + 2 * kG);
+  writev_stable(50, {{odd1.data(), 10}, {b.data(), 20}});  // not whole grains: copied
+  std::copy(odd1.begin(), odd1.begin() + 10, want.begin() + 50);
+  std::copy(b.data(), b.data() + 20, want.begin() + 60);
+  std::vector<uint8_t> back(size);
+  ASSERT_TRUE(ds->read_sync(f->ino, 0, size, back.data()).ok());
+  EXPECT_EQ(back, want);
+  ASSERT_TRUE(ds->close().ok());
+}
+
 }  // namespace
 }  // namespace vsfs

@@ -37,32 +37,38 @@ using device::SimOptions;
 class FakeDisk final : public DiskTarget {
  public:
   struct Call {
-    char kind = 'r';  // 'r', 'w', 's' (write_stable), 'f'
+    char kind = 'r';  // 'r', 'w', 'f'
     uint64_t offset = 0, length = 0;
-    const void* data = nullptr;  // writes: the buffer passed down
+    const void* data = nullptr;        // the first buffer passed down
+    std::vector<const void*> buffers;  // all of them
+    bool stable = false;               // writes: writev_stable (the buffers are kept)
     Done<uint64_t> done;
     Done<void> fsync_done;
   };
 
-  void read(uint64_t offset, uint64_t length, void* buf, Done<uint64_t> done) override {
+  void readv(uint64_t offset, const iovec* iov, int iovcnt, Done<uint64_t> done) override {
     std::lock_guard l(mu_);
-    std::memcpy(buf, mem_.data() + offset, length);
-    calls_.push_back(Call{'r', offset, length, nullptr, std::move(done), nullptr});
+    Call c = record('r', offset, iov, iovcnt, false, std::move(done));
+    uint64_t at = offset;
+    for (int i = 0; i < iovcnt; ++i) {
+      std::memcpy(iov[i].iov_base, mem_.data() + at, iov[i].iov_len);
+      at += iov[i].iov_len;
+    }
+    calls_.push_back(std::move(c));
   }
-  void write(uint64_t offset, const void* data, uint64_t length, Done<uint64_t> done) override {
-    std::lock_guard l(mu_);
-    std::memcpy(mem_.data() + offset, data, length);
-    calls_.push_back(Call{'w', offset, length, data, std::move(done), nullptr});
+  void writev(uint64_t offset, const iovec* iov, int iovcnt, Done<uint64_t> done) override {
+    write_any(offset, iov, iovcnt, false, std::move(done));
   }
-  void write_stable(uint64_t offset, const void* data, uint64_t length,
-                    Done<uint64_t> done) override {
-    std::lock_guard l(mu_);
-    std::memcpy(mem_.data() + offset, data, length);
-    calls_.push_back(Call{'s', offset, length, data, std::move(done), nullptr});
+  void writev_stable(uint64_t offset, const iovec* iov, int iovcnt,
+                     Done<uint64_t> done) override {
+    write_any(offset, iov, iovcnt, true, std::move(done));
   }
   void fsync(Done<void> done) override {
     std::lock_guard l(mu_);
-    calls_.push_back(Call{'f', 0, 0, nullptr, nullptr, std::move(done)});
+    Call c;
+    c.kind = 'f';
+    c.fsync_done = std::move(done);
+    calls_.push_back(std::move(c));
   }
 
   size_t calls() {
@@ -76,6 +82,8 @@ class FakeDisk final : public DiskTarget {
     c.offset = calls_.at(i).offset;
     c.length = calls_.at(i).length;
     c.data = calls_.at(i).data;
+    c.buffers = calls_.at(i).buffers;
+    c.stable = calls_.at(i).stable;
     return c;
   }
   // Completes call i with its full length (or `error`), outside the lock.
@@ -108,6 +116,32 @@ class FakeDisk final : public DiskTarget {
   }
 
  private:
+  Call record(char kind, uint64_t offset, const iovec* iov, int iovcnt, bool stable,
+              Done<uint64_t> done) {
+    Call c;
+    c.kind = kind;
+    c.offset = offset;
+    for (int i = 0; i < iovcnt; ++i) {
+      c.length += iov[i].iov_len;
+      c.buffers.push_back(iov[i].iov_base);
+    }
+    c.data = iovcnt > 0 ? iov[0].iov_base : nullptr;
+    c.stable = stable;
+    c.done = std::move(done);
+    return c;
+  }
+  void write_any(uint64_t offset, const iovec* iov, int iovcnt, bool stable,
+                 Done<uint64_t> done) {
+    std::lock_guard l(mu_);
+    Call c = record('w', offset, iov, iovcnt, stable, std::move(done));
+    uint64_t at = offset;
+    for (int i = 0; i < iovcnt; ++i) {
+      std::memcpy(mem_.data() + at, iov[i].iov_base, iov[i].iov_len);
+      at += iov[i].iov_len;
+    }
+    calls_.push_back(std::move(c));
+  }
+
   std::mutex mu_;
   std::vector<Call> calls_;
   std::vector<uint8_t> mem_ = std::vector<uint8_t>(4 << 20);
@@ -187,6 +221,7 @@ TEST(CoalesceQueue, HoldsWhileBusyAndMergesContiguousWrites) {
   for (int i = 0; i < 4; ++i) d[i] = filled(4096, uint8_t(10 + i));
   f.q->write(0, d[0].data(), 4096, o[0].done());
   ASSERT_EQ(f.disk->calls(), 1u);  // idle: at once
+  EXPECT_FALSE(f.disk->call(0).stable) << "the caller's buffer went down uncopied";
   for (int i = 1; i < 4; ++i) f.q->write(uint64_t(i) * 4096, d[i].data(), 4096, o[i].done());
   EXPECT_EQ(f.disk->calls(), 1u);  // held behind the one in flight
   EXPECT_EQ(f.q->held(), 3u);
@@ -194,6 +229,9 @@ TEST(CoalesceQueue, HoldsWhileBusyAndMergesContiguousWrites) {
   ASSERT_EQ(f.disk->calls(), 2u);
   auto c = f.disk->call(1);
   EXPECT_EQ(c.kind, 'w');
+  EXPECT_TRUE(c.stable);  // the queue's own copies, kept until done
+  EXPECT_EQ(c.buffers.size(), 3u);
+  EXPECT_NE(c.buffers[0], d[1].data());
   EXPECT_EQ(c.offset, 4096u);
   EXPECT_EQ(c.length, 3u * 4096);
   f.disk->complete(1);
@@ -211,8 +249,8 @@ TEST(CoalesceQueue, HoldsWhileBusyAndMergesContiguousWrites) {
 }
 
 // A stable write (a FUSE ring entry's payload, kept until the reply) is never copied:
-// passed down alone it goes as write_stable with the caller's own pointer, also after
-// it was held; merged with others it goes in the combined write as before.
+// passed down alone it goes as writev_stable with the caller's own pointer, also after
+// it was held; merged with others the combined write carries the callers' buffers.
 TEST(CoalesceQueue, StableWritesGoDownInPlace) {
   FakeQueue f;
   Outcome o[4];
@@ -220,19 +258,21 @@ TEST(CoalesceQueue, StableWritesGoDownInPlace) {
   for (int i = 0; i < 4; ++i) d[i] = filled(4096, uint8_t(30 + i));
   f.q->write(0, d[0].data(), 4096, o[0].done(), true);
   ASSERT_EQ(f.disk->calls(), 1u);
-  EXPECT_EQ(f.disk->call(0).kind, 's');
+  EXPECT_TRUE(f.disk->call(0).stable);
   EXPECT_EQ(f.disk->call(0).data, d[0].data());
   f.q->write(4096, d[1].data(), 4096, o[1].done(), true);
   EXPECT_EQ(f.q->held(), 1u);  // behind the one in flight
   f.disk->complete(0);
   ASSERT_EQ(f.disk->calls(), 2u);
-  EXPECT_EQ(f.disk->call(1).kind, 's');
+  EXPECT_TRUE(f.disk->call(1).stable);
   EXPECT_EQ(f.disk->call(1).data, d[1].data()) << "a held stable write was copied";
   f.q->write(2 * 4096, d[2].data(), 4096, o[2].done(), true);
   f.q->write(3 * 4096, d[3].data(), 4096, o[3].done(), true);
   f.disk->complete(1);
   ASSERT_EQ(f.disk->calls(), 3u);
-  EXPECT_EQ(f.disk->call(2).kind, 'w');  // combined: the layer below gathers
+  EXPECT_TRUE(f.disk->call(2).stable);
+  EXPECT_EQ(f.disk->call(2).buffers, (std::vector<const void*>{d[2].data(), d[3].data()}))
+      << "a combined write of stable writes was copied";
   EXPECT_EQ(f.disk->call(2).length, 2u * 4096);
   f.disk->complete(2);
   for (int i = 0; i < 4; ++i) {
@@ -263,6 +303,10 @@ TEST(CoalesceQueue, ContiguousReadsShareOneIoAndGetTheirOwnBytes) {
   ASSERT_EQ(f.disk->calls(), 2u);
   EXPECT_EQ(f.disk->call(1).offset, 0u);
   EXPECT_EQ(f.disk->call(1).length, 4u * 4096 + 1000);
+  // Scatter-gather: the combined read lands in the callers' own buffers, in order.
+  EXPECT_EQ(f.disk->call(1).buffers,
+            (std::vector<const void*>{b[0].data(), b[1].data(), b[2].data(), b[3].data(),
+                                      b[4].data()}));
   f.disk->complete(1);
   for (int k = 0; k < 5; ++k) {
     ASSERT_EQ(o[k].calls.load(), 1);
