@@ -183,6 +183,17 @@ Result<void> MetaStore::commit() {
   return commit_inner();
 }
 
+Result<void> MetaStore::flush_device_inner(bool only_if_written) {
+  const device::DeviceCounters c = dev_.counters();
+  const uint64_t written = c.ops[static_cast<int>(device::OpKind::kWrite)] +
+                           c.ops[static_cast<int>(device::OpKind::kDiscard)] +
+                           c.ops[static_cast<int>(device::OpKind::kWriteZeroes)];
+  if (only_if_written && written == flushed_writes_) return ok_result();
+  VSFS_TRY(device::flush_sync(dev_));
+  flushed_writes_ = written;  // what had completed before the flush was issued
+  return ok_result();
+}
+
 const uint8_t* MetaStore::journal_image_locked(uint64_t grain) const {
   const auto& pending = journal_->pending();
   if (auto p = pending.find(grain); p != pending.end()) return p->second.data.data();
@@ -287,8 +298,9 @@ Result<void> MetaStore::commit_inner() {
       blocks_freed_committing_.swap(blocks_freed_open_);
     }
   }
-  // Data that the transaction points at must be durable before its commit record.
-  auto flushed = device::flush_sync(dev_);
+  // Data that the transaction points at must be durable before its commit record; with
+  // no transaction, the flush is what makes completed data writes durable (fsync).
+  auto flushed = flush_device_inner(/*only_if_written=*/images.empty());
   if (!flushed.ok()) {
     failed_ = true;
     return flushed;
@@ -381,7 +393,7 @@ Result<void> MetaStore::checkpoint_inner(bool clean) {
     return make_error(static_cast<int>(-first_error), ErrorKind::kIo,
                       "checkpoint: writing metadata home failed");
   }
-  auto flushed = device::flush_sync(dev_);
+  auto flushed = flush_device_inner(/*only_if_written=*/false);
   if (!flushed.ok()) {
     failed_ = true;
     return flushed;

@@ -334,6 +334,10 @@ class MetaStore {
   // -- journal and cache plumbing (meta_store.cc) --
   Result<void> commit_inner();
   Result<void> checkpoint_inner(bool clean);
+  // Flushes the device's volatile cache; commit_mu_ held. With `only_if_written`, not
+  // when no write has completed since the last flush was issued (an fsync with nothing
+  // new to make durable costs nothing).
+  Result<void> flush_device_inner(bool only_if_written);
   // The cached block at `grain`, read and decoded on a miss. first_ino: for inode leaves.
   Result<CachedBlock*> get_locked(uint64_t grain, format::BlockType type, uint64_t first_ino = 0);
   void mark_dirty_locked(uint64_t grain);
@@ -345,6 +349,9 @@ class MetaStore {
   MetaOptions options_;
 
   std::mutex commit_mu_;  // serialises commit/checkpoint; taken before mu_
+  // Device writes, discards and write-zeroes that had completed when the last successful
+  // flush was issued (flush_device_inner). Guarded by commit_mu_.
+  uint64_t flushed_writes_ = 0;
   MetaCache cache_;       // guarded by mu_, which trims it
   // What mu_ trims when it is released: directory indexes beyond their share of the
   // budget, then the cache.

@@ -418,5 +418,47 @@ TEST(Datastore, ReadvAndWritevStableUseTheCallersBuffers) {
   ASSERT_TRUE(ds->close().ok());
 }
 
+// fsync flushes the device only when a write has completed since the last flush: an
+// fsync with nothing new costs no device command, and an in-place overwrite (no
+// metadata to commit) is still made durable: after power loss with every unflushed
+// write dropped, it reads back.
+TEST(Datastore, FsyncFlushesOnlyWhenSomethingWasWritten) {
+  auto dev = fresh_device();
+  SimDevice* raw = dev.get();
+  OpenOptions o = quiet();
+  o.commit_interval_ms = 60000;  // commits only when asked
+  auto ds = open_ds(std::move(dev), o);
+  ASSERT_TRUE(ds);
+  auto f = ds->create(kRootIno, "f", 0644, 0, 0);
+  ASSERT_TRUE(f.ok());
+  const auto first = pattern(8192, 1), second = pattern(8192, 2);
+  ASSERT_TRUE(ds->write_sync(f->ino, 0, first.data(), first.size()).ok());
+  ASSERT_TRUE(ds->fsync_sync(f->ino).ok());
+  ASSERT_TRUE(ds->fsync_sync(f->ino).ok());  // the commit's own journal writes
+  auto flushes = [&] { return raw->counters().ops[static_cast<int>(device::OpKind::kFlush)]; };
+  const uint64_t idle = flushes();
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(ds->fsync_sync(f->ino).ok());
+  EXPECT_EQ(flushes(), idle) << "an fsync with nothing new flushed the device";
+
+  const uint64_t in_place = ds->stats().in_place_grain_writes;
+  const uint64_t commits = ds->stats().journal_commits;
+  ASSERT_TRUE(ds->write_sync(f->ino, 0, second.data(), second.size()).ok());
+  ASSERT_EQ(ds->stats().in_place_grain_writes, in_place + 2);
+  ASSERT_TRUE(ds->fsync_sync(f->ino).ok());
+  EXPECT_EQ(ds->stats().journal_commits, commits) << "the overwrite had metadata to commit";
+  EXPECT_GT(flushes(), idle) << "the overwrite was not flushed";
+
+  auto image = raw->power_loss(device::PowerLossMode::kDropAll, 1);
+  ds.reset();
+  OpenOptions ro = quiet();
+  ro.force = true;
+  auto ds2 = open_ds(std::move(image), ro);
+  ASSERT_TRUE(ds2);
+  std::vector<uint8_t> back(second.size());
+  ASSERT_TRUE(ds2->read_sync(f->ino, 0, back.size(), back.data()).ok());
+  EXPECT_TRUE(back == second) << "the fsynced overwrite was lost";
+  ASSERT_TRUE(ds2->close().ok());
+}
+
 }  // namespace
 }  // namespace vsfs
