@@ -296,14 +296,39 @@ class DatastoreImpl final : public Datastore {
     VSFS_TRY(writable(parent));
     VSFS_ASSIGN_OR_RETURN(auto entry, find_entry(parent, name));
     if (entry.type != DT_DIR) return make_error(ENOTDIR, ErrorKind::kInvalidArgument, "not a directory");
-    VSFS_ASSIGN_OR_RETURN(auto idx, ms_->dir_index_locked(entry.ino));
-    if (!idx->empty()) return make_error(ENOTEMPTY, ErrorKind::kInvalidArgument, "directory not empty");
+    VSFS_TRY(check_removable_dir_locked(entry.ino));
     VSFS_TRY(ms_->dir_remove_locked(parent, name));
     VSFS_TRY(touch_dir(parent));
     VSFS_ASSIGN_OR_RETURN(auto prec, ms_->inode_for_update_locked(parent));
     --prec->nlink;
-    VSFS_TRY(ms_->free_inode_locked(entry.ino));
+    VSFS_TRY(free_dir_locked(entry.ino));
     return after_change();
+  }
+
+  // A directory may go when it has no entries and no snapshot: its snapshots would be
+  // left with no path to them (no way to delete them), holding their space.
+  Result<void> check_removable_dir_locked(Ino dir) {
+    VSFS_ASSIGN_OR_RETURN(auto idx, ms_->dir_index_locked(dir));
+    if (!idx->empty()) return make_error(ENOTEMPTY, ErrorKind::kInvalidArgument, "directory not empty");
+    for (const auto& r : ms_->snapshots_locked()) {
+      if (r.base_ino == dir && (r.flags & format::kSnapDeleted) == 0) {
+        return make_error(ENOTEMPTY, ErrorKind::kInvalidArgument,
+                          "directory has snapshots ('{}'): delete them first", r.name);
+      }
+    }
+    return ok_result();
+  }
+
+  // Frees a removed directory's inode, and its .cbt node.
+  Result<void> free_dir_locked(Ino dir) {
+    VSFS_TRY(ms_->free_inode_locked(dir));
+    CbtNode root;
+    root.dir = dir;
+    if (auto it = cbt_index_.find(root.key()); it != cbt_index_.end()) {
+      cbt_nodes_.erase(it->second);
+      cbt_index_.erase(it);
+    }
+    return ok_result();
   }
 
   Result<void> rename(Ino parent, const std::string& name, Ino new_parent,
@@ -348,12 +373,11 @@ class DatastoreImpl final : public Datastore {
         if (src.type == DT_DIR && dst->type != DT_DIR) return make_error(ENOTDIR, ErrorKind::kInvalidArgument, "not a directory");
         if (src.type != DT_DIR && dst->type == DT_DIR) return make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory");
         if (dst->type == DT_DIR) {
-          VSFS_ASSIGN_OR_RETURN(auto didx, ms_->dir_index_locked(dst->ino));
-          if (!didx->empty()) return make_error(ENOTEMPTY, ErrorKind::kInvalidArgument, "directory not empty");
+          VSFS_TRY(check_removable_dir_locked(dst->ino));
           VSFS_TRY(ms_->dir_remove_locked(new_parent, new_name));
           VSFS_ASSIGN_OR_RETURN(auto np, ms_->inode_for_update_locked(new_parent));
           --np->nlink;
-          VSFS_TRY(ms_->free_inode_locked(dst->ino));
+          VSFS_TRY(free_dir_locked(dst->ino));
         } else {
           VSFS_TRY(ms_->dir_remove_locked(new_parent, new_name));
           VSFS_TRY(drop_link(dst->ino));

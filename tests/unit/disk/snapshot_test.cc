@@ -204,5 +204,32 @@ TEST(Clone, SharesGrainsAndCopiesOnlyWhatIsWritten) {
   ASSERT_TRUE(ds->close().ok());
 }
 
+// A directory with a snapshot is not empty: rmdir, and a rename over it, fail with
+// ENOTEMPTY (its snapshots would be left with no path to delete them by, holding their
+// space). Once they are deleted it goes, and so does its .cbt node.
+TEST(Snapshot, DirectoryWithSnapshotsIsNotRemoved) {
+  auto ds = std::move(Datastore::open(fresh_device(), {})).value();
+  auto vm = ds->mkdir(kRootIno, "vm1", 0755, 0, 0);
+  ASSERT_TRUE(vm.ok());
+  ASSERT_TRUE(ds->mkdir(snapdir(vm->ino), "s1", 0755, 0, 0).ok());
+  ASSERT_TRUE(ds->lookup(vm->ino, kCbtDirName).ok());
+  const uint64_t nodes = ds->stats().cbt_nodes;
+  auto r = ds->rmdir(kRootIno, "vm1");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().errno_value, ENOTEMPTY);
+  EXPECT_NE(r.error().message.find("snapshots"), std::string::npos) << r.error().message;
+  ASSERT_TRUE(ds->mkdir(kRootIno, "other", 0755, 0, 0).ok());
+  auto mv = ds->rename(kRootIno, "other", kRootIno, "vm1", RenameFlags::kNone);
+  ASSERT_FALSE(mv.ok());
+  EXPECT_EQ(mv.error().errno_value, ENOTEMPTY);
+  ASSERT_TRUE(ds->lookup(snapdir(vm->ino), "s1").ok()) << "the snapshot went";
+
+  ASSERT_TRUE(ds->rmdir(snapdir(vm->ino), "s1").ok());
+  ASSERT_TRUE(ds->rename(kRootIno, "other", kRootIno, "vm1", RenameFlags::kNone).ok());
+  EXPECT_EQ(ds->stats().cbt_nodes, nodes - 1) << "the removed directory's .cbt node stayed";
+  ASSERT_TRUE(ds->rmdir(kRootIno, "vm1").ok());
+  ASSERT_TRUE(ds->close().ok());
+}
+
 }  // namespace
 }  // namespace vsfs
