@@ -3,11 +3,13 @@
 // after the last acknowledged fsync must hold their old value or a value written since
 // (never a third thing), and fsck must find the datastore clean.
 //
-// VSFS_CRASH_SEEDS=N runs N seeds (default 3000); VSFS_CRASH_SEED=S runs only seed S.
+// VSFS_CRASH_SEEDS=N runs N seeds (default 3000) from VSFS_CRASH_FIRST_SEED (default 1);
+// VSFS_CRASH_SEED=S runs only seed S; VSFS_CRASH_TRACE=1 names each seed on stderr.
 #include <sys/stat.h>
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <random>
@@ -449,7 +451,12 @@ TEST(SimCrash, RandomWorkloadsSurvivePowerLoss) {
     return;
   }
   const uint64_t seeds = env_u64("VSFS_CRASH_SEEDS", 3000);
-  for (uint64_t s = 1; s <= seeds; ++s) {
+  const uint64_t first = env_u64("VSFS_CRASH_FIRST_SEED", 1);
+  // VSFS_CRASH_TRACE=1 names each seed on stderr before it runs: a crash of the test
+  // process itself (an abort) then still says which seed it was in.
+  const bool trace = env_u64("VSFS_CRASH_TRACE", 0) != 0;
+  for (uint64_t s = first; s < first + seeds; ++s) {
+    if (trace) std::fprintf(stderr, "sim-crash: seed %llu\n", static_cast<unsigned long long>(s));
     run_seed(s);
     if (HasFatalFailure() || HasNonfatalFailure()) {
       ADD_FAILURE() << "reproduce with VSFS_CRASH_SEED=" << s;
