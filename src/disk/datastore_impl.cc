@@ -183,6 +183,25 @@ class DatastoreImpl final : public Datastore {
       auto r = close();
       if (!r.ok()) VSFS_LOG_ERROR("closing the datastore: {}", r.error().to_string());
     }
+    wait_for_data_ops();  // also any a caller started after close()
+  }
+
+  // Waits until no data op is alive: their device IOs and completions (which use this
+  // object's members) are over, and the last checkpoint sees every completed write.
+  // Writes still waiting for space, which the stopped committer will not reclaim, fail.
+  void wait_for_data_ops() {
+    std::vector<std::shared_ptr<DataOp>> no_space;
+    {
+      std::lock_guard lock(ms_->mu());
+      no_space.swap(nospace_);
+    }
+    for (auto& op : no_space) {
+      op->done_len(make_error(ENOSPC, ErrorKind::kNoSpace, "no space left on the datastore"));
+    }
+    no_space.clear();
+    while (live_ops_.load(std::memory_order_acquire) != 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
   }
 
   void start_background() {
@@ -203,6 +222,7 @@ class DatastoreImpl final : public Datastore {
     if (committer_.joinable()) committer_.join();
     if (releaser_.joinable()) releaser_.join();
     if (formatter_.joinable()) formatter_.join();
+    wait_for_data_ops();
     if (options_.read_only) return ok_result();
     {
       std::lock_guard lock(ms_->mu());
@@ -461,7 +481,7 @@ class DatastoreImpl final : public Datastore {
 
   void readv(Ino ino, uint64_t offset, const iovec* iov, int iovcnt,
              Done<uint64_t> done) override {
-    auto op = std::make_shared<DataOp>();
+    auto op = std::make_shared<DataOp>(*this);
     op->ino = ino;
     op->done_len = std::move(done);
     op->user.assign(iov, iov + iovcnt);
@@ -504,7 +524,7 @@ class DatastoreImpl final : public Datastore {
 
   void writev(Ino ino, uint64_t offset, const iovec* iov, int iovcnt,
               Done<uint64_t> done) override {
-    auto op = std::make_shared<DataOp>();
+    auto op = std::make_shared<DataOp>(*this);
     op->ino = ino;
     op->done_len = std::move(done);
     uint64_t length = 0;
@@ -537,7 +557,7 @@ class DatastoreImpl final : public Datastore {
         length > kMaxFileBytes - offset) {
       return writev(ino, offset, iov, iovcnt, std::move(done));
     }
-    auto op = std::make_shared<DataOp>();
+    auto op = std::make_shared<DataOp>(*this);
     op->ino = ino;
     op->done_len = std::move(done);
     op->user.assign(iov, iov + iovcnt);
@@ -708,7 +728,7 @@ class DatastoreImpl final : public Datastore {
       });
     }
     if (g.whole_first < g.whole_end) {
-      auto op = std::make_shared<DataOp>();  // the destination's range, exclusive
+      auto op = std::make_shared<DataOp>(*this);  // the destination's range, exclusive
       op->ino = dst;
       op->first = g.whole_first;
       op->end = g.whole_end;
@@ -717,7 +737,7 @@ class DatastoreImpl final : public Datastore {
       // place) finishes first, and none starts until the grains are shared; otherwise
       // a write planned in place could land in a grain the clone already shares, and
       // the new file would change after the clone returned.
-      auto src_op = std::make_shared<DataOp>();
+      auto src_op = std::make_shared<DataOp>(*this);
       src_op->ino = src;
       src_op->first = g.whole_first - delta / kGrainBytes;
       src_op->end = src_op->first + (g.whole_end - g.whole_first);
@@ -818,10 +838,18 @@ class DatastoreImpl final : public Datastore {
 
   // One data request in flight.
   struct DataOp {
-    // The data buffer goes back to the pool it came from.
+    explicit DataOp(DatastoreImpl& owner) : live(owner.live_ops_) {
+      live.fetch_add(1, std::memory_order_relaxed);
+    }
+    // The data buffer goes back to the pool it came from. Counting the op out is the
+    // last thing: close() may go on as soon as it sees none alive.
     ~DataOp() {
       if (pool != nullptr) pool->give(std::move(buf));
+      live.fetch_sub(1, std::memory_order_release);
     }
+    DataOp(const DataOp&) = delete;
+    DataOp& operator=(const DataOp&) = delete;
+    std::atomic<uint64_t>& live;
     BufferPool* pool = nullptr;
     Ino ino = 0;
     uint64_t offset = 0, length = 0;
@@ -1492,18 +1520,24 @@ class DatastoreImpl final : public Datastore {
     // After the commit (the committer's lock comes before the metadata mutex: queue the
     // wait once this one is released).
     defer([this, op] {
+      Done<void> after = [this, op](Result<void> r) {
+        if (r.ok()) return write_fill_phase(op);
+        {
+          std::lock_guard lock(ms_->mu());
+          fail_write_locked(op, Error(r.error()));
+        }
+        run_deferred();
+      };
       {
         std::lock_guard l(bg_mu_);
-        fsync_waiters_.push_back([this, op](Result<void> r) {
-          if (r.ok()) return write_fill_phase(op);
-          {
-            std::lock_guard lock(ms_->mu());
-            fail_write_locked(op, Error(r.error()));
-          }
-          run_deferred();
-        });
+        if (options_.start_background && !stop_) {
+          fsync_waiters_.push_back(std::move(after));
+          after = nullptr;
+        }
       }
-      bg_cv_.notify_all();
+      if (after == nullptr) return bg_cv_.notify_all();
+      // No committer (closing): nothing will commit the stamp.
+      after(make_error(EIO, ErrorKind::kIo, "the datastore is closing"));
     });
   }
 
@@ -1647,7 +1681,7 @@ class DatastoreImpl final : public Datastore {
       for (const auto& l : map) any = any || l.state == SlotState::kMapped;
     }
     if (!check.ok() || !any) return done(std::move(check));
-    auto op = std::make_shared<DataOp>();
+    auto op = std::make_shared<DataOp>(*this);
     op->ino = ino;
     op->zero_write = true;
     op->done_len = [done = std::move(done)](Result<uint64_t> r) {
@@ -1669,7 +1703,7 @@ class DatastoreImpl final : public Datastore {
   // Unmaps grains [first, end) under the range lock; with new_size, sets the size too.
   void unmap_range(Ino ino, uint64_t first, uint64_t end, std::optional<uint64_t> new_size,
                    Done<void> done) {
-    auto op = std::make_shared<DataOp>();
+    auto op = std::make_shared<DataOp>(*this);
     op->ino = ino;
     op->first = first;
     op->end = std::max(first + 1, end);
@@ -1832,6 +1866,12 @@ class DatastoreImpl final : public Datastore {
   std::unique_ptr<MetaStore> ms_;
   OpenOptions options_;
   bool closed_ = false;
+  // Data ops alive (DataOp's constructor and destructor); close() waits for none. Both
+  // this and buffers_ (where an op's buffer goes back) are declared before every member
+  // that may hold an op, so that they outlive them.
+  std::atomic<uint64_t> live_ops_{0};
+  // Write and bounce buffers of data requests (thread-safe): reused, not reallocated.
+  BufferPool buffers_{kBufferRetainBytes};
 
   std::unordered_map<Ino, InodeRt> rt_;  // guarded by ms_->mu()
   // Guarded by ms_->mu(): the .cbt trees' nodes by id, their ids by path, the next id.
@@ -1847,8 +1887,6 @@ class DatastoreImpl final : public Datastore {
   std::vector<std::shared_ptr<DataOp>> nospace_;  // writes waiting for reclaimed space
   // Resource-queue statistics, guarded by ms_->mu().
   disk::WaitHistogram grain_waits_, snapshot_waits_, meta_waits_;
-  // Write and bounce buffers of data requests (thread-safe): reused, not reallocated.
-  BufferPool buffers_{kBufferRetainBytes};
   uint64_t changes_active_ = 0;
   std::vector<std::function<void()>> parked_;
   std::condition_variable_any barrier_cv_;

@@ -460,5 +460,46 @@ TEST(Datastore, FsyncFlushesOnlyWhenSomethingWasWritten) {
   ASSERT_TRUE(ds2->close().ok());
 }
 
+// Closing, or destroying, a datastore with data requests in flight waits for them, also
+// when its last commit fails at once (every flush fails): each is answered exactly once
+// before close() returns. (With the device failing, close() used to return at once and
+// the destructor freed what the completions then used: a heap corruption that sim-crash
+// hit about once in six runs of 3000 seeds.)
+TEST(Datastore, CloseWaitsForRequestsInFlight) {
+  for (const bool explicit_close : {true, false}) {
+    SCOPED_TRACE(explicit_close ? "close()" : "destructor");
+    device::SimOptions so;
+    so.size_bytes = 256ull << 20;
+    so.max_latency_us = 20000;  // every IO takes up to 20 ms
+    so.reorder_completions = true;
+    auto dev = std::make_unique<SimDevice>(so);
+    ASSERT_TRUE(mkfs(*dev, {}).ok());
+    SimDevice* raw = dev.get();
+    auto ds = open_ds(std::move(dev));
+    ASSERT_TRUE(ds);
+    auto f = ds->create(kRootIno, "f", 0644, 0, 0);
+    ASSERT_TRUE(f.ok());
+    constexpr int kWrites = 32;
+    std::atomic<int> answered{0}, failed{0};
+    const auto data = pattern(64 * 1024, 3);
+    for (int i = 0; i < kWrites; ++i) {
+      ds->write(f->ino, uint64_t(i) * data.size(), data.data(), data.size(),
+                [&](Result<uint64_t> r) {
+                  if (!r.ok()) failed.fetch_add(1);
+                  answered.fetch_add(1);
+                });
+    }
+    EXPECT_LT(answered.load(), kWrites) << "the device was too fast to test anything";
+    raw->fail_nth(device::OpKind::kFlush, 1, /*persistent=*/true);
+    if (explicit_close) {
+      EXPECT_FALSE(ds->close().ok());
+      EXPECT_EQ(answered.load(), kWrites) << "close() returned with requests in flight";
+    }
+    ds.reset();
+    EXPECT_EQ(answered.load(), kWrites);
+    EXPECT_EQ(failed.load(), 0);
+  }
+}
+
 }  // namespace
 }  // namespace vsfs
