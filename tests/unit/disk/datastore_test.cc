@@ -41,6 +41,20 @@ std::unique_ptr<Datastore> open_ds(std::unique_ptr<SimDevice> dev, OpenOptions o
   return r.ok() ? std::move(r).value() : nullptr;
 }
 
+// Commits only when asked (an fsync), so that a test decides what is durable.
+OpenOptions manual_commits() {
+  OpenOptions o = quiet();
+  o.commit_interval_ms = 60000;
+  return o;
+}
+
+// The datastore as the next mount finds it on a device image taken after power loss.
+std::unique_ptr<Datastore> open_after_power_loss(std::unique_ptr<SimDevice> image) {
+  OpenOptions o = quiet();
+  o.force = true;
+  return open_ds(std::move(image), o);
+}
+
 std::vector<uint8_t> pattern(size_t n, uint32_t seed) {
   std::vector<uint8_t> v(n);
   std::mt19937 rng(seed);
@@ -231,9 +245,7 @@ TEST(Datastore, GrainUnsharedInTheOpenTransactionIsNotWrittenInPlace) {
     SCOPED_TRACE(unlink ? "the clone unlinked" : "the clone's grain punched");
     auto dev = fresh_device();
     SimDevice* raw = dev.get();
-    OpenOptions o = quiet();
-    o.commit_interval_ms = 60000;  // commits only when asked
-    auto ds = open_ds(std::move(dev), o);
+    auto ds = open_ds(std::move(dev), manual_commits());
     ASSERT_TRUE(ds);
     auto f = ds->create(kRootIno, "f", 0644, 0, 0);
     const auto before = pattern(8192, 1);
@@ -253,9 +265,7 @@ TEST(Datastore, GrainUnsharedInTheOpenTransactionIsNotWrittenInPlace) {
     // The power fails before anything more is committed: the clone is back, intact.
     auto image = raw->power_loss(device::PowerLossMode::kKeepAll, 1);
     ds.reset();
-    OpenOptions ro = quiet();
-    ro.force = true;
-    auto ds2 = open_ds(std::move(image), ro);
+    auto ds2 = open_after_power_loss(std::move(image));
     ASSERT_TRUE(ds2);
     auto c2 = ds2->lookup(kRootIno, "clone");
     ASSERT_TRUE(c2.ok());
@@ -363,13 +373,18 @@ TEST(Datastore, ReadvAndWritevStableUseTheCallersBuffers) {
   std::fill(want.begin() + 2 * kG, want.begin() + 3 * kG, 0);  // grain 2: a hole
   ASSERT_TRUE(ds->write_sync(f->ino, 0, want.data(), 2 * kG).ok());
   ASSERT_TRUE(ds->write_sync(f->ino, 3 * kG, want.data() + 3 * kG, size - 3 * kG).ok());
-  auto readv = [&](uint64_t off, const std::vector<iovec>& iov) {
+  // Runs one asynchronous call of the pair and waits for its result.
+  auto wait = [](const std::function<void(Done<uint64_t>)>& start) {
     std::promise<Result<uint64_t>> p;
-    ds->readv(f->ino, off, iov.data(), static_cast<int>(iov.size()),
-              [&](Result<uint64_t> r) { p.set_value(std::move(r)); });
+    start([&](Result<uint64_t> r) { p.set_value(std::move(r)); });
     auto r = p.get_future().get();
     EXPECT_TRUE(r.ok()) << r.error().to_string();
     return r.ok() ? *r : 0;
+  };
+  auto readv = [&](uint64_t off, const std::vector<iovec>& iov) {
+    return wait([&](Done<uint64_t> d) {
+      ds->readv(f->ino, off, iov.data(), static_cast<int>(iov.size()), std::move(d));
+    });
   };
   auto joined = [](const std::vector<iovec>& iov, uint64_t n) {
     std::vector<uint8_t> out;
@@ -397,11 +412,13 @@ TEST(Datastore, ReadvAndWritevStableUseTheCallersBuffers) {
   EXPECT_EQ(joined(odd, 8000), slice(100, 8000));
 
   auto writev_stable = [&](uint64_t off, const std::vector<iovec>& iov) {
-    std::promise<Result<uint64_t>> p;
-    ds->writev_stable(f->ino, off, iov.data(), static_cast<int>(iov.size()),
-                      [&](Result<uint64_t> r) { p.set_value(std::move(r)); });
-    auto r = p.get_future().get();
-    ASSERT_TRUE(r.ok()) << r.error().to_string();
+    uint64_t n = 0;
+    for (const iovec& v : iov) n += v.iov_len;
+    EXPECT_EQ(wait([&](Done<uint64_t> d) {
+                ds->writev_stable(f->ino, off, iov.data(), static_cast<int>(iov.size()),
+                                  std::move(d));
+              }),
+              n);
   };
   auto p1 = pattern(kG, 21), p2 = pattern(2 * kG, 22);
   std::memcpy(a.data(), p1.data(), kG);
@@ -425,9 +442,7 @@ TEST(Datastore, ReadvAndWritevStableUseTheCallersBuffers) {
 TEST(Datastore, FsyncFlushesOnlyWhenSomethingWasWritten) {
   auto dev = fresh_device();
   SimDevice* raw = dev.get();
-  OpenOptions o = quiet();
-  o.commit_interval_ms = 60000;  // commits only when asked
-  auto ds = open_ds(std::move(dev), o);
+  auto ds = open_ds(std::move(dev), manual_commits());
   ASSERT_TRUE(ds);
   auto f = ds->create(kRootIno, "f", 0644, 0, 0);
   ASSERT_TRUE(f.ok());
@@ -450,9 +465,7 @@ TEST(Datastore, FsyncFlushesOnlyWhenSomethingWasWritten) {
 
   auto image = raw->power_loss(device::PowerLossMode::kDropAll, 1);
   ds.reset();
-  OpenOptions ro = quiet();
-  ro.force = true;
-  auto ds2 = open_ds(std::move(image), ro);
+  auto ds2 = open_after_power_loss(std::move(image));
   ASSERT_TRUE(ds2);
   std::vector<uint8_t> back(second.size());
   ASSERT_TRUE(ds2->read_sync(f->ino, 0, back.size(), back.data()).ok());
