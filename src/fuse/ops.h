@@ -25,6 +25,8 @@ void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
 void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                fuse_file_info* fi);
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode);
+void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name);
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name);
 void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name);
 void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name);
 void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,

@@ -1,6 +1,6 @@
 // The fuse_lowlevel_ops table: which handler answers which FUSE operation.
-// Operations left out (symlink, link, setxattr, locks, ioctl, ...) get ENOSYS from
-// libfuse; the kernel then remembers that and answers EOPNOTSUPP or EPERM itself.
+// Operations left out (setxattr, locks, ioctl, ...) get ENOSYS from libfuse; the kernel
+// then remembers that and answers EOPNOTSUPP itself.
 // Thread-safety: the table is built once, on first use, and never changes.
 #include "fuse/ops.h"
 
@@ -19,6 +19,8 @@ fuse_lowlevel_ops build_table() {
   ops.mknod = op_mknod;
   ops.create = op_create;
   ops.mkdir = op_mkdir;
+  ops.symlink = op_symlink;
+  ops.link = op_link;
   ops.unlink = op_unlink;
   ops.rmdir = op_rmdir;
   ops.rename = op_rename;

@@ -41,6 +41,9 @@ show("create in .vsfs", lambda: open(m + "/.vsfs/new", "w"))
 show("unlink stats", lambda: os.unlink(m + "/.vsfs/stats"))
 show("open stats for writing", lambda: open(m + "/.vsfs/stats", "w"))
 show("chmod stats", lambda: os.chmod(m + "/.vsfs/stats", 0o666))
+open(m + "/disk", "w").close()
+show("symlink", lambda: os.symlink("disk", m + "/sym"))
+show("link", lambda: os.link(m + "/disk", m + "/hard"))
 PY
 cat >"$T/synthetic.want" <<'W'
 root lists .vsfs: True
@@ -55,6 +58,8 @@ create in .vsfs: EPERM
 unlink stats: EPERM
 open stats for writing: EACCES
 chmod stats: EPERM
+symlink: EPERM
+link: EPERM
 W
 diff -u "$T/synthetic.want" "$T/synthetic.txt" || fail ".vsfs refusals differ"
 
