@@ -276,9 +276,16 @@ int serve(const Args& a, const vsfs::mount::Config& c, Reporter& rep) {
       VSFS_LOG_ERROR("{}", run.error().message);
       status = 1;
     }
-    // A signal can end the loop with IO in flight: its replies need the session.
-    for (int i = 0; i < 500 && fs.requests().in_flight() > 0; ++i) {
+    // A signal can end the loop with IO in flight: its replies need the session, so it
+    // stays until the last one is sent (a reply after it is gone would use freed
+    // memory). Each ends unless the device never answers: the datastore answers every
+    // request, if need be with an error.
+    for (int i = 1; fs.requests().in_flight() > 0; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      if (i % 500 == 0) {
+        VSFS_LOG_WARN("{}: waiting for {} requests in flight before unmounting", a.device,
+                      fs.requests().in_flight());
+      }
     }
     // Reverse order: signal handlers, the mount, the session.
     signals->reset();
