@@ -7,10 +7,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 examples=$(cd "$here/../../examples" && pwd)
 
-mkfs_file "$T/ds.img" 2G
-mkdir "$T/mnt" "$T/backup"
-mount_fg "$T/ds.img" "$T/mnt"
-m=$T/mnt
+mkdir "$T/backup"
+new_mount 2G
 mkdir "$m/vm1"
 truncate -s 64M "$m/vm1/vm1.img"
 dd if=/dev/urandom of="$m/vm1/vm1.img" bs=1M count=20 seek=3 conv=notrunc status=none

@@ -6,9 +6,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 command -v fio >/dev/null || fail "fio is not installed (see README: install step)"
 
-mkfs_file "$T/ds.img" 1G
-mkdir "$T/mnt"
-mount_fg "$T/ds.img" "$T/mnt"
+new_mount 1G
 
 head -c 64M /dev/urandom >"$T/a.ref"
 head -c 48M /dev/urandom >"$T/b.ref"

@@ -11,10 +11,7 @@
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
-mkfs_file "$T/ds.img" 64M
-mkdir "$T/mnt"
-mount_fg "$T/ds.img" "$T/mnt"
-m=$T/mnt
+new_mount 64M
 
 
 # df's available and used, in KiB.

@@ -5,10 +5,7 @@
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
-mkfs_file "$T/ds.img" 3G
-mkdir "$T/mnt"
-mount_fg "$T/ds.img" "$T/mnt"
-m=$T/mnt
+new_mount 3G
 dd if=/dev/urandom of="$m/disk.img" bs=1M count=1024 oflag=direct conv=fsync status=none ||
 	fail "writing the disk"
 before=$(du -k "$T/ds.img" | cut -f1)

@@ -91,6 +91,17 @@ mkfs_file() {
 	}
 }
 
+# new_mount SIZE [vsfs-mount options...]: a new datastore of SIZE in $T/ds.img, mounted
+# on $T/mnt (mount_fg), which is also in $m.
+new_mount() {
+	local size=$1
+	shift
+	mkfs_file "$T/ds.img" "$size"
+	mkdir -p "$T/mnt"
+	mount_fg "$T/ds.img" "$T/mnt" "$@"
+	m=$T/mnt
+}
+
 # wait_mounted DIR: until DIR is a vsfs mount (10 s).
 wait_mounted() {
 	for _ in $(seq 100); do

@@ -5,9 +5,7 @@
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
-mkfs_file "$T/ds.img"
-mkdir "$T/mnt"
-mount_fg "$T/ds.img" "$T/mnt"
+new_mount 1G
 
 ref=$(mktemp -d /dev/shm/vsfs-ns.XXXXXX 2>/dev/null || mktemp -d "$T/ref.XXXXXX")
 CLEAN_DIRS+=("$ref")

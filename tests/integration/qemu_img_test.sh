@@ -6,9 +6,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 command -v qemu-img >/dev/null || fail "qemu-img is not installed (qemu-utils; see README)"
 
-mkfs_file "$T/ds.img" 1G
-mkdir "$T/mnt"
-mount_fg "$T/ds.img" "$T/mnt"
+new_mount 1G
 
 # 96 MiB image: random extents of assorted sizes at assorted offsets, holes elsewhere.
 src=$T/src.raw

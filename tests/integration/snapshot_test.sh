@@ -7,10 +7,7 @@
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
-mkfs_file "$T/ds.img" 2G
-mkdir "$T/mnt"
-mount_fg "$T/ds.img" "$T/mnt"
-m=$T/mnt
+new_mount 2G
 
 mkdir "$m/vm1"
 head -c $((24 << 20)) /dev/urandom > "$T/orig"

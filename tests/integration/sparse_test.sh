@@ -6,9 +6,7 @@
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
-mkfs_file "$T/ds.img" 1G
-mkdir "$T/mnt"
-mount_fg "$T/ds.img" "$T/mnt"
+new_mount 1G
 f=$T/mnt/disk.img
 
 truncate -s 10G "$f" || fail "truncate -s 10G"

@@ -5,9 +5,7 @@
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
-mkfs_file "$T/ds.img" 1G
-mkdir "$T/mnt"
-mount_fg "$T/ds.img" "$T/mnt" -o meta_cache_mib=16
+new_mount 1G -o meta_cache_mib=16
 s=$T/mnt/.vsfs/stats
 
 python3 -m json.tool "$s" >/dev/null || fail "stats is not JSON: $(cat "$s")"
