@@ -10,6 +10,13 @@
 #
 #   tests/perf/coalesce_compare.sh [-b BUILD_DIR] [-d WORK_DIR] [-s FILE_SIZE]
 #                                  [-r RUNTIME_S] [-n REPEATS] [-o "extra -o options"]
+#                                  [-l DEVICE_IOPS]
+#
+# -l caps the device IOs per second of both daemons (each direction) with the block
+# cgroup's throttle on the disk under WORK_DIR, as on a volume provisioned for so many
+# IOPS (a cloud disk, a SAN LUN with a QoS limit): where each device IO has a price, as
+# opposed to this machine's local disk, whose 4 KiB rate is above what requests through
+# FUSE reach. The cap applies from the first job on, after the disks are laid out.
 #
 # WORK_DIR (default: a new directory under the current one) holds the two datastore
 # files and mount points; it is removed at the end. REPEATS (default 1) runs each job
@@ -23,7 +30,8 @@ size=1G
 runtime=10
 repeats=1
 extra_opts=
-while getopts "b:d:s:r:n:o:h" opt; do
+iops_cap=
+while getopts "b:d:s:r:n:o:l:h" opt; do
 	case $opt in
 	b) build=$OPTARG ;;
 	d) work=$OPTARG ;;
@@ -31,7 +39,8 @@ while getopts "b:d:s:r:n:o:h" opt; do
 	r) runtime=$OPTARG ;;
 	n) repeats=$OPTARG ;;
 	o) extra_opts=$OPTARG ;;
-	*) sed -n '2,17p' "$0"; exit 2 ;;
+	l) iops_cap=$OPTARG ;;
+	*) sed -n '2,24p' "$0"; exit 2 ;;
 	esac
 done
 command -v fio >/dev/null || { echo "coalesce_compare: fio is not installed" >&2; exit 2; }
@@ -42,6 +51,7 @@ done
 if [ -z "$work" ]; then work=$(mktemp -d "$PWD/vsfs-coalesce.XXXXXX"); else mkdir -p "$work"; fi
 work=$(cd "$work" && pwd)
 declare -A pid=()
+cgroup=
 
 cleanup() {
 	for side in on off; do
@@ -55,6 +65,7 @@ cleanup() {
 			kill "$p" 2>/dev/null || true
 		fi
 	done
+	[ -z "$cgroup" ] || rmdir "$cgroup" 2>/dev/null || true
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -76,6 +87,34 @@ for side in on off; do
 		--direct=1 --rw=write --bs=1M --iodepth=8 >/dev/null
 	sync "$work/mnt-$side/disk.img"
 done
+
+# cap_iops PID...: the daemons' device IOs limited to iops_cap per second each way, in a
+# block cgroup of their own (cgroup v2 io.max, or v1 blkio throttle), on the whole disk
+# that holds WORK_DIR.
+cap_iops() {
+	local devno sys
+	devno=$(stat -c '%Hd:%Ld' "$work")
+	sys=/sys/dev/block/$devno
+	[ -e "$sys" ] || { echo "coalesce_compare: $work is not on a block device" >&2; exit 2; }
+	[ -e "$sys/partition" ] && devno=$(cat "$(readlink -f "$sys")/../dev")
+	if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+		grep -qw io /sys/fs/cgroup/cgroup.controllers ||
+			{ echo "coalesce_compare: no io cgroup controller" >&2; exit 2; }
+		echo +io >/sys/fs/cgroup/cgroup.subtree_control
+		cgroup=/sys/fs/cgroup/vsfs-coalesce.$$
+		mkdir "$cgroup"
+		echo "$devno riops=$iops_cap wiops=$iops_cap" >"$cgroup/io.max"
+	else
+		[ -d /sys/fs/cgroup/blkio ] || { echo "coalesce_compare: no blkio cgroup" >&2; exit 2; }
+		cgroup=/sys/fs/cgroup/blkio/vsfs-coalesce.$$
+		mkdir "$cgroup"
+		echo "$devno $iops_cap" >"$cgroup/blkio.throttle.read_iops_device"
+		echo "$devno $iops_cap" >"$cgroup/blkio.throttle.write_iops_device"
+	fi
+	for p in "$@"; do echo "$p" >"$cgroup/cgroup.procs"; done
+	echo "device IOs capped at $iops_cap/s each way on $devno (${cgroup})"
+}
+[ -z "$iops_cap" ] || cap_iops "${pid[on]}" "${pid[off]}"
 
 # stats SIDE -> "device_reads device_writes coalesce_merged coalesce_held"
 stats() {
