@@ -165,7 +165,7 @@ printf "%-18s %9s %9s %7s %9s %9s %9s %9s %7s %7s\n" job on_MB/s off_MB/s bw_x o
 	off_lat_us lat_x on_dev/req off_dev/req ios_x
 for jspec in "${jobs[@]}"; do
 	read -r name rw bs depth <<<"$jspec"
-	declare -A bw=() lat=() per=() req=() dev=()
+	declare -A bw=() lat=() per=()
 	for side in on off; do bw[$side]=""; lat[$side]=""; per[$side]=""; done
 	for _ in $(seq "$repeats"); do
 		for side in on off; do

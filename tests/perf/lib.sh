@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared set-up of the tests/perf benchmarks (sourced after `bin` is set): a private
 # work directory under /var/tmp with a mount point, unmounted and removed on exit, and
 # helpers to read .vsfs/stats and the clock. Sets `work` and `m`.
