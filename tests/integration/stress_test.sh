@@ -10,7 +10,8 @@
 #    the clone compared;
 #  - whole-datastore snapshots taken and deleted, .vsfs/stats read, all along.
 # Then: every snapshot deleted, unmount, vsfs-fsck clean, remount, the disks read back
-# as they were.
+# as they were; and a kill -9 in the middle of writes and snapshot deletions, after which
+# everything that returned before it is there (see the last part).
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 examples=$(cd "$here/../../examples" && pwd)
@@ -117,5 +118,45 @@ mount_fg "$T/ds.img" "$m"
 [ "$(cd "$m" && sha256sum vm1/a.img vm2/b.img vm3/c.img vm3/clone.img)" = "$sums" ] ||
 	fail "the disks changed across the remount"
 cmp "$T/backup/b.img" "$m/vm2/b.img" || fail "vm2 after remount differs from its backup"
+
+# A crash in the middle of it: snapshots taken, some deleted (their release still
+# running), writes in flight, then kill -9. After a remount the snapshots whose mkdir
+# returned read as they were, the deleted ones stay deleted and their release finishes,
+# the next backup of vm2 is still incremental, and fsck is clean.
+for n in 0 1 2 3 4 5; do
+	scribble "$m/vm3/c.img" || fail "vm3 write before the crash"
+	mkdir "$m/vm3/.snapshots/k$n" || fail "snapshot k$n"
+	sha256sum <"$m/vm3/c.img" >"$T/sums/k$n"
+done
+scribble "$m/vm2/b.img" || fail "vm2 write before the crash"
+fio --name=crash --filename="$m/vm1/a.img" --size=128M --ioengine=io_uring --direct=1 \
+	--rw=randwrite --bsrange=4k-64k --iodepth=16 --runtime=60 --time_based >/dev/null 2>&1 &
+crash_fio=$!
+PIDS+=("$crash_fio")
+sleep 1
+rmdir "$m/vm3/.snapshots/k1" "$m/vm3/.snapshots/k3" "$m/vm3/.snapshots/k4" || fail "delete before the crash"
+kill -9 "$DAEMON_PID"
+wait "$DAEMON_PID" 2>/dev/null
+wait "$crash_fio" 2>/dev/null
+fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+wait_device_free "$T/ds.img"
+mount_fg "$T/ds.img" "$m"
+[ "$(ls "$m/vm3/.snapshots" | tr '\n' ' ')" = "k0 k2 k5 " ] ||
+	fail "snapshots after the crash: $(ls "$m/vm3/.snapshots")"
+for k in k0 k2 k5; do
+	[ "$(sha256sum <"$m/vm3/.snapshots/$k/c.img")" = "$(cat "$T/sums/$k")" ] ||
+		fail "snapshot $k differs after the crash"
+	rmdir "$m/vm3/.snapshots/$k" || fail "delete $k after the crash"
+done
+bash "$examples/backup-incremental.sh" "$m" vm2/b.img "$T/backup" >"$T/backup.out" 2>&1 ||
+	{ cat "$T/backup.out" >&2; fail "backup after the crash"; }
+grep -q "incremental backup" "$T/backup.out" || fail "backup after the crash: $(cat "$T/backup.out")"
+cmp "$T/backup/b.img" "$m/vm2/b.img" || fail "backup after the crash differs"
+for _ in $(seq 150); do
+	[ "$(stat_value "$m" release_pending)" = 0 ] && break
+	sleep 0.2
+done
+[ "$(stat_value "$m" release_pending)" = 0 ] || fail "the deletions did not finish after the crash"
 unmount_wait "$m" "$DAEMON_PID"
+fsck_clean "$T/ds.img" "after the crash"
 echo "PASS: stress"
