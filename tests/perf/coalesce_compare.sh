@@ -43,6 +43,8 @@ while getopts "b:d:s:r:n:o:l:h" opt; do
 	*) sed -n '2,24p' "$0"; exit 2 ;;
 	esac
 done
+[[ -z $iops_cap || $iops_cap =~ ^[1-9][0-9]*$ ]] ||
+	{ echo "coalesce_compare: -l takes a number of IOPS, not '$iops_cap'" >&2; exit 2; }
 command -v fio >/dev/null || { echo "coalesce_compare: fio is not installed" >&2; exit 2; }
 bin=$build/bin
 for p in vsfs-mkfs vsfs-mount; do
