@@ -4,9 +4,10 @@
 # targets: 4 KiB sequential O_DIRECT at QD32 >= 4x fewer device IOs than requests and
 # >= 1.5x the throughput of off; 4 KiB random QD1 latency within 5 % of off). Device IOs
 # per request = the change in .vsfs/stats io.device_ops (read or write) over fio's
-# requests for the job. Jobs alternate between the two mounts, each mount on its own
-# datastore file with its own daemon, so both see the same host conditions. Run by hand
-# from a build tree:
+# requests for the job. Jobs alternate between the two mounts, each on its own datastore
+# file with its own daemon, so both see the same host conditions; the two files swap
+# roles at every repeat (remounted with the other setting), so where each file lies on
+# the disk below does not favour one side. Run by hand from a build tree:
 #
 #   tests/perf/coalesce_compare.sh [-b BUILD_DIR] [-d WORK_DIR] [-s FILE_SIZE]
 #                                  [-r RUNTIME_S] [-n REPEATS] [-o "extra -o options"]
@@ -19,8 +20,8 @@
 # FUSE reach. The cap applies from the first job on, after the disks are laid out.
 #
 # WORK_DIR (default: a new directory under the current one) holds the two datastore
-# files and mount points; it is removed at the end. REPEATS (default 1) runs each job
-# that many times per mount and reports the median. Needs fio and root (FUSE mount).
+# files and mount points; it is removed at the end. REPEATS (default 2) runs every job
+# that many times per side and reports the median. Needs fio and root (FUSE mount).
 # Not a ctest test: timings vary.
 set -euo pipefail
 
@@ -28,7 +29,7 @@ build=build
 work=
 size=1G
 runtime=10
-repeats=1
+repeats=2
 extra_opts=
 iops_cap=
 while getopts "b:d:s:r:n:o:l:h" opt; do
@@ -40,7 +41,7 @@ while getopts "b:d:s:r:n:o:l:h" opt; do
 	n) repeats=$OPTARG ;;
 	o) extra_opts=$OPTARG ;;
 	l) iops_cap=$OPTARG ;;
-	*) sed -n '2,24p' "$0"; exit 2 ;;
+	*) sed -n '2,25p' "$0"; exit 2 ;;
 	esac
 done
 [[ -z $iops_cap || $iops_cap =~ ^[1-9][0-9]*$ ]] ||
@@ -75,25 +76,44 @@ trap "exit 143" TERM INT
 
 size_bytes=$(numfmt --from=iec "$size")
 ds_bytes=$((size_bytes * 2 + (1 << 30)))
-for side in on off; do
-	mkdir -p "$work/mnt-$side"
-	"$bin/vsfs-mkfs" -s "$ds_bytes" "$work/ds-$side.img" >/dev/null
-	opts="coalesce=$side${extra_opts:+,$extra_opts}"
-	"$bin/vsfs-mount" -f -o "$opts" "$work/ds-$side.img" "$work/mnt-$side" \
-		>"$work/daemon-$side.log" 2>&1 &
-	pid[$side]=$!
-	for _ in $(seq 100); do grep -q " $work/mnt-$side fuse.vsfs " /proc/mounts && break; sleep 0.1; done
-	grep -q " $work/mnt-$side fuse.vsfs " /proc/mounts || { cat "$work/daemon-$side.log" >&2; exit 1; }
-	# Lay the disk out fully, so reads hit written data and writes go in place.
-	fio --name=layout --filename="$work/mnt-$side/disk.img" --size="$size" --ioengine=io_uring \
-		--direct=1 --rw=write --bs=1M --iodepth=8 >/dev/null
-	sync "$work/mnt-$side/disk.img"
-done
+for f in a b; do "$bin/vsfs-mkfs" -s "$ds_bytes" "$work/ds-$f.img" >/dev/null; done
+mkdir -p "$work/mnt-on" "$work/mnt-off"
+
+# mount_pair ROUND: datastore a on the side `on` and b on `off` in even rounds, the other
+# way round in odd ones; each daemon's pid in pid[SIDE].
+mount_pair() {
+	local files=(a b) side i=0
+	[ $(($1 % 2)) = 0 ] || files=(b a)
+	for side in on off; do
+		local mnt=$work/mnt-$side
+		"$bin/vsfs-mount" -f -o "coalesce=$side${extra_opts:+,$extra_opts}" \
+			"$work/ds-${files[$i]}.img" "$mnt" >"$work/daemon-$side.log" 2>&1 &
+		pid[$side]=$!
+		i=$((i + 1))
+		for _ in $(seq 100); do grep -q " $mnt fuse.vsfs " /proc/mounts && break; sleep 0.1; done
+		grep -q " $mnt fuse.vsfs " /proc/mounts || { cat "$work/daemon-$side.log" >&2; exit 1; }
+	done
+	[ -z "$iops_cap" ] || cap_iops "${pid[on]}" "${pid[off]}"
+}
+
+# unmount_pair: both unmounted and their daemons gone.
+unmount_pair() {
+	local side
+	for side in on off; do
+		fusermount3 -u "$work/mnt-$side"
+		for _ in $(seq 100); do kill -0 "${pid[$side]}" 2>/dev/null || break; sleep 0.1; done
+		pid[$side]=
+	done
+}
 
 # cap_iops PID...: the daemons' device IOs limited to iops_cap per second each way, in a
 # block cgroup of their own (cgroup v2 io.max, or v1 blkio throttle), on the whole disk
 # that holds WORK_DIR.
 cap_iops() {
+	if [ -n "$cgroup" ]; then
+		for p in "$@"; do echo "$p" >"$cgroup/cgroup.procs"; done
+		return
+	fi
 	local devno sys
 	devno=$(stat -c '%Hd:%Ld' "$work")
 	sys=/sys/dev/block/$devno
@@ -116,7 +136,18 @@ cap_iops() {
 	for p in "$@"; do echo "$p" >"$cgroup/cgroup.procs"; done
 	echo "device IOs capped at $iops_cap/s each way on $devno (${cgroup})"
 }
-[ -z "$iops_cap" ] || cap_iops "${pid[on]}" "${pid[off]}"
+# Lay the disks out fully, so reads hit written data and writes go in place; the cap
+# starts after this.
+cap=$iops_cap
+iops_cap=
+mount_pair 0
+for side in on off; do
+	fio --name=layout --filename="$work/mnt-$side/disk.img" --size="$size" --ioengine=io_uring \
+		--direct=1 --rw=write --bs=1M --iodepth=8 >/dev/null
+	sync "$work/mnt-$side/disk.img"
+done
+unmount_pair
+iops_cap=$cap
 
 # stats SIDE -> "device_reads device_writes coalesce_merged coalesce_held"
 stats() {
@@ -163,29 +194,30 @@ jobs=(
 	"randread-4k-qd32 randread 4k 32"
 )
 
+# Every repeat mounts the pair the other way round and runs every job on both sides.
+declare -A bw=() lat=() per=()  # by "JOB SIDE": the repeats' values
+for round in $(seq "$repeats"); do
+	mount_pair $((round - 1))
+	for jspec in "${jobs[@]}"; do
+		read -r name rw bs depth <<<"$jspec"
+		for side in on off; do
+			read -r r b l d _m <<<"$(run_job "$side" "$rw" "$bs" "$depth")"
+			bw[$name $side]+=" $b"
+			lat[$name $side]+=" $l"
+			per[$name $side]+=" $(python3 -c "print($d / $r if $r else 0)")"
+		done
+	done
+	[ "$round" = "$repeats" ] || unmount_pair
+done
+
 printf "%-18s %9s %9s %7s %9s %9s %9s %9s %7s %7s\n" job on_MB/s off_MB/s bw_x on_lat_us \
 	off_lat_us lat_x on_dev/req off_dev/req ios_x
 for jspec in "${jobs[@]}"; do
-	read -r name rw bs depth <<<"$jspec"
-	declare -A bw=() lat=() per=()
-	for side in on off; do bw[$side]=""; lat[$side]=""; per[$side]=""; done
-	for _ in $(seq "$repeats"); do
-		for side in on off; do
-			read -r r b l d _m <<<"$(run_job "$side" "$rw" "$bs" "$depth")"
-			bw[$side]+=" $b"
-			lat[$side]+=" $l"
-			per[$side]+=" $(python3 -c "print($d / $r if $r else 0)")"
-		done
-	done
-	for side in on off; do
-		# shellcheck disable=SC2086  # word lists
-		bw[$side]=$(median ${bw[$side]})
-		# shellcheck disable=SC2086
-		lat[$side]=$(median ${lat[$side]})
-		# shellcheck disable=SC2086
-		per[$side]=$(median ${per[$side]})
-	done
-	python3 - "$name" "${bw[on]}" "${bw[off]}" "${lat[on]}" "${lat[off]}" "${per[on]}" "${per[off]}" <<'PY'
+	read -r name _ <<<"$jspec"
+	# shellcheck disable=SC2086  # word lists
+	python3 - "$name" "$(median ${bw[$name on]})" "$(median ${bw[$name off]})" \
+		"$(median ${lat[$name on]})" "$(median ${lat[$name off]})" \
+		"$(median ${per[$name on]})" "$(median ${per[$name off]})" <<'PY'
 import sys
 name = sys.argv[1]
 bon, boff, lon, loff, pon, poff = (float(x) for x in sys.argv[2:])
@@ -198,7 +230,7 @@ done
 python3 - "$work/mnt-on/.vsfs/stats" <<'PY'
 import json, sys
 c = json.load(open(sys.argv[1]))["coalesce"]
-print("coalesce (on): requests_in %d ios_out %d merged %d held %d deadline_flushes %d "
+print("coalesce (on, last repeat): requests_in %d ios_out %d merged %d held %d deadline_flushes %d "
       "full_flushes %d hold_us p50 %d p99 %d max %d" % (
           c["requests_in"], c["ios_out"], c["merged"], c["held"], c["deadline_flushes"],
           c["full_flushes"], c["hold_us"]["p50"], c["hold_us"]["p99"], c["hold_us"]["max"]))
