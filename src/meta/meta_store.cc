@@ -81,6 +81,7 @@ Result<std::unique_ptr<MetaStore>> MetaStore::open(device::Device& dev,
   }
   sb.journal_tail_grain = replay.end_grain;
   sb.journal_tail_seq = replay.end_seq;
+  const bool crashed = (sb.state & format::kStateClean) == 0;
   if (!options.read_only) {
     sb.state &= ~format::kStateClean;
     if (options.mark_mounted) sb.state |= format::kStateMounted;
@@ -93,10 +94,13 @@ Result<std::unique_ptr<MetaStore>> MetaStore::open(device::Device& dev,
   ms->committed_sb_ = sb;
   ms->journal_ = std::make_unique<Journal>(dev, sb.journal_start_grain, sb.journal_grains,
                                            sb.journal_tail_grain, sb.journal_tail_seq);
-  std::lock_guard lock(ms->mu_);
-  VSFS_TRY(ms->load_block_table());
-  VSFS_TRY(ms->load_snapshots_locked());
-  VSFS_TRY(ms->scan_inodes_locked());
+  {
+    std::lock_guard lock(ms->mu_);
+    VSFS_TRY(ms->load_block_table());
+    VSFS_TRY(ms->load_snapshots_locked());
+    VSFS_TRY(ms->scan_inodes_locked());
+  }
+  if (crashed && !options.read_only) VSFS_TRY(ms->unformat_after_crash());
   return ms;
 }
 

@@ -281,6 +281,9 @@ class MetaStore {
 
   // -- space (space.cc) --
   Result<void> load_block_table();
+  // After a crash: every formatted free block to the to-be-formatted list (space.cc),
+  // committed in transactions the journal can hold.
+  Result<void> unformat_after_crash();
   Result<format::BlockEntry*> block_entry_for_update_locked(uint64_t block);
   format::BlockEntry block_entry_locked(uint64_t block) const;
   Result<uint16_t> incref_locked(uint64_t grain);

@@ -5,6 +5,12 @@
 // table; a block's used_grains counts its grains with a nonzero count. A block whose
 // last grain is freed goes to the to-be-formatted list in the same transaction and is
 // handed out again only after the checkpoint that follows its commit.
+//
+// A formatted free block reads as zeros, except after a crash: a write into a block
+// whose allocation had not committed yet leaves data there while the block table still
+// says formatted. So a datastore opened after a crash moves every formatted free block
+// to the to-be-formatted list (unformat_after_crash) and the formatter zeroes them again
+// in the background; allocation takes them meanwhile like any to-be-formatted block.
 #include <algorithm>
 
 #include "meta/meta_store.h"
@@ -39,6 +45,33 @@ Result<void> MetaStore::load_block_table() {
     }
   }
   return ok_result();
+}
+
+Result<void> MetaStore::unformat_after_crash() {
+  std::vector<uint64_t> blocks;
+  {
+    std::lock_guard lock(mu_);
+    blocks.assign(formatted_free_.begin(), formatted_free_.end());
+  }
+  if (blocks.empty()) return ok_result();
+  VSFS_LOG_INFO("the datastore was not closed cleanly: its {} formatted free block{} may "
+                "hold data from writes the stop cut short; they are formatted again in the "
+                "background",
+                blocks.size(), blocks.size() == 1 ? "" : "s");
+  for (uint64_t block : blocks) {
+    bool big;
+    {
+      std::lock_guard lock(mu_);
+      VSFS_ASSIGN_OR_RETURN(format::BlockEntry * e, block_entry_for_update_locked(block));
+      VSFS_ASSERT(e->state == BlockState::kFormattedFree && e->used_grains == 0);
+      e->state = BlockState::kToFormatFree;
+      formatted_free_.erase(block);
+      to_format_free_.insert(block);
+      big = wants_commit_locked();
+    }
+    if (big) VSFS_TRY(commit());
+  }
+  return commit();
 }
 
 format::BlockEntry MetaStore::block_entry_locked(uint64_t block) const {
