@@ -282,7 +282,7 @@ class MetaStore {
   // -- space (space.cc) --
   Result<void> load_block_table();
   // After a crash: every formatted free block to the to-be-formatted list (space.cc),
-  // committed in transactions the journal can hold.
+  // committed in transactions the journal can hold. From open(), before other threads.
   Result<void> unformat_after_crash();
   Result<format::BlockEntry*> block_entry_for_update_locked(uint64_t block);
   format::BlockEntry block_entry_locked(uint64_t block) const;

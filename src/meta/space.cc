@@ -48,24 +48,26 @@ Result<void> MetaStore::load_block_table() {
 }
 
 Result<void> MetaStore::unformat_after_crash() {
-  std::vector<uint64_t> blocks;
+  uint64_t count;
   {
     std::lock_guard lock(mu_);
-    blocks.assign(formatted_free_.begin(), formatted_free_.end());
+    count = formatted_free_.size();
   }
-  if (blocks.empty()) return ok_result();
+  if (count == 0) return ok_result();
   VSFS_LOG_INFO("the datastore was not closed cleanly: its {} formatted free block{} may "
                 "hold data from writes the stop cut short; they are formatted again in the "
                 "background",
-                blocks.size(), blocks.size() == 1 ? "" : "s");
-  for (uint64_t block : blocks) {
+                count, count == 1 ? "" : "s");
+  for (;;) {
     bool big;
     {
       std::lock_guard lock(mu_);
+      if (formatted_free_.empty()) break;
+      const uint64_t block = *formatted_free_.begin();
       VSFS_ASSIGN_OR_RETURN(format::BlockEntry * e, block_entry_for_update_locked(block));
       VSFS_ASSERT(e->state == BlockState::kFormattedFree && e->used_grains == 0);
       e->state = BlockState::kToFormatFree;
-      formatted_free_.erase(block);
+      formatted_free_.erase(formatted_free_.begin());
       to_format_free_.insert(block);
       big = wants_commit_locked();
     }
