@@ -59,6 +59,14 @@ cleanup() {
 			kill "$p" 2>/dev/null || true
 		fi
 	done
+	if [ "$rc" != 0 ]; then
+		# What the daemons said (a sanitizer report, an error) belongs with the failure.
+		for log in "$T"/daemon.*.log; do
+			[ -s "$log" ] || continue
+			echo "--- $(basename "$log") (last 150 lines)" >&2
+			tail -n 150 "$log" >&2
+		done
+	fi
 	rm -rf "$T" "${CLEAN_DIRS[@]}"
 	[ -z "$URING_WAS" ] || echo "$URING_WAS" >"$URING_PARAM" || true
 	exit "$rc"

@@ -68,5 +68,21 @@ echo "write_requests $w0 -> $w1, write_bytes $wb0 -> $wb1, device writes $dw0 ->
 [ "$(stat_value "$T/mnt" meta_cache.dir_indexes)" -ge 1 ] || fail "no directory index counted"
 [ "$(stat_value "$T/mnt" meta_cache.dir_index_bytes)" -gt 0 ] || fail "dir_index_bytes is 0"
 
+# Readers opening, reading and closing the stats file at once, for 5 s: every read is a
+# whole JSON document. (The handle of a closed reader is freed while others read theirs;
+# the sanitizer build of the daemon caught a reply that still pointed into a handle.)
+readers=()
+for _ in 1 2 3 4; do
+	python3 - "$T/mnt/.vsfs/stats" <<'PY' &
+import json, sys, time
+end = time.monotonic() + 5
+while time.monotonic() < end:
+    with open(sys.argv[1]) as f:
+        json.load(f)
+PY
+	readers+=($!)
+done
+for r in "${readers[@]}"; do wait "$r" || fail "a concurrent reader of .vsfs/stats failed"; done
+
 unmount_wait "$T/mnt" "$DAEMON_PID"
 echo "PASS: stats"
