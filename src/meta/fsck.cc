@@ -338,7 +338,6 @@ class Checker {
   // The datastore was not cleanly unmounted (or its journal held transactions).
   bool crashed_ = false;
   uint64_t crash_residue_ = 0;  // formatted blocks holding data from unfinished allocations
-  uint64_t unformatted_after_crash_ = 0;  // repair: formatted blocks moved after a crash
   uint64_t orphans_ = 0;
 };
 
@@ -1263,6 +1262,7 @@ Result<void> Checker::check_namespace() {
 
 Result<void> Checker::repair_block_table() {
   bool changed_any = false;
+  uint64_t unformatted_after_crash = 0;  // formatted blocks moved after a crash
   AlignedBuffer buf(kGrainBytes, false);
   for (uint64_t i = 0; i < sb_.block_table_grains; ++i) {
     const uint64_t self = sb_.block_table_start_grain + i;
@@ -1319,7 +1319,7 @@ Result<void> Checker::repair_block_table() {
       if (walk_complete_) fixed_blocks.push_back(b);
       if (crashed_ && !not_zero_.count(b) && cur.state == BlockState::kFormattedFree &&
           want.state == BlockState::kToFormatFree && want.used_grains == cur.used_grains) {
-        ++unformatted_after_crash_;  // one summary line, not one per free block
+        ++unformatted_after_crash;  // one summary line, not one per free block
         unformatted = true;
         continue;
       }
@@ -1345,11 +1345,11 @@ Result<void> Checker::repair_block_table() {
     for (uint64_t b : fixed_blocks) retire(Fix::kBlock, b);
     for (uint64_t b : fixed_zero) retire(Fix::kBlockZero, b);
   }
-  if (unformatted_after_crash_ > 0) {
+  if (unformatted_after_crash > 0) {
     report_.repairs.push_back(fmt::format(
         "block table: {} formatted free block{} moved to the to-be-formatted list (the "
         "datastore was not closed cleanly: they may hold data from writes the stop cut short)",
-        unformatted_after_crash_, unformatted_after_crash_ == 1 ? "" : "s"));
+        unformatted_after_crash, unformatted_after_crash == 1 ? "" : "s"));
   }
   if (changed_any) VSFS_TRY(device::flush_sync(real_));
   return ok_result();
