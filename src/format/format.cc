@@ -300,7 +300,9 @@ Result<void> check_geometry(const Superblock& sb) {
     return bad(at, "refcount table of {} grains cannot count {} grains", sb.refcount_grains,
                total_grains);
   }
-  if (sb.journal_tail_grain >= sb.journal_grains) {
+  // journal_tail_grain == journal_grains (the end of the ring) means offset 0: earlier
+  // versions recorded it so, and their datastores must open.
+  if (sb.journal_tail_grain > sb.journal_grains) {
     return bad(at, "journal_tail_grain {} is outside the {}-grain journal",
                sb.journal_tail_grain, sb.journal_grains);
   }
@@ -900,7 +902,7 @@ void encode_release_list(const ReleaseList& l, uint64_t self, uint64_t generatio
 Result<Layout> compute_layout(uint64_t device_bytes, uint64_t journal_bytes_override) {
   constexpr uint64_t kMinJournalBytes = 8ull << 20;
   constexpr uint64_t kMaxJournalBytes = 1ull << 30;
-  constexpr uint64_t kMinOverrideJournalBytes = 4ull << 20;
+  constexpr uint64_t kMinOverrideJournalBytes = kBlockBytes;  // one storage block
   constexpr uint64_t kMinDataBlocks = 16;
   if (device_bytes < kMinDeviceBytes) {
     return make_error(EINVAL, ErrorKind::kInvalidArgument,

@@ -378,15 +378,30 @@ Result<void> Checker::load_superblock() {
       copy_bad = true;
       problem(Fix::kSuperblock, 1, fmt::format("superblock copy (grain {}): {}",
                                                format::kSuperblockCopyGrain, c.error().message));
-    } else if ((sb_.state & format::kStateClean) &&
-               std::memcmp(primary.data(), copy.data(), kGrainBytes) != 0) {
-      // The copy is rewritten with the primary every time; on a cleanly unmounted
-      // datastore they must agree.
-      copy_bad = true;
-      problem(Fix::kSuperblock, 1,
-              fmt::format("superblock copy (grain {}) differs from the primary on a cleanly "
-                          "unmounted datastore",
-                          format::kSuperblockCopyGrain));
+    } else if (std::memcmp(primary.data(), copy.data(), kGrainBytes) != 0) {
+      // Every update writes the copy, flushes, then writes the primary: a power cut in
+      // between leaves a valid copy one update ahead of a valid primary, and the primary
+      // is the state to use. A copy of another datastore or geometry is damage.
+      const format::Superblock& o = *c;
+      if (o.uuid != sb_.uuid || o.device_bytes != sb_.device_bytes ||
+          o.total_blocks != sb_.total_blocks || o.journal_start_grain != sb_.journal_start_grain ||
+          o.journal_grains != sb_.journal_grains || o.first_data_block != sb_.first_data_block) {
+        copy_bad = true;
+        problem(Fix::kSuperblock, 1,
+                fmt::format("superblock copy (grain {}) describes another datastore or "
+                            "geometry than the primary",
+                            format::kSuperblockCopyGrain));
+      } else {
+        VSFS_LOG_INFO("superblock copy is one update ahead of the primary (a power cut "
+                      "during an update); the primary is used{}",
+                      options_.repair ? " and copied over it" : "");
+        copy_bad = options_.repair;
+        if (copy_bad) {
+          VSFS_TRY(write_grain(format::kSuperblockCopyGrain, primary));
+          VSFS_TRY(device::flush_sync(real_));
+          copy_bad = false;
+        }
+      }
     }
     if (copy_bad && options_.repair) {
       VSFS_TRY(write_grain(format::kSuperblockCopyGrain, primary));

@@ -22,7 +22,11 @@ format::Grain grain_at(AlignedBuffer& buf, uint64_t i) {
 
 Journal::Journal(device::Device& dev, uint64_t start_grain, uint64_t ring_grains,
                  uint64_t tail_grain, uint64_t tail_seq)
-    : dev_(dev), start_(start_grain), ring_(ring_grains), head_(tail_grain), seq_(tail_seq) {}
+    : dev_(dev),
+      start_(start_grain),
+      ring_(ring_grains),
+      head_(tail_grain == ring_grains ? 0 : tail_grain),
+      seq_(tail_seq) {}
 
 uint64_t Journal::grains_for(uint64_t images) {
   uint64_t groups = images == 0 ? 1 : div_round_up(images, kJournalDescMax);
@@ -78,7 +82,9 @@ Result<uint64_t> Journal::write_transaction(const std::vector<JournalImage>& ima
 
   VSFS_TRY(device::write_sync(dev_, base * kGrainBytes, buf.data(), grains * kGrainBytes));
   VSFS_TRY(device::flush_sync(dev_));
-  head_ += grains;
+  // A transaction that ends exactly at the end of the ring leaves the head at offset 0:
+  // a checkpoint records the head as the tail, and a tail is always inside the ring.
+  head_ = head_ + grains == ring_ ? 0 : head_ + grains;
   used_ += grains;
   ++seq_;
   return grains * kGrainBytes;
@@ -147,7 +153,8 @@ Result<ReplayResult> Journal::replay(device::Device& dev, uint64_t start_grain,
                                      uint64_t ring_grains, uint64_t tail_grain,
                                      uint64_t tail_seq, bool apply) {
   ReplayResult r;
-  uint64_t pos = tail_grain;
+  // Earlier vsfs could record the end of the ring as the tail: that is offset 0.
+  uint64_t pos = tail_grain == ring_grains ? 0 : tail_grain;
   uint64_t seq = tail_seq;
   for (;;) {
     std::vector<JournalImage> images;
@@ -172,7 +179,7 @@ Result<ReplayResult> Journal::replay(device::Device& dev, uint64_t start_grain,
     }
     r.images += images.size();
     ++r.transactions;
-    pos = *next;
+    pos = *next == ring_grains ? 0 : *next;
     ++seq;
   }
   if (apply && r.transactions > 0) VSFS_TRY(device::flush_sync(dev));

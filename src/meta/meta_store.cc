@@ -269,7 +269,11 @@ void MetaStore::fetch_done(uint64_t grain, int64_t result) {
 Result<void> MetaStore::commit_inner() {
   if (failed_) return make_error(EIO, ErrorKind::kIo, "datastore failed an earlier commit");
   std::vector<JournalImage> images;
-  uint64_t generation;
+  uint64_t generation = 0;
+  // The superblock this transaction carries. It becomes committed_sb_ only once the
+  // transaction is durable: a checkpoint that runs first (the ring is full) must write
+  // home the superblock of the last committed transaction, never this one.
+  format::Superblock sb_image;
   {
     std::lock_guard lock(mu_);
     if (!has_changes_locked()) {
@@ -295,7 +299,7 @@ Result<void> MetaStore::commit_inner() {
       format::encode_superblock(sb_, generation, format::Grain(sbi.data.data(), kGrainBytes));
       images.push_back(std::move(sbi));
       sb_dirty_ = false;
-      committed_sb_ = sb_;
+      sb_image = sb_;
       VSFS_ASSERT(freed_committing_.empty());
       freed_committing_.swap(freed_open_);
       unshared_committing_.swap(unshared_open_);
@@ -321,6 +325,15 @@ Result<void> MetaStore::commit_inner() {
       return make_error(ENOSPC, ErrorKind::kNoSpace,
                         "transaction of {} blocks is larger than the journal", images.size());
     }
+    // The checkpoint moved the tail: the superblock this transaction carries says so.
+    {
+      std::lock_guard lock(mu_);
+      sb_image.journal_tail_grain = sb_.journal_tail_grain;
+      sb_image.journal_tail_seq = sb_.journal_tail_seq;
+    }
+    VSFS_ASSERT(images.back().home == 0);
+    format::encode_superblock(sb_image, generation,
+                              format::Grain(images.back().data.data(), kGrainBytes));
   }
   // After a failure above or here the written blocks stay in the cache for good: their
   // images never reach the journal, and reads keep seeing what they saw.
@@ -330,6 +343,7 @@ Result<void> MetaStore::commit_inner() {
     return written.take_error();
   }
   std::lock_guard lock(mu_);
+  committed_sb_ = sb_image;
   // The images are findable now: their blocks may be evicted.
   for (const JournalImage& img : images) {
     if (img.home != 0) cache_.finish_write(img.home);
@@ -420,6 +434,11 @@ Result<void> MetaStore::checkpoint_inner(bool clean) {
     return wrote;
   }
   std::lock_guard lock(mu_);
+  // Every superblock image journaled from now on carries the new tail: replay writes
+  // those images home, and a second crash during that replay must find the log where
+  // this checkpoint left it, not where it was at mount.
+  sb_.journal_tail_grain = committed_sb_.journal_tail_grain = sb.journal_tail_grain;
+  sb_.journal_tail_seq = committed_sb_.journal_tail_seq = sb.journal_tail_seq;
   journal_->checkpointed();
   account_outside_locked();
   for (uint64_t b : blocks_freed_committed_) {

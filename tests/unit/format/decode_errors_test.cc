@@ -259,7 +259,7 @@ TEST(DecodeSuperblock, BadGeometry) {
        "cannot describe 1024 storage blocks"},
       {"refcounts too small", [](Superblock& s) { s.refcount_grains = 130; },
        "cannot count 262144 grains"},
-      {"tail outside journal", [](Superblock& s) { s.journal_tail_grain = s.journal_grains; },
+      {"tail outside journal", [](Superblock& s) { s.journal_tail_grain = s.journal_grains + 1; },
        "journal_tail_grain"},
       {"inode root past device",
        [](Superblock& s) { s.inode_root = s.total_blocks * kGrainsPerBlock; }, "inode_root"},

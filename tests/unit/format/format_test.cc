@@ -450,9 +450,9 @@ TEST(Layout, TooSmall) {
 }
 
 TEST(Layout, JournalOverride) {
-  auto l = compute_layout(1ull << 30, 1);  // rounded up to the 4 MiB minimum
+  auto l = compute_layout(1ull << 30, 1);  // rounded up to the 1 MiB minimum
   ASSERT_TRUE(l.ok()) << l.error().message;
-  EXPECT_EQ(l->journal_grains, 1024u);
+  EXPECT_EQ(l->journal_grains, 256u);
   l = compute_layout(1ull << 30, (5ull << 20) + 1);  // rounded up to whole blocks
   ASSERT_TRUE(l.ok()) << l.error().message;
   EXPECT_EQ(l->journal_grains, 6u * 256);

@@ -189,7 +189,7 @@ TEST(Journal, WrapsAroundTheRing) {
     t.push_back(std::move(img));
   }
   ASSERT_TRUE(j.write_transaction(t).ok());  // 4 grains: desc, 2 images, commit
-  EXPECT_EQ(j.head_grain(), ring);
+  EXPECT_EQ(j.head_grain(), 0u);  // ended at the ring's end: the head is offset 0
   j.add_pending(t);  // takes the images: t is empty again
   JournalImage img;
   img.home = home + 5;
