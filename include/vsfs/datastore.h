@@ -115,6 +115,7 @@ struct DatastoreStats {
   uint64_t device_ops[5] = {};  // by device::OpKind
   uint64_t device_in_flight = 0, device_in_flight_peak = 0;
   uint64_t journal_commits = 0, journal_bytes = 0, checkpoints = 0;
+  uint64_t full_journal_checkpoints = 0;  // of checkpoints: the journal was full
   uint64_t release_pending = 0;  // trees waiting in the release list
   uint64_t generation = 0;
   uint32_t format_rate_mib_s = 0;
@@ -140,7 +141,9 @@ struct OpenOptions {
   // force (the mark survives a crash; vsfs-mount's exclusive lock tells a live owner).
   bool mark_mounted = true;
   bool force = false;
-  bool start_background = true;  // commit timer, releaser and formatter threads
+  // Commit timer, releaser and formatter threads. Without them the owner runs the same
+  // work with run_background_step(), and an fsync commits on the caller's thread.
+  bool start_background = true;
   // Background formatting of freed storage blocks, MiB/s (0 = off). It yields to
   // foreground IO.
   uint32_t format_rate_mib_s = 256;
@@ -152,6 +155,15 @@ struct OpenOptions {
 };
 
 enum class RenameFlags : uint32_t { kNone = 0, kNoReplace = 1, kExchange = 2 };
+
+// The datastore's background work, one step at a time (Datastore::run_background_step).
+enum class BackgroundStep {
+  kCommit,          // the committer's round: retry writes waiting for space, commit,
+                    // answer waiting fsyncs, checkpoint when one would free something
+  kCommitIfWanted,  // the same, only when something waits or the transaction is large
+  kRelease,         // one bounded step of releasing deleted files' and snapshots' trees
+  kFormat,          // format one storage block of the to-be-formatted list
+};
 
 template <typename T>
 using Done = std::function<void(Result<T>)>;
@@ -250,6 +262,13 @@ class Datastore {
 
   virtual SpaceInfo space() = 0;
   virtual DatastoreStats stats() = 0;
+
+  // Runs one step of background work on the caller's thread and says whether there was
+  // work to do. Only for a datastore opened with start_background = false (EINVAL
+  // otherwise): its owner decides when each step runs, so that a run can be repeated
+  // exactly. A write that must wait for a commit (restamps, space being reclaimed) waits
+  // for the owner's next kCommit or kCommitIfWanted.
+  virtual Result<bool> run_background_step(BackgroundStep step) = 0;
 
   // ---- blocking helpers ----
   Result<uint64_t> read_sync(Ino ino, uint64_t offset_bytes, uint64_t length_bytes, void* buf);

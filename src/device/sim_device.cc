@@ -105,7 +105,7 @@ class SimDevice::Impl {
       : options_(options), rng_(options.seed) {
     VSFS_ASSERT(options_.alignment_bytes > 0);
     VSFS_ASSERT(options_.queue_depth > 0);
-    thread_ = std::thread([this] { run(); });
+    if (!options_.manual_completions) thread_ = std::thread([this] { run(); });
   }
 
   ~Impl() {
@@ -114,7 +114,7 @@ class SimDevice::Impl {
       stopping_ = true;
     }
     work_cv_.notify_all();
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
   }
 
   Impl(const Impl&) = delete;
@@ -158,13 +158,50 @@ class SimDevice::Impl {
     return dead_;
   }
 
+  std::optional<DeadIo> dead_io() const {
+    std::lock_guard lk(mu_);
+    return dead_io_;
+  }
+
+  uint64_t run_pending() {
+    VSFS_ASSERT(options_.manual_completions);
+    uint64_t completed = 0;
+    std::unique_lock lk(mu_);
+    for (;;) {
+      issue_locked();
+      if (in_flight_.empty()) break;
+      const size_t index =
+          options_.reorder_completions ? static_cast<size_t>(rng_() % in_flight_.size()) : 0;
+      Pending p = std::move(in_flight_[index]);
+      in_flight_.erase(in_flight_.begin() + static_cast<ptrdiff_t>(index));
+      int64_t result = execute_locked(p);
+      if (p.tracked_write) write_ranges_.erase(p.request.offset_bytes);
+      counters_.count(p.request.kind, result);
+      Completion done = std::move(p.request.done);
+      lk.unlock();
+      if (done) done(result);
+      ++completed;
+      lk.lock();
+    }
+    lk.unlock();
+    idle_cv_.notify_all();
+    return completed;
+  }
+
   uint64_t io_count() const {
     std::lock_guard lk(mu_);
     return io_count_;
   }
 
+  uint64_t io_digest() const {
+    std::lock_guard lk(mu_);
+    return io_digest_;
+  }
+
   std::unique_ptr<SimDevice> power_loss(PowerLossMode mode, uint64_t seed) const {
     std::unique_lock lk(mu_);
+    // With manual completions nothing else would ever drain them: run_pending() first.
+    VSFS_ASSERT(!options_.manual_completions || (fifo_.empty() && in_flight_.empty()));
     idle_cv_.wait(lk, [this] { return fifo_.empty() && in_flight_.empty(); });
     Pages image = copy_pages(durable_);
     std::mt19937_64 rng(seed);
@@ -259,7 +296,9 @@ class SimDevice::Impl {
     return result;
   }
 
-  bool in_completion_context() const { return std::this_thread::get_id() == thread_.get_id(); }
+  bool in_completion_context() const {
+    return options_.manual_completions || std::this_thread::get_id() == thread_.get_id();
+  }
 
  private:
   // Decides the request's fate now (faults count submitted IOs) and queues it.
@@ -269,11 +308,16 @@ class SimDevice::Impl {
 
   Pending decide_locked(IoRequest&& request, bool track) {
     ++io_count_;
+    for (uint64_t v : {static_cast<uint64_t>(request.kind), request.offset_bytes,
+                       request.length_bytes}) {
+      io_digest_ = (io_digest_ ^ v) * 0x100000001b3ull;  // FNV-1a over the fields
+    }
     const int kind_index = static_cast<int>(request.kind);
     bool died_now = false;
     if (!dead_ && die_countdown_ > 0 && --die_countdown_ == 0) {
       dead_ = true;
       died_now = true;
+      dead_io_ = DeadIo{request.kind, request.offset_bytes, request.length_bytes};
     }
     bool injected = false;
     if (kind_index >= 0 && kind_index < kOpKinds) {
@@ -452,7 +496,9 @@ class SimDevice::Impl {
   KindFault faults_[kOpKinds];                 // guarded by mu_
   uint64_t die_countdown_ = 0;                 // guarded by mu_
   bool dead_ = false;                          // guarded by mu_
+  std::optional<DeadIo> dead_io_;              // guarded by mu_
   uint64_t io_count_ = 0;                      // guarded by mu_
+  uint64_t io_digest_ = 0xcbf29ce484222325ull; // guarded by mu_
   DeviceCounters counters_;                    // guarded by mu_
   bool stopping_ = false;                      // guarded by mu_
   std::thread thread_;
@@ -478,7 +524,10 @@ void SimDevice::fail_nth(OpKind kind, uint64_t nth, bool persistent) {
 }
 void SimDevice::die_at_io(uint64_t nth) { impl_->die_at_io(nth); }
 bool SimDevice::dead() const { return impl_->dead(); }
+std::optional<DeadIo> SimDevice::dead_io() const { return impl_->dead_io(); }
+uint64_t SimDevice::run_pending() { return impl_->run_pending(); }
 uint64_t SimDevice::io_count() const { return impl_->io_count(); }
+uint64_t SimDevice::io_digest() const { return impl_->io_digest(); }
 
 std::unique_ptr<SimDevice> SimDevice::power_loss(PowerLossMode mode, uint64_t seed) const {
   return impl_->power_loss(mode, seed);

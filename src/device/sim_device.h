@@ -30,6 +30,18 @@ struct SimOptions {
   bool reorder_completions = false; // complete in-flight IOs in random order
   uint32_t max_latency_us = 0;      // random completion delay in [0, max]
   uint32_t queue_depth = 64;
+  // No completion thread: IOs complete only inside run_pending(), on the thread that
+  // calls it, and every synchronous IO (in_completion_context() is then always true)
+  // runs inline. With one thread driving the datastore, the IO sequence is a function
+  // of the seed alone, reordering included.
+  bool manual_completions = false;
+};
+
+// The IO at which the power went off (die_at_io).
+struct DeadIo {
+  OpKind kind = OpKind::kRead;
+  uint64_t offset_bytes = 0;
+  uint64_t length_bytes = 0;
 };
 
 enum class PowerLossMode { kDropAll, kKeepAll, kRandom };
@@ -55,8 +67,16 @@ class SimDevice final : public Device {
   // all later ones fail with -EIO without changing the medium.
   void die_at_io(uint64_t nth);
   bool dead() const;
-  // IOs submitted so far (all kinds).
+  // The IO that met the power cut, once the device is dead.
+  std::optional<DeadIo> dead_io() const;
+  // Manual completions: completes queued IOs (in issue order, or in a seeded random
+  // order when reordering) and runs their callbacks here, including IOs those callbacks
+  // submit, until none is left. Returns how many completed.
+  uint64_t run_pending();
+  // IOs submitted so far (all kinds), and a digest of their kinds, offsets and lengths
+  // in submission order (two runs that issue the same IOs have the same digest).
   uint64_t io_count() const;
+  uint64_t io_digest() const;
 
   // Waits for every in-flight IO to complete, then builds a new device holding what
   // survives a power cut now. The new device is healthy and has no volatile writes.

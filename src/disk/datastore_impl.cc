@@ -222,6 +222,7 @@ class DatastoreImpl final : public Datastore {
     if (committer_.joinable()) committer_.join();
     if (releaser_.joinable()) releaser_.join();
     if (formatter_.joinable()) formatter_.join();
+    answer_late_fsyncs();  // without background threads, restamps may still wait
     wait_for_data_ops();
     if (options_.read_only) return ok_result();
     {
@@ -631,13 +632,22 @@ class DatastoreImpl final : public Datastore {
   }
 
   void fsync(Ino, Done<void> done) override {
+    bool queued = false;
     {
       std::lock_guard l(bg_mu_);
-      if (options_.start_background && !options_.read_only && !stop_) {
+      if (!options_.read_only && !stop_) {
         fsync_waiters_.push_back(std::move(done));
-        bg_cv_.notify_all();
-        return;
+        queued = true;
+        if (options_.start_background) {
+          bg_cv_.notify_all();
+          return;
+        }
       }
+    }
+    // Without background threads the caller's thread runs the committer's round.
+    if (queued) {
+      (void)commit_round(false);  // answers `done`
+      return;
     }
     done(ms_->commit());
   }
@@ -805,6 +815,7 @@ class DatastoreImpl final : public Datastore {
       s.journal_commits = c.commits;
       s.journal_bytes = c.journal_bytes;
       s.checkpoints = c.checkpoints;
+      s.full_journal_checkpoints = c.full_checkpoints;
       s.release_pending = ms_->release_pending_locked();
       s.generation = ms_->generation_locked();
       s.format_rate_mib_s = options_.format_rate_mib_s;
@@ -1529,8 +1540,10 @@ class DatastoreImpl final : public Datastore {
         run_deferred();
       };
       {
+        // Without background threads, the owner's next commit step answers it
+        // (run_background_step).
         std::lock_guard l(bg_mu_);
-        if (options_.start_background && !stop_) {
+        if (!stop_) {
           fsync_waiters_.push_back(std::move(after));
           after = nullptr;
         }
@@ -1754,6 +1767,77 @@ class DatastoreImpl final : public Datastore {
 
   // ---- background ----
 
+  // The background work is three kinds of step, each run by its own thread, or, when
+  // the datastore was opened without background threads, by the owner through
+  // run_background_step() (so that a test decides when each runs).
+  Result<bool> run_background_step(BackgroundStep step) override {
+    if (options_.start_background || options_.read_only) {
+      return make_error(EINVAL, ErrorKind::kInvalidArgument,
+                        "background steps are run by the datastore's own threads");
+    }
+    switch (step) {
+      case BackgroundStep::kCommit: return commit_round(false);
+      case BackgroundStep::kCommitIfWanted: return commit_round(true);
+      case BackgroundStep::kRelease: return ms_->release_step(kReleaseBudget);
+      case BackgroundStep::kFormat: return format_one_block();
+    }
+    return false;
+  }
+
+  // One round of the committer: writes that waited for space are retried once space is
+  // reclaimed, the open transaction is committed, the fsyncs (and restamps) that waited
+  // for it are answered, and a checkpoint follows when one would free something. With
+  // only_if_wanted, nothing happens unless someone waits or the transaction is large.
+  // Returns whether it ran, or the commit's (or checkpoint's) error.
+  Result<bool> commit_round(bool only_if_wanted) {
+    bool waiting;
+    {
+      std::lock_guard l(bg_mu_);
+      waiting = !fsync_waiters_.empty();
+    }
+    std::vector<std::shared_ptr<DataOp>> retry;
+    {
+      std::lock_guard m(ms_->mu());
+      if (only_if_wanted && !waiting && nospace_.empty() && !ms_->wants_commit_locked()) {
+        return false;
+      }
+      retry.swap(nospace_);
+    }
+    if (!retry.empty()) {
+      auto reclaimed = ms_->reclaim_space();
+      if (!reclaimed.ok()) VSFS_LOG_ERROR("reclaiming space: {}", reclaimed.error().to_string());
+      {
+        std::lock_guard m(ms_->mu());
+        for (auto& op : retry) acquire_locked(op, true, [this, op] { start_write_locked(op); });
+      }
+      run_deferred();
+    }
+    std::vector<Done<void>> waiters;
+    {
+      std::lock_guard l(bg_mu_);
+      waiters = std::move(fsync_waiters_);
+      fsync_waiters_.clear();
+    }
+    auto r = ms_->commit();
+    if (!r.ok()) VSFS_LOG_ERROR("journal commit failed: {}", r.error().to_string());
+    for (auto& w : waiters) w(r.ok() ? ok_result() : Result<void>(Error(r.error())));
+    bool checkpoint;
+    {
+      std::lock_guard m(ms_->mu());
+      checkpoint = r.ok() && ms_->wants_checkpoint_locked();
+    }
+    if (!r.ok()) return r.take_error();
+    if (checkpoint) {
+      // Freed blocks become allocatable (and formattable) only after a checkpoint.
+      auto c = ms_->checkpoint(false);
+      if (!c.ok()) {
+        VSFS_LOG_ERROR("checkpoint failed: {}", c.error().to_string());
+        return c.take_error();
+      }
+    }
+    return true;
+  }
+
   void committer_loop() {
     std::unique_lock l(bg_mu_);
     while (!stop_) {
@@ -1762,43 +1846,24 @@ class DatastoreImpl final : public Datastore {
         std::lock_guard m(ms_->mu());
         return ms_->wants_commit_locked() || !nospace_.empty();
       });
-      std::vector<std::shared_ptr<DataOp>> retry;
-      {
-        std::lock_guard m(ms_->mu());
-        retry.swap(nospace_);
-      }
-      if (!retry.empty()) {
-        l.unlock();
-        auto reclaimed = ms_->reclaim_space();
-        if (!reclaimed.ok()) VSFS_LOG_ERROR("reclaiming space: {}", reclaimed.error().to_string());
-        {
-          std::lock_guard m(ms_->mu());
-          for (auto& op : retry) acquire_locked(op, true, [this, op] { start_write_locked(op); });
-        }
-        run_deferred();
-        l.lock();
-      }
-      auto waiters = std::move(fsync_waiters_);
-      fsync_waiters_.clear();
       l.unlock();
-      auto r = ms_->commit();
-      if (!r.ok()) VSFS_LOG_ERROR("journal commit failed: {}", r.error().to_string());
-      for (auto& w : waiters) w(r.ok() ? ok_result() : Result<void>(Error(r.error())));
-      bool checkpoint;
-      {
-        std::lock_guard m(ms_->mu());
-        checkpoint = r.ok() && ms_->wants_checkpoint_locked();
-      }
-      if (checkpoint) {
-        // Freed blocks become allocatable (and formattable) only after a checkpoint.
-        auto c = ms_->checkpoint(false);
-        if (!c.ok()) VSFS_LOG_ERROR("checkpoint failed: {}", c.error().to_string());
-      }
+      (void)commit_round(false);  // a failure is logged, and answered to the waiters
       l.lock();
     }
-    // Answer late fsyncs from close()'s final checkpoint path.
-    auto waiters = std::move(fsync_waiters_);
     l.unlock();
+    answer_late_fsyncs();
+  }
+
+  // fsyncs (and restamps) queued when the committer has stopped (close): the final
+  // commit answers them.
+  void answer_late_fsyncs() {
+    std::vector<Done<void>> waiters;
+    {
+      std::lock_guard l(bg_mu_);
+      waiters = std::move(fsync_waiters_);
+      fsync_waiters_.clear();
+    }
+    if (waiters.empty()) return;
     auto r = ms_->commit();
     for (auto& w : waiters) w(r.ok() ? ok_result() : Result<void>(Error(r.error())));
   }
@@ -1811,37 +1876,43 @@ class DatastoreImpl final : public Datastore {
     const auto per_block = std::chrono::microseconds(1000000 / options_.format_rate_mib_s);
     std::unique_lock l(bg_mu_);
     while (!stop_) {
-      uint64_t block = 0;
-      {
-        std::lock_guard m(ms_->mu());
-        if (!ms_->failed()) block = ms_->take_block_to_format_locked();
-      }
-      if (block == 0) {
-        formatter_running_ = false;
-        bg_cv_.wait_for(l, std::chrono::milliseconds(200), [&] { return stop_; });
-        continue;
-      }
-      formatter_running_ = true;
       l.unlock();
       for (int i = 0; i < 25 && dev_->counters().in_flight > 0; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(2));
       }
-      const uint64_t offset = block * kBlockBytes;
-      auto r = dev_->discard_zeroes() ? device::discard_sync(*dev_, offset, kBlockBytes)
-                                      : device::write_zeroes_sync(*dev_, offset, kBlockBytes);
-      {
-        std::lock_guard m(ms_->mu());
-        if (r.ok()) r = ms_->block_formatted_locked(block);
-        if (!r.ok()) {
-          ms_->block_format_failed_locked(block);
-          VSFS_LOG_ERROR("formatting storage block {}: {}", block, r.error().to_string());
-        }
-      }
+      auto r = format_one_block();
       l.lock();
+      if (r.ok() && !*r) {
+        formatter_running_ = false;
+        bg_cv_.wait_for(l, std::chrono::milliseconds(200), [&] { return stop_; });
+        continue;
+      }
       bg_cv_.wait_for(l, r.ok() ? per_block : std::chrono::microseconds(1000000),
                       [&] { return stop_; });
     }
     formatter_running_ = false;
+  }
+
+  // Formats one block from the to-be-formatted list; false when there is none.
+  Result<bool> format_one_block() {
+    uint64_t block = 0;
+    {
+      std::lock_guard m(ms_->mu());
+      if (!ms_->failed()) block = ms_->take_block_to_format_locked();
+    }
+    if (block == 0) return false;
+    formatter_running_ = true;
+    const uint64_t offset = block * kBlockBytes;
+    auto r = dev_->discard_zeroes() ? device::discard_sync(*dev_, offset, kBlockBytes)
+                                    : device::write_zeroes_sync(*dev_, offset, kBlockBytes);
+    std::lock_guard m(ms_->mu());
+    if (r.ok()) r = ms_->block_formatted_locked(block);
+    if (!r.ok()) {
+      ms_->block_format_failed_locked(block);
+      VSFS_LOG_ERROR("formatting storage block {}: {}", block, r.error().to_string());
+      return r.take_error();
+    }
+    return true;
   }
 
   void releaser_loop() {

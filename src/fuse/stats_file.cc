@@ -58,9 +58,10 @@ std::string render_stats_json(FuseFs& fs) {
                  "  \"journal\": {{\n"
                  "    \"commits\": {},\n"
                  "    \"bytes\": {},\n"
-                 "    \"checkpoints\": {}\n"
+                 "    \"checkpoints\": {},\n"
+                 "    \"full_checkpoints\": {}\n"
                  "  }},\n",
-                 s.journal_commits, s.journal_bytes, s.checkpoints);
+                 s.journal_commits, s.journal_bytes, s.checkpoints, s.full_journal_checkpoints);
   fmt::format_to(it,
                  "  \"meta_cache\": {{\n"
                  "    \"bytes\": {},\n"

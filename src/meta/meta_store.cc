@@ -320,6 +320,10 @@ Result<void> MetaStore::commit_inner() {
       failed_ = true;
       return cp;
     }
+    {
+      std::lock_guard lock(mu_);
+      ++counters_.full_checkpoints;
+    }
     if (!journal_->fits(images.size())) {
       failed_ = true;
       return make_error(ENOSPC, ErrorKind::kNoSpace,
@@ -401,7 +405,13 @@ Result<void> MetaStore::checkpoint_inner(bool clean) {
     reqs.push_back(std::move(r));
   }
   outstanding = reqs.size();
-  if (!reqs.empty()) {
+  if (dev_.in_completion_context()) {
+    // No completion could reach this thread: write them one by one, inline.
+    for (auto& r : reqs) {
+      const int64_t res = dev_.execute_inline(r);
+      if (res < 0 && first_error == 0) first_error = res;
+    }
+  } else if (!reqs.empty()) {
     dev_.submit(reqs);
     std::unique_lock l(m);
     cv.wait(l, [&] { return outstanding == 0; });

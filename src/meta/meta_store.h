@@ -80,6 +80,7 @@ struct DirIndexEntry {
 
 struct MetaCounters {
   uint64_t commits = 0, journal_bytes = 0, checkpoints = 0;
+  uint64_t full_checkpoints = 0;  // of checkpoints: run because a transaction did not fit
   uint64_t tree_copies = 0;
 };
 

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "device/sim_device.h"
+#include "support/borrowed_device.h"
 #include "meta/journal.h"
 #include "meta/meta_store.h"
 #include "vsfs/datastore.h"
@@ -22,23 +23,7 @@ using device::SimDevice;
 
 constexpr uint64_t kDeviceBytes = 80ull << 20;
 
-// A device that forwards to a SimDevice it does not own: Datastore::open takes its
-// device and frees it when the open fails, and the test still needs the image then.
-class Borrowed final : public device::Device {
- public:
-  explicit Borrowed(SimDevice& sim) : sim_(sim) {}
-  uint64_t size_bytes() const override { return sim_.size_bytes(); }
-  uint32_t alignment_bytes() const override { return sim_.alignment_bytes(); }
-  bool discard_zeroes() const override { return sim_.discard_zeroes(); }
-  void submit(std::span<device::IoRequest> requests) override { sim_.submit(requests); }
-  device::DeviceCounters counters() const override { return sim_.counters(); }
-  std::string describe() const override { return sim_.describe(); }
-  bool in_completion_context() const override { return sim_.in_completion_context(); }
-  int64_t execute_inline(const device::IoRequest& r) override { return sim_.execute_inline(r); }
-
- private:
-  SimDevice& sim_;
-};
+using Borrowed = vsfs::testing::BorrowedDevice;
 
 std::unique_ptr<SimDevice> fresh(uint64_t journal_bytes) {
   device::SimOptions o;
