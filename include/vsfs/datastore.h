@@ -123,7 +123,9 @@ struct DatastoreStats {
   // Resource queues: grains of a disk busy with another request (allocation, copy,
   // overlapping IO), changes held back while a snapshot is cut, map nodes (and other
   // metadata blocks) being read into the cache, and IOs beyond the device's queue depth.
-  QueueStats grain_queue, snapshot_queue, metadata_queue;
+  // Changes held back while the open transaction is as large as the journal allows
+  // (they go on after the next commit, or when a change in progress ends).
+  QueueStats grain_queue, snapshot_queue, metadata_queue, journal_queue;
   uint64_t device_queued_now = 0;
   // Nodes of the .cbt trees (paths looked up, of live snapshots), the texts of .cbt
   // files held in memory, their bytes and the bound on them.

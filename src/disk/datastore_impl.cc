@@ -52,6 +52,10 @@ constexpr uint64_t kMaxFileBytes = 64ull << 40;  // 64 TiB
 // Free data buffers kept for reuse: sixteen 1 MiB requests' worth.
 constexpr size_t kBufferRetainBytes = 16u << 20;
 constexpr uint32_t kReleaseBudget = 32;          // nodes released per step
+// Metadata blocks one data change may dirty, at most, for a write of up to 1 MiB: two
+// map leaves and the nodes above them copied, reference-count and block-table grains,
+// the inode leaf. (A larger change may take more: room is half the journal.)
+constexpr uint64_t kChangeBlocksMax = 16;
 
 
 Attr to_attr(const format::InodeRecord& r) {
@@ -823,6 +827,8 @@ class DatastoreImpl final : public Datastore {
       for (const auto& [ino, rt] : rt_) s.grain_queue.waiting_now += rt.locks.waiting();
       snapshot_waits_.fill(s.snapshot_queue);
       meta_waits_.fill(s.metadata_queue);
+      journal_waits_.fill(s.journal_queue);
+      s.journal_queue.waiting_now = journal_parked_.size();
       s.metadata_queue.waiting_now = ms_->fetch_waiters_locked();
       s.snapshot_queue.waiting_now = parked_.size();
       s.formatter_running = formatter_running_.load();
@@ -1276,7 +1282,8 @@ class DatastoreImpl final : public Datastore {
   }
 
   // Counts `op` as a change in progress (released by release_locked), then runs
-  // `start`; a snapshot being cut holds new changes back until it is taken.
+  // `start`; a snapshot being cut holds new changes back until it is taken, and a
+  // transaction that could outgrow the journal holds them back until it is committed.
   void begin_change_locked(const std::shared_ptr<DataOp>& op, std::function<void()> start) {
     if (barrier_) {
       const uint64_t since = monotonic_ns();
@@ -1286,9 +1293,30 @@ class DatastoreImpl final : public Datastore {
       });
       return;
     }
+    // Each change in progress may still dirty up to kChangeBlocksMax blocks. When there
+    // is no room even for one, the transaction is at least a quarter of the journal, so
+    // the committer is due (wants_commit_locked) and its commit makes room.
+    if ((changes_active_ + 1) * kChangeBlocksMax > ms_->transaction_room_locked()) {
+      const uint64_t since = monotonic_ns();
+      journal_parked_.push_back([this, op, since, start = std::move(start)]() mutable {
+        journal_waits_.add((monotonic_ns() - since) / 1000);
+        begin_change_locked(op, std::move(start));
+      });
+      bg_cv_.notify_all();  // the committer makes room
+      return;
+    }
     ++changes_active_;
     op->counted = true;
     start();
+  }
+
+  // Changes held back for room in the transaction try again (a commit made room, or a
+  // change in progress ended).
+  void resume_journal_parked_locked() {
+    if (journal_parked_.empty()) return;
+    auto parked = std::move(journal_parked_);
+    journal_parked_.clear();
+    for (auto& p : parked) p();
   }
 
   // Takes `op`'s grain range of its inode; `start` runs once it is held.
@@ -1361,6 +1389,7 @@ class DatastoreImpl final : public Datastore {
     if (op->counted) {
       op->counted = false;
       if (--changes_active_ == 0 && barrier_) barrier_cv_.notify_all();
+      resume_journal_parked_locked();
     }
     for (auto& g : it->second.locks.release(op->handle)) {
       grain_waits_.add(g.waited_us);
@@ -1825,7 +1854,9 @@ class DatastoreImpl final : public Datastore {
     {
       std::lock_guard m(ms_->mu());
       checkpoint = r.ok() && ms_->wants_checkpoint_locked();
+      resume_journal_parked_locked();  // after a failed commit too: they fail then
     }
+    run_deferred();
     if (!r.ok()) return r.take_error();
     if (checkpoint) {
       // Freed blocks become allocatable (and formattable) only after a checkpoint.
@@ -1855,7 +1886,7 @@ class DatastoreImpl final : public Datastore {
   }
 
   // fsyncs (and restamps) queued when the committer has stopped (close): the final
-  // commit answers them.
+  // commit answers them, and lets changes held back for room in it go on.
   void answer_late_fsyncs() {
     std::vector<Done<void>> waiters;
     {
@@ -1863,9 +1894,19 @@ class DatastoreImpl final : public Datastore {
       waiters = std::move(fsync_waiters_);
       fsync_waiters_.clear();
     }
-    if (waiters.empty()) return;
+    bool parked;
+    {
+      std::lock_guard m(ms_->mu());
+      parked = !journal_parked_.empty();
+    }
+    if (waiters.empty() && !parked) return;
     auto r = ms_->commit();
     for (auto& w : waiters) w(r.ok() ? ok_result() : Result<void>(Error(r.error())));
+    {
+      std::lock_guard m(ms_->mu());
+      resume_journal_parked_locked();
+    }
+    run_deferred();
   }
 
   // Moves freed blocks from the to-be-formatted list to the formatted one: a hole punched
@@ -1957,7 +1998,9 @@ class DatastoreImpl final : public Datastore {
   bool barrier_ = false;
   std::vector<std::shared_ptr<DataOp>> nospace_;  // writes waiting for reclaimed space
   // Resource-queue statistics, guarded by ms_->mu().
-  disk::WaitHistogram grain_waits_, snapshot_waits_, meta_waits_;
+  disk::WaitHistogram grain_waits_, snapshot_waits_, meta_waits_, journal_waits_;
+  // Changes waiting for room in the open transaction, guarded by ms_->mu().
+  std::vector<std::function<void()>> journal_parked_;
   uint64_t changes_active_ = 0;
   std::vector<std::function<void()>> parked_;
   std::condition_variable_any barrier_cv_;

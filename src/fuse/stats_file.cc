@@ -143,6 +143,7 @@ std::string render_stats_json(FuseFs& fs) {
   queue("grain", s.grain_queue, false);
   queue("snapshot", s.snapshot_queue, false);
   queue("metadata", s.metadata_queue, false);
+  queue("journal", s.journal_queue, false);
   fmt::format_to(it, "    \"device\": {{\"waiting_now\": {}}}\n  }},\n", s.device_queued_now);
   fmt::format_to(it,
                  "  \"release_pending\": {},\n"

@@ -159,6 +159,11 @@ bool MetaStore::wants_commit_locked() const {
          cache_.dirty_bytes() > cache_.budget_bytes() / 2;
 }
 
+uint64_t MetaStore::transaction_room_locked() const {
+  const uint64_t limit = journal_->capacity_images() / 2;
+  return dirty_.size() >= limit ? 0 : limit - dirty_.size();
+}
+
 void MetaStore::account_outside_locked() {
   // A pending image: its grain, the map node and the allocations' headers.
   constexpr uint64_t kImageBytes = kGrainBytes + 128;

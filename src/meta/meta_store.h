@@ -113,6 +113,10 @@ class MetaStore {
   Result<void> checkpoint(bool clean);
   // True when the open transaction is large enough that the caller should commit soon.
   bool wants_commit_locked() const;
+  // Blocks the open transaction may still take before it must be committed: half the
+  // journal's capacity, so that it always fits (a transaction larger than the journal
+  // cannot commit, and fails the datastore). Changes are admitted against it.
+  uint64_t transaction_room_locked() const;
   // True when a checkpoint would free something: blocks freed by committed transactions
   // wait for one before they are handed out again, or the journal is half full.
   bool wants_checkpoint_locked() const;

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "device/sim_device.h"
@@ -284,6 +285,58 @@ TEST(JournalCut, CutDuringMountOfACleanDatastore) {
     }
     (void)(*ds)->close();
   }
+}
+
+// Many writes in flight at once, each to its own map leaf, on a 1 MiB journal (room
+// for about 250 blocks per transaction): together they would dirty more blocks than a
+// transaction can hold. Changes wait for room instead, and every write succeeds.
+TEST(JournalRoom, ManyChangesInFlightWaitForRoomInTheTransaction) {
+  device::SimOptions so;
+  so.size_bytes = kDeviceBytes;
+  so.manual_completions = true;
+  auto dev = std::make_unique<SimDevice>(so);
+  MkfsOptions mo;
+  mo.journal_bytes = 1ull << 20;
+  ASSERT_TRUE(mkfs(*dev, mo).ok());
+  SimDevice* raw = dev.get();
+  OpenOptions oo = stepped();
+  auto opened = Datastore::open(std::move(dev), oo);
+  ASSERT_TRUE(opened.ok()) << opened.error().to_string();
+  auto& ds = **opened;
+  auto f = ds.create(kRootIno, "sparse.img", 0644, 0, 0);
+  ASSERT_TRUE(f.ok());
+  constexpr int kWrites = 400;
+  constexpr uint64_t kLeafBytes = 252 * kGrainBytes;  // one map leaf's span
+  std::vector<uint8_t> data(kGrainBytes, 0x3c);
+  int answered = 0, failed = 0;
+  for (int i = 0; i < kWrites; ++i) {
+    ds.write(f->ino, i * kLeafBytes, data.data(), data.size(), [&](Result<uint64_t> r) {
+      ++answered;
+      if (!r.ok()) ++failed;
+    });
+  }
+  for (int rounds = 0; answered < kWrites && rounds < 100000; ++rounds) {
+    const uint64_t ran = raw->run_pending();
+    auto stepped_commit = ds.run_background_step(BackgroundStep::kCommitIfWanted);
+    ASSERT_TRUE(stepped_commit.ok()) << stepped_commit.error().to_string();
+    ASSERT_TRUE(ran > 0 || *stepped_commit || answered == kWrites) << "nothing can go on";
+  }
+  ASSERT_EQ(answered, kWrites);
+  EXPECT_EQ(failed, 0);
+  EXPECT_GT(ds.stats().journal_queue.waits, 0u) << "no change ever waited: the test tests nothing";
+  ASSERT_TRUE(ds.fsync_sync(f->ino).ok());
+  std::vector<uint8_t> back(kGrainBytes);
+  for (int i = 0; i < kWrites; i += 37) {
+    std::optional<Result<uint64_t>> r;
+    ds.read(f->ino, i * kLeafBytes, back.size(), back.data(), [&](Result<uint64_t> x) { r = x; });
+    raw->run_pending();
+    ASSERT_TRUE(r && r->ok());
+    EXPECT_EQ(back, data) << "write " << i;
+  }
+  ASSERT_TRUE(ds.close().ok());
+  auto report = fsck(*raw, FsckOptions{});
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->problems.empty()) << report->problems.front();
 }
 
 }  // namespace
