@@ -36,14 +36,22 @@ const char* target_name(Target t) {
   return "?";
 }
 
+BlockCounts<static_cast<size_t>(Target::kCount)> g_counts(
+    "format", {"header", "superblock", "tree node", "inode leaf", "dir block", "block table",
+               "refcounts", "journal desc", "journal commit", "release list",
+               "snapshot list"});
+
 // Decodes with `decode`, and on success re-encodes with `encode` and compares.
 template <typename Decode, typename Encode>
-void round_trip(const Buf& in, const char* what, bool must_fail, Decode decode, Encode encode) {
+void round_trip(Target target, const Buf& in, const char* what, bool must_fail, Decode decode,
+                Encode encode) {
   auto r = decode();
   if (!r.ok()) {
     check_decode_error(r.error(), what);
+    g_counts.rejected(static_cast<size_t>(target));
     return;
   }
+  g_counts.decoded(static_cast<size_t>(target));
   VSFS_FUZZ_CHECK(!must_fail, "%s: decoded although read from another grain than its self",
                   what);
   alignas(8) Buf out{};
@@ -66,7 +74,7 @@ void run(const BlockInput& in) {
       const uint16_t raw = load_le<uint16_t>(in.grain.data() + kOffType);
       const auto type = raw >= 1 && raw <= 12 ? static_cast<BlockType>(raw)
                                               : BlockType::kMapLeaf;
-      round_trip(in.grain, what, wrong_self, [&] { return decode_header(g, type, self); },
+      round_trip(target, in.grain, what, wrong_self, [&] { return decode_header(g, type, self); },
                  [&](const MetaHeader& h, Buf& out) {
                    VSFS_FUZZ_CHECK(h.type == type && h.self == self, "header: fields differ");
                    out = in.grain;  // the payload is not the header's
@@ -77,16 +85,16 @@ void run(const BlockInput& in) {
     }
     case Target::kSuperblock:
       // The superblock's self is 0 at both of its copies.
-      round_trip(in.grain, what, false, [&] { return decode_superblock(g); },
+      round_trip(target, in.grain, what, false, [&] { return decode_superblock(g); },
                  [&](const Superblock& sb, Buf& out) { encode_superblock(sb, gen, out); });
       return;
     case Target::kTreeNode:
-      round_trip(in.grain, what, wrong_self, [&] { return decode_tree_node(g, self); },
+      round_trip(target, in.grain, what, wrong_self, [&] { return decode_tree_node(g, self); },
                  [&](const TreeNode& n, Buf& out) { encode_tree_node(n, self, gen, out); });
       return;
     case Target::kInodeLeaf: {
       const uint64_t first_ino = derived_first_ino(in.grain);
-      round_trip(in.grain, what, wrong_self,
+      round_trip(target, in.grain, what, wrong_self,
                  [&] { return decode_inode_leaf(g, self, first_ino); },
                  [&](const InodeLeaf& l, Buf& out) {
                    VSFS_FUZZ_CHECK(l.first_ino == first_ino, "inode leaf: first_ino differs");
@@ -95,37 +103,37 @@ void run(const BlockInput& in) {
       return;
     }
     case Target::kDirBlock:
-      round_trip(in.grain, what, wrong_self, [&] { return decode_dir_block(g, self); },
+      round_trip(target, in.grain, what, wrong_self, [&] { return decode_dir_block(g, self); },
                  [&](const DirBlock& d, Buf& out) { encode_dir_block(d, self, gen, out); });
       return;
     case Target::kBlockTable:
-      round_trip(in.grain, what, wrong_self, [&] { return decode_block_table(g, self); },
+      round_trip(target, in.grain, what, wrong_self, [&] { return decode_block_table(g, self); },
                  [&](const BlockTableGrain& t, Buf& out) {
                    encode_block_table(t, self, gen, out);
                  });
       return;
     case Target::kRefcounts:
-      round_trip(in.grain, what, wrong_self, [&] { return decode_refcounts(g, self); },
+      round_trip(target, in.grain, what, wrong_self, [&] { return decode_refcounts(g, self); },
                  [&](const RefcountGrain& t, Buf& out) { encode_refcounts(t, self, gen, out); });
       return;
     case Target::kJournalDesc:
-      round_trip(in.grain, what, wrong_self, [&] { return decode_journal_desc(g, self); },
+      round_trip(target, in.grain, what, wrong_self, [&] { return decode_journal_desc(g, self); },
                  [&](const JournalDesc& d, Buf& out) { encode_journal_desc(d, self, out); });
       return;
     case Target::kJournalCommit:
-      round_trip(in.grain, what, wrong_self, [&] { return decode_journal_commit(g, self); },
+      round_trip(target, in.grain, what, wrong_self, [&] { return decode_journal_commit(g, self); },
                  [&](const JournalCommit& c, Buf& out) {
                    encode_journal_commit(c, self, out);
                  });
       return;
     case Target::kReleaseList:
-      round_trip(in.grain, what, wrong_self, [&] { return decode_release_list(g, self); },
+      round_trip(target, in.grain, what, wrong_self, [&] { return decode_release_list(g, self); },
                  [&](const ReleaseList& l, Buf& out) {
                    encode_release_list(l, self, gen, out);
                  });
       return;
     case Target::kSnapshotList:
-      round_trip(in.grain, what, wrong_self, [&] { return decode_snapshot_list(g, self); },
+      round_trip(target, in.grain, what, wrong_self, [&] { return decode_snapshot_list(g, self); },
                  [&](const SnapshotList& l, Buf& out) {
                    encode_snapshot_list(l, self, gen, out);
                  });

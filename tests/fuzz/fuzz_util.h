@@ -102,6 +102,45 @@ inline void check_decode_error(const Error& e, const char* what) {
   VSFS_FUZZ_CHECK(!e.message.empty(), "%s: error without a message", what);
 }
 
+// What a block harness exercised: per target, blocks decoded (and round-tripped) and
+// blocks rejected. At exit one line lists them; with VSFS_FUZZ_REQUIRE_ALL set (ctest
+// sets it), a target that never decoded or never rejected a block fails the run.
+template <size_t N>
+class BlockCounts {
+ public:
+  BlockCounts(const char* harness, std::array<const char*, N> names)
+      : harness_(harness), names_(names) {}
+  BlockCounts(const BlockCounts&) = delete;
+  BlockCounts& operator=(const BlockCounts&) = delete;
+  ~BlockCounts() {
+    uint64_t total = 0;
+    for (size_t i = 0; i < N; ++i) total += decoded_[i] + rejected_[i];
+    if (total == 0) return;
+    bool all = true;
+    std::fprintf(stderr, "%s fuzz: decoded/rejected", harness_);
+    for (size_t i = 0; i < N; ++i) {
+      std::fprintf(stderr, "%s %s %llu/%llu", i == 0 ? "" : ";", names_[i],
+                   static_cast<unsigned long long>(decoded_[i]),
+                   static_cast<unsigned long long>(rejected_[i]));
+      all = all && decoded_[i] > 0 && rejected_[i] > 0;
+    }
+    std::fprintf(stderr, "\n");
+    if (!all && std::getenv("VSFS_FUZZ_REQUIRE_ALL") != nullptr) {
+      std::fprintf(stderr, "%s fuzz: a decoder above never decoded or never rejected\n",
+                   harness_);
+      std::_Exit(1);
+    }
+  }
+  void decoded(size_t i) { ++decoded_[i]; }
+  void rejected(size_t i) { ++rejected_[i]; }
+
+ private:
+  const char* harness_;
+  std::array<const char*, N> names_;
+  std::array<uint64_t, N> decoded_{};
+  std::array<uint64_t, N> rejected_{};
+};
+
 // The re-encoded block must be the decoded one, byte for byte.
 inline void check_same_grain(const Buf& decoded, const Buf& encoded, const char* what) {
   if (std::memcmp(decoded.data(), encoded.data(), kGrainBytes) == 0) return;

@@ -13,7 +13,15 @@
 // The device images are compared at every grain replay can write: block 0 (the
 // superblock and its copy), every home a desc in the ring names, wherever such a home's
 // byte offset lands if it overflows, and the ring grains the input wrote.
+//
+// At exit one line counts what the run exercised: replays of one and of several
+// transactions, logs that wrapped to the ring's start, power cuts before, among and
+// after replay's writes, and each way a power loss treats unflushed writes. With
+// VSFS_FUZZ_REQUIRE_ALL set (ctest sets it), a count left at zero fails the run.
+#include <algorithm>
 #include <cstddef>
+#include <cstdlib>
+#include <iterator>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -61,6 +69,36 @@ const Template& datastore() {
   }();
   return t;
 }
+
+struct Exercised {
+  uint64_t inputs = 0;
+  uint64_t replayed_one = 0;      // one transaction or more
+  uint64_t replayed_several = 0;  // two or more
+  uint64_t wrapped = 0;           // the log went on at the ring's start
+  uint64_t cut_before_writes = 0, cut_among_writes = 0, cut_after_writes = 0;
+  uint64_t loss_keep = 0, loss_drop = 0, loss_random = 0;
+
+  ~Exercised() {
+    if (inputs == 0) return;
+    std::fprintf(stderr,
+                 "journal replay fuzz: %llu inputs; replayed 1+ transactions %llu, 2+ %llu, "
+                 "wrapped %llu; cut before writes %llu, among writes %llu, after writes "
+                 "%llu; power loss keep %llu, drop %llu, random %llu\n",
+                 u(inputs), u(replayed_one), u(replayed_several), u(wrapped),
+                 u(cut_before_writes), u(cut_among_writes), u(cut_after_writes),
+                 u(loss_keep), u(loss_drop), u(loss_random));
+    const uint64_t counts[] = {replayed_one,     replayed_several, wrapped,
+                               cut_before_writes, cut_among_writes, cut_after_writes,
+                               loss_keep,        loss_drop,        loss_random};
+    if (std::getenv("VSFS_FUZZ_REQUIRE_ALL") != nullptr &&
+        std::any_of(std::begin(counts), std::end(counts), [](uint64_t c) { return c == 0; })) {
+      std::fprintf(stderr, "journal replay fuzz: a case above was never exercised\n");
+      std::_Exit(1);
+    }
+  }
+  static unsigned long long u(uint64_t v) { return static_cast<unsigned long long>(v); }
+};
+Exercised g_exercised;
 
 class Reader {
  public:
@@ -194,6 +232,11 @@ void run(const uint8_t* data, size_t size) {
   VSFS_FUZZ_CHECK(ra.ok(), "replay on a healthy device failed: %s", ra.error().message.c_str());
   const uint64_t ios = a->io_count() - ios_before;
   VSFS_FUZZ_CHECK(ios > 0, "replay did no IO");
+  const uint64_t writes = a->counters().ops[static_cast<int>(device::OpKind::kWrite)];
+  ++g_exercised.inputs;
+  if (ra->transactions >= 1) ++g_exercised.replayed_one;
+  if (ra->transactions >= 2) ++g_exercised.replayed_several;
+  if (ra->transactions >= 1 && ra->end_grain <= tail_grain) ++g_exercised.wrapped;
 
   // Without apply: the same result, nothing written.
   {
@@ -221,7 +264,16 @@ void run(const uint8_t* data, size_t size) {
     auto rc = replay(*c, true);
     VSFS_FUZZ_CHECK(!rc.ok(), "replay succeeded although the power went off at its IO %llu",
                     static_cast<unsigned long long>(k));
+    const uint64_t written = c->counters().ops[static_cast<int>(device::OpKind::kWrite)];
+    if (written == 0) {
+      ++g_exercised.cut_before_writes;
+    } else if (written < writes) {
+      ++g_exercised.cut_among_writes;
+    } else {
+      ++g_exercised.cut_after_writes;
+    }
     const uint8_t loss = flags & kReplayLossMask;
+    ++(loss == 1 ? g_exercised.loss_drop : loss == 2 ? g_exercised.loss_random : g_exercised.loss_keep);
     const PowerLossMode mode = loss == 1   ? PowerLossMode::kDropAll
                                : loss == 2 ? PowerLossMode::kRandom
                                            : PowerLossMode::kKeepAll;

@@ -298,6 +298,18 @@ std::vector<uint8_t> replay_seed(const Made& m, uint8_t flags, uint8_t cut, uint
   return out;
 }
 
+// The IOs one replay of `m` from (tail, seq) does: a seed's cut byte picks one of them.
+uint8_t replay_ios(const Made& m, uint64_t tail, uint64_t seq) {
+  auto dev = m.dev->clone();
+  const uint64_t before = dev->io_count();
+  auto r = meta::Journal::replay(*dev, m.sb.journal_start_grain, m.sb.journal_grains, tail, seq,
+                                 true);
+  VSFS_FUZZ_CHECK(r.ok(), "replay: %s", r.error().message.c_str());
+  const uint64_t ios = dev->io_count() - before;
+  VSFS_FUZZ_CHECK(ios >= 1 && ios <= 256, "replay did %llu IOs", static_cast<unsigned long long>(ios));
+  return static_cast<uint8_t>(ios);
+}
+
 void write_journal_corpus(const fs::path& dir) {
   fs::create_directories(dir / "journal_replay");
   auto write_txns = [](Made& m, uint64_t tail, uint64_t seq, std::initializer_list<size_t> sizes) {
@@ -315,6 +327,9 @@ void write_journal_corpus(const fs::path& dir) {
     write_file(dir / "journal_replay" / "from_tail", replay_seed(m, 0, 3, 0, 1));
     write_file(dir / "journal_replay" / "from_tail_fix", replay_seed(m, kReplayFixRecords | 2, 9, 0, 1));
     write_file(dir / "journal_replay" / "from_tail_drop", replay_seed(m, 1, 20, 0, 1));
+    // Cut at replay's last IO, its flush.
+    write_file(dir / "journal_replay" / "from_tail_cut_flush",
+               replay_seed(m, 0, static_cast<uint8_t>(replay_ios(m, 0, 1) - 1), 0, 1));
     // The same ring replayed from its second transaction.
     write_file(dir / "journal_replay" / "from_second", replay_seed(m, 0, 5, 5, 2));
     // A torn last commit: the log ends before it.

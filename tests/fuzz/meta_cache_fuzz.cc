@@ -9,6 +9,7 @@
 // grain: mkfs leaves the refcount table as zeros (a hole), decode_cached reads that as
 // an empty table, and its encoding is a sealed block, not zeros.
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 
@@ -18,6 +19,17 @@
 
 namespace vsfs::fuzz {
 namespace {
+
+// The block types the cache holds; the others must be refused.
+constexpr std::array<format::BlockType, 9> kCacheable = {
+    format::BlockType::kMapInterior, format::BlockType::kMapLeaf,
+    format::BlockType::kInodeInterior, format::BlockType::kInodeLeaf,
+    format::BlockType::kDirBlock, format::BlockType::kBlockTable,
+    format::BlockType::kRefcountTable, format::BlockType::kReleaseList,
+    format::BlockType::kSnapshotList};
+BlockCounts<kCacheable.size()> g_counts(
+    "meta cache", {"map interior", "map leaf", "inode interior", "inode leaf", "dir block",
+                   "block table", "refcount table", "release list", "snapshot list"});
 
 void run(const BlockInput& in) {
   using format::BlockType;
@@ -29,10 +41,19 @@ void run(const BlockInput& in) {
   const char* what = format::block_type_name(type);
 
   auto r = meta::decode_cached(g, self, type, derived_first_ino(in.grain));
-  if (!r.ok()) {
+  const auto* it = std::find(kCacheable.begin(), kCacheable.end(), type);
+  if (it == kCacheable.end()) {
+    VSFS_FUZZ_CHECK(!r.ok(), "%s: decoded although the cache holds no such block", what);
     check_decode_error(r.error(), what);
     return;
   }
+  const auto index = static_cast<size_t>(it - kCacheable.begin());
+  if (!r.ok()) {
+    check_decode_error(r.error(), what);
+    g_counts.rejected(index);
+    return;
+  }
+  g_counts.decoded(index);
   const meta::CachedBlock& b = *r;
   VSFS_FUZZ_CHECK(b.type == type, "%s: decoded as type %d", what, static_cast<int>(b.type));
   const bool all_zero =
