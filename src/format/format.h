@@ -77,7 +77,8 @@ Result<MetaHeader> decode_header(ConstGrain buf, BlockType expected, uint64_t ex
 void encode_header(Grain buf, const MetaHeader& header);
 void seal(Grain buf);
 
-// Set by the fuzzing build so fuzzers reach past the checksum.
+// When set, decoders skip the crc32c check (for tests only; the fuzzers in tests/fuzz
+// seal their blocks instead, so they exercise the library as it ships).
 extern bool g_skip_crc_check;
 
 // ---- Superblock (type 1): at grain 0 and, as a copy, at grain kSuperblockCopyGrain. ----

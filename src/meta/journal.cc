@@ -119,6 +119,19 @@ Result<uint64_t> read_transaction(device::Device& dev, uint64_t start, uint64_t 
       return corruption(fmt::format("journal: desc at {} has sequence {}, expected {}", g,
                                     desc.seq, seq));
     }
+    // Home 0 is the superblock (and its copy). Any other home in block 0, past the end
+    // of the device or inside the ring cannot be a metadata block: applying it would
+    // fail, or overwrite the log being read, so that replaying twice would not equal
+    // replaying once. Such a desc ends the log like any record that does not validate.
+    const uint64_t device_grains = dev.size_bytes() / kGrainBytes;
+    for (uint64_t home : desc.homes) {
+      if (home != 0 && (home < kGrainsPerBlock || home >= device_grains ||
+                        (home >= start && home - start < ring))) {
+        return corruption(fmt::format("journal: desc at {} names home grain {}, outside "
+                                      "the grains metadata may live in",
+                                      g, home));
+      }
+    }
     crc = crc32c(crc, one.data(), kGrainBytes);
     ++g;
     uint64_t count = desc.homes.size();
