@@ -1414,17 +1414,20 @@ class DatastoreImpl final : public Datastore {
     if (!looked.ok() && looked.error().kind == ErrorKind::kWouldBlock) {
       return wait_for_metadata_locked(op, [this, op] { start_read_locked(op); });
     }
+    if (looked.ok()) looked = check_mapped_locked(op, map);
     if (!looked.ok()) {
-      op->error = -looked.error().errno_value;
-    } else {
-      for_each_grain(*op, n, [&](uint64_t i, uint8_t* g) {
-        if (map[i].state == SlotState::kMapped) {
-          op->plan.add(OpKind::kRead, map[i].grain, g);
-        } else {
-          std::memset(g, 0, kGrainBytes);
-        }
-      });
+      // Nothing is read: the answer is the lookup's own error (EUCLEAN for a damaged map).
+      release_locked(op);
+      defer([op, err = looked.take_error()]() mutable { op->done_len(std::move(err)); });
+      return;
     }
+    for_each_grain(*op, n, [&](uint64_t i, uint8_t* g) {
+      if (map[i].state == SlotState::kMapped) {
+        op->plan.add(OpKind::kRead, map[i].grain, g);
+      } else {
+        std::memset(g, 0, kGrainBytes);
+      }
+    });
     defer([this, op, direct] {
       submit_plan(op, [this, op, direct] {
         if (op->error == 0 && !direct) {
@@ -1445,6 +1448,22 @@ class DatastoreImpl final : public Datastore {
     });
   }
 
+  // A map entry is followed only to a data grain in use (MetaStore::check_data_grain_locked):
+  // a damaged but checksum-valid map that points at a metadata grain or into a free block
+  // answers EUCLEAN, instead of handing out what is there (a read, or the fill of a partial
+  // write) or overwriting it (a write in place).
+  Result<void> check_mapped_locked(const std::shared_ptr<DataOp>& op,
+                                   const std::vector<GrainLookup>& map) {
+    for (uint64_t i = 0; i < map.size(); ++i) {
+      if (map[i].state != SlotState::kMapped) continue;
+      if (auto c = ms_->check_data_grain_locked(map[i].grain); !c.ok()) {
+        return corruption(fmt::format("disk {}, grain {} of the disk: {}", op->ino,
+                                      op->first + i, c.error().message));
+      }
+    }
+    return ok_result();
+  }
+
   // ---- writes ----
 
   void start_write_locked(const std::shared_ptr<DataOp>& op) {
@@ -1462,6 +1481,7 @@ class DatastoreImpl final : public Datastore {
     if (!failed.ok() && failed.error().kind == ErrorKind::kWouldBlock) {
       return wait_for_metadata_locked(op, [this, op] { start_write_locked(op); });
     }
+    if (failed.ok()) failed = check_mapped_locked(op, map);
     if (failed.ok()) failed = choose_targets_locked(op, map, gen, nullptr);
     if (!failed.ok() && failed.error().kind == ErrorKind::kNoSpace && !op->retried &&
         ms_->space_reclaimable_locked()) {
