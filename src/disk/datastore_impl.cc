@@ -19,6 +19,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <ctime>
+#include <deque>
 #include <dirent.h>
 #include <future>
 #include <list>
@@ -1362,6 +1363,7 @@ class DatastoreImpl final : public Datastore {
         if (!freed.ok()) VSFS_LOG_ERROR("freeing inode {}: {}", op->ino, freed.error().to_string());
         rt_.erase(it);
       } else if (it->second.pending_mtime_ns == 0) {
+        keep_hint_locked(op->ino, it->second.hint_block);
         rt_.erase(it);  // keep entries that hold lazily kept times
       }
     }
@@ -1569,7 +1571,12 @@ class DatastoreImpl final : public Datastore {
                                      const std::vector<GrainLookup>& map, uint64_t gen,
                                      std::vector<uint64_t>* restamped) {
     unreserve_all_locked(op);
-    uint64_t& hint = rt_[op->ino].hint_block;
+    InodeRt& rt = rt_[op->ino];
+    if (rt.hint_block == 0) {
+      // A disk without runtime state since its last request goes on where it stopped.
+      if (auto it = idle_hints_.find(op->ino); it != idle_hints_.end()) rt.hint_block = it->second;
+    }
+    uint64_t& hint = rt.hint_block;
     for (uint64_t i = 0; i < map.size(); ++i) {
       const GrainLookup& l = map[i];
       const bool alone = l.state == SlotState::kMapped && l.exclusive;
@@ -1894,6 +1901,25 @@ class DatastoreImpl final : public Datastore {
   BufferPool buffers_{kBufferRetainBytes};
 
   std::unordered_map<Ino, InodeRt> rt_;  // guarded by ms_->mu()
+  // Allocation hints of disks whose runtime state went with their last request (no open
+  // reference: a caller of the API that never calls open_ref). Without them each such
+  // write would take a new storage block and leave it almost empty. Bounded: beyond
+  // kIdleHintsMax disks the oldest entry goes (that disk starts a new block next time).
+  // A hint is only a preference: reserve_data_grain_locked checks the block it names.
+  static constexpr size_t kIdleHintsMax = 4096;
+  std::unordered_map<Ino, uint64_t> idle_hints_;  // guarded by ms_->mu()
+  std::deque<Ino> idle_hint_order_;               // its keys, oldest first; ms_->mu()
+  void keep_hint_locked(Ino ino, uint64_t hint_block) {
+    if (hint_block == 0) return;
+    auto [it, added] = idle_hints_.try_emplace(ino, hint_block);
+    it->second = hint_block;
+    if (!added) return;
+    idle_hint_order_.push_back(ino);
+    if (idle_hints_.size() > kIdleHintsMax) {
+      idle_hints_.erase(idle_hint_order_.front());
+      idle_hint_order_.pop_front();
+    }
+  }
   // Guarded by ms_->mu(): the .cbt trees' nodes by id, their ids by path, the next id.
   std::unordered_map<uint64_t, CbtNode> cbt_nodes_;
   std::map<CbtNode::Key, uint64_t> cbt_index_;
