@@ -21,6 +21,21 @@ namespace vsfs::meta {
 using format::BlockState;
 using format::BlockType;
 
+namespace {
+
+const char* block_role(BlockState s) {
+  switch (s) {
+    case BlockState::kFormattedFree: return "free (formatted)";
+    case BlockState::kToFormatFree: return "free (to be formatted)";
+    case BlockState::kData: return "data";
+    case BlockState::kMeta: return "metadata";
+    case BlockState::kReserved: return "reserved";
+  }
+  return "of unknown state";
+}
+
+}  // namespace
+
 Result<void> MetaStore::load_block_table() {
   for (uint64_t b = 0; b < sb_.total_blocks; ++b) {
     const uint64_t tg = block_table_grain_of(b);
@@ -102,6 +117,21 @@ Result<uint16_t> MetaStore::incref_locked(uint64_t grain) {
   uint16_t& c = r->refs().counts[grain % format::kGrainsPerRefcountGrain];
   if (c == UINT16_MAX) {
     return make_error(EMLINK, ErrorKind::kNoSpace, "grain {} has too many references", grain);
+  }
+  if (c == 0) {
+    // A first reference is taken only on a grain just allocated in a data or metadata
+    // block. Sharing (a clone, the copy of a shared node) finds its grains referenced
+    // already: a free grain there, or one outside the data area, comes from a damaged
+    // map, and is an error to report, not a reason to stop the daemon.
+    const uint64_t block = block_of(PhysGrain{grain}).v;
+    const BlockState state = block >= sb_.first_data_block && block < sb_.total_blocks
+                                 ? block_entry_locked(block).state
+                                 : BlockState::kReserved;
+    if (state != BlockState::kData && state != BlockState::kMeta) {
+      return corruption(fmt::format("a reference to grain {} in storage block {}, which is {}: "
+                                    "a map points at it",
+                                    grain, block, block_role(state)));
+    }
   }
   mark_dirty_locked(rg);
   if (++c == 1) {
@@ -221,20 +251,6 @@ Result<uint64_t> MetaStore::reserve_data_grain_locked(uint64_t& hint_block) {
   return g;
 }
 
-namespace {
-
-const char* block_role(BlockState s) {
-  switch (s) {
-    case BlockState::kFormattedFree: return "free (formatted)";
-    case BlockState::kToFormatFree: return "free (to be formatted)";
-    case BlockState::kData: return "data";
-    case BlockState::kMeta: return "metadata";
-    case BlockState::kReserved: return "reserved";
-  }
-  return "of unknown state";
-}
-
-}  // namespace
 
 // Runs for every mapped grain a request reads or writes, so it must cost no IO: the
 // block table is pinned in the cache (load_block_table), so the block's role and its

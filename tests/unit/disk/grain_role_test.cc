@@ -222,5 +222,38 @@ TEST_F(GrainRole, SlotPointingAtAFreeGrainOfADataBlockIsRefused) {
   expect_refused(*target, /*stale=*/true, /*warm_refcounts=*/true);
 }
 
+// Sharing takes a reference on each grain it shares. A damaged slot pointing into a free
+// block must make that an error (EUCLEAN), not stop the process: a clone of the slot,
+// and the copy of its leaf when a write follows a snapshot.
+TEST_F(GrainRole, CloneOfASlotPointingAtAFreeBlockIsRefused) {
+  point_slot(*image_, layout_.leaf, kPoked, layout_.free_block * kGrainsPerBlock + 3);
+  auto ds = open_ds(image_->clone());
+  ASSERT_TRUE(ds);
+  auto copy = ds->create(kRootIno, "copy.img", 0644, 0, 0);
+  ASSERT_TRUE(copy.ok());
+  auto c = ds->clone_range_sync(ino_, kPoked * kGrainBytes, copy->ino, kPoked * kGrainBytes,
+                                kGrainBytes);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error().errno_value, EUCLEAN) << c.error().to_string();
+  std::vector<uint8_t> good(data_.size());
+  ASSERT_TRUE(ds->read_sync(ino_, 0, good.size(), good.data()).ok());
+  EXPECT_EQ(good, data_);
+  ASSERT_TRUE(ds->close().ok());
+}
+
+TEST_F(GrainRole, CopyOfALeafWithASlotPointingAtAFreeBlockIsRefused) {
+  point_slot(*image_, layout_.leaf, kPoked, layout_.free_block * kGrainsPerBlock + 3);
+  auto ds = open_ds(image_->clone());
+  ASSERT_TRUE(ds);
+  auto snap = ds->mkdir(make_ino(kSnapshotsDirView, kRootIno), "s1", 0755, 0, 0);
+  ASSERT_TRUE(snap.ok()) << snap.error().to_string();
+  // Slot 0's leaf is shared with the snapshot now: the write copies it.
+  std::vector<uint8_t> w(kGrainBytes, 0x22);
+  auto r = ds->write_sync(ino_, 0, w.data(), w.size());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().errno_value, EUCLEAN) << r.error().to_string();
+  (void)ds->close();
+}
+
 }  // namespace
 }  // namespace vsfs
