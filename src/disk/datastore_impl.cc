@@ -19,6 +19,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <ctime>
+#include <deque>
 #include <dirent.h>
 #include <future>
 #include <list>
@@ -1402,6 +1403,7 @@ class DatastoreImpl final : public Datastore {
         if (!freed.ok()) VSFS_LOG_ERROR("freeing inode {}: {}", op->ino, freed.error().to_string());
         rt_.erase(it);
       } else if (it->second.pending_mtime_ns == 0) {
+        keep_hint_locked(op->ino, it->second.hint_block);
         rt_.erase(it);  // keep entries that hold lazily kept times
       }
     }
@@ -1454,17 +1456,20 @@ class DatastoreImpl final : public Datastore {
     if (!looked.ok() && looked.error().kind == ErrorKind::kWouldBlock) {
       return wait_for_metadata_locked(op, [this, op] { start_read_locked(op); });
     }
+    if (looked.ok()) looked = check_mapped_locked(op, map);
     if (!looked.ok()) {
-      op->error = -looked.error().errno_value;
-    } else {
-      for_each_grain(*op, n, [&](uint64_t i, uint8_t* g) {
-        if (map[i].state == SlotState::kMapped) {
-          op->plan.add(OpKind::kRead, map[i].grain, g);
-        } else {
-          std::memset(g, 0, kGrainBytes);
-        }
-      });
+      // Nothing is read: the answer is the lookup's own error (EUCLEAN for a damaged map).
+      release_locked(op);
+      defer([op, err = looked.take_error()]() mutable { op->done_len(std::move(err)); });
+      return;
     }
+    for_each_grain(*op, n, [&](uint64_t i, uint8_t* g) {
+      if (map[i].state == SlotState::kMapped) {
+        op->plan.add(OpKind::kRead, map[i].grain, g);
+      } else {
+        std::memset(g, 0, kGrainBytes);
+      }
+    });
     defer([this, op, direct] {
       submit_plan(op, [this, op, direct] {
         if (op->error == 0 && !direct) {
@@ -1485,6 +1490,22 @@ class DatastoreImpl final : public Datastore {
     });
   }
 
+  // A map entry is followed only to a data grain in use (MetaStore::check_data_grain_locked):
+  // a damaged but checksum-valid map that points at a metadata grain or into a free block
+  // answers EUCLEAN, instead of handing out what is there (a read, or the fill of a partial
+  // write) or overwriting it (a write in place).
+  Result<void> check_mapped_locked(const std::shared_ptr<DataOp>& op,
+                                   const std::vector<GrainLookup>& map) {
+    for (uint64_t i = 0; i < map.size(); ++i) {
+      if (map[i].state != SlotState::kMapped) continue;
+      if (auto c = ms_->check_data_grain_locked(map[i].grain); !c.ok()) {
+        return corruption(fmt::format("disk {}, grain {} of the disk: {}", op->ino,
+                                      op->first + i, c.error().message));
+      }
+    }
+    return ok_result();
+  }
+
   // ---- writes ----
 
   void start_write_locked(const std::shared_ptr<DataOp>& op) {
@@ -1502,6 +1523,7 @@ class DatastoreImpl final : public Datastore {
     if (!failed.ok() && failed.error().kind == ErrorKind::kWouldBlock) {
       return wait_for_metadata_locked(op, [this, op] { start_write_locked(op); });
     }
+    if (failed.ok()) failed = check_mapped_locked(op, map);
     if (failed.ok()) failed = choose_targets_locked(op, map, gen, nullptr);
     if (!failed.ok() && failed.error().kind == ErrorKind::kNoSpace && !op->retried &&
         ms_->space_reclaimable_locked()) {
@@ -1591,7 +1613,12 @@ class DatastoreImpl final : public Datastore {
                                      const std::vector<GrainLookup>& map, uint64_t gen,
                                      std::vector<uint64_t>* restamped) {
     unreserve_all_locked(op);
-    uint64_t& hint = rt_[op->ino].hint_block;
+    InodeRt& rt = rt_[op->ino];
+    if (rt.hint_block == 0) {
+      // A disk without runtime state since its last request goes on where it stopped.
+      if (auto it = idle_hints_.find(op->ino); it != idle_hints_.end()) rt.hint_block = it->second;
+    }
+    uint64_t& hint = rt.hint_block;
     for (uint64_t i = 0; i < map.size(); ++i) {
       const GrainLookup& l = map[i];
       const bool alone = l.state == SlotState::kMapped && l.exclusive;
@@ -1986,6 +2013,25 @@ class DatastoreImpl final : public Datastore {
   BufferPool buffers_{kBufferRetainBytes};
 
   std::unordered_map<Ino, InodeRt> rt_;  // guarded by ms_->mu()
+  // Allocation hints of disks whose runtime state went with their last request (no open
+  // reference: a caller of the API that never calls open_ref). Without them each such
+  // write would take a new storage block and leave it almost empty. Bounded: beyond
+  // kIdleHintsMax disks the oldest entry goes (that disk starts a new block next time).
+  // A hint is only a preference: reserve_data_grain_locked checks the block it names.
+  static constexpr size_t kIdleHintsMax = 4096;
+  std::unordered_map<Ino, uint64_t> idle_hints_;  // guarded by ms_->mu()
+  std::deque<Ino> idle_hint_order_;               // its keys, oldest first; ms_->mu()
+  void keep_hint_locked(Ino ino, uint64_t hint_block) {
+    if (hint_block == 0) return;
+    auto [it, added] = idle_hints_.try_emplace(ino, hint_block);
+    it->second = hint_block;
+    if (!added) return;
+    idle_hint_order_.push_back(ino);
+    if (idle_hints_.size() > kIdleHintsMax) {
+      idle_hints_.erase(idle_hint_order_.front());
+      idle_hint_order_.pop_front();
+    }
+  }
   // Guarded by ms_->mu(): the .cbt trees' nodes by id, their ids by path, the next id.
   std::unordered_map<uint64_t, CbtNode> cbt_nodes_;
   std::map<CbtNode::Key, uint64_t> cbt_index_;

@@ -25,6 +25,8 @@
 
 #include "util/buffer_pool.h"
 #include "fuse/disk_queues.h"
+#include "fuse/handles.h"
+#include "fuse/stats_file.h"
 #include "io/coalesce_queue.h"
 #include "util/result.h"
 #include "vsfs/datastore.h"
@@ -86,6 +88,10 @@ class FuseFs {
   BufferPool& buffers() { return buffers_; }  // read replies and combined IOs
   InFlightCounter& requests() { return requests_; }
   DiskQueues& queues() { return queues_; }
+  // The handles of open directories and `.vsfs/stats` files (handles.h): freed by their
+  // release, or with this FuseFs when the session ends with them still open.
+  HandleTable<DirHandle>& dir_handles() { return dir_handles_; }
+  HandleTable<StatsHandle>& stats_handles() { return stats_handles_; }
   uint64_t mount_time_ns() const { return mount_time_ns_; }
   // FUSE over io_uring, when the loop uses it: replies to its requests go back through
   // their ring entry. Set once before the loop starts; kept for the session, since
@@ -101,6 +107,8 @@ class FuseFs {
   DiskQueues queues_;
   const uint64_t mount_time_ns_;
   std::shared_ptr<UringChannel> uring_;
+  HandleTable<DirHandle> dir_handles_;
+  HandleTable<StatsHandle> stats_handles_;
 };
 
 inline FuseFs& fs_of(fuse_req_t req) { return *static_cast<FuseFs*>(fuse_req_userdata(req)); }

@@ -68,8 +68,8 @@ uint32_t timeout_nsec(double t) {
 
 Result<uint64_t> open_stats(fuse_file_info* fi, FuseFs& fs) {
   if ((fi->flags & O_ACCMODE) != O_RDONLY) return errno_error(EACCES, "stats is read-only");
-  auto* h = new StatsHandle{render_stats_json(fs)};
-  return reinterpret_cast<uint64_t>(h);
+  return fs.stats_handles().add(
+      std::make_unique<StatsHandle>(StatsHandle{render_stats_json(fs)}));
 }
 
 }  // namespace
@@ -117,7 +117,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       }
       fi->fh = *fh;
       fi->direct_io = 1;
-      if (fuse_reply_open(req, fi) != 0) delete reinterpret_cast<StatsHandle*>(fi->fh);
+      if (fuse_reply_open(req, fi) != 0) fs.stats_handles().remove(fi->fh);
       return;
     }
     // Files in snapshots are read-only (O_TRUNC without write access is refused too).

@@ -29,7 +29,7 @@ struct ReadRequest {
 };
 
 void read_stats(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi) {
-  const auto* h = reinterpret_cast<const StatsHandle*>(fi->fh);
+  const StatsHandle* h = HandleTable<StatsHandle>::get(fi->fh);
   const std::string& s = h->json;
   if (off < 0 || static_cast<size_t>(off) >= s.size()) {
     fuse_reply_buf(req, nullptr, 0);

@@ -7,7 +7,8 @@
 // attributes (an entry removed since opendir is skipped); "." and ".." carry no
 // attributes (inode 0), so the kernel does not link them.
 // Threading: any worker thread; a handle is used by one reader at a time (the kernel
-// serialises readdir on an open directory) and freed by releasedir.
+// serialises readdir on an open directory). FuseFs::dir_handles() owns every handle:
+// releasedir frees it, and one still open when the session ends goes with the FuseFs.
 #include <cstring>
 #include <memory>
 #include <string>
@@ -17,10 +18,6 @@
 
 namespace vsfs::fuse {
 namespace {
-
-struct DirHandle {
-  std::vector<DirEntryInfo> entries;
-};
 
 Result<std::unique_ptr<DirHandle>> open_dir(FuseFs& fs, Ino ino) {
   auto h = std::make_unique<DirHandle>();
@@ -47,7 +44,7 @@ Result<std::unique_ptr<DirHandle>> open_dir(FuseFs& fs, Ino ino) {
 
 void do_readdir(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi, bool plus) {
   FuseFs& fs = fs_of(req);
-  auto* h = reinterpret_cast<DirHandle*>(fi->fh);
+  const DirHandle* h = HandleTable<DirHandle>::get(fi->fh);
   std::vector<char> buf(size);
   size_t used = 0;
   for (size_t i = off < 0 ? 0 : static_cast<size_t>(off); i < h->entries.size(); ++i) {
@@ -83,15 +80,16 @@ void do_readdir(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi, bool
 
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, [&] {
-    Result<std::unique_ptr<DirHandle>> h = open_dir(fs_of(req), ino);
+    FuseFs& fs = fs_of(req);
+    Result<std::unique_ptr<DirHandle>> h = open_dir(fs, ino);
     if (!h.ok()) {
       reply_error(req, h.error());
       return;
     }
-    fi->fh = reinterpret_cast<uint64_t>(h->get());
-    if (fuse_reply_open(req, fi) == 0) {
-      (void)h->release();  // owned by the kernel's handle until releasedir
-    }
+    fi->fh = fs.dir_handles().add(std::move(*h));
+    // Not delivered (the request was interrupted, or the connection is gone): no
+    // releasedir will come for it.
+    if (fuse_reply_open(req, fi) != 0) fs.dir_handles().remove(fi->fh);
   });
 }
 
@@ -105,7 +103,7 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off,
 }
 
 void op_releasedir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
-  delete reinterpret_cast<DirHandle*>(fi->fh);
+  fs_of(req).dir_handles().remove(fi->fh);
   fuse_reply_err(req, 0);
 }
 

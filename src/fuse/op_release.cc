@@ -11,7 +11,7 @@ namespace vsfs::fuse {
 
 void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (ino == kStatsIno) {
-    delete reinterpret_cast<StatsHandle*>(fi->fh);
+    fs_of(req).stats_handles().remove(fi->fh);
   } else if (!is_synthetic(ino)) {
     FuseFs& fs = fs_of(req);
     if (queue_of(fi->fh) != nullptr) fs.queues().release(ino);

@@ -4,7 +4,8 @@
 // An open of the file renders one snapshot into a StatsHandle (the file handle), which
 // reads slice; the open is direct_io so readers read to the end of their snapshot.
 // Thread-safety: render_stats_json() may run on any thread; a StatsHandle is immutable
-// after open and freed by release.
+// after open. FuseFs::stats_handles() owns it (handles.h): release frees it, and one
+// still open when the session ends goes with the FuseFs.
 #pragma once
 
 #include <string>

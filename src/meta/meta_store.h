@@ -209,6 +209,11 @@ class MetaStore {
   // reservation keeps it from everyone else until map_install or unreserve.
   Result<uint64_t> reserve_data_grain_locked(uint64_t& hint_block);
   void unreserve_locked(uint64_t grain);
+  // Whether a disk's map may lead a read or a write to `grain`: it must be a data grain
+  // in use, inside the data area, in a storage block whose role is data (not metadata,
+  // the fixed region, or a free block on either list), and not free inside that block.
+  // Else a Corruption error (EUCLEAN) naming the grain. Costs no IO (see space.cc).
+  Result<void> check_data_grain_locked(uint64_t grain) const;
 
   // ---- changed-block tracking ----
   struct Extent {

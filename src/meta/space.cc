@@ -21,6 +21,21 @@ namespace vsfs::meta {
 using format::BlockState;
 using format::BlockType;
 
+namespace {
+
+const char* block_role(BlockState s) {
+  switch (s) {
+    case BlockState::kFormattedFree: return "free (formatted)";
+    case BlockState::kToFormatFree: return "free (to be formatted)";
+    case BlockState::kData: return "data";
+    case BlockState::kMeta: return "metadata";
+    case BlockState::kReserved: return "reserved";
+  }
+  return "of unknown state";
+}
+
+}  // namespace
+
 Result<void> MetaStore::load_block_table() {
   for (uint64_t b = 0; b < sb_.total_blocks; ++b) {
     const uint64_t tg = block_table_grain_of(b);
@@ -102,6 +117,21 @@ Result<uint16_t> MetaStore::incref_locked(uint64_t grain) {
   uint16_t& c = r->refs().counts[grain % format::kGrainsPerRefcountGrain];
   if (c == UINT16_MAX) {
     return make_error(EMLINK, ErrorKind::kNoSpace, "grain {} has too many references", grain);
+  }
+  if (c == 0) {
+    // A first reference is taken only on a grain just allocated in a data or metadata
+    // block. Sharing (a clone, the copy of a shared node) finds its grains referenced
+    // already: a free grain there, or one outside the data area, comes from a damaged
+    // map, and is an error to report, not a reason to stop the daemon.
+    const uint64_t block = block_of(PhysGrain{grain}).v;
+    const BlockState state = block >= sb_.first_data_block && block < sb_.total_blocks
+                                 ? block_entry_locked(block).state
+                                 : BlockState::kReserved;
+    if (state != BlockState::kData && state != BlockState::kMeta) {
+      return corruption(fmt::format("a reference to grain {} in storage block {}, which is {}: "
+                                    "a map points at it",
+                                    grain, block, block_role(state)));
+    }
   }
   mark_dirty_locked(rg);
   if (++c == 1) {
@@ -219,6 +249,43 @@ Result<uint64_t> MetaStore::reserve_data_grain_locked(uint64_t& hint_block) {
   reserved_.insert(g);
   ++block_reserved_[block_of(PhysGrain{g}).v];
   return g;
+}
+
+
+// Runs for every mapped grain a request reads or writes, so it must cost no IO: the
+// block table is pinned in the cache (load_block_table), so the block's role and its
+// count of grains in use are always checked. A block is all data or all metadata, so
+// a data block holds no grain that a map may not point at, except free ones. The
+// grain's own reference count is checked only when its part of the refcount table is
+// cached (always so for blocks written since open): fetching it would add a metadata
+// read, and a cache entry, to every cold read, which the block's role does not need.
+// A count of 0 is never legitimate here: a grain reserved for a write in flight is not
+// mapped before its count is 1 (map_install_locked), and the grain range lock keeps
+// readers off it until then; a grain freed in the open transaction is no longer mapped
+// by the map that freed it.
+Result<void> MetaStore::check_data_grain_locked(uint64_t grain) const {
+  const uint64_t block = block_of(PhysGrain{grain}).v;
+  if (block < sb_.first_data_block || block >= sb_.total_blocks) {
+    return corruption(fmt::format("grain map points at grain {}, outside the data area "
+                                  "(storage blocks {} to {})",
+                                  grain, sb_.first_data_block, sb_.total_blocks - 1));
+  }
+  const format::BlockEntry e = block_entry_locked(block);
+  if (e.state != BlockState::kData || e.used_grains == 0) {
+    return corruption(fmt::format("grain map points at grain {} in storage block {}, which "
+                                  "is {}{}, not data in use",
+                                  grain, block, block_role(e.state),
+                                  e.state == BlockState::kData ? " with no grain in use" : ""));
+  }
+  if (const CachedBlock* r = cache_.peek(refcount_grain_of(grain)); r != nullptr) {
+    const auto* refs = std::get_if<format::RefcountGrain>(&r->v);
+    if (refs != nullptr && refs->counts[grain % format::kGrainsPerRefcountGrain] == 0) {
+      return corruption(fmt::format("grain map points at grain {}, which is free (reference "
+                                    "count 0) in data block {}",
+                                    grain, block));
+    }
+  }
+  return ok_result();
 }
 
 void MetaStore::unreserve_locked(uint64_t grain) {
