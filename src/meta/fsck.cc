@@ -1125,6 +1125,15 @@ Result<void> Checker::check_namespace() {
       problem(Fix::kInode, ino * 4 + 2,
               fmt::format("inode {}: directory size is {} bytes but it has directory block {}",
                           ino, r.size_bytes, li.extent == 0 ? 0 : li.extent - 1));
+    } else if (li.map_complete &&
+               r.size_bytes / kGrainBytes - li.extent > format::kDirSlackBlocks) {
+      // The daemon refuses to load such a directory rather than size its bookkeeping
+      // from the recorded size.
+      problem(Fix::kInode, ino * 4 + 2,
+              fmt::format("inode {}: directory size is {} bytes, more than {} blocks past its "
+                          "last directory block ({})",
+                          ino, r.size_bytes, format::kDirSlackBlocks,
+                          li.extent == 0 ? std::string("none") : std::to_string(li.extent - 1)));
     }
     std::sort(li.dir_blocks.begin(), li.dir_blocks.end(),
               [](const DirBlockSeen& a, const DirBlockSeen& b) { return a.index < b.index; });
@@ -1175,6 +1184,11 @@ Result<void> Checker::check_namespace() {
   if (max_ino >= sb_.next_ino) {
     problem(Fix::kSuperblock, 2,
             fmt::format("superblock: next_ino is {} but inode {} exists", sb_.next_ino, max_ino));
+  } else if (sb_.next_ino > format::kMaxInodeNumber) {
+    // The daemon refuses it: no inode table can index inodes that far.
+    problem(Fix::kSuperblock, 2,
+            fmt::format("superblock: next_ino {} is above the largest inode number {}",
+                        sb_.next_ino, format::kMaxInodeNumber));
   }
 
   // Link counts, parents and reachability need every directory and inode read.
@@ -1417,9 +1431,12 @@ Result<void> Checker::repair_inodes() {
                                              ino, li.mapped, r.allocated_grains));
           r.allocated_grains = li.mapped;
           break;
-        case 2: {  // directory size
-          const uint64_t want =
-              std::max(round_up(r.size_bytes, kGrainBytes), li.extent * kGrainBytes);
+        case 2: {  // directory size: covering its blocks, and not far past the last
+          if (!li.map_complete) continue;
+          uint64_t want = std::max(round_up(r.size_bytes, kGrainBytes), li.extent * kGrainBytes);
+          if (want / kGrainBytes - li.extent > format::kDirSlackBlocks) {
+            want = li.extent * kGrainBytes;
+          }
           done.emplace_back(key, fmt::format("inode {}: directory size set to {} bytes (was {})",
                                              ino, want, r.size_bytes));
           r.size_bytes = want;
@@ -1458,7 +1475,7 @@ Result<FsckReport> Checker::run() {
       if (p.fix == Fix::kSuperblock && p.key == 2 && !p.repaired) {
         const uint64_t max_ino = live_.empty() ? 0 : live_.rbegin()->first;
         const uint64_t was = sb_.next_ino;
-        sb_.next_ino = max_ino + 1;
+        sb_.next_ino = std::max<uint64_t>(max_ino, kRootIno) + 1;
         sb_changed = true;
         repaired(Fix::kSuperblock, 2,
                  fmt::format("superblock: next_ino set to {} (was {})", sb_.next_ino, was));
