@@ -299,16 +299,18 @@ for i in $(seq 0 $((iterations - 1))); do
 	esac
 
 	if try_mount "$mnt"; then
-		count "mount after fsck: rw"
+		mounted=rw
 		read_all "$mnt" "read-write, after fsck -y"
 		unmount_daemon "$mnt"
 	elif try_mount "$mnt" -o ro; then
-		count "mount after fsck: ro"
+		mounted=ro
 		read_all "$mnt" "read-only, after fsck -y"
 		unmount_daemon "$mnt"
 	else
-		count "mount after fsck: refused"
+		mounted=refused
 	fi
+	count "mount after fsck: $mounted"
+	echo "seed $cur_seed: $cur_desc; fsck -n $n1, -y $y, -n $n2; mount $mounted"
 	# Only the daemons still running need cleanup's attention.
 	PIDS=()
 	MOUNTS=("$mnt")
