@@ -287,7 +287,7 @@ class Checker {
   Result<NodeMemo> inode_node(uint64_t grain, int level, uint64_t base_leaf, bool live,
                               bool count, const std::string& who);
   Result<void> inode_leaf(uint64_t grain, uint64_t leaf_no, bool live, bool count,
-                          NodeMemo& memo);
+                          NodeMemo& memo, const std::string& table);
   Result<void> walk_map_root(uint64_t root, uint8_t height, TreeKind kind, uint64_t owner,
                              LiveInode* live, const std::string& who);
   Result<void> walk_inode_root(uint64_t root, uint8_t height, bool live, const std::string& who);
@@ -646,7 +646,7 @@ Result<void> Checker::walk_map_root(uint64_t root, uint8_t height, TreeKind kind
 }
 
 Result<void> Checker::inode_leaf(uint64_t grain, uint64_t leaf_no, bool live, bool count,
-                                 NodeMemo& memo) {
+                                 NodeMemo& memo, const std::string& table) {
   const uint64_t first_ino = leaf_no * kInodesPerLeaf;
   AlignedBuffer buf(kGrainBytes, false);
   VSFS_TRY(read_grain(grain, buf));
@@ -688,7 +688,7 @@ Result<void> Checker::inode_leaf(uint64_t grain, uint64_t leaf_no, bool live, bo
       }
     } else if (count && r.map_root != 0) {
       VSFS_TRY(walk_map_root(r.map_root, r.map_height, kind, r.ino, nullptr,
-                             who + " (in a released inode table)"));
+                             fmt::format("{} (in the inode table of {})", who, table)));
     }
   }
   return ok_result();
@@ -700,7 +700,7 @@ Result<NodeMemo> Checker::inode_node(uint64_t grain, int level, uint64_t base_le
   memo.level = static_cast<uint8_t>(level);
   if (level == 0) {
     memo.key = base_leaf * kInodesPerLeaf;
-    VSFS_TRY(inode_leaf(grain, base_leaf, live, count, memo));
+    VSFS_TRY(inode_leaf(grain, base_leaf, live, count, memo, who));
     return memo;
   }
   AlignedBuffer buf(kGrainBytes, false);

@@ -134,7 +134,15 @@ Result<void> MetaStore::scan_inodes_locked() {
     const uint64_t span = tree_leaf_capacity(static_cast<uint8_t>(level));  // leaves per slot
     for (uint64_t i = 0; i < kTreeFanout; ++i) {
       if (slots[i].state != SlotState::kMapped) continue;
-      VSFS_TRY(self(self, slots[i].grain, level - 1, first_leaf + i * span));
+      auto below = self(self, slots[i].grain, level - 1, first_leaf + i * span);
+      if (below.ok()) continue;
+      // Read-only, a damaged part of the table is skipped so the rest can be read: its
+      // inodes answer with the error when they are looked up. Read-write, inodes in it
+      // could be handed out again, so the open fails.
+      if (!options_.read_only || below.error().kind != ErrorKind::kCorruption) return below;
+      VSFS_LOG_WARN("inode table: {}; inodes {}..{} cannot be read",
+                    below.error().message, (first_leaf + i * span) * kInodesPerLeaf,
+                    (first_leaf + (i + 1) * span) * kInodesPerLeaf - 1);
     }
     return ok_result();
   };
@@ -379,7 +387,16 @@ Result<void> MetaStore::load_snapshots_locked() {
   snap_blocks_.clear();
   for (uint64_t g = sb_.snapshot_root; g != 0;) {
     if (snap_blocks_.size() > sb_.total_blocks) return corruption("snapshot list: the chain loops");
-    VSFS_ASSIGN_OR_RETURN(CachedBlock * b, get_locked(g, BlockType::kSnapshotList));
+    auto got = get_locked(g, BlockType::kSnapshotList);
+    if (!got.ok()) {
+      // Read-only, the live tree stays readable without the snapshots past the damage;
+      // read-write, a rewrite of the list would lose them, so the open fails.
+      if (!options_.read_only || got.error().kind != ErrorKind::kCorruption) return got.take_error();
+      VSFS_LOG_WARN("snapshot list: {}; the snapshots recorded from there on are not shown",
+                    got.error().message);
+      break;
+    }
+    CachedBlock* b = *got;
     auto& list = std::get<format::SnapshotList>(b->v);
     snap_blocks_.push_back(g);
     snaps_.insert(snaps_.end(), list.records.begin(), list.records.end());

@@ -14,7 +14,9 @@
 # live metadata grain chosen from the iteration's seed, either leaving the checksum
 # broken ("plain") or resealing it so the block still decodes ("reseal"). Then, every
 # step under `timeout`:
-#   - odd seeds first mount the damaged image read-only and read every file;
+#   - one seed in four first mounts the damaged image read-only and reads every file;
+#     another one in four mounts it read-write (read-only when refused), writes a new
+#     file through the allocator (an error is allowed) and reads every file;
 #   - vsfs-fsck -n, -y, -n. Each exits 0, 1 (only -y), 4 or 8. Convergence: after -y
 #     exits 0 or 1 the second -n exits 0; after -y exits 4 it printed a problem: line
 #     naming what it cannot repair and the second -n exits 4 too; after 8, 8 again;
@@ -36,13 +38,17 @@
 # slot pointing at another grain of data, a renamed entry. There, other bytes are
 # allowed and counted. Everywhere else (superblocks, block table, refcount table,
 # snapshot list, release list) other bytes are a failure: damage to the allocator's
-# tables or the snapshot records must never change what a file reads.
+# tables or the snapshot records must never change what a file reads, with one
+# exception: a read-write mount of a datastore whose resealed refcount or block table
+# says a grain in use is free may hand it out to the new file (only a full walk, which
+# is fsck's, could tell), so after such a mount other bytes are allowed too.
 #
 # Environment: VSFS_CORRUPT_ITERATIONS (20), VSFS_CORRUPT_SEED_BASE (iteration i uses
 # seed BASE+i; a new base per run by default), VSFS_CORRUPT_TIMEOUT (seconds per step,
 # 120), VSFS_CORRUPT_KEEP (directory where a failure leaves its population image and
 # sums, default /tmp), VSFS_CORRUPT_POP (a directory kept that way: use its population
-# instead of making one, to replay a seed exactly).
+# instead of making one, to replay a seed exactly), VSFS_CORRUPT_SAVE_POP (a directory
+# where a new population is saved that way, for runs side by side).
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd) || exit 1
 . "$here/lib.sh" || exit 1
 [ -n "${T:-}" ] && [ -d "$T" ] || exit 1
@@ -108,6 +114,10 @@ if [ -n "${VSFS_CORRUPT_POP:-}" ]; then
 	cp "$VSFS_CORRUPT_POP/sums" "$T/sums" || fail "no $VSFS_CORRUPT_POP/sums"
 else
 	populate
+	if [ -n "${VSFS_CORRUPT_SAVE_POP:-}" ]; then
+		mkdir -p "$VSFS_CORRUPT_SAVE_POP" && cp --sparse=always "$T/pop.img" "$T/sums" "$VSFS_CORRUPT_SAVE_POP/" ||
+			fail "saving the population in $VSFS_CORRUPT_SAVE_POP"
+	fi
 fi
 "$VSFS_CORRUPT" list "$T/pop.img" >"$T/live" || fail "vsfs-corrupt list"
 echo "population: $(wc -l <"$T/sums") files; live metadata grains by type:" \
@@ -258,6 +268,31 @@ PY
 	done <"$T/reads"
 }
 
+# write_new DIR: a new directory and file with 1 MiB written and fsync'd, through the
+# allocator; failing with an error is allowed, hanging or crashing is not.
+write_new() {
+	local rc=0
+	timeout -k 5 "$step_s" python3 - "$1" >"$T/write.out" 2>&1 <<'PY' || rc=$?
+import os, sys
+try:
+    d = os.path.join(sys.argv[1], "new")
+    os.mkdir(d)
+    fd = os.open(os.path.join(d, "new.img"), os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        for i in range(16):
+            os.pwrite(fd, bytes([i + 1]) * 65536, i * 65536 * 3)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    print("written")
+except OSError as e:
+    print("error", e.errno)
+PY
+	timed_rc "$rc" "writing a new file"
+	[ "$rc" = 0 ] || { cat "$T/write.out" >&2; iter_fail "writing a new file failed: exit $rc"; }
+	count "write $(cut -d' ' -f1 "$T/write.out")"
+}
+
 img=$T/it.img
 mnt=$T/mnt
 mkdir -p "$mnt"
@@ -274,15 +309,32 @@ for i in $(seq 0 $((iterations - 1))); do
 		case $type in *inode* | *map* | *directory* | *dir*) changes_allowed=1 ;; esac
 	fi
 
-	if [ $((cur_seed % 2)) = 1 ]; then
+	before=none
+	if [ $((cur_seed % 4)) = 1 ]; then
+		before=refused
 		if try_mount "$mnt" -o ro; then
-			count "mount before fsck: ro"
+			before=ro
 			read_all "$mnt" "read-only, before fsck"
 			unmount_daemon "$mnt"
-		else
-			count "mount before fsck: refused"
+		fi
+	elif [ $((cur_seed % 4)) = 3 ]; then
+		before=refused
+		if try_mount "$mnt"; then
+			before=rw
+			write_new "$mnt"
+			# A valid-looking refcount or block table may hand out grains in use.
+			if [ "$mode" = reseal ]; then
+				case $type in "refcount table" | "block table") changes_allowed=1 ;; esac
+			fi
+			read_all "$mnt" "read-write with a write, before fsck"
+			unmount_daemon "$mnt"
+		elif try_mount "$mnt" -o ro; then
+			before=ro
+			read_all "$mnt" "read-only, before fsck"
+			unmount_daemon "$mnt"
 		fi
 	fi
+	count "mount before fsck: $before"
 
 	run_fsck -n; n1=$rc
 	count "fsck -n $n1"
@@ -310,7 +362,7 @@ for i in $(seq 0 $((iterations - 1))); do
 		mounted=refused
 	fi
 	count "mount after fsck: $mounted"
-	echo "seed $cur_seed: $cur_desc; fsck -n $n1, -y $y, -n $n2; mount $mounted"
+	echo "seed $cur_seed: $cur_desc; before fsck: $before; fsck -n $n1, -y $y, -n $n2; mount $mounted"
 	# Only the daemons still running need cleanup's attention.
 	PIDS=()
 	MOUNTS=("$mnt")

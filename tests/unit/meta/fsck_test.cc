@@ -879,6 +879,70 @@ TEST(FsckEngine, LoopingReleaseListEndsInTheDaemonAndIsReported) {
   EXPECT_TRUE(has_line(n.problems, "reached twice (a cycle)")) << joined(n.problems);
 }
 
+TEST(FsckEngine, ReadOnlyOpenSkipsADamagedInodeLeaf) {
+  // One unreadable leaf of the inode table made every open fail, read-only too, so
+  // nothing in the datastore could be read back.
+  auto e = open_engine(fresh_device());
+  ASSERT_TRUE(e.ds);
+  std::vector<Ino> inos;
+  for (int i = 0; i < 40; ++i) {  // two inode leaves: 31 inodes each
+    auto f = e.ds->create(kRootIno, fmt::format("f{}", i), 0644, 0, 0);
+    ASSERT_TRUE(f.ok());
+    inos.push_back(f->ino);
+  }
+  ASSERT_TRUE(e.ds->close().ok());
+  const auto sb = superblock(*e.dev);
+  ASSERT_EQ(sb.inode_height, 2);
+  auto root = format::decode_tree_node(cg(peek_grain(*e.dev, sb.inode_root)), sb.inode_root);
+  ASSERT_TRUE(root.ok()) << root.error().to_string();
+  ASSERT_EQ(root->slots[1].state, format::SlotState::kMapped);
+  const uint64_t leaf = root->slots[1].grain;
+  auto raw = peek_grain(*e.dev, leaf);
+  raw[format::kHeaderBytes + 5] ^= 0x10;  // breaks the crc
+  e.dev->poke(leaf * kGrainBytes, raw.data(), kGrainBytes);
+
+  auto rw = Datastore::open(e.dev->clone(), engine_options());
+  ASSERT_FALSE(rw.ok());
+  EXPECT_EQ(rw.error().kind, ErrorKind::kCorruption) << rw.error().to_string();
+  OpenOptions ro = engine_options();
+  ro.read_only = true;
+  ro.mark_mounted = false;
+  auto opened = Datastore::open(e.dev->clone(), ro);
+  ASSERT_TRUE(opened.ok()) << opened.error().to_string();
+  auto& ds = **opened;
+  EXPECT_TRUE(ds.lookup(kRootIno, "f0").ok());
+  auto lost = ds.lookup(kRootIno, "f39");
+  ASSERT_FALSE(lost.ok());
+  EXPECT_EQ(lost.error().kind, ErrorKind::kCorruption) << lost.error().to_string();
+  ASSERT_GE(inos.back(), 31u);
+}
+
+TEST(FsckEngine, ReadOnlyOpenWithADamagedSnapshotList) {
+  // A snapshot list that fails its checksum made every open fail, read-only too.
+  auto e = open_engine(fresh_device());
+  ASSERT_TRUE(e.ds);
+  ASSERT_TRUE(e.ds->create(kRootIno, "disk.img", 0644, 0, 0).ok());
+  const Ino snapdir = (Ino{kSnapshotsDirView} << kViewShift) | kRootIno;
+  ASSERT_TRUE(e.ds->mkdir(snapdir, "s1", 0755, 0, 0).ok());
+  ASSERT_TRUE(e.ds->close().ok());
+  const auto sb = superblock(*e.dev);
+  ASSERT_NE(sb.snapshot_root, 0u);
+  auto raw = peek_grain(*e.dev, sb.snapshot_root);
+  raw[format::kHeaderBytes + 3] ^= 0x01;  // breaks the crc
+  e.dev->poke(sb.snapshot_root * kGrainBytes, raw.data(), kGrainBytes);
+
+  auto rw = Datastore::open(e.dev->clone(), engine_options());
+  ASSERT_FALSE(rw.ok());
+  EXPECT_EQ(rw.error().kind, ErrorKind::kCorruption) << rw.error().to_string();
+  OpenOptions ro = engine_options();
+  ro.read_only = true;
+  ro.mark_mounted = false;
+  auto opened = Datastore::open(e.dev->clone(), ro);
+  ASSERT_TRUE(opened.ok()) << opened.error().to_string();
+  EXPECT_TRUE((*opened)->lookup(kRootIno, "disk.img").ok());
+  EXPECT_TRUE((*opened)->snapshots().empty());
+}
+
 TEST(FsckEngine, RandomWorkloadCrashImagesAreClean) {
   // Two seeds by default: later seeds currently hang in the engine (a cache miss that
   // reads the device synchronously from the device's completion thread). More seeds:
