@@ -106,9 +106,15 @@ Result<void> MetaStore::scan_inodes_locked() {
   // slots, never the superblock's next_ino: a damaged next_ino must not make the open
   // visit (or spin over) leaves that do not exist. An inode at or above next_ino would
   // be handed out again, so it is corruption.
+  // Read-only nothing is handed out, so a wrong next_ino is only a warning there.
+  auto next_ino_wrong = [&](std::string message) -> Result<void> {
+    if (!options_.read_only) return corruption(std::move(message));
+    VSFS_LOG_WARN("{}", message);
+    return ok_result();
+  };
   if (sb_.next_ino <= kRootIno || sb_.next_ino > format::kMaxInodeNumber) {
-    return corruption(fmt::format("superblock: next_ino {} is outside [{}, {}]", sb_.next_ino,
-                                  kRootIno + 1, format::kMaxInodeNumber));
+    VSFS_TRY(next_ino_wrong(fmt::format("superblock: next_ino {} is outside [{}, {}]",
+                                        sb_.next_ino, kRootIno + 1, format::kMaxInodeNumber)));
   }
   std::vector<uint64_t> orphans;
   uint64_t max_ino = 0;
@@ -154,8 +160,8 @@ Result<void> MetaStore::scan_inodes_locked() {
     VSFS_TRY(walk(walk, sb_.inode_root, sb_.inode_height - 1, 0));
   }
   if (max_ino >= sb_.next_ino) {
-    return corruption(fmt::format("superblock: next_ino is {} but inode {} exists", sb_.next_ino,
-                                  max_ino));
+    VSFS_TRY(next_ino_wrong(fmt::format("superblock: next_ino is {} but inode {} exists",
+                                        sb_.next_ino, max_ino)));
   }
   if (!options_.read_only) {
     for (uint64_t ino : orphans) {
@@ -307,11 +313,13 @@ Result<void> MetaStore::dir_add_locked(uint64_t dir, const std::string& name, ui
       break;
     }
   }
-  if (index == idx->used_bytes.size()) {
-    VSFS_ASSIGN_OR_RETURN(InodeRecord * r, inode_for_update_locked(dir));
-    r->size_bytes += kGrainBytes;
-  }
   VSFS_ASSIGN_OR_RETURN(CachedBlock * b, dir_block_for_update_locked(dir, index));
+  if (index == idx->used_bytes.size()) {
+    // Only once the block is mapped: a failed allocation must not leave the size counting
+    // a block that does not exist (load_dir_locked bounds how far it may reach).
+    VSFS_ASSIGN_OR_RETURN(InodeRecord * r, inode_for_update_locked(dir));
+    r->size_bytes += kGrainBytes;  // b stays cached: it is dirty
+  }
   b->dir().entries.push_back(std::move(e));
   idx = &dirs_.at(dir_key(dir, 0));
   int64_t grown = static_cast<int64_t>(dir_name_bytes(name));

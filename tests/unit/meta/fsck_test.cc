@@ -727,6 +727,14 @@ TEST(FsckEngine, NextInoBeyondTheInodeTableIsRefusedAndRepaired) {
   EXPECT_EQ(refused.error().kind, ErrorKind::kCorruption);
   EXPECT_NE(refused.error().message.find("next_ino 4611686018427387904"), std::string::npos)
       << refused.error().to_string();
+  {
+    OpenOptions ro = engine_options();  // nothing is handed out: a warning, and it opens
+    ro.read_only = true;
+    ro.mark_mounted = false;
+    auto opened = Datastore::open(e.dev->clone(), ro);
+    ASSERT_TRUE(opened.ok()) << opened.error().to_string();
+    EXPECT_TRUE((*opened)->lookup(kRootIno, "disk.img").ok());
+  }
 
   auto n = check(*e.dev, false);
   EXPECT_TRUE(has_line(n.problems, "superblock: next_ino 4611686018427387904 is above the "
