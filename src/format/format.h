@@ -213,6 +213,16 @@ inline constexpr size_t kInoOffIno = 0, kInoOffMode = 8, kInoOffUid = 12, kInoOf
                         kInoOffBtime = 80, kInoOffParent = 88,
                         kInoOffReplacedGen = 96;  // 104..127 reserved
 
+// Inode numbers stay below what an inode table of the greatest height can index; a
+// superblock's (or snapshot's) next_ino above this is damage.
+inline constexpr uint64_t kMaxInodeNumber =
+    kInodesPerLeaf * kTreeFanout * kTreeFanout * kTreeFanout * kTreeFanout * kTreeFanout *
+    kTreeFanout * kTreeFanout;  // 31 * 252^7
+// A directory's size_bytes is whole grains (one per directory block) and reaches at most
+// this many blocks past its last mapped directory block (blocks an interrupted insertion
+// counted but never filled); a larger size is damage.
+inline constexpr uint64_t kDirSlackBlocks = kTreeFanout;
+
 struct InodeLeaf {
   uint64_t first_ino = 0;  // slot i holds inode first_ino + i (or is free)
   std::array<InodeRecord, kInodesPerLeaf> inodes{};

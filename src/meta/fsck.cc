@@ -287,7 +287,7 @@ class Checker {
   Result<NodeMemo> inode_node(uint64_t grain, int level, uint64_t base_leaf, bool live,
                               bool count, const std::string& who);
   Result<void> inode_leaf(uint64_t grain, uint64_t leaf_no, bool live, bool count,
-                          NodeMemo& memo);
+                          NodeMemo& memo, const std::string& table);
   Result<void> walk_map_root(uint64_t root, uint8_t height, TreeKind kind, uint64_t owner,
                              LiveInode* live, const std::string& who);
   Result<void> walk_inode_root(uint64_t root, uint8_t height, bool live, const std::string& who);
@@ -661,7 +661,7 @@ Result<void> Checker::walk_map_root(uint64_t root, uint8_t height, TreeKind kind
 }
 
 Result<void> Checker::inode_leaf(uint64_t grain, uint64_t leaf_no, bool live, bool count,
-                                 NodeMemo& memo) {
+                                 NodeMemo& memo, const std::string& table) {
   const uint64_t first_ino = leaf_no * kInodesPerLeaf;
   AlignedBuffer buf(kGrainBytes, false);
   VSFS_TRY(read_grain(grain, buf));
@@ -703,7 +703,7 @@ Result<void> Checker::inode_leaf(uint64_t grain, uint64_t leaf_no, bool live, bo
       }
     } else if (count && r.map_root != 0) {
       VSFS_TRY(walk_map_root(r.map_root, r.map_height, kind, r.ino, nullptr,
-                             who + " (in a released inode table)"));
+                             fmt::format("{} (in the inode table of {})", who, table)));
     }
   }
   return ok_result();
@@ -715,7 +715,7 @@ Result<NodeMemo> Checker::inode_node(uint64_t grain, int level, uint64_t base_le
   memo.level = static_cast<uint8_t>(level);
   if (level == 0) {
     memo.key = base_leaf * kInodesPerLeaf;
-    VSFS_TRY(inode_leaf(grain, base_leaf, live, count, memo));
+    VSFS_TRY(inode_leaf(grain, base_leaf, live, count, memo, who));
     return memo;
   }
   AlignedBuffer buf(kGrainBytes, false);
@@ -1140,6 +1140,15 @@ Result<void> Checker::check_namespace() {
       problem(Fix::kInode, ino * 4 + 2,
               fmt::format("inode {}: directory size is {} bytes but it has directory block {}",
                           ino, r.size_bytes, li.extent == 0 ? 0 : li.extent - 1));
+    } else if (li.map_complete &&
+               r.size_bytes / kGrainBytes - li.extent > format::kDirSlackBlocks) {
+      // The daemon refuses to load such a directory rather than size its bookkeeping
+      // from the recorded size.
+      problem(Fix::kInode, ino * 4 + 2,
+              fmt::format("inode {}: directory size is {} bytes, more than {} blocks past its "
+                          "last directory block ({})",
+                          ino, r.size_bytes, format::kDirSlackBlocks,
+                          li.extent == 0 ? std::string("none") : std::to_string(li.extent - 1)));
     }
     std::sort(li.dir_blocks.begin(), li.dir_blocks.end(),
               [](const DirBlockSeen& a, const DirBlockSeen& b) { return a.index < b.index; });
@@ -1190,6 +1199,11 @@ Result<void> Checker::check_namespace() {
   if (max_ino >= sb_.next_ino) {
     problem(Fix::kSuperblock, 2,
             fmt::format("superblock: next_ino is {} but inode {} exists", sb_.next_ino, max_ino));
+  } else if (sb_.next_ino > format::kMaxInodeNumber) {
+    // The daemon refuses it: no inode table can index inodes that far.
+    problem(Fix::kSuperblock, 2,
+            fmt::format("superblock: next_ino {} is above the largest inode number {}",
+                        sb_.next_ino, format::kMaxInodeNumber));
   }
 
   // Link counts, parents and reachability need every directory and inode read.
@@ -1432,9 +1446,12 @@ Result<void> Checker::repair_inodes() {
                                              ino, li.mapped, r.allocated_grains));
           r.allocated_grains = li.mapped;
           break;
-        case 2: {  // directory size
-          const uint64_t want =
-              std::max(round_up(r.size_bytes, kGrainBytes), li.extent * kGrainBytes);
+        case 2: {  // directory size: covering its blocks, and not far past the last
+          if (!li.map_complete) continue;
+          uint64_t want = std::max(round_up(r.size_bytes, kGrainBytes), li.extent * kGrainBytes);
+          if (want / kGrainBytes - li.extent > format::kDirSlackBlocks) {
+            want = li.extent * kGrainBytes;
+          }
           done.emplace_back(key, fmt::format("inode {}: directory size set to {} bytes (was {})",
                                              ino, want, r.size_bytes));
           r.size_bytes = want;
@@ -1473,7 +1490,7 @@ Result<FsckReport> Checker::run() {
       if (p.fix == Fix::kSuperblock && p.key == 2 && !p.repaired) {
         const uint64_t max_ino = live_.empty() ? 0 : live_.rbegin()->first;
         const uint64_t was = sb_.next_ino;
-        sb_.next_ino = max_ino + 1;
+        sb_.next_ino = std::max<uint64_t>(max_ino, kRootIno) + 1;
         sb_changed = true;
         repaired(Fix::kSuperblock, 2,
                  fmt::format("superblock: next_ino set to {} (was {})", sb_.next_ino, was));

@@ -7,6 +7,7 @@
 
 #include "meta/meta_store.h"
 #include "util/log.h"
+#include "vsfs/datastore.h"
 
 namespace vsfs::meta {
 namespace {
@@ -101,20 +102,66 @@ Result<void> MetaStore::free_inode_locked(uint64_t ino) {
 
 Result<void> MetaStore::scan_inodes_locked() {
   // Counts live inodes and frees files that were unlinked while open when the datastore
-  // stopped (nlink 0): their last close never came.
+  // stopped (nlink 0): their last close never came. The walk follows the table's mapped
+  // slots, never the superblock's next_ino: a damaged next_ino must not make the open
+  // visit (or spin over) leaves that do not exist. An inode at or above next_ino would
+  // be handed out again, so it is corruption.
+  // Read-only nothing is handed out, so a wrong next_ino is only a warning there.
+  auto next_ino_wrong = [&](std::string message) -> Result<void> {
+    if (!options_.read_only) return corruption(std::move(message));
+    VSFS_LOG_WARN("{}", message);
+    return ok_result();
+  };
+  if (sb_.next_ino <= kRootIno || sb_.next_ino > format::kMaxInodeNumber) {
+    VSFS_TRY(next_ino_wrong(fmt::format("superblock: next_ino {} is outside [{}, {}]",
+                                        sb_.next_ino, kRootIno + 1, format::kMaxInodeNumber)));
+  }
   std::vector<uint64_t> orphans;
-  const uint64_t leaves = div_round_up(sb_.next_ino, kInodesPerLeaf);
-  for (uint64_t leaf_no = 0; leaf_no < leaves; ++leaf_no) {
-    VSFS_ASSIGN_OR_RETURN(uint64_t leaf, tree_find_leaf_locked(sb_.inode_root, sb_.inode_height,
-                                                               leaf_no, true, nullptr, nullptr));
-    if (leaf == 0) continue;
-    VSFS_ASSIGN_OR_RETURN(CachedBlock * b,
-                          get_locked(leaf, BlockType::kInodeLeaf, leaf_no * kInodesPerLeaf));
-    for (const auto& r : b->inodes().inodes) {
-      if (r.ino == 0) continue;
-      ++live_inodes_;
-      if (r.nlink == 0) orphans.push_back(r.ino);
+  uint64_t max_ino = 0;
+  auto walk = [&](auto& self, uint64_t grain, int level, uint64_t first_leaf) -> Result<void> {
+    if (level == 0) {
+      VSFS_ASSIGN_OR_RETURN(CachedBlock * b,
+                            get_locked(grain, BlockType::kInodeLeaf, first_leaf * kInodesPerLeaf));
+      for (const auto& r : b->inodes().inodes) {
+        if (r.ino == 0) continue;
+        ++live_inodes_;
+        max_ino = std::max(max_ino, r.ino);
+        if (r.nlink == 0) orphans.push_back(r.ino);
+      }
+      return ok_result();
     }
+    VSFS_ASSIGN_OR_RETURN(CachedBlock * b, get_locked(grain, BlockType::kInodeInterior));
+    if (b->node().level != level) {
+      return corruption(fmt::format("inode table node at grain {}: level {} where {} was expected",
+                                    grain, b->node().level, level));
+    }
+    // Copy the slots: the recursion may load blocks into the cache.
+    const auto slots = b->node().slots;
+    const uint64_t span = tree_leaf_capacity(static_cast<uint8_t>(level));  // leaves per slot
+    for (uint64_t i = 0; i < kTreeFanout; ++i) {
+      if (slots[i].state != SlotState::kMapped) continue;
+      auto below = self(self, slots[i].grain, level - 1, first_leaf + i * span);
+      if (below.ok()) continue;
+      // Read-only, a damaged part of the table is skipped so the rest can be read: its
+      // inodes answer with the error when they are looked up. Read-write, inodes in it
+      // could be handed out again, so the open fails.
+      if (!options_.read_only || below.error().kind != ErrorKind::kCorruption) return below;
+      VSFS_LOG_WARN("inode table: {}; inodes {}..{} cannot be read",
+                    below.error().message, (first_leaf + i * span) * kInodesPerLeaf,
+                    (first_leaf + (i + 1) * span) * kInodesPerLeaf - 1);
+    }
+    return ok_result();
+  };
+  if (sb_.inode_root != 0 && sb_.inode_height > 0) {
+    if (sb_.inode_height > format::kMaxTreeLevel + 1) {
+      return corruption(fmt::format("superblock: inode table height {} is above {}",
+                                    sb_.inode_height, format::kMaxTreeLevel + 1));
+    }
+    VSFS_TRY(walk(walk, sb_.inode_root, sb_.inode_height - 1, 0));
+  }
+  if (max_ino >= sb_.next_ino) {
+    VSFS_TRY(next_ino_wrong(fmt::format("superblock: next_ino is {} but inode {} exists",
+                                        sb_.next_ino, max_ino)));
   }
   if (!options_.read_only) {
     for (uint64_t ino : orphans) {
@@ -134,22 +181,55 @@ Result<MetaStore::DirIndex*> MetaStore::load_dir_locked(uint64_t dir, uint16_t v
   }
   VSFS_ASSIGN_OR_RETURN(const InodeRecord* r, inode_locked(dir, view));
   if (!S_ISDIR(r->mode)) return make_error(ENOTDIR, ErrorKind::kInvalidArgument, "not a directory");
-  DirIndex idx;
-  const uint64_t blocks = r->size_bytes / kGrainBytes;
+  // The directory's blocks, found by walking its map's mapped slots. The recorded size
+  // is checked against them before anything is sized from it: a damaged size must not
+  // make the daemon allocate or loop per block it claims.
   const uint64_t root = r->map_root;
   const uint8_t height = r->map_height;
-  idx.used_bytes.assign(blocks, 0);
-  for (uint64_t i = 0; i < blocks; ++i) {
-    VSFS_ASSIGN_OR_RETURN(uint64_t leaf, tree_find_leaf_locked(root, height, i / kTreeFanout,
-                                                               false, nullptr, nullptr));
-    if (leaf == 0) continue;
-    VSFS_ASSIGN_OR_RETURN(CachedBlock * lb, get_locked(leaf, BlockType::kMapLeaf));
-    const Slot s = lb->node().slots[i % kTreeFanout];
-    if (s.state != SlotState::kMapped) continue;
-    VSFS_ASSIGN_OR_RETURN(CachedBlock * db, get_locked(s.grain, BlockType::kDirBlock));
+  const uint64_t size_bytes = r->size_bytes;
+  if (height > format::kMaxTreeLevel + 1) {
+    return corruption(fmt::format("directory {}: map height {} is above {}", dir, height,
+                                  format::kMaxTreeLevel + 1));
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> found;  // (block index, grain), in index order
+  auto walk = [&](auto& self, uint64_t grain, int level, uint64_t first) -> Result<void> {
+    VSFS_ASSIGN_OR_RETURN(
+        CachedBlock * b,
+        get_locked(grain, level == 0 ? BlockType::kMapLeaf : BlockType::kMapInterior));
+    if (b->node().level != level) {
+      return corruption(fmt::format("directory {}: map node at grain {} has level {} where {} "
+                                    "was expected",
+                                    dir, grain, b->node().level, level));
+    }
+    const auto slots = b->node().slots;  // the recursion may load blocks into the cache
+    const uint64_t span = level == 0 ? 1 : tree_leaf_capacity(static_cast<uint8_t>(level)) *
+                                               kTreeFanout;  // blocks per slot
+    for (uint64_t i = 0; i < kTreeFanout; ++i) {
+      if (slots[i].state != SlotState::kMapped) continue;
+      if (level == 0) {
+        found.emplace_back(first + i, slots[i].grain);
+      } else {
+        VSFS_TRY(self(self, slots[i].grain, level - 1, first + i * span));
+      }
+    }
+    return ok_result();
+  };
+  if (root != 0 && height > 0) VSFS_TRY(walk(walk, root, height - 1, 0));
+  const uint64_t extent = found.empty() ? 0 : found.back().first + 1;
+  if (size_bytes % kGrainBytes != 0 || size_bytes / kGrainBytes < extent ||
+      size_bytes / kGrainBytes - extent > format::kDirSlackBlocks) {
+    return corruption(fmt::format("directory {}: size {} bytes does not fit its {} directory "
+                                  "block{} (the last is block {})",
+                                  dir, size_bytes, found.size(), found.size() == 1 ? "" : "s",
+                                  extent == 0 ? std::string("none") : std::to_string(extent - 1)));
+  }
+  DirIndex idx;
+  idx.used_bytes.assign(size_bytes / kGrainBytes, 0);
+  for (const auto& [i, grain] : found) {
+    VSFS_ASSIGN_OR_RETURN(CachedBlock * db, get_locked(grain, BlockType::kDirBlock));
     if (db->dir().owner != dir) {
       return corruption(fmt::format("directory block at grain {} belongs to inode {}, not {}",
-                                    s.grain, db->dir().owner, dir));
+                                    grain, db->dir().owner, dir));
     }
     for (const auto& e : db->dir().entries) {
       idx.used_bytes[i] += static_cast<uint32_t>(format::dir_entry_bytes(e));
@@ -233,11 +313,13 @@ Result<void> MetaStore::dir_add_locked(uint64_t dir, const std::string& name, ui
       break;
     }
   }
-  if (index == idx->used_bytes.size()) {
-    VSFS_ASSIGN_OR_RETURN(InodeRecord * r, inode_for_update_locked(dir));
-    r->size_bytes += kGrainBytes;
-  }
   VSFS_ASSIGN_OR_RETURN(CachedBlock * b, dir_block_for_update_locked(dir, index));
+  if (index == idx->used_bytes.size()) {
+    // Only once the block is mapped: a failed allocation must not leave the size counting
+    // a block that does not exist (load_dir_locked bounds how far it may reach).
+    VSFS_ASSIGN_OR_RETURN(InodeRecord * r, inode_for_update_locked(dir));
+    r->size_bytes += kGrainBytes;  // b stays cached: it is dirty
+  }
   b->dir().entries.push_back(std::move(e));
   idx = &dirs_.at(dir_key(dir, 0));
   int64_t grown = static_cast<int64_t>(dir_name_bytes(name));
@@ -313,7 +395,16 @@ Result<void> MetaStore::load_snapshots_locked() {
   snap_blocks_.clear();
   for (uint64_t g = sb_.snapshot_root; g != 0;) {
     if (snap_blocks_.size() > sb_.total_blocks) return corruption("snapshot list: the chain loops");
-    VSFS_ASSIGN_OR_RETURN(CachedBlock * b, get_locked(g, BlockType::kSnapshotList));
+    auto got = get_locked(g, BlockType::kSnapshotList);
+    if (!got.ok()) {
+      // Read-only, the live tree stays readable without the snapshots past the damage;
+      // read-write, a rewrite of the list would lose them, so the open fails.
+      if (!options_.read_only || got.error().kind != ErrorKind::kCorruption) return got.take_error();
+      VSFS_LOG_WARN("snapshot list: {}; the snapshots recorded from there on are not shown",
+                    got.error().message);
+      break;
+    }
+    CachedBlock* b = *got;
     auto& list = std::get<format::SnapshotList>(b->v);
     snap_blocks_.push_back(g);
     snaps_.insert(snaps_.end(), list.records.begin(), list.records.end());

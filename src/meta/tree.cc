@@ -225,7 +225,9 @@ Result<void> MetaStore::push_release_locked(uint64_t root, uint8_t height, forma
 
 uint64_t MetaStore::release_pending_locked() {
   uint64_t n = 0;
-  for (uint64_t g = sb_.release_list; g != 0;) {
+  // A damaged `next` may make the chain loop: it cannot be longer than the datastore.
+  uint64_t blocks_left = sb_.total_blocks * kGrainsPerBlock;
+  for (uint64_t g = sb_.release_list; g != 0 && blocks_left-- > 0;) {
     auto l = get_locked(g, BlockType::kReleaseList);
     if (!l.ok()) break;
     n += (*l)->releases().entries.size();
@@ -296,7 +298,8 @@ Result<bool> MetaStore::release_step(uint32_t budget) {
     // Releasing an inode table queues the maps it held, possibly in a new head block:
     // remove exactly this entry, wherever it now is.
     bool removed = false;
-    for (uint64_t g = sb_.release_list; g != 0 && !removed;) {
+    uint64_t blocks_left = sb_.total_blocks * kGrainsPerBlock;  // a looping chain ends
+    for (uint64_t g = sb_.release_list; g != 0 && !removed && blocks_left-- > 0;) {
       VSFS_ASSIGN_OR_RETURN(CachedBlock * b, get_locked(g, BlockType::kReleaseList));
       auto& entries = b->releases().entries;
       for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
@@ -309,7 +312,11 @@ Result<bool> MetaStore::release_step(uint32_t budget) {
       }
       g = b->releases().next;
     }
-    VSFS_ASSERT(removed);
+    if (!removed) {
+      return corruption(fmt::format("release list: the entry for the tree at grain {} "
+                                    "vanished while it was released (the chain is damaged)",
+                                    e.root));
+    }
   }
   return sb_.release_list != 0;
 }

@@ -696,6 +696,261 @@ namespace {
 // Seeded random namespace and data operations through the engine; at random points a
 // power-loss image is taken. Every image, and the closed datastore, must check clean
 // (fsck replays the journal, as a mount would).
+// Rewrites both superblocks with `sb`.
+void poke_superblocks(SimDevice& dev, const format::Superblock& sb) {
+  std::vector<uint8_t> raw(kGrainBytes);
+  format::encode_superblock(sb, sb.generation, mg(raw));
+  dev.poke(0, raw.data(), kGrainBytes);
+  dev.poke(format::kSuperblockCopyGrain * kGrainBytes, raw.data(), kGrainBytes);
+}
+
+std::unique_ptr<Datastore> reopen(SimDevice& dev) {
+  auto r = Datastore::open(dev.clone(), engine_options());
+  EXPECT_TRUE(r.ok()) << r.error().to_string();
+  return r.ok() ? std::move(r).value() : nullptr;
+}
+
+TEST(FsckEngine, NextInoBeyondTheInodeTableIsRefusedAndRepaired) {
+  // Opening used to visit every inode leaf number below next_ino (2^62 / 31 of them),
+  // and fsck called the datastore clean.
+  auto e = open_engine(fresh_device());
+  ASSERT_TRUE(e.ds);
+  auto f = e.ds->create(kRootIno, "disk.img", 0644, 0, 0);
+  ASSERT_TRUE(f.ok());
+  ASSERT_TRUE(e.ds->close().ok());
+  auto sb = superblock(*e.dev);
+  sb.next_ino = 1ull << 62;
+  poke_superblocks(*e.dev, sb);
+
+  auto refused = Datastore::open(e.dev->clone(), engine_options());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().kind, ErrorKind::kCorruption);
+  EXPECT_NE(refused.error().message.find("next_ino 4611686018427387904"), std::string::npos)
+      << refused.error().to_string();
+  {
+    OpenOptions ro = engine_options();  // nothing is handed out: a warning, and it opens
+    ro.read_only = true;
+    ro.mark_mounted = false;
+    auto opened = Datastore::open(e.dev->clone(), ro);
+    ASSERT_TRUE(opened.ok()) << opened.error().to_string();
+    EXPECT_TRUE((*opened)->lookup(kRootIno, "disk.img").ok());
+  }
+
+  auto n = check(*e.dev, false);
+  EXPECT_TRUE(has_line(n.problems, "superblock: next_ino 4611686018427387904 is above the "
+                                   "largest inode number"))
+      << joined(n.problems);
+  auto y = check(*e.dev, true);
+  EXPECT_TRUE(y.problems.empty()) << joined(y.problems);
+  EXPECT_CLEAN(check(*e.dev, false));
+  EXPECT_EQ(superblock(*e.dev).next_ino, f->ino + 1);
+  auto ds = reopen(*e.dev);
+  ASSERT_TRUE(ds);
+  EXPECT_TRUE(ds->lookup(kRootIno, "disk.img").ok());
+}
+
+TEST(FsckEngine, LargeNextInoOpensWithoutVisitingEveryLeaf) {
+  // A large next_ino is legal (numbers are never reused); the open walks the leaves that
+  // exist, not every number below it.
+  auto e = open_engine(fresh_device());
+  ASSERT_TRUE(e.ds);
+  ASSERT_TRUE(e.ds->create(kRootIno, "disk.img", 0644, 0, 0).ok());
+  ASSERT_TRUE(e.ds->close().ok());
+  auto sb = superblock(*e.dev);
+  sb.next_ino = 1ull << 40;
+  poke_superblocks(*e.dev, sb);
+  EXPECT_CLEAN(check(*e.dev, false));
+  auto ds = reopen(*e.dev);
+  ASSERT_TRUE(ds);
+  auto g = ds->create(kRootIno, "next.img", 0644, 0, 0);
+  ASSERT_TRUE(g.ok()) << g.error().to_string();
+  EXPECT_EQ(g->ino, 1ull << 40);
+  ASSERT_TRUE(ds->close().ok());
+}
+
+TEST(FsckEngine, InodeAboveNextInoIsRefused) {
+  // An inode at or above next_ino would be handed out a second time.
+  auto e = open_engine(fresh_device());
+  ASSERT_TRUE(e.ds);
+  auto f = e.ds->create(kRootIno, "disk.img", 0644, 0, 0);
+  ASSERT_TRUE(f.ok());
+  ASSERT_TRUE(e.ds->close().ok());
+  auto sb = superblock(*e.dev);
+  sb.next_ino = f->ino;
+  poke_superblocks(*e.dev, sb);
+  auto refused = Datastore::open(e.dev->clone(), engine_options());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message.find("next_ino"), std::string::npos)
+      << refused.error().to_string();
+  EXPECT_TRUE(check(*e.dev, true).problems.empty());
+  EXPECT_CLEAN(check(*e.dev, false));
+  EXPECT_TRUE(reopen(*e.dev));
+}
+
+TEST(FsckEngine, DirectorySizeFarPastItsBlocks) {
+  // The daemon used to size a directory's per-block bookkeeping from its recorded size
+  // (here 2^38 blocks: an abort under ASan), and fsck accepted any size above its blocks.
+  auto e = open_engine(fresh_device());
+  ASSERT_TRUE(e.ds);
+  auto vm1 = e.ds->mkdir(kRootIno, "vm1", 0755, 0, 0);
+  ASSERT_TRUE(vm1.ok());
+  ASSERT_TRUE(e.ds->create(vm1->ino, "a.img", 0644, 0, 0).ok());
+  ASSERT_TRUE(e.ds->close().ok());
+  auto il = root_leaf(*e.dev);
+  ASSERT_EQ(il.inodes[vm1->ino].size_bytes, kGrainBytes);
+  il.inodes[vm1->ino].size_bytes = 1ull << 50;
+  poke_root_leaf(*e.dev, il);
+
+  {
+    auto ds = reopen(*e.dev);
+    ASSERT_TRUE(ds);
+    auto l = ds->lookup(vm1->ino, "a.img");
+    ASSERT_FALSE(l.ok());
+    EXPECT_EQ(l.error().kind, ErrorKind::kCorruption);
+    EXPECT_NE(l.error().message.find(fmt::format("directory {}: size 1125899906842624 bytes",
+                                                 vm1->ino)),
+              std::string::npos)
+        << l.error().to_string();
+    EXPECT_TRUE(ds->lookup(kRootIno, "vm1").ok());  // the rest stays usable
+  }
+  auto n = check(*e.dev, false);
+  EXPECT_TRUE(has_line(n.problems, fmt::format("inode {}: directory size is 1125899906842624 "
+                                               "bytes, more than 252 blocks past its last "
+                                               "directory block (0)",
+                                               vm1->ino)))
+      << joined(n.problems);
+  auto y = check(*e.dev, true);
+  EXPECT_TRUE(y.problems.empty()) << joined(y.problems);
+  EXPECT_CLEAN(check(*e.dev, false));
+  EXPECT_EQ(root_leaf(*e.dev).inodes[vm1->ino].size_bytes, kGrainBytes);
+  auto ds = reopen(*e.dev);
+  ASSERT_TRUE(ds);
+  EXPECT_TRUE(ds->lookup(vm1->ino, "a.img").ok());
+}
+
+TEST(FsckEngine, DirectorySizeBelowItsBlocksIsRefusedByTheDaemon) {
+  // Entries in blocks past the recorded size were silently invisible to the daemon.
+  auto e = open_engine(fresh_device());
+  ASSERT_TRUE(e.ds);
+  auto vm1 = e.ds->mkdir(kRootIno, "vm1", 0755, 0, 0);
+  ASSERT_TRUE(vm1.ok());
+  ASSERT_TRUE(e.ds->create(vm1->ino, "a.img", 0644, 0, 0).ok());
+  ASSERT_TRUE(e.ds->close().ok());
+  auto il = root_leaf(*e.dev);
+  il.inodes[vm1->ino].size_bytes = 0;
+  poke_root_leaf(*e.dev, il);
+  {
+    auto ds = reopen(*e.dev);
+    ASSERT_TRUE(ds);
+    auto l = ds->lookup(vm1->ino, "a.img");
+    ASSERT_FALSE(l.ok());
+    EXPECT_EQ(l.error().kind, ErrorKind::kCorruption) << l.error().to_string();
+  }
+  EXPECT_TRUE(check(*e.dev, true).problems.empty());
+  EXPECT_CLEAN(check(*e.dev, false));
+  auto ds = reopen(*e.dev);
+  ASSERT_TRUE(ds);
+  EXPECT_TRUE(ds->lookup(vm1->ino, "a.img").ok());
+}
+
+TEST(FsckEngine, LoopingReleaseListEndsInTheDaemonAndIsReported) {
+  // Two release-list blocks naming each other: counting the pending trees (the stats
+  // file) used to follow the chain forever.
+  auto e = open_engine(fresh_device());
+  ASSERT_TRUE(e.ds);
+  auto data = pattern(4096, 4);
+  auto a = e.ds->create(kRootIno, "a.img", 0644, 0, 0);
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE(e.ds->write_sync(a->ino, 0, data.data(), data.size()).ok());
+  ASSERT_TRUE(e.ds->unlink(kRootIno, "a.img").ok());  // no releaser: it waits on the list
+  ASSERT_TRUE(e.ds->close().ok());
+  const auto sb = superblock(*e.dev);
+  ASSERT_NE(sb.release_list, 0u);
+  auto raw = peek_grain(*e.dev, sb.release_list);
+  auto list = format::decode_release_list(cg(raw), sb.release_list);
+  ASSERT_TRUE(list.ok()) << list.error().to_string();
+  // The second block sits in the last grain of the datastore, which nothing uses.
+  const uint64_t other = sb.total_blocks * kGrainsPerBlock - 1;
+  format::ReleaseList second = *list;
+  second.next = sb.release_list;
+  std::vector<uint8_t> out(kGrainBytes);
+  format::encode_release_list(second, other, sb.generation, mg(out));
+  e.dev->poke(other * kGrainBytes, out.data(), kGrainBytes);
+  list->next = other;
+  format::encode_release_list(*list, sb.release_list, sb.generation, mg(out));
+  e.dev->poke(sb.release_list * kGrainBytes, out.data(), kGrainBytes);
+
+  auto ds = reopen(*e.dev);
+  ASSERT_TRUE(ds);
+  EXPECT_GE(ds->stats().release_pending, 2u);
+  auto n = check(*e.dev, false);
+  EXPECT_TRUE(has_line(n.problems, "reached twice (a cycle)")) << joined(n.problems);
+}
+
+TEST(FsckEngine, ReadOnlyOpenSkipsADamagedInodeLeaf) {
+  // One unreadable leaf of the inode table made every open fail, read-only too, so
+  // nothing in the datastore could be read back.
+  auto e = open_engine(fresh_device());
+  ASSERT_TRUE(e.ds);
+  std::vector<Ino> inos;
+  for (int i = 0; i < 40; ++i) {  // two inode leaves: 31 inodes each
+    auto f = e.ds->create(kRootIno, fmt::format("f{}", i), 0644, 0, 0);
+    ASSERT_TRUE(f.ok());
+    inos.push_back(f->ino);
+  }
+  ASSERT_TRUE(e.ds->close().ok());
+  const auto sb = superblock(*e.dev);
+  ASSERT_EQ(sb.inode_height, 2);
+  auto root = format::decode_tree_node(cg(peek_grain(*e.dev, sb.inode_root)), sb.inode_root);
+  ASSERT_TRUE(root.ok()) << root.error().to_string();
+  ASSERT_EQ(root->slots[1].state, format::SlotState::kMapped);
+  const uint64_t leaf = root->slots[1].grain;
+  auto raw = peek_grain(*e.dev, leaf);
+  raw[format::kHeaderBytes + 5] ^= 0x10;  // breaks the crc
+  e.dev->poke(leaf * kGrainBytes, raw.data(), kGrainBytes);
+
+  auto rw = Datastore::open(e.dev->clone(), engine_options());
+  ASSERT_FALSE(rw.ok());
+  EXPECT_EQ(rw.error().kind, ErrorKind::kCorruption) << rw.error().to_string();
+  OpenOptions ro = engine_options();
+  ro.read_only = true;
+  ro.mark_mounted = false;
+  auto opened = Datastore::open(e.dev->clone(), ro);
+  ASSERT_TRUE(opened.ok()) << opened.error().to_string();
+  auto& ds = **opened;
+  EXPECT_TRUE(ds.lookup(kRootIno, "f0").ok());
+  auto lost = ds.lookup(kRootIno, "f39");
+  ASSERT_FALSE(lost.ok());
+  EXPECT_EQ(lost.error().kind, ErrorKind::kCorruption) << lost.error().to_string();
+  ASSERT_GE(inos.back(), 31u);
+}
+
+TEST(FsckEngine, ReadOnlyOpenWithADamagedSnapshotList) {
+  // A snapshot list that fails its checksum made every open fail, read-only too.
+  auto e = open_engine(fresh_device());
+  ASSERT_TRUE(e.ds);
+  ASSERT_TRUE(e.ds->create(kRootIno, "disk.img", 0644, 0, 0).ok());
+  const Ino snapdir = (Ino{kSnapshotsDirView} << kViewShift) | kRootIno;
+  ASSERT_TRUE(e.ds->mkdir(snapdir, "s1", 0755, 0, 0).ok());
+  ASSERT_TRUE(e.ds->close().ok());
+  const auto sb = superblock(*e.dev);
+  ASSERT_NE(sb.snapshot_root, 0u);
+  auto raw = peek_grain(*e.dev, sb.snapshot_root);
+  raw[format::kHeaderBytes + 3] ^= 0x01;  // breaks the crc
+  e.dev->poke(sb.snapshot_root * kGrainBytes, raw.data(), kGrainBytes);
+
+  auto rw = Datastore::open(e.dev->clone(), engine_options());
+  ASSERT_FALSE(rw.ok());
+  EXPECT_EQ(rw.error().kind, ErrorKind::kCorruption) << rw.error().to_string();
+  OpenOptions ro = engine_options();
+  ro.read_only = true;
+  ro.mark_mounted = false;
+  auto opened = Datastore::open(e.dev->clone(), ro);
+  ASSERT_TRUE(opened.ok()) << opened.error().to_string();
+  EXPECT_TRUE((*opened)->lookup(kRootIno, "disk.img").ok());
+  EXPECT_TRUE((*opened)->snapshots().empty());
+}
+
 TEST(FsckEngine, RandomWorkloadCrashImagesAreClean) {
   // Two seeds by default: later seeds currently hang in the engine (a cache miss that
   // reads the device synchronously from the device's completion thread). More seeds:
