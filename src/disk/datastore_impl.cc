@@ -886,6 +886,7 @@ class DatastoreImpl final : public Datastore {
     bool zero_write = false;  // zero_range: never extends the file
     std::optional<uint64_t> new_size;  // unmap: truncate to this size
     bool counted = false;              // holds a place in changes_active_
+    bool admitted = false;             // holds room in the open transaction
     bool retried = false;              // already waited once for space to be reclaimed
     bool meta_sync = false;            // a metadata fetch failed: look up waiting
     uint32_t meta_fetches = 0;         // blocks fetched for it (see lookup_locked)
@@ -1278,13 +1279,35 @@ class DatastoreImpl final : public Datastore {
   void acquire_locked(const std::shared_ptr<DataOp>& op, bool exclusive, RangeLock::Start start) {
     if (!exclusive) return lock_range_locked(op, false, std::move(start));
     begin_change_locked(op, [this, op, start = std::move(start)]() mutable {
-      lock_range_locked(op, true, std::move(start));
+      lock_range_locked(op, true, [this, op, start = std::move(start)]() mutable {
+        admit_locked(op, std::move(start));
+      });
     });
   }
 
+  // Runs `start` once the open transaction has room for one more change. The op holds
+  // its grain range meanwhile, so requests behind it in its disk's queue stay behind it.
+  // Each change admitted and not yet ended may still dirty up to kChangeBlocksMax
+  // blocks. When there is no room even for one, the transaction is at least a quarter
+  // of the journal, so the committer is due (wants_commit_locked) and its commit makes
+  // room; otherwise a change in progress ends and makes room.
+  void admit_locked(const std::shared_ptr<DataOp>& op, RangeLock::Start start) {
+    if ((changes_admitted_ + 1) * kChangeBlocksMax > ms_->transaction_room_locked()) {
+      const uint64_t since = monotonic_ns();
+      journal_parked_.push_back([this, op, since, start = std::move(start)]() mutable {
+        journal_waits_.add((monotonic_ns() - since) / 1000);
+        admit_locked(op, std::move(start));
+      });
+      bg_cv_.notify_all();
+      return;
+    }
+    ++changes_admitted_;
+    op->admitted = true;
+    start();
+  }
+
   // Counts `op` as a change in progress (released by release_locked), then runs
-  // `start`; a snapshot being cut holds new changes back until it is taken, and a
-  // transaction that could outgrow the journal holds them back until it is committed.
+  // `start`; a snapshot being cut holds new changes back until it is taken.
   void begin_change_locked(const std::shared_ptr<DataOp>& op, std::function<void()> start) {
     if (barrier_) {
       const uint64_t since = monotonic_ns();
@@ -1292,18 +1315,6 @@ class DatastoreImpl final : public Datastore {
         snapshot_waits_.add((monotonic_ns() - since) / 1000);
         begin_change_locked(op, std::move(start));
       });
-      return;
-    }
-    // Each change in progress may still dirty up to kChangeBlocksMax blocks. When there
-    // is no room even for one, the transaction is at least a quarter of the journal, so
-    // the committer is due (wants_commit_locked) and its commit makes room.
-    if ((changes_active_ + 1) * kChangeBlocksMax > ms_->transaction_room_locked()) {
-      const uint64_t since = monotonic_ns();
-      journal_parked_.push_back([this, op, since, start = std::move(start)]() mutable {
-        journal_waits_.add((monotonic_ns() - since) / 1000);
-        begin_change_locked(op, std::move(start));
-      });
-      bg_cv_.notify_all();  // the committer makes room
       return;
     }
     ++changes_active_;
@@ -1390,6 +1401,10 @@ class DatastoreImpl final : public Datastore {
     if (op->counted) {
       op->counted = false;
       if (--changes_active_ == 0 && barrier_) barrier_cv_.notify_all();
+    }
+    if (op->admitted) {
+      op->admitted = false;
+      --changes_admitted_;
       resume_journal_parked_locked();
     }
     for (auto& g : it->second.locks.release(op->handle)) {
@@ -2045,7 +2060,9 @@ class DatastoreImpl final : public Datastore {
   std::vector<std::shared_ptr<DataOp>> nospace_;  // writes waiting for reclaimed space
   // Resource-queue statistics, guarded by ms_->mu().
   disk::WaitHistogram grain_waits_, snapshot_waits_, meta_waits_, journal_waits_;
-  // Changes waiting for room in the open transaction, guarded by ms_->mu().
+  // Changes admitted against the room in the open transaction (admit_locked) and not
+  // yet ended, and those waiting for room, in arrival order; guarded by ms_->mu().
+  uint64_t changes_admitted_ = 0;
   std::vector<std::function<void()>> journal_parked_;
   uint64_t changes_active_ = 0;
   std::vector<std::function<void()>> parked_;
