@@ -172,19 +172,9 @@ class SimDevice::Impl {
       if (in_flight_.empty()) break;
       const size_t index =
           options_.reorder_completions ? static_cast<size_t>(rng_() % in_flight_.size()) : 0;
-      Pending p = std::move(in_flight_[index]);
-      in_flight_.erase(in_flight_.begin() + static_cast<ptrdiff_t>(index));
-      int64_t result = execute_locked(p);
-      if (p.tracked_write) write_ranges_.erase(p.request.offset_bytes);
-      counters_.count(p.request.kind, result);
-      Completion done = std::move(p.request.done);
-      lk.unlock();
-      if (done) done(result);
+      complete_locked(index, lk);
       ++completed;
-      lk.lock();
     }
-    lk.unlock();
-    idle_cv_.notify_all();
     return completed;
   }
 
@@ -461,20 +451,26 @@ class SimDevice::Impl {
         work_cv_.wait_until(lk, wake);
         continue;
       }
-      Pending p = std::move(in_flight_[*index]);
-      in_flight_.erase(in_flight_.begin() + static_cast<ptrdiff_t>(*index));
-      int64_t result = execute_locked(p);
-      const IoRequest& r = p.request;
-      if (p.tracked_write) write_ranges_.erase(r.offset_bytes);
-      counters_.count(r.kind, result);
-      Completion done = std::move(p.request.done);
-      issue_locked();  // refill before the callback so the queue stays busy
-      bool idle = fifo_.empty() && in_flight_.empty();
-      lk.unlock();
-      if (idle) idle_cv_.notify_all();
-      if (done) done(result);
-      lk.lock();
+      complete_locked(*index, lk);
     }
+  }
+
+  // Completes in-flight request `index`: applies it, refills the in-flight set, and runs
+  // its callback with mu_ released (the callback may submit).
+  void complete_locked(size_t index, std::unique_lock<std::mutex>& lk) {
+    Pending p = std::move(in_flight_[index]);
+    in_flight_.erase(in_flight_.begin() + static_cast<ptrdiff_t>(index));
+    int64_t result = execute_locked(p);
+    const IoRequest& r = p.request;
+    if (p.tracked_write) write_ranges_.erase(r.offset_bytes);
+    counters_.count(r.kind, result);
+    Completion done = std::move(p.request.done);
+    issue_locked();  // refill before the callback so the queue stays busy
+    bool idle = fifo_.empty() && in_flight_.empty();
+    lk.unlock();
+    if (idle) idle_cv_.notify_all();
+    if (done) done(result);
+    lk.lock();
   }
 
   const SimOptions options_;

@@ -1883,23 +1883,12 @@ class DatastoreImpl final : public Datastore {
       }
       run_deferred();
     }
-    std::vector<Done<void>> waiters;
-    {
-      std::lock_guard l(bg_mu_);
-      waiters = std::move(fsync_waiters_);
-      fsync_waiters_.clear();
-    }
-    auto r = ms_->commit();
-    if (!r.ok()) VSFS_LOG_ERROR("journal commit failed: {}", r.error().to_string());
-    for (auto& w : waiters) w(r.ok() ? ok_result() : Result<void>(Error(r.error())));
+    VSFS_TRY(commit_and_answer());
     bool checkpoint;
     {
       std::lock_guard m(ms_->mu());
-      checkpoint = r.ok() && ms_->wants_checkpoint_locked();
-      resume_journal_parked_locked();  // after a failed commit too: they fail then
+      checkpoint = ms_->wants_checkpoint_locked();
     }
-    run_deferred();
-    if (!r.ok()) return r.take_error();
     if (checkpoint) {
       // Freed blocks become allocatable (and formattable) only after a checkpoint.
       auto c = ms_->checkpoint(false);
@@ -1927,28 +1916,40 @@ class DatastoreImpl final : public Datastore {
     answer_late_fsyncs();
   }
 
-  // fsyncs (and restamps) queued when the committer has stopped (close): the final
-  // commit answers them, and lets changes held back for room in it go on.
-  void answer_late_fsyncs() {
+  // Commits, answers the fsyncs (and restamps) that waited for this commit, and lets
+  // the changes held back for room in the transaction go on (after a failed commit
+  // too: they fail then).
+  Result<void> commit_and_answer() {
     std::vector<Done<void>> waiters;
     {
       std::lock_guard l(bg_mu_);
       waiters = std::move(fsync_waiters_);
       fsync_waiters_.clear();
     }
-    bool parked;
-    {
-      std::lock_guard m(ms_->mu());
-      parked = !journal_parked_.empty();
-    }
-    if (waiters.empty() && !parked) return;
     auto r = ms_->commit();
+    if (!r.ok()) VSFS_LOG_ERROR("journal commit failed: {}", r.error().to_string());
     for (auto& w : waiters) w(r.ok() ? ok_result() : Result<void>(Error(r.error())));
     {
       std::lock_guard m(ms_->mu());
       resume_journal_parked_locked();
     }
     run_deferred();
+    return r;
+  }
+
+  // fsyncs (and restamps) queued, or changes held back, when the committer has stopped
+  // (close): the final commit answers them.
+  void answer_late_fsyncs() {
+    bool waiting;
+    {
+      std::lock_guard l(bg_mu_);
+      waiting = !fsync_waiters_.empty();
+    }
+    {
+      std::lock_guard m(ms_->mu());
+      waiting |= !journal_parked_.empty();
+    }
+    if (waiting) (void)commit_and_answer();
   }
 
   // Moves freed blocks from the to-be-formatted list to the formatted one: a hole punched

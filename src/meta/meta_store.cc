@@ -298,10 +298,10 @@ Result<void> MetaStore::commit_inner() {
       }
       dirty_.clear();
       // The superblock goes last so that replay writes it after what it points at.
+      // (Encoded below, once a checkpoint that must run first has moved the tail.)
       JournalImage sbi;
       sbi.home = 0;
       sbi.data = AlignedBuffer(kGrainBytes);
-      format::encode_superblock(sb_, generation, format::Grain(sbi.data.data(), kGrainBytes));
       images.push_back(std::move(sbi));
       sb_dirty_ = false;
       sb_image = sb_;
@@ -335,15 +335,13 @@ Result<void> MetaStore::commit_inner() {
                         "transaction of {} blocks is larger than the journal", images.size());
     }
     // The checkpoint moved the tail: the superblock this transaction carries says so.
-    {
-      std::lock_guard lock(mu_);
-      sb_image.journal_tail_grain = sb_.journal_tail_grain;
-      sb_image.journal_tail_seq = sb_.journal_tail_seq;
-    }
-    VSFS_ASSERT(images.back().home == 0);
-    format::encode_superblock(sb_image, generation,
-                              format::Grain(images.back().data.data(), kGrainBytes));
+    std::lock_guard lock(mu_);
+    sb_image.journal_tail_grain = sb_.journal_tail_grain;
+    sb_image.journal_tail_seq = sb_.journal_tail_seq;
   }
+  VSFS_ASSERT(images.back().home == 0);
+  format::encode_superblock(sb_image, generation,
+                            format::Grain(images.back().data.data(), kGrainBytes));
   // After a failure above or here the written blocks stay in the cache for good: their
   // images never reach the journal, and reads keep seeing what they saw.
   auto written = journal_->write_transaction(images);
