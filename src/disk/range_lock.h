@@ -3,7 +3,7 @@
 // punch, truncate); a conflicting request waits in FIFO order and is started by the
 // release that frees its range. A waiting request also blocks later requests that
 // overlap it, so overlapping writes are never reordered.
-// Thread-safety: none; the owner guards it (DatastoreImpl holds MetaStore's mutex).
+// Thread-safety: none; the owner guards it (InodeTable, under MetaStore's mutex).
 #pragma once
 
 #include <chrono>

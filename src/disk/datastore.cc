@@ -1,0 +1,271 @@
+// The disk layer's facade: Datastore::open wires the parts of a datastore and
+// DatastoreImpl implements vsfs::Datastore by handing each call to the part that owns it.
+//
+//   InodeTable    inodes in use: grain queues, open references, hints, kept times
+//   ChangeGates   the snapshot and journal gates every change passes
+//   Services      committer, releaser, formatter (threads or stepped)
+//   CbtView       the .cbt trees
+//   NamespaceOps  the tree, attributes and views
+//   DataPath      reads, writes, punch, truncate, seek
+//   Snapshots     snapshot create/delete and clone_range
+//
+// Each part is given what it needs; they are declared (and built) in that order, each
+// after those it uses, and destroyed in reverse. Every part's state is guarded by
+// MetaStore's mutex, the one lock of the layer; Services adds its own (before that
+// mutex, see services.h).
+// Close: the services stop first (a last commit answers what waits), then writes still
+// waiting for space fail, then close waits until no data op is alive (their IOs and
+// completions use the parts), then kept times are written and a clean checkpoint ends.
+// Threading: any thread may call any method; completions arrive on the device's thread.
+#include <sys/stat.h>
+
+#include <future>
+
+#include "device/device.h"
+#include "device/uring_device.h"
+#include "disk/cbt_view.h"
+#include "disk/change_gates.h"
+#include "disk/common.h"
+#include "disk/data_path.h"
+#include "disk/inode_table.h"
+#include "disk/namespace_ops.h"
+#include "disk/services.h"
+#include "disk/snapshots.h"
+#include "meta/meta_store.h"
+#include "util/log.h"
+#include "vsfs/datastore.h"
+
+namespace vsfs {
+namespace {
+
+using namespace disk;
+
+class DatastoreImpl final : public Datastore {
+ public:
+  DatastoreImpl(std::unique_ptr<device::Device> dev, std::unique_ptr<meta::MetaStore> ms,
+                const OpenOptions& options)
+      : dev_(std::move(dev)),
+        ms_(std::move(ms)),
+        options_(options),
+        inodes_(*ms_),
+        gates_(*ms_, [this] { services_.wake(); }),
+        services_(*dev_, *ms_, gates_, options_),
+        cbt_(*ms_, options_.cbt_text_cache_bytes),
+        ns_(*ms_, inodes_, cbt_, services_, options_.read_only),
+        data_(*dev_, *ms_, inodes_, gates_, services_, ns_, cbt_, options_.read_only),
+        snapshots_(*ms_, gates_, ns_, cbt_, services_, data_, options_.read_only) {}
+
+  ~DatastoreImpl() override {
+    if (!closed_) {
+      auto r = close();
+      if (!r.ok()) VSFS_LOG_ERROR("closing the datastore: {}", r.error().to_string());
+    }
+    services_.fail_space_waiters();  // also any a caller started after close()
+    data_.wait_idle();
+  }
+
+  void start() { services_.start(); }
+
+  Result<void> close() override {
+    if (closed_) return ok_result();
+    closed_ = true;
+    services_.stop();
+    // The last checkpoint must see every completed write; writes still waiting for
+    // space, which the stopped committer will not reclaim, fail.
+    services_.fail_space_waiters();
+    data_.wait_idle();
+    if (options_.read_only) return ok_result();
+    {
+      std::lock_guard lock(ms_->mu());
+      VSFS_TRY(inodes_.persist_all_times_locked());
+    }
+    return ms_->checkpoint(true);
+  }
+
+  Result<Attr> lookup(Ino parent, const std::string& name) override {
+    return ns_.lookup(parent, name);
+  }
+  Result<Attr> getattr(Ino ino) override { return ns_.getattr(ino); }
+  Result<Attr> create(Ino parent, const std::string& name, uint32_t mode, uint32_t uid,
+                      uint32_t gid) override {
+    return ns_.make_node(parent, name, S_IFREG | (mode & 07777), uid, gid);
+  }
+  Result<Attr> mkdir(Ino parent, const std::string& name, uint32_t mode, uint32_t uid,
+                     uint32_t gid) override {
+    if (view_of(parent) == kSnapshotsDirView) return snapshots_.create(base_of(parent), name);
+    return ns_.make_node(parent, name, S_IFDIR | (mode & 07777), uid, gid);
+  }
+  Result<void> unlink(Ino parent, const std::string& name) override {
+    return ns_.unlink(parent, name);
+  }
+  Result<void> rmdir(Ino parent, const std::string& name) override {
+    if (view_of(parent) == kSnapshotsDirView) return snapshots_.remove(base_of(parent), name);
+    return ns_.rmdir(parent, name);
+  }
+  Result<void> rename(Ino parent, const std::string& name, Ino new_parent,
+                      const std::string& new_name, RenameFlags flags) override {
+    return ns_.rename(parent, name, new_parent, new_name, flags);
+  }
+  Result<std::vector<DirEntryInfo>> readdir(Ino dir) override { return ns_.readdir(dir); }
+  Result<Attr> setattr(Ino ino, const SetAttr& a) override { return ns_.setattr(ino, a); }
+  Result<void> open_ref(Ino ino) override { return ns_.open_ref(ino); }
+  void release_ref(Ino ino) override { ns_.release_ref(ino); }
+  Result<std::vector<std::pair<std::string, std::string>>> xattrs(Ino ino) override {
+    return ns_.xattrs(ino);
+  }
+
+  void readv(Ino ino, uint64_t offset, const iovec* iov, int iovcnt,
+             Done<uint64_t> done) override {
+    data_.readv(ino, offset, iov, iovcnt, std::move(done));
+  }
+  void writev(Ino ino, uint64_t offset, const iovec* iov, int iovcnt,
+              Done<uint64_t> done) override {
+    data_.writev(ino, offset, iov, iovcnt, std::move(done));
+  }
+  void writev_stable(Ino ino, uint64_t offset, const iovec* iov, int iovcnt,
+                     Done<uint64_t> done) override {
+    data_.writev_stable(ino, offset, iov, iovcnt, std::move(done));
+  }
+  void punch_hole(Ino ino, uint64_t offset, uint64_t length, Done<void> done) override {
+    data_.punch_hole(ino, offset, length, std::move(done));
+  }
+  void truncate(Ino ino, uint64_t size, Done<void> done) override {
+    data_.truncate(ino, size, std::move(done));
+  }
+  void fsync(Ino, Done<void> done) override { services_.fsync(std::move(done)); }
+  Result<uint64_t> seek(Ino ino, uint64_t offset, bool data) override {
+    return data_.seek(ino, offset, data);
+  }
+
+  std::vector<SnapshotInfo> snapshots() override { return snapshots_.list(); }
+  void clone_range(Ino src, uint64_t src_offset, Ino dst, uint64_t dst_offset, uint64_t length,
+                   Done<uint64_t> done) override {
+    snapshots_.clone_range(src, src_offset, dst, dst_offset, length, std::move(done));
+  }
+
+  SpaceInfo space() override {
+    std::lock_guard lock(ms_->mu());
+    return space_locked();
+  }
+
+  DatastoreStats stats() override {
+    DatastoreStats s;
+    {
+      std::lock_guard lock(ms_->mu());
+      // First, before the lookups below load anything: the cache as the last release of
+      // the mutex left it.
+      const meta::MetaCacheStats mc = ms_->cache_stats_locked();
+      s.meta_cache = MetaCacheInfo{mc.bytes, mc.budget_bytes, mc.unevictable_bytes, mc.blocks,
+                                   mc.hits, mc.misses, mc.evictions,
+                                   ms_->dir_indexes_locked(), ms_->dir_index_bytes_locked()};
+      s.space = space_locked();
+      auto c = ms_->counters_locked();
+      s.journal_commits = c.commits;
+      s.journal_bytes = c.journal_bytes;
+      s.checkpoints = c.checkpoints;
+      s.full_journal_checkpoints = c.full_checkpoints;
+      s.release_pending = ms_->release_pending_locked();
+      s.generation = ms_->generation_locked();
+      s.format_rate_mib_s = options_.format_rate_mib_s;
+      data_.fill_stats_locked(s);
+      inodes_.fill_stats_locked(s.grain_queue);
+      gates_.fill_stats_locked(s);
+      cbt_.fill_stats_locked(s);
+    }
+    s.formatter_running = services_.formatter_running();
+    auto d = dev_->counters();
+    for (int i = 0; i < device::kOpKinds; ++i) s.device_ops[i] = d.ops[i];
+    s.device_in_flight = d.in_flight;
+    s.device_in_flight_peak = d.in_flight_peak;
+    s.device_queued_now = d.queued;
+    return s;
+  }
+
+  Result<bool> run_background_step(BackgroundStep step) override {
+    return services_.run_step(step);
+  }
+
+ private:
+  SpaceInfo space_locked() {
+    auto sp = ms_->space_locked();
+    SpaceInfo s;
+    s.total_bytes = sp.data_blocks * kBlockBytes;
+    s.used_bytes = sp.used_grains * kGrainBytes;
+    s.free_bytes = sp.free_grains * kGrainBytes;
+    s.formatted_blocks = sp.formatted_blocks;
+    s.to_format_blocks = sp.to_format_blocks;
+    s.formatted_bytes_total = sp.formatted_bytes_total;
+    s.inodes = ms_->live_inodes_locked();
+    return s;
+  }
+
+  std::unique_ptr<device::Device> dev_;
+  std::unique_ptr<meta::MetaStore> ms_;
+  const OpenOptions options_;
+  bool closed_ = false;
+  InodeTable inodes_;
+  ChangeGates gates_;
+  Services services_;
+  CbtView cbt_;
+  NamespaceOps ns_;
+  DataPath data_;
+  Snapshots snapshots_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Datastore>> Datastore::open(std::unique_ptr<device::Device> dev,
+                                                   const OpenOptions& options) {
+  meta::MetaOptions mo;
+  mo.read_only = options.read_only;
+  mo.mark_mounted = options.mark_mounted;
+  mo.force = options.force;
+  mo.cache_budget_bytes = options.meta_cache_bytes;
+  VSFS_ASSIGN_OR_RETURN(auto ms, meta::MetaStore::open(*dev, mo));
+  ms->set_snapshot_history_max(options.cbt_history);
+  auto ds = std::make_unique<DatastoreImpl>(std::move(dev), std::move(ms), options);
+  ds->start();
+  return std::unique_ptr<Datastore>(std::move(ds));
+}
+
+Result<std::unique_ptr<Datastore>> open_datastore_path(const std::string& path,
+                                                       const OpenOptions& options) {
+  device::UringOptions uo;
+  uo.read_only = options.read_only;
+  VSFS_ASSIGN_OR_RETURN(auto dev, device::open_uring_device(path, uo));
+  return Datastore::open(std::move(dev), options);
+}
+
+namespace {
+template <typename T>
+Result<T> wait_for(const std::function<void(Done<T>)>& start) {
+  std::promise<Result<T>> p;
+  auto f = p.get_future();
+  start([&p](Result<T> r) { p.set_value(std::move(r)); });
+  return f.get();
+}
+}  // namespace
+
+Result<uint64_t> Datastore::read_sync(Ino ino, uint64_t offset, uint64_t length, void* buf) {
+  return wait_for<uint64_t>([&](Done<uint64_t> d) { read(ino, offset, length, buf, std::move(d)); });
+}
+Result<uint64_t> Datastore::write_sync(Ino ino, uint64_t offset, const void* data, uint64_t length) {
+  return wait_for<uint64_t>([&](Done<uint64_t> d) { write(ino, offset, data, length, std::move(d)); });
+}
+Result<void> Datastore::punch_hole_sync(Ino ino, uint64_t offset, uint64_t length) {
+  return wait_for<void>([&](Done<void> d) { punch_hole(ino, offset, length, std::move(d)); });
+}
+Result<void> Datastore::truncate_sync(Ino ino, uint64_t size) {
+  return wait_for<void>([&](Done<void> d) { truncate(ino, size, std::move(d)); });
+}
+Result<uint64_t> Datastore::clone_range_sync(Ino src, uint64_t src_offset, Ino dst,
+                                             uint64_t dst_offset, uint64_t length) {
+  return wait_for<uint64_t>([&](Done<uint64_t> d) {
+    clone_range(src, src_offset, dst, dst_offset, length, std::move(d));
+  });
+}
+Result<void> Datastore::fsync_sync(Ino ino) {
+  return wait_for<void>([&](Done<void> d) { fsync(ino, std::move(d)); });
+}
+
+}  // namespace vsfs

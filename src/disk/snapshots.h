@@ -1,0 +1,52 @@
+// Snapshots: the operations that share grains instead of copying them. Creating a
+// snapshot of a directory cuts it: new changes are held back at the snapshot gate
+// (ChangeGates::cut_locked), the changes in progress end, the tree is frozen in O(1),
+// the held-back changes go on, and a commit makes the snapshot durable before mkdir
+// returns. Deleting one drops its references (the releaser frees its tree in the
+// background, resumable after a crash) and its .cbt nodes, and commits. clone_range
+// shares the whole grains of a range between two disks (copy_file_range) and copies the
+// partial grains at its edges.
+// Threading: callers on any thread; each call takes MetaStore's mutex itself and never
+// holds it across a commit.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "disk/cbt_view.h"
+#include "disk/change_gates.h"
+#include "disk/data_path.h"
+#include "disk/namespace_ops.h"
+#include "disk/services.h"
+#include "meta/meta_store.h"
+#include "vsfs/datastore.h"
+
+namespace vsfs::disk {
+
+class Snapshots {
+ public:
+  Snapshots(meta::MetaStore& ms, ChangeGates& gates, NamespaceOps& ns, CbtView& cbt,
+            Services& services, DataPath& data, bool read_only)
+      : ms_(ms), gates_(gates), ns_(ns), cbt_(cbt), services_(services), data_(data),
+        read_only_(read_only) {}
+  Snapshots(const Snapshots&) = delete;
+  Snapshots& operator=(const Snapshots&) = delete;
+
+  // mkdir and rmdir in DIR/.snapshots.
+  Result<Attr> create(Ino dir, const std::string& name);
+  Result<void> remove(Ino dir, const std::string& name);
+  std::vector<SnapshotInfo> list();
+  void clone_range(Ino src, uint64_t src_offset, Ino dst, uint64_t dst_offset,
+                   uint64_t length, Done<uint64_t> done);
+
+ private:
+  meta::MetaStore& ms_;
+  ChangeGates& gates_;
+  NamespaceOps& ns_;
+  CbtView& cbt_;
+  Services& services_;
+  DataPath& data_;
+  const bool read_only_;
+};
+
+}  // namespace vsfs::disk
