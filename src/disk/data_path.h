@@ -39,6 +39,13 @@
 
 namespace vsfs::disk {
 
+// What the data path counts, for .vsfs/stats.
+struct DataCounters {
+  uint64_t read_requests = 0, write_requests = 0;
+  uint64_t read_bytes = 0, write_bytes = 0;
+  uint64_t in_place_grain_writes = 0, redirected_grain_writes = 0, restamped_grain_writes = 0;
+};
+
 class DataPath {
  public:
   DataPath(device::Device& dev, meta::MetaStore& ms, InodeTable& inodes, ChangeGates& gates,
@@ -129,7 +136,7 @@ class DataPath {
   // Write and bounce buffers of data requests (thread-safe): reused, not reallocated.
   static constexpr size_t kBufferRetainBytes = 16u << 20;  // sixteen 1 MiB requests
   BufferPool buffers_{kBufferRetainBytes};
-  DatastoreStats counters_;  // the request and grain counters; MetaStore's mutex
+  DataCounters counters_;     // MetaStore's mutex
   WaitHistogram meta_waits_;  // the metadata queue; MetaStore's mutex
 };
 

@@ -93,7 +93,8 @@ void Snapshots::clone_range(Ino src, uint64_t src_offset, Ino dst, uint64_t dst_
         done(r.ok() ? Result<uint64_t>(length) : Result<uint64_t>(r.take_error()));
       });
   auto part = [join](Result<void> r) { join->part(std::move(r)); };
-  for (const auto& [off, len] : g.edges) {
+  for (const auto& edge : g.edges) {
+    const uint64_t off = edge.first, len = edge.second;
     auto buf = std::make_shared<std::vector<uint8_t>>(len);
     const iovec in{buf->data(), len};
     data_.readv(src, off - delta, &in, 1, [this, part, dst, off, len, buf](Result<uint64_t> r) {
