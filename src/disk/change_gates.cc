@@ -2,15 +2,15 @@
 
 namespace vsfs::disk {
 
-void ChangeGates::begin_change_locked(bool& counted, Start start) {
+void ChangeGates::pass_snapshot_gate_locked(bool& counted, Start start, uint64_t since_ns) {
   if (barrier_) {
-    const uint64_t since = monotonic_ns();
-    parked_.push_back([this, &counted, since, start = std::move(start)]() mutable {
-      snapshot_waits_.add((monotonic_ns() - since) / 1000);
-      begin_change_locked(counted, std::move(start));
+    if (since_ns == 0) since_ns = monotonic_ns();
+    parked_.push_back([this, &counted, since_ns, start = std::move(start)]() mutable {
+      pass_snapshot_gate_locked(counted, std::move(start), since_ns);
     });
     return;
   }
+  if (since_ns != 0) snapshot_waits_.add((monotonic_ns() - since_ns) / 1000);
   ++changes_active_;
   counted = true;
   start();
@@ -20,16 +20,16 @@ void ChangeGates::end_change_locked() {
   if (--changes_active_ == 0 && barrier_) barrier_cv_.notify_all();
 }
 
-void ChangeGates::admit_locked(bool& admitted, Start start) {
+void ChangeGates::pass_journal_gate_locked(bool& admitted, Start start, uint64_t since_ns) {
   if ((changes_admitted_ + 1) * kChangeBlocksMax > ms_.transaction_room_locked()) {
-    const uint64_t since = monotonic_ns();
-    journal_parked_.push_back([this, &admitted, since, start = std::move(start)]() mutable {
-      journal_waits_.add((monotonic_ns() - since) / 1000);
-      admit_locked(admitted, std::move(start));
+    if (since_ns == 0) since_ns = monotonic_ns();
+    journal_parked_.push_back([this, &admitted, since_ns, start = std::move(start)]() mutable {
+      pass_journal_gate_locked(admitted, std::move(start), since_ns);
     });
     wake_committer_();
     return;
   }
+  if (since_ns != 0) journal_waits_.add((monotonic_ns() - since_ns) / 1000);
   ++changes_admitted_;
   admitted = true;
   start();

@@ -44,12 +44,16 @@ class ChangeGates {
 
   // Counts a change in progress (sets `counted`; end_change_locked ends it), then runs
   // `start`, once no snapshot is being cut. `counted` must live until `start` ran.
-  void begin_change_locked(bool& counted, Start start);
+  void begin_change_locked(bool& counted, Start start) {
+    pass_snapshot_gate_locked(counted, std::move(start), 0);
+  }
   void end_change_locked();
 
   // Admits a change against the room in the open transaction (sets `admitted`;
   // unadmit_locked gives the room back), then runs `start`.
-  void admit_locked(bool& admitted, Start start);
+  void admit_locked(bool& admitted, Start start) {
+    pass_journal_gate_locked(admitted, std::move(start), 0);
+  }
   void unadmit_locked();
   // Changes waiting for room try again: a commit made room.
   void resume_admissions_locked();
@@ -74,6 +78,11 @@ class ChangeGates {
   void fill_stats_locked(DatastoreStats& s) const;
 
  private:
+  // `since_ns`: when a parked change first waited (0: it has not), so that it counts as
+  // one wait however often it is parked again.
+  void pass_snapshot_gate_locked(bool& counted, Start start, uint64_t since_ns);
+  void pass_journal_gate_locked(bool& admitted, Start start, uint64_t since_ns);
+
   meta::MetaStore& ms_;
   std::function<void()> wake_committer_;
   // The snapshot gate.

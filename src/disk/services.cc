@@ -88,7 +88,12 @@ Result<bool> Services::run_step(BackgroundStep step) {
     case BackgroundStep::kCommit: return commit_round(false);
     case BackgroundStep::kCommitIfWanted: return commit_round(true);
     case BackgroundStep::kRelease: return ms_.release_step(kReleaseBudget);
-    case BackgroundStep::kFormat: return format_one_block();
+    case BackgroundStep::kFormat: {
+      // Running only while a step runs (the formatter thread clears it when idle).
+      auto r = format_one_block();
+      formatter_running_ = false;
+      return r;
+    }
   }
   return false;
 }

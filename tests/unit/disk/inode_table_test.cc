@@ -318,12 +318,10 @@ namespace vsfs::disk {
 namespace {
 
 // A start that fails at once releases its range from inside the release that started it
-// (DataPath::start_read_locked does when its lookup fails). When that nested release is
-// the inode's last, the entry goes while the outer release still uses it: the outer
-// release_locked then erases a dangling iterator (inode_table.cc, the erase after
-// keep_hint_locked) and the process crashes. Disabled until release_locked copes with
-// a nested release; run with --gtest_also_run_disabled_tests to see it.
-TEST(InodeTableQueue, DISABLED_StartThatReleasesAtOnceInsideTheRelease) {
+// (DataPath does when a lookup fails or a write finds no space). When that nested
+// release is the inode's last, the entry goes while the outer release still held an
+// iterator to it: the outer release then used and erased a dangling entry (a crash).
+TEST(InodeTableQueue, StartThatReleasesAtOnceInsideTheRelease) {
   auto f = open_table();
   std::lock_guard lock(f.ms->mu());
   const Ino ino = new_file(*f.ms);
@@ -339,6 +337,33 @@ TEST(InodeTableQueue, DISABLED_StartThatReleasesAtOnceInsideTheRelease) {
   EXPECT_TRUE(ran);
   EXPECT_FALSE(exists(*f.ms, ino));
   EXPECT_FALSE(f.table->in_use_locked(ino));
+}
+
+// A start may take another disk's range (a clone takes its source's range, then its
+// destination's): new entries can rehash the table under the release that ran the start.
+// The outer release must still find its own entry, free the unlinked inode, and leave
+// the others alone.
+TEST(InodeTableQueue, StartThatAddsEntriesInsideTheRelease) {
+  auto f = open_table();
+  std::lock_guard lock(f.ms->mu());
+  const Ino ino = new_file(*f.ms);
+  RangeLock::Handle hw, hr;
+  f.table->acquire_locked(ino, excl(0, 4), [] {}, &hw);
+  std::vector<Ino> others;
+  std::vector<RangeLock::Handle> handles(2000);
+  f.table->acquire_locked(ino, shared(0, 4), [&] {
+    for (size_t i = 0; i < handles.size(); ++i) {
+      others.push_back(ino + 1000 + i);  // ranges of other disks: new entries
+      f.table->acquire_locked(others.back(), excl(0, 1), [] {}, &handles[i]);
+    }
+    f.table->release_locked(ino, hr);
+  }, &hr);
+  unlink(*f.ms, ino);
+  f.table->release_locked(ino, hw);
+  EXPECT_FALSE(exists(*f.ms, ino));
+  EXPECT_FALSE(f.table->in_use_locked(ino));
+  ASSERT_EQ(others.size(), handles.size());
+  for (Ino o : others) EXPECT_TRUE(f.table->in_use_locked(o));
 }
 
 }  // namespace
