@@ -12,7 +12,6 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <array>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -43,8 +42,10 @@ struct KeySpec {
   Field (*field)(Config&);
 };
 
-// The ranges are those written beside the fields in config.h.
-constexpr std::array<KeySpec, 22> kKeys{{
+// The ranges are those written beside the fields in config.h. Sized by its entries: a
+// declared size larger than the list added an empty entry (key "", no field) that
+// `-o =0` found and called.
+constexpr KeySpec kKeys[] = {
     {"fuse", "threads", KeyType::kInteger, 1, 64,
      [](Config& c) -> Field { return &c.fuse.threads; }},
     {"fuse", "max_background", KeyType::kInteger, 1, 65535,
@@ -87,7 +88,7 @@ constexpr std::array<KeySpec, 22> kKeys{{
      [](Config& c) -> Field { return &c.cbt.history; }},
     {"cbt", "text_cache_mib", KeyType::kInteger, 1, 65536,
      [](Config& c) -> Field { return &c.cbt.text_cache_mib; }},
-}};
+};
 
 bool is_table(std::string_view name) {
   for (const KeySpec& spec : kKeys) {
@@ -266,8 +267,8 @@ Result<Config> load_config_file(const std::string& path) {
     const auto line = key.source().begin.line;
     if (!is_table(key.str())) {
       if (node.is_table()) {
-        return config_error(
-            fmt::format("{}:{}: [{}]: unknown table", path, line, key.str()));
+        return config_error(fmt::format("{}:{}: [{}]: unknown table", path, line,
+                                        key.str().empty() ? "\"\"" : key.str()));
       }
       return config_error(fmt::format(
           "{}:{}: {}: unknown key (keys belong in a table such as [fuse])", path, line,
@@ -305,6 +306,7 @@ Result<void> apply_mount_options(Config& config, const std::string& options) {
 
     const size_t eq = item.find('=');
     std::string_view name = item.substr(0, eq);
+    if (name.empty()) return config_error(fmt::format("-o {}: option without a name", item));
     // "coalesce=off" is the short spelling of "coalesce.enabled=off".
     if (name == "coalesce") name = "coalesce.enabled";
     const KeySpec* spec = nullptr;

@@ -251,6 +251,14 @@ TEST_F(ConfigFileTest, UnknownTable) {
             path_ + ":3: [bogus]: unknown table");
 }
 
+// A table or key with an empty name: refused, no crash.
+TEST_F(ConfigFileTest, EmptyNamesAreUnknown) {
+  EXPECT_EQ(load_error("[\"\"]\n\"\" = 1\n"), path_ + ":1: [\"\"]: unknown table");
+  EXPECT_EQ(load_error("[fuse]\n\"\" = 1\n"), path_ + ":2: [fuse] : unknown key");
+  EXPECT_EQ(load_error("\"\" = 1\n"),
+            path_ + ":1: : unknown key (keys belong in a table such as [fuse])");
+}
+
 TEST_F(ConfigFileTest, SubTableIsAnUnknownKey) {
   EXPECT_EQ(load_error("[fuse]\nthreads = 2\n[fuse.extra]\nx = 1\n"),
             path_ + ":3: [fuse] extra: unknown key");
@@ -466,6 +474,9 @@ TEST(MountOptions, Errors) {
   expect_option_error("device.threads=4", "-o device.threads=4: unknown key");
   expect_option_error("journal.bogus", "-o journal.bogus: unknown key");
   expect_option_error("direct", "-o direct: expected direct=VALUE");
+  // An empty name matched an empty entry of the key table and crashed (SIGSEGV).
+  expect_option_error("=0", "-o =0: option without a name");
+  expect_option_error("threads=2,=", "-o =: option without a name");
   // Everything before the bad option is undone too.
   expect_option_error("ro,allow_other,threads=9,threads=99",
                       "-o threads=99: must be between 1 and 64");
