@@ -89,6 +89,7 @@ int main(int argc, char** argv) {
     const auto& e = dev.error();
     if (e.kind == vsfs::ErrorKind::kBusy) return cannot_run(path + " is in use (mounted?)");
     if (e.kind == vsfs::ErrorKind::kNotFound) return cannot_run(path + ": no such file or device");
+    if (e.errno_value == EROFS && repair) return cannot_run(e.message + "; check it without repairs (-n)");
     return cannot_run(path + ": " + e.message);
   }
   auto result = vsfs::fsck(**dev, options);

@@ -207,6 +207,8 @@ std::unique_ptr<vsfs::device::Device> open_or_report(const std::string& path, in
     status = fail(fmt::format("{} is in use", path));
   } else if (e.kind == vsfs::ErrorKind::kNotFound) {
     status = fail(fmt::format("{}: no such file or device (use -s SIZE to create a file)", path));
+  } else if (e.errno_value == EROFS) {
+    status = fail(fmt::format("{}: nothing was written", e.message));
   } else {
     status = fail(fmt::format("{}: {}", path, e.message));
   }

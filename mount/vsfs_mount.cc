@@ -143,6 +143,9 @@ vsfs::Result<std::unique_ptr<vsfs::device::Device>> open_device(const std::strin
       return vsfs::make_error(EBUSY, vsfs::ErrorKind::kBusy,
                               "{}: datastore is already mounted (the device is in use)", path);
     }
+    if (e.errno_value == EROFS && !c.read_only) {
+      return vsfs::make_error(EROFS, e.kind, "{}; mount it read-only (-o ro)", e.message);
+    }
     return vsfs::make_error(e.errno_value, e.kind, "{}: {}", path, e.message);
   }
   return dev;

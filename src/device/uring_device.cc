@@ -746,6 +746,13 @@ Error open_error(const std::string& path, int err) {
   }
 }
 
+// A device that can be read but not written (an immutable image, a read-only loop
+// device or LUN): a read-write open is refused with this, so that programs can say how
+// to open it instead of failing at the first write.
+Error read_only_error(const std::string& path, int err) {
+  return make_error(EROFS, ErrorKind::kState, "{} is read-only ({})", path, std::strerror(err));
+}
+
 bool sysfs_discard_zeroes(dev_t rdev) {
   std::ifstream in(fmt::format("/sys/dev/block/{}:{}/queue/discard_zeroes_data",
                                major(rdev), minor(rdev)));
@@ -780,7 +787,17 @@ Result<std::unique_ptr<Device>> open_uring_device(const std::string& path,
     file.direct = false;
     fd = ::open(path.c_str(), flags);
   }
-  if (fd < 0) return open_error(path, errno);
+  if (fd < 0) {
+    const int err = errno;
+    if (!options.read_only && (err == EROFS || err == EACCES || err == EPERM)) {
+      const int probe = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (probe >= 0) {
+        ::close(probe);
+        return read_only_error(path, err);
+      }
+    }
+    return open_error(path, err);
+  }
   file.fd = UniqueFd(fd);
 
   // Check the type again on what was opened: the path may have changed in between.
@@ -797,6 +814,11 @@ Result<std::unique_ptr<Device>> open_uring_device(const std::string& path,
     uint64_t size = 0;
     if (::ioctl(fd, BLKGETSIZE64, &size) != 0) return open_error(path, errno);
     file.size_bytes = size;
+    // A read-only block device may still open for writing; its writes fail (EPERM).
+    int ro = 0;
+    if (!options.read_only && ::ioctl(fd, BLKROGET, &ro) == 0 && ro != 0) {
+      return read_only_error(path, EROFS);
+    }
     int logical = 0;
     if (::ioctl(fd, BLKSSZGET, &logical) == 0 && logical > 0) {
       file.alignment_bytes = std::max<uint32_t>(kAlignBytes, static_cast<uint32_t>(logical));

@@ -39,6 +39,7 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/vsfs-it.XXXXXX")
 MOUNTS=()   # mount points this test mounted
 PIDS=()     # daemons this test started
 CLEAN_DIRS=()  # more directories to remove on exit
+LOOPS=()    # loop devices this test attached (and has not detached yet)
 
 cleanup() {
 	local rc=$?
@@ -67,6 +68,8 @@ cleanup() {
 			tail -n 150 "$log" >&2
 		done
 	fi
+	for p in "${LOOPS[@]}"; do losetup -d "$p" 2>/dev/null || true; done
+	chattr -R -i "$T" 2>/dev/null || true  # an immutable image a failed step left
 	rm -rf "$T" "${CLEAN_DIRS[@]}"
 	[ -z "$URING_WAS" ] || echo "$URING_WAS" >"$URING_PARAM" || true
 	exit "$rc"

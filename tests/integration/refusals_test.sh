@@ -44,6 +44,47 @@ refuse "config file missing" "$T/ds.img" "$T/none.toml" -c "$T/none.toml" "$T/ds
 refuse "bad option value" "$T/ds.img" "^vsfs-mount: -o queue_depth=x: " -o queue_depth=x "$T/ds.img" "$T/mnt"
 refuse "unknown FUSE option" "$T/ds.img" "^vsfs-mount: bad FUSE options: .*frobnicate" \
 	-o frobnicate "$T/ds.img" "$T/mnt"
+refuse "option without a name" "$T/ds.img" "^vsfs-mount: -o =0: option without a name$" \
+	-o =0 "$T/ds.img" "$T/mnt"
+: >"$T/empty.img"
+refuse "empty image" "$T/empty.img" \
+	"^vsfs-mount: $T/empty.img: not a vsfs datastore, or damaged \(device is 0 bytes, too small to hold a datastore\); see vsfs-fsck\(8\)$" \
+	"$T/empty.img" "$T/mnt"
+
+# Read-only devices: a read-only loop device (it opens for writing; its writes would
+# fail) and an immutable image (it does not open for writing). Each program says so and
+# how to open it; read-only use still works.
+cp "$T/ds.img" "$T/ro.img"
+loop=$(losetup -r -f --show "$T/ro.img") || fail "losetup -r failed"
+LOOPS+=("$loop")
+refuse "read-only loop device" "$loop" "^vsfs-mount: $loop is read-only \(.*\); mount it read-only \(-o ro\)$" \
+	"$loop" "$T/mnt"
+rc=0; "$VSFS_FSCK" -y "$loop" >"$T/out" 2>"$T/err" || rc=$?
+echo "fsck -y on $loop: exit $rc: $(cat "$T/err")"
+[ "$rc" -eq 8 ] || fail "vsfs-fsck -y on a read-only device: exit $rc, expected 8"
+grep -Eq "^vsfs-fsck: $loop is read-only \(.*\); check it without repairs \(-n\)$" "$T/err" ||
+	fail "vsfs-fsck -y on a read-only device: $(cat "$T/err")"
+"$VSFS_FSCK" -n "$loop" >/dev/null || fail "vsfs-fsck -n on a read-only device failed"
+rc=0; "$VSFS_MKFS" -f "$loop" >"$T/out" 2>"$T/err" || rc=$?
+echo "mkfs on $loop: exit $rc: $(cat "$T/err")"
+[ "$rc" -ne 0 ] && grep -Eq "^vsfs-mkfs: $loop is read-only \(.*\): nothing was written$" "$T/err" ||
+	fail "vsfs-mkfs on a read-only device: exit $rc: $(cat "$T/err")"
+# Read-only, it mounts and reads.
+"$VSFS_MOUNT" -o ro "$loop" "$T/mnt" || fail "vsfs-mount -o ro of a read-only device failed"
+pid=$(daemon_pid "$loop") || fail "no daemon found for $loop"
+PIDS+=("$pid")
+MOUNTS+=("$T/mnt")
+stat "$T/mnt/.vsfs/stats" >/dev/null || fail "the read-only mount does not answer"
+unmount_wait "$T/mnt" "$pid"
+losetup -d "$loop"
+LOOPS=()
+if chattr +i "$T/ro.img" 2>/dev/null; then
+	refuse "immutable image" "$T/ro.img" "^vsfs-mount: $T/ro.img is read-only \(Operation not permitted\); mount it read-only \(-o ro\)$" \
+		"$T/ro.img" "$T/mnt"
+	chattr -i "$T/ro.img"
+else
+	echo "immutable image: chattr +i is not supported under $T, not checked"
+fi
 
 # Daemon mode: returns 0 once the mount answers.
 "$VSFS_MOUNT" "$T/ds.img" "$T/mnt" || fail "vsfs-mount (daemon mode) failed"
