@@ -6,3 +6,14 @@ foreach(prog mkfs fsck)
   target_compile_definitions(vsfs-${prog} PRIVATE VSFS_VERSION="${PROJECT_VERSION}")
 endforeach()
 install(TARGETS vsfs-mkfs vsfs-fsck DESTINATION ${CMAKE_INSTALL_SBINDIR})
+# mkfs(8) and fsck(8) run mkfs.TYPE and fsck.TYPE (mkfs -t vsfs, fstab's pass number).
+# The prefix is read when installing: `cmake --install --prefix` may change it.
+if(IS_ABSOLUTE ${CMAKE_INSTALL_SBINDIR})
+  set(vsfs_sbin_at_install "${CMAKE_INSTALL_SBINDIR}")
+else()
+  set(vsfs_sbin_at_install "\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_SBINDIR}")
+endif()
+foreach(prog mkfs fsck)
+  install(CODE "file(CREATE_LINK vsfs-${prog}
+    \"\$ENV{DESTDIR}${vsfs_sbin_at_install}/${prog}.vsfs\" SYMBOLIC)")
+endforeach()

@@ -14,7 +14,11 @@ target_compile_features(vsfs_config PUBLIC cxx_std_20)
 # vsfs-mount(8)). The helper finds vsfs-mount next to itself, in ../bin, or in PATH.
 install(PROGRAMS ${CMAKE_CURRENT_LIST_DIR}/mount.vsfs DESTINATION ${CMAKE_INSTALL_SBINDIR})
 install(FILES ${VSFS_CONFIG_REPO_DIR}/examples/vsfs.toml
-  DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/vsfs/examples)
+  DESTINATION ${CMAKE_INSTALL_DATADIR}/vsfs/examples)
+install(PROGRAMS ${VSFS_CONFIG_REPO_DIR}/examples/quickstart.sh
+  ${VSFS_CONFIG_REPO_DIR}/examples/backup-incremental.sh
+  ${VSFS_CONFIG_REPO_DIR}/examples/restore.sh
+  DESTINATION ${CMAKE_INSTALL_DATADIR}/vsfs/examples)
 
 if(VSFS_TESTS)
   # The top level may add this directory before its own enable_testing(); without this

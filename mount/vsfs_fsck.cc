@@ -27,12 +27,13 @@ constexpr int kExitClean = 0, kExitRepaired = 1, kExitProblems = 4, kExitCannotR
 
 void print_usage(FILE* out) {
   std::fprintf(out,
-               "usage: %s [-n|-y] [-f] DEVICE\n"
+               "usage: %s [-n|-y|-a|-p] [-f] [-q] DEVICE\n"
                "       %s --help | --version\n"
                "Checks the vsfs datastore on DEVICE, which must not be mounted.\n"
                "\n"
                "  -n           check only; never write to DEVICE (the default)\n"
                "  -y           repair what can be repaired safely\n"
+               "  -a, -p       the same as -y (what fsck(8) passes to fsck.vsfs at boot)\n"
                "  -f           check every formatted free block reads as zeros (default:\n"
                "               one in 16)\n"
                "  -q           print problems and repairs only, no notes or summary\n"
@@ -58,10 +59,12 @@ int main(int argc, char** argv) {
   vsfs::FsckOptions options;
   opterr = 0;
   int c;
-  while ((c = getopt_long(argc, argv, "nyfqhV", kLong, nullptr)) != -1) {
+  while ((c = getopt_long(argc, argv, "nyapfqhV", kLong, nullptr)) != -1) {
     switch (c) {
       case 'n': check_only = true; break;
-      case 'y': repair = true; break;
+      case 'y':
+      case 'a':  // fsck(8): automatic repair; vsfs-fsck -y never asks
+      case 'p': repair = true; break;
       case 'f': options.full_zero_check = true; break;
       case 'q': quiet = true; break;
       case 'h': print_usage(stdout); return 0;

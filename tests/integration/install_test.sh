@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# What `cmake --install` puts where, and that the names other tools call work: every
+# program in sbin/ (nothing in bin/), mkfs.vsfs and fsck.vsfs beside them (mkfs -t vsfs,
+# fsck -t vsfs, fstab's pass number), mount.vsfs, the examples the man pages name in
+# share/vsfs/examples, the man pages.
+# Usage: install_test.sh BUILD_DIR
+set -euo pipefail
+build=${1:?usage: install_test.sh BUILD_DIR}
+T=$(mktemp -d "${TMPDIR:-/tmp}/vsfs-install.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+fail() { echo "install: FAIL: $*" >&2; exit 1; }
+
+cmake --install "$build" --prefix "$T/inst" >"$T/install.log" 2>&1 ||
+	{ cat "$T/install.log" >&2; fail "cmake --install failed"; }
+sbin=$T/inst/sbin
+for p in vsfs-mount vsfs-mkfs vsfs-fsck mount.vsfs mkfs.vsfs fsck.vsfs; do
+	[ -x "$sbin/$p" ] || fail "$p is not installed in sbin/"
+done
+[ "$(readlink "$sbin/mkfs.vsfs")" = vsfs-mkfs ] || fail "mkfs.vsfs does not point at vsfs-mkfs"
+[ "$(readlink "$sbin/fsck.vsfs")" = vsfs-fsck ] || fail "fsck.vsfs does not point at vsfs-fsck"
+[ ! -e "$T/inst/bin" ] || fail "something was installed in bin/: $(ls "$T/inst/bin")"
+for e in vsfs.toml quickstart.sh backup-incremental.sh restore.sh; do
+	[ -f "$T/inst/share/vsfs/examples/$e" ] || fail "examples/$e is not installed"
+done
+for e in quickstart.sh backup-incremental.sh restore.sh; do
+	[ -x "$T/inst/share/vsfs/examples/$e" ] || fail "examples/$e is not executable"
+done
+for m in man5/vsfs-format.5 man5/vsfs.toml.5 man7/vsfs.7 man8/vsfs-mount.8 man8/vsfs-mkfs.8 man8/vsfs-fsck.8; do
+	[ -f "$T/inst/share/man/$m" ] || fail "man page $m is not installed"
+done
+# The man pages name the examples where they are installed.
+grep -q 'share/vsfs/examples/backup-incremental.sh' "$T/inst/share/man/man7/vsfs.7" ||
+	fail "vsfs(7) does not name the installed backup script"
+echo "ok: layout"
+
+# mkfs(8) and fsck(8) find the vsfs programs by their names.
+export PATH="$sbin:$PATH"
+mkfs -t vsfs -s 64M "$T/ds.img" >"$T/mkfs.out" 2>&1 || { cat "$T/mkfs.out" >&2; fail "mkfs -t vsfs failed"; }
+"$sbin/vsfs-fsck" -n "$T/ds.img" >/dev/null || fail "mkfs -t vsfs did not make a clean datastore"
+rc=0; fsck -t vsfs -a "$T/ds.img" >"$T/fsck.out" 2>&1 || rc=$?
+[ "$rc" -eq 0 ] || { cat "$T/fsck.out" >&2; fail "fsck -t vsfs -a: exit $rc"; }
+rc=0; fsck.vsfs -p "$T/ds.img" >/dev/null 2>&1 || rc=$?
+[ "$rc" -eq 0 ] || fail "fsck.vsfs -p: exit $rc"
+: >"$T/empty.img"
+rc=0; fsck -t vsfs -a "$T/empty.img" >"$T/fsck.out" 2>&1 || rc=$?
+[ "$rc" -eq 8 ] || { cat "$T/fsck.out" >&2; fail "fsck -t vsfs of an empty image: exit $rc, expected 8"; }
+echo "ok: mkfs -t vsfs, fsck -t vsfs"
