@@ -5,6 +5,9 @@ foreach(prog mkfs fsck)
   target_link_libraries(vsfs-${prog} PRIVATE vsfs_meta)
   target_compile_definitions(vsfs-${prog} PRIVATE VSFS_VERSION="${PROJECT_VERSION}")
 endforeach()
+# vsfs-mkfs asks libblkid what a device holds before it overwrites anything.
+pkg_check_modules(BLKID REQUIRED IMPORTED_TARGET blkid)
+target_link_libraries(vsfs-mkfs PRIVATE PkgConfig::BLKID)
 install(TARGETS vsfs-mkfs vsfs-fsck DESTINATION ${CMAKE_INSTALL_SBINDIR})
 # mkfs(8) and fsck(8) run mkfs.TYPE and fsck.TYPE (mkfs -t vsfs, fstab's pass number).
 # The prefix is read when installing: `cmake --install --prefix` may change it.

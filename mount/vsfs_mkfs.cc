@@ -2,10 +2,12 @@
 //
 // Every refusal happens before the first byte is written: a device that is missing
 // (without -s), in use (the io_uring backend opens it exclusively: flock on a file,
-// O_EXCL on a block device), too small, or holding a vsfs datastore or a recognised
-// filesystem (unless -f). Only then is a file created or grown (-s) and the datastore
+// O_EXCL on a block device), too small, or holding a vsfs datastore or anything libblkid
+// recognises (a filesystem, a RAID or LVM member, an encrypted volume, swap, a partition
+// table, also signatures at the end of the device) unless -f. Only then is a file created or grown (-s) and the datastore
 // written. Errors are one line on stderr prefixed with the program name.
 // Threading: main thread only; the device's completion thread belongs to the library.
+#include <blkid/blkid.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <sys/stat.h>
@@ -18,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "device/uring_device.h"
 #include "format/format.h"
@@ -199,6 +202,92 @@ int parse_args(int argc, char** argv, Args& args, bool& done) {
   return 0;
 }
 
+// What libblkid finds on `path` (blkid_do_safeprobe: every signature it knows, at the
+// start or at the end of the device), in words for the refusal; empty when nothing.
+// Errors: libblkid could not read the device.
+vsfs::Result<std::string> probe_signatures(const std::string& path) {
+  blkid_probe pr = blkid_new_probe_from_filename(path.c_str());
+  if (pr == nullptr) {
+    return vsfs::make_error(errno, vsfs::ErrorKind::kIo, "libblkid cannot open it: {}",
+                            std::strerror(errno));
+  }
+  std::unique_ptr<blkid_struct_probe, decltype(&blkid_free_probe)> owner(pr, blkid_free_probe);
+  blkid_probe_enable_superblocks(pr, 1);
+  blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE | BLKID_SUBLKS_USAGE);
+  blkid_probe_enable_partitions(pr, 1);
+  blkid_probe_set_partitions_flags(pr, BLKID_PARTS_MAGIC);
+  const int rc = blkid_do_safeprobe(pr);
+  if (rc == 1) return std::string();
+  if (rc == -2) return std::string("several signatures (libblkid cannot tell which is in use)");
+  if (rc != 0) return vsfs::make_error(EIO, vsfs::ErrorKind::kIo, "libblkid could not probe it");
+  const char* type = nullptr;
+  const char* usage = nullptr;
+  if (blkid_probe_lookup_value(pr, "TYPE", &type, nullptr) == 0) {
+    std::string what = "data";
+    if (blkid_probe_lookup_value(pr, "USAGE", &usage, nullptr) == 0) {
+      const std::string u = usage;
+      if (u == "filesystem") what = "a filesystem";
+      if (u == "raid") what = "a RAID or LVM member";
+      if (u == "crypto") what = "an encrypted volume";
+      if (u == "other") what = "data in use";
+    }
+    return fmt::format("{} ({})", type, what);
+  }
+  if (blkid_probe_lookup_value(pr, "PTTYPE", &type, nullptr) == 0) {
+    return fmt::format("a {} partition table", type);
+  }
+  return std::string("a signature libblkid recognises");
+}
+
+// Erases every signature libblkid finds on `path`, as wipefs -a does (mkfs -f on a
+// former RAID member or LVM volume: a signature left at the end of the device would let
+// udev, mdadm or LVM take the datastore for what the device held before). Returns what
+// was erased, "TYPE at byte N" each.
+vsfs::Result<std::vector<std::string>> erase_signatures(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    return vsfs::make_error(errno, vsfs::ErrorKind::kIo, "cannot open it to erase old signatures: {}",
+                            std::strerror(errno));
+  }
+  std::unique_ptr<int, void (*)(int*)> fd_owner(new int(fd), [](int* f) {
+    ::close(*f);
+    delete f;
+  });
+  blkid_probe pr = blkid_new_probe();
+  if (pr == nullptr) return vsfs::make_error(ENOMEM, vsfs::ErrorKind::kIo, "libblkid: no probe");
+  std::unique_ptr<blkid_struct_probe, decltype(&blkid_free_probe)> owner(pr, blkid_free_probe);
+  if (blkid_probe_set_device(pr, fd, 0, 0) != 0) {
+    return vsfs::make_error(EIO, vsfs::ErrorKind::kIo, "libblkid cannot read it");
+  }
+  blkid_probe_enable_superblocks(pr, 1);
+  blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE | BLKID_SUBLKS_MAGIC);
+  blkid_probe_enable_partitions(pr, 1);
+  blkid_probe_set_partitions_flags(pr, BLKID_PARTS_MAGIC);
+  std::vector<std::string> erased;
+  // Each wipe steps the probe back, so the next probe finds the next signature; bounded
+  // in case a device keeps answering with the same one.
+  for (int i = 0; i < 64 && blkid_do_probe(pr) == 0; ++i) {
+    const char* type = nullptr;
+    const char* offset = nullptr;
+    if (blkid_probe_lookup_value(pr, "TYPE", &type, nullptr) == 0) {
+      blkid_probe_lookup_value(pr, "SBMAGIC_OFFSET", &offset, nullptr);
+    } else if (blkid_probe_lookup_value(pr, "PTTYPE", &type, nullptr) == 0) {
+      blkid_probe_lookup_value(pr, "PTMAGIC_OFFSET", &offset, nullptr);
+    }
+    const std::string what = fmt::format("{} at byte {}", type != nullptr ? type : "signature",
+                                         offset != nullptr ? offset : "?");
+    if (blkid_do_wipe(pr, 0) != 0) {
+      return vsfs::make_error(EIO, vsfs::ErrorKind::kIo, "erasing the {} failed", what);
+    }
+    erased.push_back(what);
+  }
+  if (::fsync(fd) != 0) {
+    return vsfs::make_error(errno, vsfs::ErrorKind::kIo, "erasing old signatures: {}",
+                            std::strerror(errno));
+  }
+  return erased;
+}
+
 std::unique_ptr<vsfs::device::Device> open_or_report(const std::string& path, int& status) {
   auto dev = vsfs::device::open_uring_device(path, {});
   if (dev.ok()) return std::move(dev).value();
@@ -263,6 +352,12 @@ int run(const Args& args) {
     if (!found->empty()) {
       return fail(fmt::format("{} holds a {}; use -f to overwrite it", path, *found));
     }
+    auto sig = probe_signatures(path);
+    if (!sig.ok()) return fail(fmt::format("{}: {}", path, sig.error().message));
+    if (!sig->empty()) {
+      return fail(fmt::format("{} holds {}, found by libblkid; use -f to overwrite it", path,
+                              *sig));
+    }
   }
   uint64_t size = dev->size_bytes();
   bool grow = false;
@@ -299,6 +394,14 @@ int run(const Args& args) {
   std::unique_ptr<vsfs::device::Device> target = std::move(dev);
   if (target->size_bytes() > size) {
     target = std::make_unique<LimitDevice>(std::move(target), size);
+  }
+
+  // What a forced mkfs overwrites leaves no signature behind (nothing was found
+  // without -f).
+  auto erased = erase_signatures(path);
+  if (!erased.ok()) return fail(fmt::format("{}: {}", path, erased.error().message));
+  for (const std::string& e : *erased) {
+    std::printf("%s: erased the old %s\n", kProg, e.c_str());
   }
 
   vsfs::MkfsOptions mo;

@@ -294,8 +294,8 @@ struct MkfsOptions {
 // Writes a new, empty datastore on `dev` (root directory inode 1).
 Result<void> mkfs(device::Device& dev, const MkfsOptions& options);
 
-// What is on a device: used by vsfs-mkfs to refuse overwriting. Returns a name such as
-// "vsfs datastore", "ext4 filesystem", or "" when nothing is recognised.
+// Whether a device holds a vsfs datastore: "vsfs datastore", or "" (mkfs refuses to
+// overwrite one without force; vsfs-mkfs asks libblkid about other contents).
 Result<std::string> probe_device_contents(device::Device& dev);
 
 struct FsckOptions {

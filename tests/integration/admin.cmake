@@ -9,3 +9,9 @@ set_tests_properties(admin_programs PROPERTIES TIMEOUT 300)
 add_test(NAME install_layout
   COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/install_test.sh ${CMAKE_BINARY_DIR})
 set_tests_properties(install_layout PROPERTIES TIMEOUT 120)
+
+# vsfs-mkfs's refusals of what libblkid finds (tests/integration/mkfs_probe_test.sh).
+add_test(NAME mkfs_probes
+  COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/mkfs_probe_test.sh
+          $<TARGET_FILE:vsfs-mkfs> $<TARGET_FILE:vsfs-fsck>)
+set_tests_properties(mkfs_probes PROPERTIES TIMEOUT 300)
