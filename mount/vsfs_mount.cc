@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <malloc.h>
+#include <systemd/sd-daemon.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -68,6 +69,42 @@ struct Args {
   std::optional<std::string> config_path;
   std::string device;
   std::string dir;
+};
+
+// Tells a service manager (systemd, Type=notify) how the mount goes: READY=1 once a
+// request through the mount has been answered (not merely once the kernel mount exists),
+// STOPPING=1 when the serving loop ends (unmount or signal). Without NOTIFY_SOCKET in the
+// environment it does nothing.
+class ServiceNotifier {
+ public:
+  ServiceNotifier(std::string device, std::string dir)
+      : device_(std::move(device)), dir_(std::move(dir)) {}
+  ~ServiceNotifier() { join(); }
+  ServiceNotifier(const ServiceNotifier&) = delete;
+  ServiceNotifier& operator=(const ServiceNotifier&) = delete;
+
+  // Starts a thread that stats the mount (answered by the serving loop) and then
+  // reports ready. Call before the loop starts.
+  void start() {
+    if (std::getenv("NOTIFY_SOCKET") == nullptr) return;
+    thread_ = std::thread([this] {
+      struct stat st {};
+      if (::stat((dir_ + "/.vsfs/stats").c_str(), &st) != 0) return;  // ended before
+      sd_notifyf(0, "READY=1\nMAINPID=%d\nSTATUS=serving %s at %s", static_cast<int>(::getpid()),
+                 device_.c_str(), dir_.c_str());
+    });
+  }
+  void stopping() {
+    sd_notifyf(0, "STOPPING=1\nSTATUS=unmounting %s from %s", device_.c_str(), dir_.c_str());
+  }
+  // After the unmount: the thread's stat has been answered or has failed by then.
+  void join() {
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  std::string device_, dir_;
+  std::thread thread_;
 };
 
 // Where start-up errors go: straight to stderr (-f), or through the pipe to the parent.
@@ -274,7 +311,10 @@ int serve(const Args& a, const vsfs::mount::Config& c, Reporter& rep) {
     lo.io_uring = c.fuse.io_uring;
     lo.uring_depth = c.fuse.uring_depth;
     lo.uring_buffer_bytes = uint64_t{c.fuse.uring_buffer_mib} << 20;
+    ServiceNotifier notifier(a.device, a.dir);
+    notifier.start();
     auto run = vsfs::fuse::run_device_loop(**session, fs, *device, lo);
+    notifier.stopping();
     if (!run.ok()) {
       VSFS_LOG_ERROR("{}", run.error().message);
       status = 1;
@@ -293,6 +333,7 @@ int serve(const Args& a, const vsfs::mount::Config& c, Reporter& rep) {
     // Reverse order: signal handlers, the mount, the session.
     signals->reset();
     mount->reset();
+    notifier.join();
     session->reset();
   }
   auto closed = (*ds)->close();

@@ -31,6 +31,20 @@ done
 # The man pages name the examples where they are installed.
 grep -q 'share/vsfs/examples/backup-incremental.sh' "$T/inst/share/man/man7/vsfs.7" ||
 	fail "vsfs(7) does not name the installed backup script"
+# The service template names the installed vsfs-mount; systemd accepts an instance of it.
+unit=$T/inst/lib/systemd/system/vsfs@.service
+[ -f "$unit" ] || fail "vsfs@.service is not installed"
+grep -qx "ExecStart=$sbin/vsfs-mount -f -o \${OPTIONS} \${DEVICE} \${MOUNTPOINT}" "$unit" ||
+	fail "vsfs@.service does not run $sbin/vsfs-mount: $(grep ExecStart "$unit")"
+grep -qx "Type=notify" "$unit" || fail "vsfs@.service is not Type=notify"
+if command -v systemd-analyze >/dev/null; then
+	mkdir -p "$T/units"
+	cp "$unit" "$T/units/vsfs@check.service"
+	systemd-analyze verify --man=no "$T/units/vsfs@check.service" >"$T/verify.out" 2>&1 ||
+		{ cat "$T/verify.out" >&2; fail "systemd-analyze verify refuses vsfs@.service"; }
+else
+	echo "note: systemd-analyze is not installed; the unit's syntax was not verified"
+fi
 echo "ok: layout"
 
 # mkfs(8) and fsck(8) find the vsfs programs by their names.
