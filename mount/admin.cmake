@@ -1,8 +1,13 @@
 # The administration programs vsfs-mkfs and vsfs-fsck. Included from mount/CMakeLists.txt;
 # paths are relative to this file so the fragment works from any including directory.
+# What the programs share: waiting for a daemon that is still closing a datastore.
+add_library(vsfs_programs STATIC ${CMAKE_CURRENT_LIST_DIR}/closing_daemon.cc)
+cmake_path(GET CMAKE_CURRENT_LIST_DIR PARENT_PATH vsfs_programs_repo_dir)
+target_include_directories(vsfs_programs PUBLIC ${vsfs_programs_repo_dir})
+target_link_libraries(vsfs_programs PUBLIC vsfs_device)
 foreach(prog mkfs fsck)
   add_executable(vsfs-${prog} ${CMAKE_CURRENT_LIST_DIR}/vsfs_${prog}.cc)
-  target_link_libraries(vsfs-${prog} PRIVATE vsfs_meta)
+  target_link_libraries(vsfs-${prog} PRIVATE vsfs_meta vsfs_programs)
   target_compile_definitions(vsfs-${prog} PRIVATE VSFS_VERSION="${PROJECT_VERSION}")
 endforeach()
 # vsfs-mkfs asks libblkid what a device holds before it overwrites anything.

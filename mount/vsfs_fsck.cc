@@ -8,11 +8,14 @@
 // Threading: main thread only; the device's completion thread belongs to the library.
 #include <getopt.h>
 
+#include <chrono>
+
 #include <cstdio>
 #include <memory>
 #include <string>
 
 #include "device/uring_device.h"
+#include "mount/closing_daemon.h"
 #include "util/log.h"
 #include "vsfs/datastore.h"
 
@@ -23,6 +26,8 @@
 namespace {
 
 constexpr const char* kProg = "vsfs-fsck";
+// How long to wait for a daemon that is still closing the datastore (closing_daemon.h).
+constexpr std::chrono::seconds kCloseWait{60};
 constexpr int kExitClean = 0, kExitRepaired = 1, kExitProblems = 4, kExitCannotRun = 8;
 
 void print_usage(FILE* out) {
@@ -43,6 +48,8 @@ void print_usage(FILE* out) {
                "See vsfs-fsck(8).\n",
                kProg, kProg);
 }
+
+void say(const std::string& line) { std::fprintf(stderr, "%s: %s\n", kProg, line.c_str()); }
 
 int cannot_run(const std::string& line) {
   std::fprintf(stderr, "%s: %s\n", kProg, line.c_str());
@@ -87,7 +94,8 @@ int main(int argc, char** argv) {
 
   vsfs::device::UringOptions uo;
   uo.read_only = !repair;
-  auto dev = vsfs::device::open_uring_device(path, uo);
+  auto dev = vsfs::mount::open_after_closing_daemons(
+      path, uo, kCloseWait, [](const std::string& line) { say(line); });
   if (!dev.ok()) {
     const auto& e = dev.error();
     if (e.kind == vsfs::ErrorKind::kBusy) return cannot_run(path + " is in use (mounted?)");

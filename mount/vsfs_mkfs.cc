@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "device/uring_device.h"
+#include "mount/closing_daemon.h"
 #include "format/format.h"
 #include "meta/meta_store.h"
 #include "util/units.h"
@@ -289,7 +291,10 @@ vsfs::Result<std::vector<std::string>> erase_signatures(const std::string& path)
 }
 
 std::unique_ptr<vsfs::device::Device> open_or_report(const std::string& path, int& status) {
-  auto dev = vsfs::device::open_uring_device(path, {});
+  auto dev = vsfs::mount::open_after_closing_daemons(
+      path, {}, std::chrono::seconds(60), [](const std::string& line) {
+        std::fprintf(stderr, "%s: %s\n", kProg, line.c_str());
+      });
   if (dev.ok()) return std::move(dev).value();
   const auto& e = dev.error();
   if (e.kind == vsfs::ErrorKind::kBusy) {

@@ -36,6 +36,7 @@
 #include "device/uring_device.h"
 #include "fuse/fuse_fs.h"
 #include "fuse/session.h"
+#include "mount/closing_daemon.h"
 #include "mount/config.h"
 #include "util/log.h"
 #include "vsfs/datastore.h"
@@ -172,7 +173,10 @@ vsfs::Result<std::unique_ptr<vsfs::device::Device>> open_device(const std::strin
   uo.exclusive = true;
   uo.read_only = c.read_only;
   uo.try_direct = c.device.direct;
-  auto dev = vsfs::device::open_uring_device(path, uo);
+  // A daemon that is still closing this datastore (just unmounted) is waited for.
+  auto dev = vsfs::mount::open_after_closing_daemons(
+      path, uo, std::chrono::seconds(60),
+      [](const std::string& line) { std::fprintf(stderr, "%s: %s\n", kProg, line.c_str()); });
   if (!dev.ok()) {
     const vsfs::Error& e = dev.error();
     if (e.kind == vsfs::ErrorKind::kBusy || e.errno_value == EBUSY ||
