@@ -10,7 +10,8 @@
 // A write that finds no free grain while freed space waits to be reclaimed waits once
 // for the committer to reclaim it (Services); with none to reclaim, grains the disk
 // alone holds are restamped and written in place.
-// A read of a .cbt map is answered from its text (CbtView). Reads are in data_path.cc; writes, zeroing and unmapping in write_path.cc.
+// A read of a .cbt map is answered from its text (CbtView). Reads are in data_path.cc;
+// writes, zeroing and unmapping in write_path.cc.
 // Threading: callers on any thread; completions on the device's completion thread;
 // every *_locked method with MetaStore's mutex held. An answer (`done`) is never called
 // with that mutex held.
