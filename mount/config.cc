@@ -27,9 +27,10 @@
 namespace vsfs::mount {
 namespace {
 
-enum class KeyType { kInteger, kBoolean, kNumber };
+// kWord: one of the key's choices; kPath: an absolute path.
+enum class KeyType { kInteger, kBoolean, kNumber, kWord, kPath };
 
-using Field = std::variant<uint32_t*, uint64_t*, bool*, double*>;
+using Field = std::variant<uint32_t*, uint64_t*, bool*, double*, std::string*>;
 
 // One configuration key. Integer and number ranges are inclusive; integer bounds fit
 // in a double exactly, so one pair of doubles serves both.
@@ -40,6 +41,7 @@ struct KeySpec {
   double min;
   double max;
   Field (*field)(Config&);
+  std::string_view choices = {};  // kWord: the allowed words, separated by ", "
 };
 
 // The ranges are those written beside the fields in config.h. Sized by its entries: a
@@ -88,6 +90,9 @@ constexpr KeySpec kKeys[] = {
      [](Config& c) -> Field { return &c.cbt.history; }},
     {"cbt", "text_cache_mib", KeyType::kInteger, 1, 65536,
      [](Config& c) -> Field { return &c.cbt.text_cache_mib; }},
+    {"log", "level", KeyType::kWord, 0, 0, [](Config& c) -> Field { return &c.log.level; },
+     "error, warning, info, debug"},
+    {"log", "file", KeyType::kPath, 0, 0, [](Config& c) -> Field { return &c.log.file; }},
 };
 
 bool is_table(std::string_view name) {
@@ -116,20 +121,40 @@ const KeySpec* find_bare_key(std::string_view key) {
   return found;
 }
 
-const char* expected_text(KeyType type) {
-  switch (type) {
+std::string expected_text(const KeySpec& spec) {
+  switch (spec.type) {
     case KeyType::kInteger: return "expected an integer";
     case KeyType::kBoolean: return "expected a boolean";
     case KeyType::kNumber: return "expected a number";
+    case KeyType::kWord: return fmt::format("expected one of {}", spec.choices);
+    case KeyType::kPath: return "expected an absolute path";
   }
   return "expected a value";
 }
 
 // A value read from either source, before the range check.
-using Value = std::variant<int64_t, bool, double>;
+using Value = std::variant<int64_t, bool, double, std::string>;
+
+bool is_choice(std::string_view choices, std::string_view word) {
+  while (!choices.empty()) {
+    const size_t comma = choices.find(", ");
+    if (choices.substr(0, comma) == word) return true;
+    if (comma == std::string_view::npos) break;
+    choices.remove_prefix(comma + 2);
+  }
+  return false;
+}
 
 // Checks the range and stores the value; returns the problem, or nullopt.
 std::optional<std::string> store(Config& config, const KeySpec& spec, const Value& value) {
+  if (spec.type == KeyType::kWord || spec.type == KeyType::kPath) {
+    const std::string& text = std::get<std::string>(value);
+    const bool ok = spec.type == KeyType::kWord ? is_choice(spec.choices, text)
+                                                : (!text.empty() && text.front() == '/');
+    if (!ok) return expected_text(spec);
+    *std::get<std::string*>(spec.field(config)) = text;
+    return std::nullopt;
+  }
   if (spec.type != KeyType::kBoolean) {
     const double v = std::holds_alternative<int64_t>(value)
                          ? static_cast<double>(std::get<int64_t>(value))
@@ -168,6 +193,10 @@ std::optional<Value> value_from_toml(const toml::node& node, KeyType type) {
       if (const auto* v = node.as_integer()) return Value{v->get()};
       if (const auto* v = node.as_floating_point()) return Value{v->get()};
       return std::nullopt;
+    case KeyType::kWord:
+    case KeyType::kPath:
+      if (const auto* v = node.as_string()) return Value{v->get()};
+      return std::nullopt;
   }
   return std::nullopt;
 }
@@ -193,6 +222,9 @@ std::optional<Value> value_from_text(std::string_view text, KeyType type) {
       if (text.empty() || ec != std::errc() || end != last) return std::nullopt;
       return Value{v};
     }
+    case KeyType::kWord:
+    case KeyType::kPath:
+      return Value{std::string(text)};
   }
   return std::nullopt;
 }
@@ -238,7 +270,7 @@ Result<void> apply_table(Config& config, const std::string& path, std::string_vi
     std::optional<Value> value = value_from_toml(node, spec->type);
     if (!value) {
       return config_error(fmt::format("{}:{}: [{}] {}: {}", path, line, table_name,
-                                      key.str(), expected_text(spec->type)));
+                                      key.str(), expected_text(*spec)));
     }
     if (auto problem = store(config, *spec, *value)) {
       return config_error(
@@ -309,6 +341,9 @@ Result<void> apply_mount_options(Config& config, const std::string& options) {
     if (name.empty()) return config_error(fmt::format("-o {}: option without a name", item));
     // "coalesce=off" is the short spelling of "coalesce.enabled=off".
     if (name == "coalesce") name = "coalesce.enabled";
+    // log_level and log_file: the spellings vsfs-mount(8) uses for [log] level and file.
+    if (name == "log_level") name = "log.level";
+    if (name == "log_file") name = "log.file";
     const KeySpec* spec = nullptr;
     const size_t dot = name.find('.');
     if (dot != std::string_view::npos) {
@@ -332,7 +367,7 @@ Result<void> apply_mount_options(Config& config, const std::string& options) {
     }
     std::optional<Value> value = value_from_text(item.substr(eq + 1), spec->type);
     if (!value) {
-      return config_error(fmt::format("-o {}: {}", item, expected_text(spec->type)));
+      return config_error(fmt::format("-o {}: {}", item, expected_text(*spec)));
     }
     if (auto problem = store(next, *spec, *value)) {
       return config_error(fmt::format("-o {}: {}", item, *problem));

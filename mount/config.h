@@ -53,6 +53,11 @@ struct CbtConfig {
   uint32_t text_cache_mib = 32;     // [cbt] text_cache_mib: .cbt texts kept in memory (1..65536)
 };
 
+struct LogConfig {
+  std::string level = "info";       // [log] level: error, warning, info or debug
+  std::string file;                 // [log] file: also append to this file (absolute path)
+};
+
 struct Config {
   FuseConfig fuse;
   DeviceConfig device;
@@ -60,6 +65,7 @@ struct Config {
   CoalesceConfig coalesce;
   FormatConfig format;
   CbtConfig cbt;
+  LogConfig log;
   // Options for the FUSE session that are not vsfs keys (allow_other, default_permissions,
   // ro, ...), in the order given; vsfs-mount passes them to libfuse.
   std::vector<std::string> fuse_options;

@@ -243,6 +243,7 @@ vsfs::Result<std::unique_ptr<vsfs::Datastore>> open_datastore(const std::string&
 }
 
 void detach_stdio() {
+  vsfs::log_to_stderr(false);  // syslog (and the log file) from here on
   int fd = ::open("/dev/null", O_RDWR);
   if (fd < 0) return;
   ::dup2(fd, 0);
@@ -413,7 +414,6 @@ int main(int argc, char** argv) {
   a.device = pos[0];
   a.dir = pos[1];
 
-  if (a.foreground) vsfs::set_log_level(vsfs::LogLevel::kInfo);
   vsfs::fuse::capture_fuse_messages();
 
   // Configuration: file (given, or the default when present), then -o in order.
@@ -445,6 +445,17 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s: %s\n", kProg, r.error().message.c_str());
     return 1;
   }
+  // The log: every line names the datastore; to a file as well when asked; detached, to
+  // syslog (below, in the child) instead of the terminal.
+  vsfs::set_log_level(*vsfs::log_level_from_name(config.log.level));
+  vsfs::set_log_ident(kProg);
+  vsfs::set_log_subject(a.device);
+  if (!config.log.file.empty()) {
+    if (auto r = vsfs::log_to_file(config.log.file); !r.ok()) {
+      std::fprintf(stderr, "%s: %s\n", kProg, r.error().message.c_str());
+      return 1;
+    }
+  }
 
   if (a.foreground) {
     Reporter rep(-1);
@@ -466,6 +477,8 @@ int main(int argc, char** argv) {
     return wait_for_child(fds[0]);
   }
   ::close(fds[0]);
+  // Until it detaches, what it logs also reaches the terminal.
+  vsfs::log_to_syslog(kProg);
   ::setsid();
   if (::chdir("/") != 0) {
     // Paths are absolute already; staying in the old directory only pins it.

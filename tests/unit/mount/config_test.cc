@@ -73,6 +73,8 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.format.rate_mib_s, b.format.rate_mib_s);
   EXPECT_EQ(a.cbt.history, b.cbt.history);
   EXPECT_EQ(a.cbt.text_cache_mib, b.cbt.text_cache_mib);
+  EXPECT_EQ(a.log.level, b.log.level);
+  EXPECT_EQ(a.log.file, b.log.file);
   EXPECT_EQ(a.fuse_options, b.fuse_options);
   EXPECT_EQ(a.read_only, b.read_only);
 }
@@ -116,6 +118,8 @@ TEST(ConfigDefaults, MatchHeader) {
   EXPECT_EQ(c.coalesce.max_combined_kib, 1024u);
   EXPECT_EQ(c.cbt.history, 1024u);
   EXPECT_EQ(c.cbt.text_cache_mib, 32u);
+  EXPECT_EQ(c.log.level, "info");
+  EXPECT_EQ(c.log.file, "");
   EXPECT_TRUE(c.fuse_options.empty());
   EXPECT_FALSE(c.read_only);
   EXPECT_STREQ(kDefaultConfigPath, "/etc/vsfs/vsfs.toml");
@@ -259,6 +263,20 @@ TEST_F(ConfigFileTest, EmptyNamesAreUnknown) {
             path_ + ":1: : unknown key (keys belong in a table such as [fuse])");
 }
 
+TEST_F(ConfigFileTest, LogKeys) {
+  dir_.write("vsfs.toml", "[log]\nlevel = \"debug\"\nfile = \"/var/log/vsfs.log\"\n");
+  auto r = load_config_file(path_);
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_EQ(r->log.level, "debug");
+  EXPECT_EQ(r->log.file, "/var/log/vsfs.log");
+  EXPECT_EQ(load_error("[log]\nlevel = \"loud\"\n"),
+            path_ + ":2: [log] level: expected one of error, warning, info, debug");
+  EXPECT_EQ(load_error("[log]\nlevel = 3\n"),
+            path_ + ":2: [log] level: expected one of error, warning, info, debug");
+  EXPECT_EQ(load_error("[log]\nfile = \"vsfs.log\"\n"),
+            path_ + ":2: [log] file: expected an absolute path");
+}
+
 TEST_F(ConfigFileTest, SubTableIsAnUnknownKey) {
   EXPECT_EQ(load_error("[fuse]\nthreads = 2\n[fuse.extra]\nx = 1\n"),
             path_ + ":3: [fuse] extra: unknown key");
@@ -376,6 +394,16 @@ TEST_F(ConfigFileTest, CoalesceTable) {
             path_ + ":2: [coalesce] max_held_kib: unknown key");
 }
 
+TEST(MountOptions, LogOptions) {
+  Config c;
+  ASSERT_TRUE(apply_mount_options(c, "log_level=debug,log_file=/tmp/v.log").ok());
+  EXPECT_EQ(c.log.level, "debug");
+  EXPECT_EQ(c.log.file, "/tmp/v.log");
+  ASSERT_TRUE(apply_mount_options(c, "log.level=error").ok());
+  EXPECT_EQ(c.log.level, "error");
+  EXPECT_TRUE(c.fuse_options.empty());
+}
+
 TEST(MountOptions, BooleanSpellings) {
   const struct {
     const char* text;
@@ -474,6 +502,9 @@ TEST(MountOptions, Errors) {
   expect_option_error("device.threads=4", "-o device.threads=4: unknown key");
   expect_option_error("journal.bogus", "-o journal.bogus: unknown key");
   expect_option_error("direct", "-o direct: expected direct=VALUE");
+  expect_option_error("log_level=loud", "-o log_level=loud: expected one of error, warning, info, debug");
+  expect_option_error("log_file=", "-o log_file=: expected an absolute path");
+  expect_option_error("log.file=rel/x", "-o log.file=rel/x: expected an absolute path");
   // An empty name matched an empty entry of the key table and crashed (SIGSEGV).
   expect_option_error("=0", "-o =0: option without a name");
   expect_option_error("threads=2,=", "-o =: option without a name");
