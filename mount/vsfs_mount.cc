@@ -38,6 +38,7 @@
 #include "fuse/session.h"
 #include "mount/closing_daemon.h"
 #include "mount/config.h"
+#include "util/clock.h"
 #include "util/log.h"
 #include "vsfs/datastore.h"
 
@@ -282,6 +283,9 @@ int serve(const Args& a, const vsfs::mount::Config& c, Reporter& rep) {
   fo.coalesce.max_held_bytes = c.coalesce.max_held_bytes;
   fo.coalesce.hold_us_max = c.coalesce.hold_us_max;
   fo.coalesce.max_combined_kib = c.coalesce.max_combined_kib;
+  fo.version = VSFS_VERSION;
+  fo.device = a.device;
+  fo.mounted_at_ns = vsfs::realtime_ns();
 
   int status = 0;
   {

@@ -4,6 +4,7 @@ add_executable(vsfs-mount ${CMAKE_CURRENT_LIST_DIR}/vsfs_mount.cc)
 # libsystemd: sd_notify for Type=notify services.
 pkg_check_modules(SYSTEMD REQUIRED IMPORTED_TARGET libsystemd)
 target_link_libraries(vsfs-mount PRIVATE vsfs_fuse vsfs_config vsfs_programs PkgConfig::SYSTEMD)
+target_compile_definitions(vsfs-mount PRIVATE VSFS_VERSION="${PROJECT_VERSION}")
 install(TARGETS vsfs-mount RUNTIME DESTINATION ${CMAKE_INSTALL_SBINDIR})
 
 # The systemd unit template vsfs@.service, written when installing so that it names

@@ -14,6 +14,7 @@
 
 #include <sys/uio.h>
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -131,6 +132,14 @@ struct DatastoreStats {
   // files held in memory, their bytes and the bound on them.
   uint64_t cbt_nodes = 0, cbt_texts = 0, cbt_text_bytes = 0, cbt_text_budget_bytes = 0;
   MetaCacheInfo meta_cache;
+  // Which datastore: its UUID (from vsfs-mkfs) and how often it was opened read-write.
+  std::array<uint8_t, 16> uuid{};
+  uint64_t mount_count = 0;
+  // Health: data IOs the device failed (no_space: of the writes, ENOSPC: the host
+  // filesystem under a datastore file is full), and whether a metadata write failed
+  // (the datastore then refuses changes until it is mounted again).
+  uint64_t device_read_errors = 0, device_write_errors = 0, device_no_space = 0;
+  bool metadata_failed = false;
 };
 
 struct OpenOptions {

@@ -37,6 +37,9 @@ void DataPath::fill_stats_locked(DatastoreStats& s) const {
   s.in_place_grain_writes = counters_.in_place_grain_writes;
   s.redirected_grain_writes = counters_.redirected_grain_writes;
   s.restamped_grain_writes = counters_.restamped_grain_writes;
+  s.device_read_errors = counters_.read_errors;
+  s.device_write_errors = counters_.write_errors;
+  s.device_no_space = counters_.no_space;
   meta_waits_.fill(s.metadata_queue);
   s.metadata_queue.waiting_now = ms_.fetch_waiters_locked();
 }
@@ -109,6 +112,7 @@ void DataPath::start_read_locked(const std::shared_ptr<DataOp>& op) {
       }
       {
         std::lock_guard lock(ms_.mu());
+        if (op->error != 0) ++counters_.read_errors;
         release_locked(op);
       }
       run_deferred();

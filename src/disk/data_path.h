@@ -45,6 +45,7 @@ struct DataCounters {
   uint64_t read_requests = 0, write_requests = 0;
   uint64_t read_bytes = 0, write_bytes = 0;
   uint64_t in_place_grain_writes = 0, redirected_grain_writes = 0, restamped_grain_writes = 0;
+  uint64_t read_errors = 0, write_errors = 0, no_space = 0;  // data IOs the device failed
 };
 
 class DataPath {

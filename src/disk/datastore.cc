@@ -167,6 +167,9 @@ class DatastoreImpl final : public Datastore {
       s.release_pending = ms_->release_pending_locked();
       s.generation = ms_->generation_locked();
       s.format_rate_mib_s = options_.format_rate_mib_s;
+      s.uuid = ms_->superblock_locked().uuid;
+      s.mount_count = ms_->superblock_locked().mount_count;
+      s.metadata_failed = ms_->failed();
       data_.fill_stats_locked(s);
       inodes_.fill_stats_locked(s.grain_queue);
       gates_.fill_stats_locked(s);

@@ -261,6 +261,8 @@ void DataPath::write_complete(const std::shared_ptr<DataOp>& op) {
   {
     std::lock_guard lock(ms_.mu());
     if (op->error != 0) {
+      ++counters_.write_errors;
+      if (op->error == -ENOSPC) ++counters_.no_space;
       unreserve_all_locked(op);
       result = err_from_device(op->error, "write");
     } else {

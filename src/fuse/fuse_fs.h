@@ -57,6 +57,11 @@ struct FsOptions {
   bool parallel_direct_writes = true;
   // The coalescing queue of each open disk ([coalesce], -o coalesce=off).
   io::CoalesceOptions coalesce;
+  // What .vsfs/stats says the datastore is: the program's version, the device, when
+  // it was mounted (CLOCK_REALTIME, ns).
+  std::string version;
+  std::string device;
+  uint64_t mounted_at_ns = 0;
 };
 
 // Requests that are waiting for a datastore completion (read, write, fsync, ...).

@@ -2,12 +2,55 @@
 // (scripts parse them): add keys, never rename or remove one.
 #include "fuse/stats_file.h"
 
+#include <array>
+#include <ctime>
+
 #include <fmt/format.h>
 
 #include "fuse/fuse_fs.h"
 #include "fuse/uring_channel.h"
+#include "util/log.h"
 
 namespace vsfs::fuse {
+namespace {
+
+// `text` as a JSON string, quoted.
+std::string json_string(const std::string& text) {
+  std::string out = "\"";
+  for (const unsigned char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      out += fmt::format("\\u{:04x}", c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+// CLOCK_REALTIME ns as UTC ISO 8601 ("2026-12-05T00:56:06Z"); null for 0.
+std::string json_time(uint64_t realtime_ns) {
+  if (realtime_ns == 0) return "null";
+  const std::time_t t = static_cast<std::time_t>(realtime_ns / 1000000000ull);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return json_string(buf);
+}
+
+std::string uuid_text(const std::array<uint8_t, 16>& u) {
+  std::string s;
+  for (size_t i = 0; i < u.size(); ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) s += '-';
+    s += fmt::format("{:02x}", u[i]);
+  }
+  return s;
+}
+
+}  // namespace
 
 std::string render_stats_json(FuseFs& fs) {
   DatastoreStats s = fs.ds().stats();
@@ -16,6 +59,34 @@ std::string render_stats_json(FuseFs& fs) {
   out.reserve(2048);
   auto it = std::back_inserter(out);
   fmt::format_to(it, "{{\n");
+  const FsOptions& o = fs.options();
+  fmt::format_to(it,
+                 "  \"datastore\": {{\n"
+                 "    \"version\": {},\n"
+                 "    \"uuid\": \"{}\",\n"
+                 "    \"device\": {},\n"
+                 "    \"mounted_at\": {},\n"
+                 "    \"mount_count\": {}\n"
+                 "  }},\n",
+                 json_string(o.version), uuid_text(s.uuid), json_string(o.device),
+                 json_time(o.mounted_at_ns), s.mount_count);
+  const LoggedError last = last_logged_error();
+  const bool healthy = !s.metadata_failed && s.device_read_errors == 0 &&
+                       s.device_write_errors == 0;
+  fmt::format_to(it,
+                 "  \"health\": {{\n"
+                 "    \"state\": \"{}\",\n"
+                 "    \"device_read_errors\": {},\n"
+                 "    \"device_write_errors\": {},\n"
+                 "    \"device_no_space\": {},\n"
+                 "    \"metadata_failed\": {},\n"
+                 "    \"last_error\": {},\n"
+                 "    \"last_error_at\": {}\n"
+                 "  }},\n",
+                 s.metadata_failed ? "failed" : healthy ? "ok" : "errors",
+                 s.device_read_errors, s.device_write_errors, s.device_no_space,
+                 s.metadata_failed, last.text.empty() ? "null" : json_string(last.text),
+                 json_time(last.realtime_ns));
   fmt::format_to(it,
                  "  \"space\": {{\n"
                  "    \"total_bytes\": {},\n"

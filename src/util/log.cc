@@ -37,6 +37,7 @@ struct Sinks {
   int fd = -1;
   std::string subject;
   std::unordered_map<std::string, Repeat> repeats;
+  LoggedError last_error;
 };
 
 Sinks& sinks() {
@@ -102,6 +103,11 @@ void set_log_subject(const std::string& subject) {
   sinks().subject = subject;
 }
 
+LoggedError last_logged_error() {
+  std::lock_guard l(sinks().mu);
+  return sinks().last_error;
+}
+
 void log_line(LogLevel level, const std::string& line) {
   Sinks& s = sinks();
   const int lv = static_cast<int>(level);
@@ -109,6 +115,12 @@ void log_line(LogLevel level, const std::string& line) {
   std::string text = line;
   if (!s.subject.empty() && text.rfind(s.subject, 0) != 0) text = s.subject + ": " + text;
 
+  if (level == LogLevel::kError) {
+    timespec ts{};
+    ::clock_gettime(CLOCK_REALTIME, &ts);
+    s.last_error = LoggedError{text, static_cast<uint64_t>(ts.tv_sec) * 1000000000ull +
+                                         static_cast<uint64_t>(ts.tv_nsec)};
+  }
   // The repeat limit.
   const auto now = std::chrono::steady_clock::now();
   if (s.repeats.size() > kRepeatKeysMax) s.repeats.clear();

@@ -36,6 +36,14 @@ void set_log_ident(const char* ident);  // the program's name in file lines (def
 Result<void> log_to_file(const std::string& path);
 void set_log_subject(const std::string& subject);
 
+// The last line logged at level error (as written, with the subject), and when
+// (CLOCK_REALTIME, ns); none yet: an empty text. Held back repeats count as logged.
+struct LoggedError {
+  std::string text;
+  uint64_t realtime_ns = 0;
+};
+LoggedError last_logged_error();
+
 inline constexpr int kRepeatBurst = 5;
 inline constexpr std::chrono::seconds kRepeatWindow{10};
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # .vsfs/stats: valid JSON with the documented sections; its size in stat(1) is the size
 # of what cat reads; counters move after IO (requests, bytes, device writes, FUSE
-# in-flight peak, metadata cache lookups); the metadata cache reports its budget.
+# in-flight peak, metadata cache lookups); the metadata cache reports its budget; the
+# datastore's identity (UUID, device, version, mount time, mounts) and health.
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
@@ -84,5 +85,32 @@ PY
 done
 for r in "${readers[@]}"; do wait "$r" || fail "a concurrent reader of .vsfs/stats failed"; done
 
+# Which datastore, and its health: the UUID vsfs-mkfs printed, the device, the version,
+# when it was mounted; no errors. mount_count grows with each read-write mount.
+uuid=$(awk '/uuid:/ {print $2}' "$T/mkfs.log")
+[ -n "$uuid" ] || fail "no uuid in the mkfs output"
+check_identity() {  # check_identity MOUNT_COUNT
+	python3 - "$T/mnt/.vsfs/stats" "$uuid" "$T/ds.img" "$1" "$(date -u +%s)" <<'PY' || fail "datastore/health sections: $(cat "$T/mnt/.vsfs/stats")"
+import calendar, json, sys, time
+d = json.load(open(sys.argv[1]))
+uuid, device, count, now = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+ds, h = d["datastore"], d["health"]
+assert ds["uuid"] == uuid, (ds, uuid)
+assert ds["device"] == device, ds
+assert ds["version"] and ds["version"][0].isdigit(), ds
+assert ds["mount_count"] == count, (ds, count)
+t = calendar.timegm(time.strptime(ds["mounted_at"], "%Y-%m-%dT%H:%M:%SZ"))
+assert now - 120 <= t <= now + 1, (ds, now)
+assert h["state"] == "ok", h
+for k in ("device_read_errors", "device_write_errors", "device_no_space"):
+    assert h[k] == 0, h
+assert h["metadata_failed"] is False, h
+assert h["last_error"] is None and h["last_error_at"] is None, h
+PY
+}
+check_identity 1
+unmount_wait "$T/mnt" "$DAEMON_PID"
+mount_fg "$T/ds.img" "$T/mnt"
+check_identity 2
 unmount_wait "$T/mnt" "$DAEMON_PID"
 echo "PASS: stats"

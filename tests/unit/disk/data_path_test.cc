@@ -243,3 +243,45 @@ TEST(Datastore, ReadvAndWritevStableUseTheCallersBuffers) {
 
 }  // namespace
 }  // namespace vsfs
+
+namespace vsfs {
+namespace {
+
+using namespace test;
+
+// Health counters: a data write and a data read the device fails are counted (a write
+// failed with ENOSPC also as no_space); a failed metadata write marks the datastore.
+TEST(Datastore, DeviceErrorsAreCountedInStats) {
+  auto dev = fresh_device();
+  SimDevice* raw = dev.get();
+  auto ds = open_ds(std::move(dev), manual_commits());
+  ASSERT_TRUE(ds);
+  auto f = ds->create(kRootIno, "d.img", 0644, 0, 0);
+  ASSERT_TRUE(f.ok());
+  auto data = pattern(64 << 10, 3);
+  ASSERT_TRUE(ds->write_sync(f->ino, 0, data.data(), data.size()).ok());
+  DatastoreStats s = ds->stats();
+  EXPECT_EQ(s.device_write_errors, 0u);
+  EXPECT_EQ(s.device_read_errors, 0u);
+  EXPECT_FALSE(s.metadata_failed);
+
+  raw->fail_nth(device::OpKind::kWrite, 1, /*persistent=*/false);
+  EXPECT_FALSE(ds->write_sync(f->ino, 0, data.data(), data.size()).ok());
+  raw->fail_nth(device::OpKind::kRead, 1, /*persistent=*/false);
+  std::vector<uint8_t> back(data.size());
+  EXPECT_FALSE(ds->read_sync(f->ino, 0, back.size(), back.data()).ok());
+  s = ds->stats();
+  EXPECT_EQ(s.device_write_errors, 1u);
+  EXPECT_EQ(s.device_read_errors, 1u);
+  EXPECT_EQ(s.device_no_space, 0u);
+  EXPECT_FALSE(s.metadata_failed);
+
+  raw->fail_nth(device::OpKind::kFlush, 1, /*persistent=*/true);
+  EXPECT_FALSE(ds->fsync_sync(f->ino).ok());
+  EXPECT_TRUE(ds->stats().metadata_failed);
+  EXPECT_NE(ds->stats().mount_count, 0u);
+  (void)ds->close();
+}
+
+}  // namespace
+}  // namespace vsfs

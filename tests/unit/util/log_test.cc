@@ -1,6 +1,7 @@
 // The log's sinks: a file gets every line with a timestamp and the program's name, each
-// line names the subject once, the level filters, and a line repeated in a burst is
-// written kRepeatBurst times, not more.
+// line names the subject once, the level filters, a line repeated in a burst is written
+// kRepeatBurst times, not more, and the last error is kept for .vsfs/stats.
+#include <time.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -90,6 +91,20 @@ TEST_F(LogTest, RepeatsAreLimited) {
   EXPECT_EQ(same, kRepeatBurst);
   EXPECT_EQ(other, 1);
   EXPECT_EQ(as_error, 3);
+}
+
+TEST_F(LogTest, TheLastErrorIsKeptWithItsTime) {
+  set_log_subject("/srv/ds.img");
+  VSFS_LOG_WARN("not an error");
+  VSFS_LOG_ERROR("journal commit failed: {}", "EIO");
+  VSFS_LOG_WARN("after it");
+  const LoggedError e = last_logged_error();
+  EXPECT_EQ(e.text, "/srv/ds.img: journal commit failed: EIO");
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  const uint64_t now = static_cast<uint64_t>(ts.tv_sec) * 1000000000ull;
+  EXPECT_LE(e.realtime_ns, now + 1000000000ull);
+  EXPECT_GE(e.realtime_ns + 60 * 1000000000ull, now);
 }
 
 TEST_F(LogTest, AFileThatCannotBeOpenedIsAnError) {
