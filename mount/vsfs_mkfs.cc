@@ -104,15 +104,6 @@ std::string human(uint64_t bytes) {
   return fmt::format("{:.2f} {}", v, units[u]);
 }
 
-std::string uuid_text(const std::array<uint8_t, 16>& u) {
-  std::string s;
-  for (size_t i = 0; i < u.size(); ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) s += '-';
-    s += fmt::format("{:02x}", u[i]);
-  }
-  return s;
-}
-
 // Presents the first `limit` bytes of a device: a datastore smaller than its device
 // (-s SIZE on a larger file or block device). Everything else is forwarded.
 class LimitDevice final : public vsfs::device::Device {
@@ -429,7 +420,7 @@ int run(const Args& args) {
   std::printf("  data space:  %s (%" PRIu64 " storage blocks)\n",
               human(data_blocks * vsfs::kBlockBytes).c_str(), data_blocks);
   std::printf("  journal:     %s\n", human(sb->journal_grains * vsfs::kGrainBytes).c_str());
-  std::printf("  uuid:        %s\n", uuid_text(sb->uuid).c_str());
+  std::printf("  uuid:        %s\n", vsfs::format::uuid_text(sb->uuid).c_str());
   return 0;
 }
 

@@ -1031,4 +1031,13 @@ void encode_snapshot_list(const SnapshotList& l, uint64_t self, uint64_t generat
   seal(buf);
 }
 
+std::string uuid_text(const std::array<uint8_t, 16>& uuid) {
+  std::string s;
+  for (size_t i = 0; i < uuid.size(); ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) s += '-';
+    s += fmt::format("{:02x}", uuid[i]);
+  }
+  return s;
+}
+
 }  // namespace vsfs::format

@@ -117,6 +117,10 @@ struct Superblock {
   uint64_t mkfs_time_ns = 0;            // CLOCK_REALTIME
   uint64_t snapshot_root = 0;           // reserved for the snapshot list, 0 = none
 };
+
+// A UUID as text, in the usual 8-4-4-4-12 hexadecimal groups (vsfs-mkfs prints it,
+// .vsfs/stats shows it).
+std::string uuid_text(const std::array<uint8_t, 16>& uuid);
 // Payload field offsets, bytes from the start of the grain.
 inline constexpr size_t kSbOffFormatVersion = 64;  // u32 (+4 reserved)
 inline constexpr size_t kSbOffCompat = 72;

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "format/format.h"
 #include "fuse/fuse_fs.h"
 #include "fuse/uring_channel.h"
 #include "util/log.h"
@@ -41,15 +42,6 @@ std::string json_time(uint64_t realtime_ns) {
   return json_string(buf);
 }
 
-std::string uuid_text(const std::array<uint8_t, 16>& u) {
-  std::string s;
-  for (size_t i = 0; i < u.size(); ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) s += '-';
-    s += fmt::format("{:02x}", u[i]);
-  }
-  return s;
-}
-
 }  // namespace
 
 std::string render_stats_json(FuseFs& fs) {
@@ -68,7 +60,7 @@ std::string render_stats_json(FuseFs& fs) {
                  "    \"mounted_at\": {},\n"
                  "    \"mount_count\": {}\n"
                  "  }},\n",
-                 json_string(o.version), uuid_text(s.uuid), json_string(o.device),
+                 json_string(o.version), format::uuid_text(s.uuid), json_string(o.device),
                  json_time(o.mounted_at_ns), s.mount_count);
   const LoggedError last = last_logged_error();
   const bool healthy = !s.metadata_failed && s.device_read_errors == 0 &&

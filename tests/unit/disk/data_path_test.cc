@@ -241,14 +241,6 @@ TEST(Datastore, ReadvAndWritevStableUseTheCallersBuffers) {
   ASSERT_TRUE(ds->close().ok());
 }
 
-}  // namespace
-}  // namespace vsfs
-
-namespace vsfs {
-namespace {
-
-using namespace test;
-
 // Health counters: a data write and a data read the device fails are counted (a write
 // failed with ENOSPC also as no_space); a failed metadata write marks the datastore.
 TEST(Datastore, DeviceErrorsAreCountedInStats) {

@@ -13,6 +13,7 @@
 #include "device/sim_device.h"
 #include "disk/inode_table.h"
 #include "meta/meta_store.h"
+#include "unit/disk/meta_store_test_util.h"
 #include "vsfs/datastore.h"
 
 namespace vsfs::disk {
@@ -26,13 +27,9 @@ struct Fixture {
 
 Fixture open_table() {
   Fixture f;
-  device::SimOptions o;
-  o.size_bytes = 64ull << 20;
-  f.dev = std::make_unique<device::SimDevice>(o);
-  EXPECT_TRUE(mkfs(*f.dev, {}).ok());
-  auto r = meta::MetaStore::open(*f.dev, meta::MetaOptions{});
-  EXPECT_TRUE(r.ok()) << r.error().to_string();
-  f.ms = std::move(r).value();
+  auto m = test::open_sim_meta_store();
+  f.dev = std::move(m.dev);
+  f.ms = std::move(m.ms);
   f.table = std::make_unique<InodeTable>(*f.ms);
   return f;
 }

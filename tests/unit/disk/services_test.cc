@@ -16,6 +16,7 @@
 #include "disk/change_gates.h"
 #include "disk/services.h"
 #include "meta/meta_store.h"
+#include "unit/disk/meta_store_test_util.h"
 #include "util/units.h"
 #include "vsfs/datastore.h"
 
@@ -34,13 +35,9 @@ struct Fixture {
 
 std::unique_ptr<Fixture> open_services(bool background = false) {
   auto f = std::make_unique<Fixture>();
-  device::SimOptions o;
-  o.size_bytes = 64ull << 20;
-  f->dev = std::make_unique<device::SimDevice>(o);
-  EXPECT_TRUE(mkfs(*f->dev, {}).ok());
-  auto r = meta::MetaStore::open(*f->dev, meta::MetaOptions{});
-  EXPECT_TRUE(r.ok()) << r.error().to_string();
-  f->ms = std::move(r).value();
+  auto m = test::open_sim_meta_store();
+  f->dev = std::move(m.dev);
+  f->ms = std::move(m.ms);
   f->gates = std::make_unique<ChangeGates>(*f->ms, [] {});
   OpenOptions opts;
   opts.start_background = background;
