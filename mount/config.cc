@@ -179,54 +179,81 @@ std::optional<std::string> store(Config& config, const KeySpec& spec, const Valu
   return std::nullopt;
 }
 
-// The value of a TOML node as the key's type, or nullopt when the TOML type is wrong.
+// The value of a TOML node as the key's type in `out`; false when the TOML type is wrong.
+// (Out parameters rather than an optional: GCC 12 warns, wrongly, that an optional
+// variant holding a string may be used uninitialized.)
 // TOML has its own booleans, so the file does not take the -o spellings (on, 1, ...).
-std::optional<Value> value_from_toml(const toml::node& node, KeyType type) {
+bool value_from_toml(const toml::node& node, KeyType type, Value& out) {
   switch (type) {
     case KeyType::kInteger:
-      if (const auto* v = node.as_integer()) return Value{v->get()};
-      return std::nullopt;
+      if (const auto* v = node.as_integer()) {
+        out = Value{v->get()};
+        return true;
+      }
+      return false;
     case KeyType::kBoolean:
-      if (const auto* v = node.as_boolean()) return Value{v->get()};
-      return std::nullopt;
+      if (const auto* v = node.as_boolean()) {
+        out = Value{v->get()};
+        return true;
+      }
+      return false;
     case KeyType::kNumber:
-      if (const auto* v = node.as_integer()) return Value{v->get()};
-      if (const auto* v = node.as_floating_point()) return Value{v->get()};
-      return std::nullopt;
+      if (const auto* v = node.as_integer()) {
+        out = Value{v->get()};
+        return true;
+      }
+      if (const auto* v = node.as_floating_point()) {
+        out = Value{v->get()};
+        return true;
+      }
+      return false;
     case KeyType::kWord:
     case KeyType::kPath:
-      if (const auto* v = node.as_string()) return Value{v->get()};
-      return std::nullopt;
+      if (const auto* v = node.as_string()) {
+        out = Value{v->get()};
+        return true;
+      }
+      return false;
   }
-  return std::nullopt;
+  return false;
 }
 
-// The value of an -o option's text as the key's type, or nullopt when it does not parse.
-std::optional<Value> value_from_text(std::string_view text, KeyType type) {
+// The value of an -o option's text as the key's type in `out`; false when it does not
+// parse.
+bool value_from_text(std::string_view text, KeyType type, Value& out) {
   const char* first = text.data();
   const char* last = text.data() + text.size();
   switch (type) {
     case KeyType::kInteger: {
       int64_t v = 0;
       auto [end, ec] = std::from_chars(first, last, v);
-      if (text.empty() || ec != std::errc() || end != last) return std::nullopt;
-      return Value{v};
+      if (text.empty() || ec != std::errc() || end != last) return false;
+      out = Value{v};
+      return true;
     }
     case KeyType::kBoolean:
-      if (text == "true" || text == "1" || text == "on") return Value{true};
-      if (text == "false" || text == "0" || text == "off") return Value{false};
-      return std::nullopt;
+      if (text == "true" || text == "1" || text == "on") {
+        out = Value{true};
+        return true;
+      }
+      if (text == "false" || text == "0" || text == "off") {
+        out = Value{false};
+        return true;
+      }
+      return false;
     case KeyType::kNumber: {
       double v = 0;
       auto [end, ec] = std::from_chars(first, last, v);
-      if (text.empty() || ec != std::errc() || end != last) return std::nullopt;
-      return Value{v};
+      if (text.empty() || ec != std::errc() || end != last) return false;
+      out = Value{v};
+      return true;
     }
     case KeyType::kWord:
     case KeyType::kPath:
-      return Value{std::string(text)};
+      out = Value{std::string(text)};
+      return true;
   }
-  return std::nullopt;
+  return false;
 }
 
 Error config_error(std::string message) {
@@ -267,12 +294,12 @@ Result<void> apply_table(Config& config, const std::string& path, std::string_vi
                                       key.source().begin.line, table_name, key.str()));
     }
     const auto line = node.source().begin.line;
-    std::optional<Value> value = value_from_toml(node, spec->type);
-    if (!value) {
+    Value value;
+    if (!value_from_toml(node, spec->type, value)) {
       return config_error(fmt::format("{}:{}: [{}] {}: {}", path, line, table_name,
                                       key.str(), expected_text(*spec)));
     }
-    if (auto problem = store(config, *spec, *value)) {
+    if (auto problem = store(config, *spec, value)) {
       return config_error(
           fmt::format("{}:{}: [{}] {}: {}", path, line, table_name, key.str(), *problem));
     }
@@ -365,11 +392,11 @@ Result<void> apply_mount_options(Config& config, const std::string& options) {
     if (eq == std::string_view::npos) {
       return config_error(fmt::format("-o {}: expected {}=VALUE", item, item.substr(0, eq)));
     }
-    std::optional<Value> value = value_from_text(item.substr(eq + 1), spec->type);
-    if (!value) {
+    Value value;
+    if (!value_from_text(item.substr(eq + 1), spec->type, value)) {
       return config_error(fmt::format("-o {}: {}", item, expected_text(*spec)));
     }
-    if (auto problem = store(next, *spec, *value)) {
+    if (auto problem = store(next, *spec, value)) {
       return config_error(fmt::format("-o {}: {}", item, *problem));
     }
   }
