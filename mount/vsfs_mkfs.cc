@@ -195,6 +195,15 @@ int parse_args(int argc, char** argv, Args& args, bool& done) {
   return 0;
 }
 
+// Makes `pr` look for every signature libblkid knows (filesystems, RAID and LVM members,
+// encrypted volumes, swap, partition tables), with what a refusal names and a wipe needs.
+void look_for_everything(blkid_probe pr) {
+  blkid_probe_enable_superblocks(pr, 1);
+  blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE | BLKID_SUBLKS_USAGE | BLKID_SUBLKS_MAGIC);
+  blkid_probe_enable_partitions(pr, 1);
+  blkid_probe_set_partitions_flags(pr, BLKID_PARTS_MAGIC);
+}
+
 // What libblkid finds on `path` (blkid_do_safeprobe: every signature it knows, at the
 // start or at the end of the device), in words for the refusal; empty when nothing.
 // Errors: libblkid could not read the device.
@@ -205,10 +214,7 @@ vsfs::Result<std::string> probe_signatures(const std::string& path) {
                             std::strerror(errno));
   }
   std::unique_ptr<blkid_struct_probe, decltype(&blkid_free_probe)> owner(pr, blkid_free_probe);
-  blkid_probe_enable_superblocks(pr, 1);
-  blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE | BLKID_SUBLKS_USAGE);
-  blkid_probe_enable_partitions(pr, 1);
-  blkid_probe_set_partitions_flags(pr, BLKID_PARTS_MAGIC);
+  look_for_everything(pr);
   const int rc = blkid_do_safeprobe(pr);
   if (rc == 1) return std::string();
   if (rc == -2) return std::string("several signatures (libblkid cannot tell which is in use)");
@@ -252,10 +258,7 @@ vsfs::Result<std::vector<std::string>> erase_signatures(const std::string& path)
   if (blkid_probe_set_device(pr, fd, 0, 0) != 0) {
     return vsfs::make_error(EIO, vsfs::ErrorKind::kIo, "libblkid cannot read it");
   }
-  blkid_probe_enable_superblocks(pr, 1);
-  blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE | BLKID_SUBLKS_MAGIC);
-  blkid_probe_enable_partitions(pr, 1);
-  blkid_probe_set_partitions_flags(pr, BLKID_PARTS_MAGIC);
+  look_for_everything(pr);
   std::vector<std::string> erased;
   // Each wipe steps the probe back, so the next probe finds the next signature; bounded
   // in case a device keeps answering with the same one.

@@ -62,15 +62,18 @@ void InodeTable::acquire_locked(Ino ino, const GrainRange& range, RangeLock::Sta
 void InodeTable::release_locked(Ino ino, RangeLock::Handle handle) {
   auto it = rt_.find(ino);
   VSFS_ASSERT(it != rt_.end());
-  for (auto& g : it->second.locks.release(handle)) {
-    grain_waits_.add(g.waited_us);
-    g.start();
+  auto granted = it->second.locks.release(handle);
+  if (!granted.empty()) {
+    for (auto& g : granted) {
+      grain_waits_.add(g.waited_us);
+      g.start();
+    }
+    // The starts may have changed the table: a request that fails at once releases its
+    // range from inside this release (and may remove the entry), one that takes another
+    // disk's range adds an entry (and a rehash moves them all). Look again.
+    it = rt_.find(ino);
+    if (it == rt_.end()) return;
   }
-  // The starts may have changed the table: a request that fails at once releases its
-  // range from inside this release (and may remove the entry), one that takes another
-  // disk's range adds an entry (and a rehash moves them all). Look again.
-  it = rt_.find(ino);
-  if (it == rt_.end()) return;
   if (it->second.locks.idle() && it->second.open_refs == 0) {
     auto rec = ms_.inode_locked(ino);
     if (rec.ok() && (*rec)->nlink == 0) {

@@ -1031,6 +1031,14 @@ void encode_snapshot_list(const SnapshotList& l, uint64_t self, uint64_t generat
   seal(buf);
 }
 
+Result<void> check_device_size(uint64_t device_bytes) {
+  if (device_bytes < kMinDeviceBytes) {
+    return make_error(EINVAL, ErrorKind::kCorruption,
+                      "device is {} bytes, too small to hold a datastore", device_bytes);
+  }
+  return ok_result();
+}
+
 std::string uuid_text(const std::array<uint8_t, 16>& uuid) {
   std::string s;
   for (size_t i = 0; i < uuid.size(); ++i) {

@@ -118,6 +118,10 @@ struct Superblock {
   uint64_t snapshot_root = 0;           // reserved for the snapshot list, 0 = none
 };
 
+// Whether a device of `device_bytes` can hold a datastore at all (an empty image
+// cannot). Errors: kCorruption naming its size (read_superblock and fsck say the same).
+Result<void> check_device_size(uint64_t device_bytes);
+
 // A UUID as text, in the usual 8-4-4-4-12 hexadecimal groups (vsfs-mkfs prints it,
 // .vsfs/stats shows it).
 std::string uuid_text(const std::array<uint8_t, 16>& uuid);

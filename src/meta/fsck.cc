@@ -354,10 +354,7 @@ Result<void> Checker::write_superblocks(const format::Superblock& sb) {
 }
 
 Result<void> Checker::load_superblock() {
-  if (real_.size_bytes() < format::kMinDeviceBytes) {
-    return make_error(EINVAL, ErrorKind::kCorruption,
-                      "device is {} bytes, too small to hold a datastore", real_.size_bytes());
-  }
+  VSFS_TRY(format::check_device_size(real_.size_bytes()));
   AlignedBuffer primary(kGrainBytes, false), copy(kGrainBytes, false);
   VSFS_TRY(read_grain(0, primary));
   VSFS_TRY(read_grain(format::kSuperblockCopyGrain, copy));

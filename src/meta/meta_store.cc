@@ -40,10 +40,7 @@ Result<void> write_superblock(device::Device& dev, const format::Superblock& sb,
 }  // namespace
 
 Result<format::Superblock> read_superblock(device::Device& dev) {
-  if (dev.size_bytes() < format::kMinDeviceBytes) {
-    return make_error(EINVAL, ErrorKind::kCorruption,
-                      "device is {} bytes, too small to hold a datastore", dev.size_bytes());
-  }
+  VSFS_TRY(format::check_device_size(dev.size_bytes()));
   auto primary = read_superblock_at(dev, 0);
   if (primary.ok()) return primary;
   if (primary.error().kind == ErrorKind::kUnsupported) return primary.take_error();
