@@ -199,6 +199,17 @@ void begin_block(Grain buf, BlockType type, uint32_t length, uint64_t owner,
 
 }  // namespace
 
+const char* block_state_name(BlockState state) {
+  switch (state) {
+    case BlockState::kFormattedFree: return "formatted-free";
+    case BlockState::kToFormatFree: return "to-be-formatted";
+    case BlockState::kData: return "data";
+    case BlockState::kMeta: return "metadata";
+    case BlockState::kReserved: return "reserved";
+  }
+  return "unknown";
+}
+
 const char* block_type_name(BlockType type) {
   switch (type) {
     case BlockType::kSuperblock: return "superblock";

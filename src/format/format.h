@@ -270,6 +270,9 @@ enum class BlockState : uint8_t {
   kMeta = 3,           // in use, holds metadata grains (never data: journal safety)
   kReserved = 4,       // superblocks, journal, tables
 };
+// The state's name as messages use it: "formatted-free", "to-be-formatted", "data",
+// "metadata", "reserved".
+const char* block_state_name(BlockState state);
 inline constexpr size_t kBlockEntryBytes = 8;
 inline constexpr size_t kBlocksPerTableGrain = kPayloadBytes / kBlockEntryBytes;  // 504
 struct BlockEntry {

@@ -162,17 +162,6 @@ uint64_t pow_fanout(unsigned e) {
   return v;
 }
 
-const char* state_name(BlockState s) {
-  switch (s) {
-    case BlockState::kFormattedFree: return "formatted-free";
-    case BlockState::kToFormatFree: return "to-be-formatted";
-    case BlockState::kData: return "data";
-    case BlockState::kMeta: return "metadata";
-    case BlockState::kReserved: return "reserved";
-  }
-  return "unknown";
-}
-
 bool all_zero(const uint8_t* p, size_t n) {
   for (size_t i = 0; i < n; ++i) {
     if (p[i] != 0) return false;
@@ -1012,7 +1001,7 @@ Result<void> Checker::check_block_table() {
         problem(Fix::kBlock, b,
                 fmt::format("block table: entry for block {} past the end of the datastore is "
                             "{}",
-                            b, state_name(t->entries[j].state)));
+                            b, format::block_state_name(t->entries[j].state)));
       }
     }
   }
@@ -1029,7 +1018,7 @@ Result<void> Checker::check_block_table() {
     if (fixed != (e.state == BlockState::kReserved)) {
       problem(Fix::kBlock, b,
               fmt::format("block table: block {} is {} but should {}be reserved", b,
-                          state_name(e.state), fixed ? "" : "not "));
+                          format::block_state_name(e.state), fixed ? "" : "not "));
     }
     if (fixed) continue;
     uint64_t referenced = 0, data = 0, meta = 0;
@@ -1058,7 +1047,7 @@ Result<void> Checker::check_block_table() {
         if (referenced > 0) {
           problem(Fix::kBlock, b,
                   fmt::format("block table: block {} is {} but has {} grain{} in use", b,
-                              state_name(e.state), referenced, referenced == 1 ? "" : "s"));
+                              format::block_state_name(e.state), referenced, referenced == 1 ? "" : "s"));
         }
         break;
       case BlockState::kData:
@@ -1351,8 +1340,8 @@ Result<void> Checker::repair_block_table() {
       }
       lines.push_back(fmt::format("block table: block {} set to {} with {} used grains (was {} "
                                   "with {})",
-                                  b, state_name(want.state), want.used_grains,
-                                  state_name(cur.state), cur.used_grains));
+                                  b, format::block_state_name(want.state), want.used_grains,
+                                  format::block_state_name(cur.state), cur.used_grains));
     }
     if (block_grain_ok_[i] && lines.empty() && !unformatted) continue;
     format::encode_block_table(t, self, sb_.generation, format::Grain(buf.data(), kGrainBytes));

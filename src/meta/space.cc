@@ -21,21 +21,6 @@ namespace vsfs::meta {
 using format::BlockState;
 using format::BlockType;
 
-namespace {
-
-const char* block_role(BlockState s) {
-  switch (s) {
-    case BlockState::kFormattedFree: return "free (formatted)";
-    case BlockState::kToFormatFree: return "free (to be formatted)";
-    case BlockState::kData: return "data";
-    case BlockState::kMeta: return "metadata";
-    case BlockState::kReserved: return "reserved";
-  }
-  return "of unknown state";
-}
-
-}  // namespace
-
 Result<void> MetaStore::load_block_table() {
   for (uint64_t b = 0; b < sb_.total_blocks; ++b) {
     const uint64_t tg = block_table_grain_of(b);
@@ -130,7 +115,7 @@ Result<uint16_t> MetaStore::incref_locked(uint64_t grain) {
     if (state != BlockState::kData && state != BlockState::kMeta) {
       return corruption(fmt::format("a reference to grain {} in storage block {}, which is {}: "
                                     "a map points at it",
-                                    grain, block, block_role(state)));
+                                    grain, block, format::block_state_name(state)));
     }
   }
   mark_dirty_locked(rg);
@@ -274,7 +259,7 @@ Result<void> MetaStore::check_data_grain_locked(uint64_t grain) const {
   if (e.state != BlockState::kData || e.used_grains == 0) {
     return corruption(fmt::format("grain map points at grain {} in storage block {}, which "
                                   "is {}{}, not data in use",
-                                  grain, block, block_role(e.state),
+                                  grain, block, format::block_state_name(e.state),
                                   e.state == BlockState::kData ? " with no grain in use" : ""));
   }
   if (const CachedBlock* r = cache_.peek(refcount_grain_of(grain)); r != nullptr) {
