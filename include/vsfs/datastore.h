@@ -140,6 +140,7 @@ struct DatastoreStats {
   // (the datastore then refuses changes until it is mounted again).
   uint64_t device_read_errors = 0, device_write_errors = 0, device_no_space = 0;
   bool metadata_failed = false;
+  bool read_only = false;  // opened read-only, or turned read-only (set_read_only)
 };
 
 struct OpenOptions {
@@ -280,6 +281,12 @@ class Datastore {
   // exactly. A write that must wait for a commit (restamps, space being reclaimed) waits
   // for the owner's next kCommit or kCommitIfWanted.
   virtual Result<bool> run_background_step(BackgroundStep step) = 0;
+
+  // Turns a datastore opened read-write read-only (every change then fails with EROFS,
+  // and once this returns the device no longer changes: changes in progress ended, the
+  // journal is checkpointed, background release and formatting pause) or read-write
+  // again. A datastore opened read-only stays so (EROFS when asked for read-write).
+  virtual Result<void> set_read_only(bool read_only) = 0;
 
   // ---- blocking helpers ----
   Result<uint64_t> read_sync(Ino ino, uint64_t offset_bytes, uint64_t length_bytes, void* buf);

@@ -17,7 +17,7 @@ void ChangeGates::pass_snapshot_gate_locked(bool& counted, Start start, uint64_t
 }
 
 void ChangeGates::end_change_locked() {
-  if (--changes_active_ == 0 && barrier_) barrier_cv_.notify_all();
+  if (--changes_active_ == 0 && (barrier_ || drain_waiters_ > 0)) barrier_cv_.notify_all();
 }
 
 void ChangeGates::pass_journal_gate_locked(bool& admitted, Start start, uint64_t since_ns) {

@@ -75,6 +75,16 @@ class ChangeGates {
     for (auto& p : parked) p();
   }
 
+  // Waits until no change is in progress and none is held back by a cut (a remount
+  // read-only: changes that passed their writability check before it finish first).
+  // Changes waiting for room in the transaction are in progress. `lock` holds
+  // MetaStore's mutex.
+  void wait_until_no_change_locked(std::unique_lock<meta::MetaMutex>& lock) {
+    ++drain_waiters_;
+    barrier_cv_.wait(lock, [&] { return changes_active_ == 0 && !barrier_; });
+    --drain_waiters_;
+  }
+
   void fill_stats_locked(DatastoreStats& s) const;
 
  private:
@@ -90,6 +100,7 @@ class ChangeGates {
   uint64_t changes_active_ = 0;
   std::vector<Start> parked_;
   std::condition_variable_any barrier_cv_;
+  uint32_t drain_waiters_ = 0;  // in wait_until_no_change_locked
   WaitHistogram snapshot_waits_;
   // The journal gate: changes admitted and not yet ended, and those waiting, in order.
   uint64_t changes_admitted_ = 0;

@@ -51,7 +51,7 @@ struct DataCounters {
 class DataPath {
  public:
   DataPath(device::Device& dev, meta::MetaStore& ms, InodeTable& inodes, ChangeGates& gates,
-           Services& services, NamespaceOps& ns, CbtView& cbt, bool read_only)
+           Services& services, NamespaceOps& ns, CbtView& cbt, const std::atomic<bool>& read_only)
       : dev_(dev), ms_(ms), inodes_(inodes), gates_(gates), services_(services), ns_(ns),
         cbt_(cbt), read_only_(read_only) {}
   DataPath(const DataPath&) = delete;
@@ -132,7 +132,7 @@ class DataPath {
   Services& services_;
   NamespaceOps& ns_;
   CbtView& cbt_;  // reads of .cbt maps
-  const bool read_only_;
+  const std::atomic<bool>& read_only_;  // DatastoreImpl's: set by set_read_only
   // Data ops alive (DataOp's constructor and destructor); wait_idle waits for none.
   std::atomic<uint64_t> live_ops_{0};
   // Write and bounce buffers of data requests (thread-safe): reused, not reallocated.

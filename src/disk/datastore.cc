@@ -19,7 +19,9 @@
 // Threading: any thread may call any method; completions arrive on the device's thread.
 #include <sys/stat.h>
 
+#include <atomic>
 #include <future>
+#include <mutex>
 
 #include "device/device.h"
 #include "device/uring_device.h"
@@ -51,9 +53,10 @@ class DatastoreImpl final : public Datastore {
         gates_(*ms_, [this] { services_.wake(); }),
         services_(*dev_, *ms_, gates_, options_),
         cbt_(*ms_, options_.cbt_text_cache_bytes),
-        ns_(*ms_, inodes_, cbt_, services_, options_.read_only),
-        data_(*dev_, *ms_, inodes_, gates_, services_, ns_, cbt_, options_.read_only),
-        snapshots_(*ms_, gates_, ns_, cbt_, services_, data_, options_.read_only) {}
+        read_only_(options_.read_only),
+        ns_(*ms_, inodes_, cbt_, services_, read_only_),
+        data_(*dev_, *ms_, inodes_, gates_, services_, ns_, cbt_, read_only_),
+        snapshots_(*ms_, gates_, ns_, cbt_, services_, data_, read_only_) {}
 
   ~DatastoreImpl() override {
     if (!closed_) {
@@ -170,6 +173,7 @@ class DatastoreImpl final : public Datastore {
       s.uuid = ms_->superblock_locked().uuid;
       s.mount_count = ms_->superblock_locked().mount_count;
       s.metadata_failed = ms_->failed();
+      s.read_only = read_only_;
       data_.fill_stats_locked(s);
       inodes_.fill_stats_locked(s.grain_queue);
       gates_.fill_stats_locked(s);
@@ -186,6 +190,46 @@ class DatastoreImpl final : public Datastore {
 
   Result<bool> run_background_step(BackgroundStep step) override {
     return services_.run_step(step);
+  }
+
+  // Read-only: changes are refused from now on; those that passed their check first
+  // end, writes waiting for space fail, the releaser and formatter pause, kept times are
+  // written and a checkpoint leaves the journal empty, so that the device no longer
+  // changes. Read-write: changes and the background work go on.
+  Result<void> set_read_only(bool read_only) override {
+    std::lock_guard switching(switch_mu_);
+    if (options_.read_only) {
+      if (read_only) return ok_result();
+      return make_error(EROFS, ErrorKind::kState,
+                        "the datastore was opened read-only (its device is open for reading "
+                        "only); unmount it and mount it read-write");
+    }
+    if (closed_) return make_error(EIO, ErrorKind::kState, "the datastore is closed");
+    if (!read_only) {
+      {
+        std::lock_guard lock(ms_->mu());
+        read_only_ = false;
+      }
+      services_.resume();
+      return ok_result();
+    }
+    {
+      std::lock_guard lock(ms_->mu());
+      read_only_ = true;
+    }
+    services_.fail_space_waiters(
+        make_error(EROFS, ErrorKind::kState, "datastore is read-only"));
+    {
+      std::unique_lock lock(ms_->mu());
+      gates_.wait_until_no_change_locked(lock);
+    }
+    services_.pause();
+    {
+      std::lock_guard lock(ms_->mu());
+      VSFS_TRY(inodes_.persist_all_times_locked());
+    }
+    VSFS_TRY(ms_->checkpoint(false));
+    return ms_->commit();  // flushes the checkpoint's last writes (the superblock)
   }
 
  private:
@@ -210,6 +254,10 @@ class DatastoreImpl final : public Datastore {
   ChangeGates gates_;
   Services services_;
   CbtView cbt_;
+  // Changes are refused (EROFS): opened read-only, or turned read-only by
+  // set_read_only. Written under MetaStore's mutex; the parts read it under it.
+  std::atomic<bool> read_only_;
+  std::mutex switch_mu_;  // one set_read_only at a time
   NamespaceOps ns_;
   DataPath data_;
   Snapshots snapshots_;

@@ -8,6 +8,7 @@
 // Thread-safety: public methods take MetaStore's mutex; *_locked methods need it held.
 #pragma once
 
+#include <atomic>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,7 +25,7 @@ namespace vsfs::disk {
 class NamespaceOps {
  public:
   NamespaceOps(meta::MetaStore& ms, InodeTable& inodes, CbtView& cbt, Services& services,
-               bool read_only)
+               const std::atomic<bool>& read_only)
       : ms_(ms), inodes_(inodes), cbt_(cbt), services_(services), read_only_(read_only) {}
   NamespaceOps(const NamespaceOps&) = delete;
   NamespaceOps& operator=(const NamespaceOps&) = delete;
@@ -59,7 +60,7 @@ class NamespaceOps {
   InodeTable& inodes_;
   CbtView& cbt_;
   Services& services_;
-  const bool read_only_;
+  const std::atomic<bool>& read_only_;  // DatastoreImpl's: set by set_read_only
 };
 
 }  // namespace vsfs::disk

@@ -68,21 +68,55 @@ void Services::wait_for_space_locked(SpaceWaiter waiter) {
 }
 
 void Services::fail_space_waiters() {
+  fail_space_waiters(make_error(ENOSPC, ErrorKind::kNoSpace, "no space left on the datastore"));
+}
+
+void Services::fail_space_waiters(const Error& error) {
   {
     std::lock_guard lock(ms_.mu());
     auto waiters = std::move(space_waiters_);
     space_waiters_.clear();
-    for (auto& w : waiters) {
-      w(make_error(ENOSPC, ErrorKind::kNoSpace, "no space left on the datastore"));
-    }
+    for (auto& w : waiters) w(Result<void>(Error(error)));
   }
   run_deferred();
+}
+
+void Services::pause() {
+  std::unique_lock l(mu_);
+  paused_ = true;
+  cv_.wait(l, [&] { return steps_running_ == 0; });
+  formatter_running_ = false;
+}
+
+void Services::resume() {
+  {
+    std::lock_guard l(mu_);
+    paused_ = false;
+  }
+  cv_.notify_all();
+}
+
+bool Services::begin_step(std::unique_lock<std::mutex>& l) {
+  cv_.wait(l, [&] { return stop_ || !paused_; });
+  if (stop_) return false;
+  ++steps_running_;
+  return true;
+}
+
+void Services::end_step(std::unique_lock<std::mutex>& l) {
+  (void)l;
+  if (--steps_running_ == 0 && paused_) cv_.notify_all();
 }
 
 Result<bool> Services::run_step(BackgroundStep step) {
   if (options_.start_background || options_.read_only) {
     return make_error(EINVAL, ErrorKind::kInvalidArgument,
                       "background steps are run by the datastore's own threads");
+  }
+  const bool changes_device = step == BackgroundStep::kRelease || step == BackgroundStep::kFormat;
+  if (changes_device) {
+    std::lock_guard l(mu_);
+    if (paused_) return false;
   }
   switch (step) {
     case BackgroundStep::kCommit: return commit_round(false);
@@ -202,13 +236,14 @@ void Services::answer_late_fsyncs() {
 void Services::formatter_loop() {
   const auto per_block = std::chrono::microseconds(1000000 / options_.format_rate_mib_s);
   std::unique_lock l(mu_);
-  while (!stop_) {
+  while (begin_step(l)) {
     l.unlock();
     for (int i = 0; i < 25 && dev_.counters().in_flight > 0; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
     auto r = format_one_block();
     l.lock();
+    end_step(l);
     if (r.ok() && !*r) {
       formatter_running_ = false;
       cv_.wait_for(l, std::chrono::milliseconds(200), [&] { return stop_; });
@@ -244,10 +279,11 @@ Result<bool> Services::format_one_block() {
 
 void Services::releaser_loop() {
   std::unique_lock l(mu_);
-  while (!stop_) {
+  while (begin_step(l)) {
     l.unlock();
     auto more = ms_.release_step(kReleaseBudget);
     l.lock();
+    end_step(l);
     if (!more.ok()) {
       VSFS_LOG_ERROR("background release: {}", more.error().to_string());
       cv_.wait_for(l, std::chrono::seconds(5), [&] { return stop_; });

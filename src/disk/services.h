@@ -64,8 +64,17 @@ class Services {
   // has stopped. Does not take MetaStore's mutex.
   bool after_next_commit(Done<void>& done);
   void wait_for_space_locked(SpaceWaiter waiter);
-  // Writes still waiting for space when nothing will reclaim it any more fail (ENOSPC).
+  // Writes still waiting for space when nothing will reclaim it any more fail: with
+  // ENOSPC at close, with `error` when the datastore turns read-only.
   void fail_space_waiters();
+  void fail_space_waiters(const Error& error);
+
+  // The releaser and the formatter stop taking steps (a remount read-only: the device
+  // must not change); pause returns once a step in progress has ended. The committer
+  // goes on (it has nothing to commit once no change runs). Without background threads
+  // run_step refuses kRelease and kFormat while paused.
+  void pause();
+  void resume();
 
   Result<bool> run_step(BackgroundStep step);
   bool formatter_running() const { return formatter_running_.load(); }
@@ -78,14 +87,20 @@ class Services {
   void committer_loop();
   void formatter_loop();
   void releaser_loop();
+  // A background step (release or format) begins unless stopping; it waits while
+  // paused. `l` holds mu_. False: stop.
+  bool begin_step(std::unique_lock<std::mutex>& l);
+  void end_step(std::unique_lock<std::mutex>& l);
 
   device::Device& dev_;
   meta::MetaStore& ms_;
   ChangeGates& gates_;
   const OpenOptions options_;
-  std::mutex mu_;  // guards stop_ and fsync_waiters_
+  std::mutex mu_;  // guards stop_, paused_, steps_running_ and fsync_waiters_
   std::condition_variable_any cv_;
   bool stop_ = false;
+  bool paused_ = false;
+  uint32_t steps_running_ = 0;  // release and format steps under way
   std::vector<Done<void>> fsync_waiters_;
   std::vector<SpaceWaiter> space_waiters_;  // guarded by MetaStore's mutex
   std::thread committer_, releaser_, formatter_;

@@ -10,6 +10,7 @@
 // holds it across a commit.
 #pragma once
 
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -26,7 +27,7 @@ namespace vsfs::disk {
 class Snapshots {
  public:
   Snapshots(meta::MetaStore& ms, ChangeGates& gates, NamespaceOps& ns, CbtView& cbt,
-            Services& services, DataPath& data, bool read_only)
+            Services& services, DataPath& data, const std::atomic<bool>& read_only)
       : ms_(ms), gates_(gates), ns_(ns), cbt_(cbt), services_(services), data_(data),
         read_only_(read_only) {}
   Snapshots(const Snapshots&) = delete;
@@ -46,7 +47,7 @@ class Snapshots {
   CbtView& cbt_;
   Services& services_;
   DataPath& data_;
-  const bool read_only_;
+  const std::atomic<bool>& read_only_;  // DatastoreImpl's: set by set_read_only
 };
 
 }  // namespace vsfs::disk

@@ -154,6 +154,7 @@ void DataPath::wait_for_space_locked(const std::shared_ptr<DataOp>& op) {
   op->retried = true;
   release_locked(op);
   services_.wait_for_space_locked([this, op](Result<void> r) {
+    if (r.ok()) r = writable(op->ino);  // the datastore may have turned read-only since
     if (!r.ok()) {
       defer([op, err = r.take_error()]() mutable { op->done_len(std::move(err)); });
       return;
