@@ -1,10 +1,15 @@
 # The administration programs vsfs-mkfs and vsfs-fsck. Included from mount/CMakeLists.txt;
 # paths are relative to this file so the fragment works from any including directory.
-# What the programs share: waiting for a daemon that is still closing a datastore.
-add_library(vsfs_programs STATIC ${CMAKE_CURRENT_LIST_DIR}/closing_daemon.cc)
+# What the programs share: the mount table and the daemons holding a device, waiting for
+# a daemon that is still closing a datastore, umount(8)'s helper record, remount.
+add_library(vsfs_programs STATIC ${CMAKE_CURRENT_LIST_DIR}/closing_daemon.cc
+  ${CMAKE_CURRENT_LIST_DIR}/mounted.cc)
 cmake_path(GET CMAKE_CURRENT_LIST_DIR PARENT_PATH vsfs_programs_repo_dir)
-target_include_directories(vsfs_programs PUBLIC ${vsfs_programs_repo_dir})
-target_link_libraries(vsfs_programs PUBLIC vsfs_device)
+target_include_directories(vsfs_programs PUBLIC ${vsfs_programs_repo_dir}
+  ${vsfs_programs_repo_dir}/include)
+# libmount (util-linux): the utab entry that makes umount(8) run umount.vsfs.
+pkg_check_modules(MOUNT REQUIRED IMPORTED_TARGET mount)
+target_link_libraries(vsfs_programs PUBLIC vsfs_device PRIVATE PkgConfig::MOUNT)
 foreach(prog mkfs fsck)
   add_executable(vsfs-${prog} ${CMAKE_CURRENT_LIST_DIR}/vsfs_${prog}.cc)
   target_link_libraries(vsfs-${prog} PRIVATE vsfs_meta vsfs_programs)

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cstdio>
@@ -38,6 +39,7 @@
 #include "fuse/session.h"
 #include "mount/closing_daemon.h"
 #include "mount/config.h"
+#include "mount/mounted.h"
 #include "util/clock.h"
 #include "util/log.h"
 #include "vsfs/datastore.h"
@@ -261,6 +263,14 @@ vsfs::fuse::SessionOptions session_options(const Args& a, const vsfs::mount::Con
   return so;
 }
 
+// The utab entry goes with the mount, unless another vsfs mount took the directory
+// since (its own entry).
+void forget_umount_helper(const std::string& dir) {
+  const auto now = vsfs::mount::mount_at(dir);
+  if (now && now->fstype == "fuse.vsfs") return;
+  vsfs::mount::forget_umount_helper(dir);
+}
+
 // Opens, mounts, serves. Returns the exit status.
 int serve(const Args& a, const vsfs::mount::Config& c, Reporter& rep) {
   vsfs::device::Device* device = nullptr;
@@ -311,6 +321,9 @@ int serve(const Args& a, const vsfs::mount::Config& c, Reporter& rep) {
       (void)(*ds)->close();
       return 1;
     }
+    // umount(8) then runs umount.vsfs, which waits until this process has closed the
+    // datastore.
+    vsfs::mount::record_umount_helper(a.device, a.dir);
     VSFS_LOG_INFO("{} mounted at {}", a.device, a.dir);
     rep.ready();
     if (!a.foreground) detach_stdio();
@@ -342,6 +355,7 @@ int serve(const Args& a, const vsfs::mount::Config& c, Reporter& rep) {
     // Reverse order: signal handlers, the mount, the session.
     signals->reset();
     mount->reset();
+    forget_umount_helper(a.dir);
     notifier.join();
     session->reset();
   }
@@ -353,6 +367,45 @@ int serve(const Args& a, const vsfs::mount::Config& c, Reporter& rep) {
     VSFS_LOG_INFO("{} unmounted cleanly", a.device);
   }
   return status;
+}
+
+// -o remount: applies ro or rw to the daemon serving DIR (mount(8) runs
+// "mount.vsfs DEVICE DIR -o remount,ro,..." for "mount -o remount,ro DIR"). Of the
+// other options only the kernel's mount flags (nosuid, noatime, ...) apply; the
+// configuration of a running daemon does not change. Returns the exit status.
+int remount_main(const Args& a) {
+  std::vector<std::string> tokens;
+  for (const std::string& o : a.options) {
+    size_t start = 0;
+    while (start <= o.size()) {
+      const size_t comma = std::min(o.find(',', start), o.size());
+      if (comma > start) tokens.push_back(o.substr(start, comma - start));
+      start = comma + 1;
+    }
+  }
+  std::optional<bool> read_only;
+  for (const std::string& t : tokens) {
+    if (t == "ro") read_only = true;
+    if (t == "rw") read_only = false;
+  }
+  if (!read_only) {
+    std::fprintf(stderr, "%s: -o remount needs ro or rw\n", kProg);
+    return 2;
+  }
+  const auto m = vsfs::mount::mount_at(a.dir);
+  if (m && m->fstype == "fuse.vsfs" && absolute_path(a.device) != m->source) {
+    std::fprintf(stderr, "%s: %s is mounted from %s, not %s\n", kProg, a.dir.c_str(),
+                 m->source.c_str(), a.device.c_str());
+    return 1;
+  }
+  auto r = vsfs::mount::remount(a.dir, *read_only, tokens, [](const std::string& line) {
+    std::fprintf(stderr, "%s: %s\n", kProg, line.c_str());
+  });
+  if (!r.ok()) {
+    std::fprintf(stderr, "%s: %s\n", kProg, r.error().message.c_str());
+    return 1;
+  }
+  return 0;
 }
 
 // Returns the exit status of the parent: 0 when the child said "ok".
@@ -417,6 +470,9 @@ int main(int argc, char** argv) {
   }
   a.device = pos[0];
   a.dir = pos[1];
+  for (const std::string& o : a.options) {
+    if (("," + o + ",").find(",remount,") != std::string::npos) return remount_main(a);
+  }
 
   vsfs::fuse::capture_fuse_messages();
 

@@ -53,6 +53,8 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_fi
                         int flags);
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);
 void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void op_ioctl(fuse_req_t req, fuse_ino_t ino, int cmd, void* arg, fuse_file_info* fi,
+              unsigned flags, const void* in_buf, size_t in_bufsz, size_t out_bufsz);
 
 // Open replies built by hand: libfuse 3.14's fuse_file_info has no field for
 // FOPEN_PARALLEL_DIRECT_WRITES (op_open.cc).

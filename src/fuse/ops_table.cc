@@ -1,5 +1,5 @@
 // The fuse_lowlevel_ops table: which handler answers which FUSE operation.
-// Operations left out (setxattr, locks, ioctl, ...) get ENOSYS from libfuse; the kernel
+// Operations left out (setxattr, locks, ...) get ENOSYS from libfuse; the kernel
 // then remembers that and answers EOPNOTSUPP itself.
 // Thread-safety: the table is built once, on first use, and never changes.
 #include "fuse/ops.h"
@@ -41,6 +41,7 @@ fuse_lowlevel_ops build_table() {
   ops.copy_file_range = op_copy_file_range;
   ops.getxattr = op_getxattr;
   ops.listxattr = op_listxattr;
+  ops.ioctl = op_ioctl;
   return ops;
 }
 

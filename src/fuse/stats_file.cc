@@ -58,10 +58,11 @@ std::string render_stats_json(FuseFs& fs) {
                  "    \"uuid\": \"{}\",\n"
                  "    \"device\": {},\n"
                  "    \"mounted_at\": {},\n"
-                 "    \"mount_count\": {}\n"
+                 "    \"mount_count\": {},\n"
+                 "    \"read_only\": {}\n"
                  "  }},\n",
                  json_string(o.version), format::uuid_text(s.uuid), json_string(o.device),
-                 json_time(o.mounted_at_ns), s.mount_count);
+                 json_time(o.mounted_at_ns), s.mount_count, s.read_only);
   const LoggedError last = last_logged_error();
   const bool healthy = !s.metadata_failed && s.device_read_errors == 0 &&
                        s.device_write_errors == 0;

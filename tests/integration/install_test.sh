@@ -13,11 +13,12 @@ fail() { echo "install: FAIL: $*" >&2; exit 1; }
 cmake --install "$build" --prefix "$T/inst" >"$T/install.log" 2>&1 ||
 	{ cat "$T/install.log" >&2; fail "cmake --install failed"; }
 sbin=$T/inst/sbin
-for p in vsfs-mount vsfs-mkfs vsfs-fsck mount.vsfs mkfs.vsfs fsck.vsfs; do
+for p in vsfs-mount vsfs-mkfs vsfs-fsck mount.vsfs mkfs.vsfs fsck.vsfs mount.fuse.vsfs umount.vsfs; do
 	[ -x "$sbin/$p" ] || fail "$p is not installed in sbin/"
 done
 [ "$(readlink "$sbin/mkfs.vsfs")" = vsfs-mkfs ] || fail "mkfs.vsfs does not point at vsfs-mkfs"
 [ "$(readlink "$sbin/fsck.vsfs")" = vsfs-fsck ] || fail "fsck.vsfs does not point at vsfs-fsck"
+[ "$(readlink "$sbin/mount.fuse.vsfs")" = mount.vsfs ] || fail "mount.fuse.vsfs does not point at mount.vsfs"
 [ ! -e "$T/inst/bin" ] || fail "something was installed in bin/: $(ls "$T/inst/bin")"
 for e in vsfs.toml quickstart.sh backup-incremental.sh restore.sh; do
 	[ -f "$T/inst/share/vsfs/examples/$e" ] || fail "examples/$e is not installed"

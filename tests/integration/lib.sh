@@ -40,6 +40,7 @@ MOUNTS=()   # mount points this test mounted
 PIDS=()     # daemons this test started
 CLEAN_DIRS=()  # more directories to remove on exit
 LOOPS=()    # loop devices this test attached (and has not detached yet)
+SBIN_LINKS=()  # links this test made in /sbin (use_build_mount_helpers)
 
 cleanup() {
 	local rc=$?
@@ -69,6 +70,7 @@ cleanup() {
 		done
 	fi
 	for p in "${LOOPS[@]}"; do losetup -d "$p" 2>/dev/null || true; done
+	for p in "${SBIN_LINKS[@]}"; do rm -f "$p"; done
 	chattr -R -i "$T" 2>/dev/null || true  # an immutable image a failed step left
 	rm -rf "$T" "${CLEAN_DIRS[@]}"
 	[ -z "$URING_WAS" ] || echo "$URING_WAS" >"$URING_PARAM" || true
@@ -207,4 +209,39 @@ wait_device_free() {
 		sleep 0.1
 	done
 	fail "$1 is still locked after the daemon exited"
+}
+
+# use_build_mount_helpers: mount(8) and umount(8) run /sbin/mount.fuse.vsfs (remount)
+# and /sbin/umount.vsfs (vsfs-mount records helper=vsfs in utab); libmount looks in /sbin
+# only. Makes those names run this build's helpers (beside $VSFS_MOUNT): links made here
+# go on exit; where the names exist already and are not this build's (an installed
+# vsfs), the test runs again in a private mount namespace with scripts that run this
+# build's helpers bound over them. Call it first.
+use_build_mount_helpers() {
+	local bin name ours=1
+	bin=$(dirname "$(readlink -f "$VSFS_MOUNT")")
+	for name in mount.fuse.vsfs umount.vsfs; do
+		[ -x "$bin/$name" ] || fail "$bin/$name is missing"
+		if [ -e "/sbin/$name" ] && [ "$(readlink -f "/sbin/$name")" != "$(readlink -f "$bin/$name")" ]; then
+			ours=0
+		fi
+	done
+	if [ "$ours" = 0 ] && [ -z "${VSFS_IT_PRIVATE_NS:-}" ]; then
+		rm -rf "$T"
+		trap - EXIT
+		VSFS_IT_PRIVATE_NS=1 exec unshare -m --propagation private "$BASH" "$0" "$@"
+	fi
+	for name in mount.fuse.vsfs umount.vsfs; do
+		if [ ! -e "/sbin/$name" ]; then
+			ln -s "$bin/$name" "/sbin/$name" || fail "linking /sbin/$name"
+			SBIN_LINKS+=("/sbin/$name")
+		elif [ "$(readlink -f "/sbin/$name")" != "$(readlink -f "$bin/$name")" ]; then
+			# A bound script would look for vsfs-mount beside the file it is bound over:
+			# bind one that runs this build's helper by its path instead.
+			printf '#!/bin/sh\nexec %q "$@"\n' "$bin/$name" >"$T/$name"
+			chmod +x "$T/$name"
+			mount --bind "$T/$name" "$(readlink -f "/sbin/$name")" ||
+				fail "binding $name over /sbin/$name"
+		fi
+	done
 }
