@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <mutex>
@@ -152,6 +153,12 @@ void log_line(LogLevel level, const std::string& line) {
     write_all(s.fd, fmt::format("{} {}[{}]: {}: {}\n", stamp, s.ident.empty() ? "vsfs" : s.ident,
                                 ::getpid(), kNames[lv], text));
   }
+}
+
+[[noreturn]] void assert_failed(const char* file, int line, const char* condition) {
+  log_line(LogLevel::kError,
+           fmt::format("invariant broken at {}:{}: {}; stopping", file, line, condition));
+  std::abort();
 }
 
 }  // namespace vsfs

@@ -1,6 +1,7 @@
 // The log's sinks: a file gets every line with a timestamp and the program's name, each
 // line names the subject once, the level filters, a line repeated in a burst is written
-// kRepeatBurst times, not more, and the last error is kept for .vsfs/stats.
+// kRepeatBurst times, not more, the last error is kept for .vsfs/stats, and a broken
+// invariant (VSFS_ASSERT) is logged before the process stops.
 #include <time.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "util/assert.h"
 #include "util/log.h"
 
 namespace vsfs {
@@ -111,6 +113,21 @@ TEST_F(LogTest, AFileThatCannotBeOpenedIsAnError) {
   auto r = log_to_file(dir_ + "/missing/dir/vsfs.log");
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message.find("cannot open for logging"), std::string::npos);
+}
+
+// A detached daemon has no stderr: the abort of a broken invariant must reach the
+// log's other sinks (here the file), with where it broke.
+TEST_F(LogTest, BrokenInvariantIsLoggedBeforeTheAbort) {
+  set_log_subject("/srv/ds.img");
+  const int answer = 41;
+  EXPECT_DEATH(VSFS_ASSERT(answer == 42), "");
+  bool found = false;
+  for (const std::string& l : lines_of(path_)) {
+    found |= l.find("error: /srv/ds.img: invariant broken at ") != std::string::npos &&
+             l.find("log_test.cc:") != std::string::npos &&
+             l.find(": answer == 42; stopping") != std::string::npos;
+  }
+  EXPECT_TRUE(found) << "no line in the log file";
 }
 
 }  // namespace
