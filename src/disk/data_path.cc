@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "util/clock.h"
+#include "util/log.h"
 
 namespace vsfs::disk {
 
@@ -117,6 +118,8 @@ void DataPath::start_read_locked(const std::shared_ptr<DataOp>& op) {
       }
       run_deferred();
       if (op->error != 0) {
+        VSFS_LOG_ERROR("reading disk inode {} from the device failed: {}", op->ino,
+                       std::strerror(-op->error));
         op->done_len(err_from_device(op->error, "read"));
       } else {
         op->done_len(op->length);

@@ -8,6 +8,7 @@
 
 #include "disk/data_path.h"
 #include "util/clock.h"
+#include "util/log.h"
 
 namespace vsfs::disk {
 
@@ -264,6 +265,8 @@ void DataPath::write_complete(const std::shared_ptr<DataOp>& op) {
     if (op->error != 0) {
       ++counters_.write_errors;
       if (op->error == -ENOSPC) ++counters_.no_space;
+      VSFS_LOG_ERROR("writing disk inode {} to the device failed: {}", op->ino,
+                     std::strerror(-op->error));
       unreserve_all_locked(op);
       result = err_from_device(op->error, "write");
     } else {

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "unit/disk/datastore_test_util.h"
+#include "util/log.h"
 
 namespace vsfs {
 namespace {
@@ -259,9 +260,17 @@ TEST(Datastore, DeviceErrorsAreCountedInStats) {
 
   raw->fail_nth(device::OpKind::kWrite, 1, /*persistent=*/false);
   EXPECT_FALSE(ds->write_sync(f->ino, 0, data.data(), data.size()).ok());
+  // Each failure is logged (an administrator reads it in syslog), naming the disk.
+  const std::string disk = "disk inode " + std::to_string(f->ino);
+  EXPECT_NE(last_logged_error().text.find("writing " + disk + " to the device failed"),
+            std::string::npos)
+      << last_logged_error().text;
   raw->fail_nth(device::OpKind::kRead, 1, /*persistent=*/false);
   std::vector<uint8_t> back(data.size());
   EXPECT_FALSE(ds->read_sync(f->ino, 0, back.size(), back.data()).ok());
+  EXPECT_NE(last_logged_error().text.find("reading " + disk + " from the device failed"),
+            std::string::npos)
+      << last_logged_error().text;
   s = ds->stats();
   EXPECT_EQ(s.device_write_errors, 1u);
   EXPECT_EQ(s.device_read_errors, 1u);
