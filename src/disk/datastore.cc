@@ -80,6 +80,7 @@ class DatastoreImpl final : public Datastore {
     if (options_.read_only) return ok_result();
     {
       std::lock_guard lock(ms_->mu());
+      VSFS_TRY(inodes_.hold_frees_locked(false));  // those a read-only spell held
       VSFS_TRY(inodes_.persist_all_times_locked());
     }
     return ms_->checkpoint(true);
@@ -209,6 +210,7 @@ class DatastoreImpl final : public Datastore {
       {
         std::lock_guard lock(ms_->mu());
         read_only_ = false;
+        VSFS_TRY(inodes_.hold_frees_locked(false));
       }
       services_.resume();
       return ok_result();
@@ -216,6 +218,7 @@ class DatastoreImpl final : public Datastore {
     {
       std::lock_guard lock(ms_->mu());
       read_only_ = true;
+      VSFS_TRY(inodes_.hold_frees_locked(true));
     }
     services_.fail_space_waiters(
         make_error(EROFS, ErrorKind::kState, "datastore is read-only"));

@@ -17,10 +17,27 @@ void InodeTable::release_ref_locked(Ino ino) {
   }
   auto rec = ms_.inode_locked(ino);
   if (rec.ok() && (*rec)->nlink == 0 && it->second.locks.idle()) {
-    auto freed = ms_.free_inode_locked(ino);
-    if (!freed.ok()) VSFS_LOG_ERROR("freeing inode {}: {}", ino, freed.error().to_string());
     rt_.erase(it);
+    free_unlinked_locked(ino);
   }
+}
+
+void InodeTable::free_unlinked_locked(Ino ino) {
+  if (hold_frees_) {
+    held_frees_.push_back(ino);
+    return;
+  }
+  auto freed = ms_.free_inode_locked(ino);
+  if (!freed.ok()) VSFS_LOG_ERROR("freeing inode {}: {}", ino, freed.error().to_string());
+}
+
+Result<void> InodeTable::hold_frees_locked(bool hold) {
+  hold_frees_ = hold;
+  if (hold) return ok_result();
+  auto held = std::move(held_frees_);
+  held_frees_.clear();
+  for (Ino ino : held) VSFS_TRY(ms_.free_inode_locked(ino));
+  return ok_result();
 }
 
 bool InodeTable::in_use_locked(Ino ino) const {
@@ -77,9 +94,8 @@ void InodeTable::release_locked(Ino ino, RangeLock::Handle handle) {
   if (it->second.locks.idle() && it->second.open_refs == 0) {
     auto rec = ms_.inode_locked(ino);
     if (rec.ok() && (*rec)->nlink == 0) {
-      auto freed = ms_.free_inode_locked(ino);
-      if (!freed.ok()) VSFS_LOG_ERROR("freeing inode {}: {}", ino, freed.error().to_string());
       rt_.erase(it);
+      free_unlinked_locked(ino);
     } else if (it->second.pending_mtime_ns == 0) {
       keep_hint_locked(ino, it->second.hint_block);
       rt_.erase(it);  // keep entries that hold lazily kept times

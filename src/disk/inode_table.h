@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <deque>
 #include <unordered_map>
+#include <vector>
 
 #include "disk/range_lock.h"
 #include "disk/wait_histogram.h"
@@ -35,6 +36,10 @@ class InodeTable {
   bool in_use_locked(Ino ino) const;
   // Forgets an inode being freed.
   void forget_locked(Ino ino) { rt_.erase(ino); }
+  // While the datastore is read-only (set_read_only) freeing an unlinked inode would
+  // change the device: those whose last reference or request ends are held instead,
+  // and freed when hold_frees_locked(false) ends the hold (read-write again, or close).
+  Result<void> hold_frees_locked(bool hold);
 
   // ---- times ----
   // The record's attributes with an in-place write's time applied.
@@ -69,9 +74,13 @@ class InodeTable {
     uint64_t pending_mtime_ns = 0;  // in-place writes' time, not yet in the record
   };
   void keep_hint_locked(Ino ino, uint64_t hint_block);
+  // Frees an unlinked inode whose entry goes, or holds it (hold_frees_locked).
+  void free_unlinked_locked(Ino ino);
 
   meta::MetaStore& ms_;
   std::unordered_map<Ino, Entry> rt_;
+  bool hold_frees_ = false;
+  std::vector<Ino> held_frees_;
   // Allocation hints of disks whose entry went with their last request. Without them
   // each write of a disk that is never opened (a caller of the API that never calls
   // open_ref) would take a new storage block and leave it almost empty. Bounded: beyond

@@ -178,5 +178,31 @@ TEST(ReadOnlySwitch, OpenedReadOnlyStaysReadOnly) {
   ASSERT_TRUE(ds->close().ok());
 }
 
+// A disk unlinked while open and closed while read-only is freed only once the datastore
+// is read-write again: freeing it would change the device.
+TEST(ReadOnlySwitch, LastCloseOfAnUnlinkedDiskWaitsForReadWrite) {
+  auto dev = fresh_device();
+  SimDevice* raw = dev.get();
+  auto ds = open_ds(std::move(dev));
+  ASSERT_TRUE(ds);
+  auto f = ds->create(kRootIno, "f", 0644, 0, 0);
+  ASSERT_TRUE(f.ok());
+  const auto data = pattern(2 << 20, 9);
+  ASSERT_TRUE(ds->write_sync(f->ino, 0, data.data(), data.size()).ok());
+  ASSERT_TRUE(ds->open_ref(f->ino).ok());
+  ASSERT_TRUE(ds->unlink(kRootIno, "f").ok());
+  ASSERT_TRUE(ds->set_read_only(true).ok());
+  const uint64_t changes = device_changes(*raw);
+  const uint64_t inodes = ds->stats().space.inodes;
+  ds->release_ref(f->ino);
+  EXPECT_TRUE(ds->fsync_sync(kRootIno).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(device_changes(*raw), changes) << "freeing the disk changed the device";
+  EXPECT_EQ(ds->stats().space.inodes, inodes);
+  ASSERT_TRUE(ds->set_read_only(false).ok());
+  EXPECT_EQ(ds->stats().space.inodes, inodes - 1) << "the held inode was not freed";
+  ASSERT_TRUE(ds->close().ok());
+}
+
 }  // namespace
 }  // namespace vsfs
