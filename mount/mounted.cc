@@ -164,6 +164,7 @@ std::vector<pid_t> daemons_holding(const std::string& path) {
 
 void record_umount_helper(const std::string& source, const std::string& target) {
   if (::access("/run/mount", W_OK) != 0 && ::mkdir("/run/mount", 0755) != 0) return;
+  forget_umount_helper(target);  // one a daemon killed before its exit left there
   libmnt_fs* fs = mnt_new_fs();
   if (fs == nullptr) return;
   if (mnt_fs_set_source(fs, source.c_str()) == 0 && mnt_fs_set_target(fs, target.c_str()) == 0 &&

@@ -32,7 +32,8 @@ std::vector<pid_t> daemons_holding(const std::string& path);
 // The utab entry (util-linux's record of options the kernel does not keep) that makes
 // umount(8) run umount.vsfs for the mount at `target`. Without a writable utab
 // (/run/mount, as root) nothing is recorded and umount(8) unmounts without waiting.
-// Errors: none reported; the mount works either way.
+// An entry left for `target` by a daemon that was killed is replaced. Errors: none
+// reported; the mount works either way.
 void record_umount_helper(const std::string& source, const std::string& target);
 void forget_umount_helper(const std::string& target);
 

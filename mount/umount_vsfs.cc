@@ -76,16 +76,15 @@ int run(const Args& a) {
     std::fprintf(stderr, "%s: %s: not mounted\n", kProg, a.dir.c_str());
     return 32;
   }
-  if (m->fstype != "fuse.vsfs") {
-    std::fprintf(stderr, "%s: %s: not a vsfs mount (%s)\n", kProg, a.dir.c_str(),
-                 m->fstype.c_str());
-    return 32;
-  }
-  const std::vector<pid_t> daemons = vsfs::mount::daemons_holding(m->source);
+  // Another filesystem mounted where a killed vsfs-mount left its utab entry: unmounted
+  // as umount(8) would, without waiting for anyone.
+  const bool vsfs = m->fstype == "fuse.vsfs";
+  const std::vector<pid_t> daemons =
+      vsfs ? vsfs::mount::daemons_holding(m->source) : std::vector<pid_t>{};
   const int flags = (a.lazy ? MNT_DETACH : 0) | (a.force ? MNT_FORCE : 0);
   if (::umount2(m->target.c_str(), flags) != 0) {
     const int err = errno;
-    if (err == EBUSY && a.read_only) {
+    if (err == EBUSY && a.read_only && vsfs) {
       auto r = vsfs::mount::remount(m->target, true, {}, [](const std::string& line) {
         std::fprintf(stderr, "%s: %s\n", kProg, line.c_str());
       });
@@ -102,7 +101,7 @@ int run(const Args& a) {
   }
   if (a.verbose) std::fprintf(stderr, "%s: %s unmounted\n", kProg, m->target.c_str());
   if (!a.no_utab) vsfs::mount::forget_umount_helper(m->target);
-  if (a.lazy) return 0;
+  if (a.lazy || !vsfs) return 0;
   return wait_for_release(m->source, daemons, a.verbose) ? 0 : 32;
 }
 

@@ -69,6 +69,25 @@ umount -i "$T/mnt"
 "$VSFS_MKFS" -f "$T/ds.img" >/dev/null 2>"$T/err" || fail "vsfs-mkfs -f right after umount -i: $(cat "$T/err")"
 echo "umount_fsck: 20 rounds without the helper clean; the programs waited for a closing daemon $waited times"
 
+# A daemon killed with -9 leaves its utab entry behind: another filesystem mounted
+# there later still unmounts with umount(8), and the next vsfs mount replaces the entry.
+"$VSFS_MKFS" -f "$T/ds.img" >/dev/null 2>&1 || fail "mkfs for the kill round"
+"$VSFS_MOUNT" "$T/ds.img" "$T/mnt" || fail "vsfs-mount before kill -9"
+pid=$(daemon_pid "$T/ds.img") || fail "no daemon for $T/ds.img"
+kill -9 "$pid"
+for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+umount -n -i -l "$T/mnt" || fail "detaching the dead mount"  # -n: utab as the kill left it
+grep -q "TARGET=$T/mnt " /run/mount/utab || fail "expected the killed daemon's utab entry"
+mount -t tmpfs tmpfs "$T/mnt" || fail "mount tmpfs"
+MOUNTS+=("$T/mnt")
+umount "$T/mnt" 2>"$T/err" || fail "umount of tmpfs where a killed daemon left its entry: $(cat "$T/err")"
+mountpoint -q "$T/mnt" && fail "tmpfs still mounted"
+wait_device_free "$T/ds.img"
+"$VSFS_MOUNT" "$T/ds.img" "$T/mnt" 2>/dev/null || fail "vsfs-mount after kill -9"
+[ "$(grep -c "TARGET=$T/mnt " /run/mount/utab)" -eq 1 ] || fail "utab: $(grep "TARGET=$T/mnt " /run/mount/utab)"
+umount "$T/mnt" || fail "umount after kill -9"
+grep -q "TARGET=$T/mnt " /run/mount/utab && fail "the utab entry outlived the mount"
+
 # Held by something else than a closing daemon: refused at once, no wait.
 flock "$T/ds.img" sleep 30 &
 holder=$!
