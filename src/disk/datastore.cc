@@ -217,6 +217,7 @@ class DatastoreImpl final : public Datastore {
     }
     {
       std::lock_guard lock(ms_->mu());
+      if (read_only_) return ok_result();  // already: the device stays as it is
       read_only_ = true;
       VSFS_TRY(inodes_.hold_frees_locked(true));
     }
