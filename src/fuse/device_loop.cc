@@ -54,8 +54,8 @@ constexpr int kReadsPerPass = 4;
 
 class DeviceLoop {
  public:
-  DeviceLoop(fuse_session* se, UringChannel* ring, uint32_t threads)
-      : se_(se), fd_(fuse_session_fd(se)), ring_(ring) {
+  DeviceLoop(fuse_session* se, UringChannel* ring, InitExtensions& init, uint32_t threads)
+      : se_(se), fd_(fuse_session_fd(se)), ring_(ring), init_(init) {
     buffer_.resize(kRequestBufferBytes);
     workers_.reserve(threads);
     for (uint32_t i = 0; i < threads; ++i) workers_.emplace_back([this] { work(); });
@@ -90,8 +90,8 @@ class DeviceLoop {
         VSFS_LOG_ERROR("/dev/fuse: short request of {} bytes", n);
         continue;
       }
-      if (ring_ != nullptr && opcode_of(buffer_.data()) == FUSE_INIT) {
-        ring_->on_init_request(buffer_.data(), static_cast<size_t>(n));
+      if (opcode_of(buffer_.data()) == FUSE_INIT) {
+        init_.on_request(buffer_.data(), static_cast<size_t>(n));
       }
       serve(buffer_.data(), static_cast<size_t>(n), /*stable=*/false);
     }
@@ -189,6 +189,7 @@ class DeviceLoop {
   fuse_session* const se_;
   const int fd_;
   UringChannel* const ring_;  // null without FUSE over io_uring
+  InitExtensions& init_;
   std::vector<char> buffer_;  // completion thread only
 
   std::mutex mu_;
@@ -203,15 +204,17 @@ class DeviceLoop {
 
 // libfuse's custom IO: every reply and notification it writes passes here.
 ssize_t transport_writev(int fd, iovec* iov, int count, void* userdata) {
-  UringChannel* ring = static_cast<FuseFs*>(userdata)->uring();
+  FuseFs& fs = *static_cast<FuseFs*>(userdata);
+  UringChannel* ring = fs.uring();
   if (ring != nullptr && ring->reply(iov, count)) {
     ssize_t total = 0;
     for (int i = 0; i < count; ++i) total += static_cast<ssize_t>(iov[i].iov_len);
     return total;
   }
-  const bool init = ring != nullptr && ring->take_init_reply(iov, count);
+  const uint64_t granted = fs.init_extensions().on_reply(iov, count);
   const ssize_t n = ::writev(fd, iov, count);
-  if (init && n >= 0) ring->start();  // the kernel has taken INIT: it accepts entries now
+  // The kernel has taken INIT with the ring asked for: it accepts entries now.
+  if ((granted & InitExtensions::kOverIoUring) && ring != nullptr && n >= 0) ring->start();
   return n;
 }
 
@@ -266,11 +269,12 @@ Result<void> run_device_loop(Session& session, FuseFs& fs, device::Device& dev,
       if (created.ok()) {
         ring = std::move(*created);
         fs.set_uring(ring);
+        fs.init_extensions().want(InitExtensions::kOverIoUring);
       } else {
         VSFS_LOG_WARN("{}; requests stay on /dev/fuse", created.error().message);
       }
     }
-    DeviceLoop loop(se, ring.get(), options.threads);
+    DeviceLoop loop(se, ring.get(), fs.init_extensions(), options.threads);
     loop_ptr = &loop;
     if (dev.watch_readable(fd, [&loop] { return loop.on_ready(); })) {
       result = loop.wait_for_end();

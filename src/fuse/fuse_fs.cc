@@ -31,7 +31,9 @@ FuseFs::FuseFs(Datastore& ds, const FsOptions& options)
       options_(options),
       buffers_(kRetainedBufferBytes),
       queues_(ds, options.coalesce, buffers_),
-      mount_time_ns_(realtime_ns()) {}
+      mount_time_ns_(realtime_ns()) {
+  init_extensions_.want(InitExtensions::kDirectIoAllowMmap);
+}
 
 void reply_error(fuse_req_t req, const Error& error) {
   int e = error.errno_value > 0 ? error.errno_value : EIO;

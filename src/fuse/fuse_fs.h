@@ -25,6 +25,7 @@
 
 #include "util/buffer_pool.h"
 #include "fuse/disk_queues.h"
+#include "fuse/init_extensions.h"
 #include "fuse/handles.h"
 #include "fuse/stats_file.h"
 #include "io/coalesce_queue.h"
@@ -103,6 +104,8 @@ class FuseFs {
   // replies of requests in flight may come after the loop has ended.
   void set_uring(std::shared_ptr<UringChannel> channel) { uring_ = std::move(channel); }
   UringChannel* uring() const { return uring_.get(); }
+  // The FUSE_INIT flags libfuse does not know, added to its reply.
+  InitExtensions& init_extensions() { return init_extensions_; }
 
  private:
   Datastore& ds_;
@@ -112,6 +115,7 @@ class FuseFs {
   DiskQueues queues_;
   const uint64_t mount_time_ns_;
   std::shared_ptr<UringChannel> uring_;
+  InitExtensions init_extensions_;
   HandleTable<DirHandle> dir_handles_;
   HandleTable<StatsHandle> stats_handles_;
 };

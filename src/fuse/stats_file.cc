@@ -192,9 +192,11 @@ std::string render_stats_json(FuseFs& fs) {
                  "  \"fuse\": {{\n"
                  "    \"transport\": \"{}\",\n"
                  "    \"ring_entries\": {},\n"
-                 "    \"ring_requests\": {}\n"
+                 "    \"ring_requests\": {},\n"
+                 "    \"direct_io_mmap\": {}\n"
                  "  }},\n",
-                 ring.active ? "io_uring" : "dev_fuse", ring.entries, ring.requests);
+                 ring.active ? "io_uring" : "dev_fuse", ring.entries, ring.requests,
+                 (fs.init_extensions().granted() & InitExtensions::kDirectIoAllowMmap) != 0);
   // Resource queues (DESIGN.md §2): requests that waited for a busy resource.
   auto queue = [&](const char* name, const QueueStats& q, bool last) {
     fmt::format_to(it,

@@ -23,7 +23,6 @@
 namespace vsfs::fuse {
 namespace {
 
-constexpr uint64_t kFuseOverIoUring = 1ull << 41;  // FUSE_OVER_IO_URING (INIT flags)
 constexpr uint32_t kCmdRegister = 1;               // FUSE_IO_URING_CMD_REGISTER
 constexpr uint32_t kCmdCommitAndFetch = 2;         // FUSE_IO_URING_CMD_COMMIT_AND_FETCH
 constexpr size_t kHeaderPage = 4096;               // header buffer + room to lay out
@@ -101,36 +100,6 @@ UringChannel::UringChannel(device::Device& dev, int fuse_fd, const UringChannelO
 
 UringChannel::~UringChannel() {
   if (map_ != nullptr) ::munmap(map_, entries_.size() * entry_bytes_);
-}
-
-void UringChannel::on_init_request(const char* request, size_t size) {
-  fuse_in_header in;
-  fuse_init_in init;
-  if (size < sizeof(in) + sizeof(init)) return;  // a kernel too old for flags2
-  std::memcpy(&in, request, sizeof(in));
-  std::memcpy(&init, request + sizeof(in), sizeof(init));
-  uint64_t flags = init.flags;
-  if (flags & FUSE_INIT_EXT) flags |= static_cast<uint64_t>(init.flags2) << 32;
-  std::lock_guard lk(mu_);
-  offered_ = (flags & kFuseOverIoUring) != 0;
-  init_unique_ = in.unique;
-}
-
-bool UringChannel::take_init_reply(iovec* iov, int count) {
-  fuse_out_header out;
-  if (count != 2 || iov[0].iov_len != sizeof(out) || iov[1].iov_len != sizeof(fuse_init_out)) {
-    return false;
-  }
-  std::memcpy(&out, iov[0].iov_base, sizeof(out));
-  {
-    std::lock_guard lk(mu_);
-    if (!offered_ || out.unique != init_unique_ || out.error != 0) return false;
-    offered_ = false;  // once
-  }
-  auto* init = static_cast<fuse_init_out*>(iov[1].iov_base);
-  init->flags |= FUSE_INIT_EXT;
-  init->flags2 |= static_cast<uint32_t>(kFuseOverIoUring >> 32);
-  return true;
 }
 
 void UringChannel::start() {

@@ -10,8 +10,8 @@
 // device's completion thread like an IO completion does.
 //
 // The kernel offers the transport in FUSE_INIT's flags; vsfs asks for it in the reply
-// (libfuse 3.14 does not know the flag: see on_init_request and take_init_reply), and
-// lends the entries once that reply is written. Until every CPU's queue has an entry,
+// (libfuse 3.14 does not know the flag: InitExtensions adds it), and lends the entries
+// once that reply is written. Until every CPU's queue has an entry,
 // and for FORGET and INTERRUPT always, requests still come through /dev/fuse.
 //
 // A request from an entry is laid out as if read from /dev/fuse (in header, the
@@ -24,7 +24,7 @@
 // kernel hold the channel (shared ownership) until they complete or the device's ring
 // goes away; after stop() their completions are dropped. reply() keeps working after
 // stop() (late replies of requests in flight).
-// Thread-safety: reply(), take_init_reply(), start(), stop() and counters() from any
+// Thread-safety: reply(), start(), stop() and counters() from any
 // thread; the dispatch function runs on the device's completion thread.
 #pragma once
 
@@ -71,14 +71,8 @@ class UringChannel : public std::enable_shared_from_this<UringChannel> {
   UringChannel(const UringChannel&) = delete;
   UringChannel& operator=(const UringChannel&) = delete;
 
-  // The FUSE_INIT request as read from /dev/fuse: notes whether the kernel offers the
-  // transport, and the request's id, so that take_init_reply can recognise its reply.
-  void on_init_request(const char* request, size_t size);
-  // For every reply written to /dev/fuse: when it is the successful reply to FUSE_INIT
-  // and the kernel offered the transport, asks for it in the reply's flags and returns
-  // true; the caller then calls start() once the reply is written.
-  bool take_init_reply(iovec* iov, int count);
-  // Lends every entry to the kernel.
+  // Lends every entry to the kernel (once the INIT reply that asked for the transport
+  // is written).
   void start();
   // Sends the reply (libfuse's iovec: out header, then payload) when its request came
   // through the ring, and returns true; false when it did not.
@@ -125,8 +119,6 @@ class UringChannel : public std::enable_shared_from_this<UringChannel> {
   Dispatch dispatch_;                                // guarded by mu_; empty after stop()
   bool dispatching_ = false;                         // guarded by mu_
   std::condition_variable dispatch_cv_;              // signals !dispatching_
-  bool offered_ = false;                             // guarded by mu_
-  uint64_t init_unique_ = 0;                         // guarded by mu_
   bool refused_logged_ = false;                      // guarded by mu_
   uint64_t requests_ = 0;                            // guarded by mu_
 };
