@@ -319,7 +319,8 @@ int run(const Args& args) {
     // Validate the layout before creating anything.
     auto layout = vsfs::format::compute_layout(*args.size_bytes, args.journal_bytes);
     if (!layout.ok()) return fail(fmt::format("{}: {}", path, layout.error().message));
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    // 0600: the image holds every disk's data; no other user may read it.
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) return fail(fmt::format("cannot create {}: {}", path, std::strerror(errno)));
     const int rc = ::ftruncate(fd, static_cast<off_t>(*args.size_bytes));
     const int err = errno;

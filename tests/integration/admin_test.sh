@@ -77,8 +77,10 @@ expect_status 8 "vsfs-fsck -n -y" -- "$FSCK" -n -y "$TMP/never.img"
 
 # ---- a new 1 GiB file ----
 DS=$TMP/ds.img
-expect_status 0 "mkfs -s 1G on a new file" -- "$MKFS" -s 1G "$DS"
+expect_status 0 "mkfs -s 1G on a new file" -- bash -c 'umask 022; exec "$@"' umask "$MKFS" -s 1G "$DS"
 expect_in "$OUT" "uuid:" "mkfs prints a summary"
+[ "$(stat -c %a "$DS")" = 600 ] && pass "the new image is 0600 under umask 022" ||
+  fail "the new image is $(stat -c %a "$DS")"
 size=$(stat -c %s "$DS")
 [ "$size" -eq $((1 << 30)) ] && pass "file is 1 GiB" || fail "file is $size bytes"
 expect_status 0 "fsck -n on the new datastore" -- "$FSCK" -n "$DS"
