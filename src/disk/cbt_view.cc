@@ -27,18 +27,23 @@ Result<Attr> CbtView::root_locked(Ino dir) {
   return getattr_locked(intern_locked(std::move(root)));
 }
 
+// A node carries the owner, group and permission bits (less the write bits: the tree is
+// read-only) of what it describes: .cbt, B and A those of the live directory; a
+// directory or map below them those of the directory or disk in snapshot B. With
+// default_permissions the kernel then allows exactly what it allows in the live tree.
 Result<Attr> CbtView::getattr_locked(Ino ino) {
   VSFS_ASSIGN_OR_RETURN(Node * n, get_locked(ino));
-  VSFS_ASSIGN_OR_RETURN(auto dir, ms_.inode_locked(n->dir));
-  Attr a = to_attr(*dir);
+  const bool in_b = n->kind == Node::kDir || n->kind == Node::kFile;
+  VSFS_ASSIGN_OR_RETURN(auto rec, in_b ? ms_.inode_locked(n->base, n->b) : ms_.inode_locked(n->dir));
+  Attr a = to_attr(*rec);
   a.ino = ino;
   a.nlink = 2;
   a.allocated_bytes = 0;
   a.size_bytes = 0;
-  a.mode = S_IFDIR | 0555;
+  a.mode = S_IFDIR | (rec->mode & 0555);
   if (n->kind == Node::kFile) {
     VSFS_ASSIGN_OR_RETURN(auto text, text_locked(ino));
-    a.mode = S_IFREG | 0444;
+    a.mode = S_IFREG | (rec->mode & 0444);
     a.nlink = 1;
     a.size_bytes = text->size();  // the real length: tools read until EOF
   }

@@ -8,6 +8,9 @@
 // kept while they fit in the text budget, least recently read dropped first (the most
 // recent always stays, so that one reader of a larger text does not make it again for
 // every read): B is frozen and A's changeId fixed, so a text made again is the same.
+// Each node has the owner, group and read/search bits of what it describes (the live
+// directory for .cbt, B and A; the directory or disk in B below), so that the kernel's
+// permission checks allow in .cbt what they allow in the snapshot's tree.
 // Thread-safety: *_locked methods are called with MetaStore's mutex held; read() takes
 // it itself.
 #pragma once
