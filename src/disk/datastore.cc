@@ -56,7 +56,7 @@ class DatastoreImpl final : public Datastore {
         read_only_(options_.read_only),
         ns_(*ms_, inodes_, cbt_, services_, read_only_),
         data_(*dev_, *ms_, inodes_, gates_, services_, ns_, cbt_, read_only_),
-        snapshots_(*ms_, gates_, ns_, cbt_, services_, data_, read_only_) {}
+        snapshots_(*ms_, inodes_, gates_, ns_, cbt_, services_, data_, read_only_) {}
 
   ~DatastoreImpl() override {
     if (!closed_) {

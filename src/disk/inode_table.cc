@@ -20,6 +20,7 @@ void InodeTable::release_ref_locked(Ino ino) {
     rt_.erase(it);
     free_unlinked_locked(ino);
   }
+  end_view_hold_locked(ino);
 }
 
 void InodeTable::free_unlinked_locked(Ino ino) {
@@ -38,6 +39,19 @@ Result<void> InodeTable::hold_frees_locked(bool hold) {
   held_frees_.clear();
   for (Ino ino : held) VSFS_TRY(ms_.free_inode_locked(ino));
   return ok_result();
+}
+
+bool InodeTable::view_in_use_locked(uint16_t view) const {
+  for (const auto& [ino, e] : rt_) {
+    if (view_of(ino) == view && (e.open_refs > 0 || !e.locks.idle())) return true;
+  }
+  return false;
+}
+
+void InodeTable::end_view_hold_locked(Ino ino) {
+  const uint16_t view = view_of(ino);
+  if (view == 0 || !ms_.snapshot_view_held_locked(view) || view_in_use_locked(view)) return;
+  ms_.unhold_snapshot_view_locked(view);
 }
 
 bool InodeTable::in_use_locked(Ino ino) const {
@@ -89,7 +103,10 @@ void InodeTable::release_locked(Ino ino, RangeLock::Handle handle) {
     // range from inside this release (and may remove the entry), one that takes another
     // disk's range adds an entry (and a rehash moves them all). Look again.
     it = rt_.find(ino);
-    if (it == rt_.end()) return;
+    if (it == rt_.end()) {
+      end_view_hold_locked(ino);
+      return;
+    }
   }
   if (it->second.locks.idle() && it->second.open_refs == 0) {
     auto rec = ms_.inode_locked(ino);
@@ -101,6 +118,7 @@ void InodeTable::release_locked(Ino ino, RangeLock::Handle handle) {
       rt_.erase(it);  // keep entries that hold lazily kept times
     }
   }
+  end_view_hold_locked(ino);
 }
 
 uint64_t& InodeTable::hint_locked(Ino ino) {

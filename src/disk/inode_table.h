@@ -34,6 +34,10 @@ class InodeTable {
   void release_ref_locked(Ino ino);
   // True while the inode is open or has requests: an unlinked inode is freed later.
   bool in_use_locked(Ino ino) const;
+  // True while a file of snapshot `view` is open or has requests. When the last of a
+  // deleted snapshot's (MetaStore keeps its view readable meanwhile) ends, the hold
+  // ends and the releaser frees its tree.
+  bool view_in_use_locked(uint16_t view) const;
   // Forgets an inode being freed.
   void forget_locked(Ino ino) { rt_.erase(ino); }
   // While the datastore is read-only (set_read_only) freeing an unlinked inode would
@@ -76,6 +80,9 @@ class InodeTable {
   void keep_hint_locked(Ino ino, uint64_t hint_block);
   // Frees an unlinked inode whose entry goes, or holds it (hold_frees_locked).
   void free_unlinked_locked(Ino ino);
+  // After a reference or request of `ino` ended: a deleted snapshot's view no file
+  // uses any more is let go.
+  void end_view_hold_locked(Ino ino);
 
   meta::MetaStore& ms_;
   std::unordered_map<Ino, Entry> rt_;

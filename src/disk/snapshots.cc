@@ -43,7 +43,7 @@ Result<void> Snapshots::remove(Ino dir, const std::string& name) {
       return make_error(ENOENT, ErrorKind::kNotFound, "no snapshot '{}' here", name);
     }
     const uint16_t id = r->id;
-    VSFS_TRY(ms_.delete_snapshot_locked(name));
+    VSFS_TRY(ms_.delete_snapshot_locked(name, inodes_.view_in_use_locked(id)));
     cbt_.drop_snapshot_locked(id);
   }
   services_.wake();  // the releaser has work

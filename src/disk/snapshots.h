@@ -17,6 +17,7 @@
 #include "disk/cbt_view.h"
 #include "disk/change_gates.h"
 #include "disk/data_path.h"
+#include "disk/inode_table.h"
 #include "disk/namespace_ops.h"
 #include "disk/services.h"
 #include "meta/meta_store.h"
@@ -26,14 +27,17 @@ namespace vsfs::disk {
 
 class Snapshots {
  public:
-  Snapshots(meta::MetaStore& ms, ChangeGates& gates, NamespaceOps& ns, CbtView& cbt,
-            Services& services, DataPath& data, const std::atomic<bool>& read_only)
-      : ms_(ms), gates_(gates), ns_(ns), cbt_(cbt), services_(services), data_(data),
-        read_only_(read_only) {}
+  Snapshots(meta::MetaStore& ms, InodeTable& inodes, ChangeGates& gates, NamespaceOps& ns,
+            CbtView& cbt, Services& services, DataPath& data,
+            const std::atomic<bool>& read_only)
+      : ms_(ms), inodes_(inodes), gates_(gates), ns_(ns), cbt_(cbt), services_(services),
+        data_(data), read_only_(read_only) {}
   Snapshots(const Snapshots&) = delete;
   Snapshots& operator=(const Snapshots&) = delete;
 
-  // mkdir and rmdir in DIR/.snapshots.
+  // mkdir and rmdir in DIR/.snapshots. A snapshot removed while its files are open
+  // leaves the namespace at once; its tree stays readable through them and is released
+  // after the last closes (InodeTable ends the hold).
   Result<Attr> create(Ino dir, const std::string& name);
   Result<void> remove(Ino dir, const std::string& name);
   std::vector<SnapshotInfo> list();
@@ -42,6 +46,7 @@ class Snapshots {
 
  private:
   meta::MetaStore& ms_;
+  InodeTable& inodes_;
   ChangeGates& gates_;
   NamespaceOps& ns_;
   CbtView& cbt_;

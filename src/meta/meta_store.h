@@ -240,8 +240,13 @@ class MetaStore {
   Result<format::SnapshotRecord> create_snapshot_locked(uint64_t base_ino, const std::string& name,
                                                         uint64_t now_ns);
   // Drops the snapshot's tree (released in the background) and keeps its name and
-  // changeId on record, at most history_max deleted records.
-  Result<void> delete_snapshot_locked(const std::string& name);
+  // changeId on record, at most history_max deleted records. With `keep_readable` (its
+  // files are open) the deleted snapshot's view stays readable, and the releaser leaves
+  // its tree alone, until unhold_snapshot_view_locked: in memory only, so after a crash
+  // (nothing is open then) the release goes on.
+  Result<void> delete_snapshot_locked(const std::string& name, bool keep_readable = false);
+  void unhold_snapshot_view_locked(uint16_t id);
+  bool snapshot_view_held_locked(uint16_t id) const { return held_views_.count(id) != 0; }
   void set_snapshot_history_max(uint32_t n) { history_max_ = n; }
 
   // ---- background release ----
@@ -331,6 +336,10 @@ class MetaStore {
   Result<void> walk_changes_locked(uint64_t grain, int level, uint64_t base, uint64_t limit,
                                    std::optional<uint64_t> since, bool zeros_too,
                                    std::vector<Extent>& out);
+  // Whether a release-list entry is a held snapshot's tree (delete_snapshot_locked).
+  bool release_held_locked(const format::ReleaseEntry& e) const;
+  // Drops the cached directory indexes of a snapshot's view.
+  void drop_view_dirs_locked(uint16_t view);
   Result<bool> release_partial_locked(uint64_t grain, int level, format::TreeKind kind,
                                       uint32_t& budget);
   Result<void> scan_inodes_locked();
@@ -442,6 +451,8 @@ class MetaStore {
   std::vector<uint64_t> snap_blocks_;          // grains of the on-disk chain
   uint32_t history_max_ = 1024;
   uint16_t last_snap_id_ = 0;
+  // Deleted snapshots still read through open files: their records as they were.
+  std::unordered_map<uint16_t, format::SnapshotRecord> held_views_;
   Result<void> load_snapshots_locked();
   Result<void> store_snapshots_locked();
   static uint64_t dir_key(uint64_t dir, uint16_t view) { return (uint64_t{view} << 48) | dir; }

@@ -39,6 +39,9 @@ Result<const InodeRecord*> MetaStore::inode_locked(uint64_t ino, uint16_t view) 
   uint8_t height = sb_.inode_height;
   if (view != 0) {
     const format::SnapshotRecord* r = snapshot_by_id_locked(view);
+    if (auto held = held_views_.find(view); r == nullptr && held != held_views_.end()) {
+      r = &held->second;
+    }
     if (r == nullptr) return make_error(ENOENT, ErrorKind::kNotFound, "snapshot {} does not exist", view);
     root = r->inode_root;
     height = r->inode_height;
@@ -465,6 +468,7 @@ Result<format::SnapshotRecord> MetaStore::create_snapshot_locked(uint64_t base_i
       ++live;
     }
   }
+  for (const auto& [held, r] : held_views_) used[held] = true;  // open files read them
   if (live >= 0xfffc) return make_error(ENOSPC, ErrorKind::kNoSpace, "too many snapshots");
   // Ids rotate so a recently deleted snapshot's id is not reused at once.
   uint16_t id = 0;
@@ -492,16 +496,28 @@ Result<format::SnapshotRecord> MetaStore::create_snapshot_locked(uint64_t base_i
   return rec;
 }
 
-Result<void> MetaStore::delete_snapshot_locked(const std::string& name) {
+void MetaStore::drop_view_dirs_locked(uint16_t view) {
+  for (auto k = dir_lru_.begin(); k != dir_lru_.end();) {
+    const uint64_t key = *k++;  // drop_dir_locked erases k's node
+    if ((key >> 48) == view) drop_dir_locked(key);
+  }
+}
+
+void MetaStore::unhold_snapshot_view_locked(uint16_t id) {
+  if (held_views_.erase(id) != 0) drop_view_dirs_locked(id);  // the id may be reused now
+}
+
+Result<void> MetaStore::delete_snapshot_locked(const std::string& name, bool keep_readable) {
   auto it = std::find_if(snaps_.begin(), snaps_.end(), [&](const format::SnapshotRecord& r) {
     return r.name == name && !(r.flags & format::kSnapDeleted);
   });
   if (it == snaps_.end()) return make_error(ENOENT, ErrorKind::kNotFound, "no snapshot '{}'", name);
   VSFS_TRY(push_release_locked(it->inode_root, it->inode_height, format::TreeKind::kInodeTable, 0));
   const uint16_t view = it->id;
-  for (auto k = dir_lru_.begin(); k != dir_lru_.end();) {
-    const uint64_t key = *k++;  // drop_dir_locked erases k's node
-    if ((key >> 48) == view) drop_dir_locked(key);
+  if (keep_readable) {
+    held_views_[view] = *it;
+  } else {
+    drop_view_dirs_locked(view);
   }
   it->flags |= format::kSnapDeleted;
   it->inode_root = 0;

@@ -223,6 +223,14 @@ Result<void> MetaStore::push_release_locked(uint64_t root, uint8_t height, forma
   return ok_result();
 }
 
+bool MetaStore::release_held_locked(const format::ReleaseEntry& e) const {
+  if (e.kind != format::TreeKind::kInodeTable) return false;
+  for (const auto& [id, r] : held_views_) {
+    if (r.inode_root == e.root) return true;
+  }
+  return false;
+}
+
 uint64_t MetaStore::release_pending_locked() {
   uint64_t n = 0;
   // A damaged `next` may make the chain loop: it cannot be longer than the datastore.
@@ -292,7 +300,22 @@ Result<bool> MetaStore::release_step(uint32_t budget) {
       VSFS_TRY(decref_locked(head));
       continue;
     }
-    const format::ReleaseEntry e = list.entries.back();
+    // The newest entry that no open file still reads (a deleted snapshot's tree stays
+    // until its last reader closes: held_views_).
+    std::optional<format::ReleaseEntry> pick;
+    uint64_t chain_left = sb_.total_blocks * kGrainsPerBlock;  // a looping chain ends
+    for (uint64_t g = head; g != 0 && !pick && chain_left-- > 0;) {
+      VSFS_ASSIGN_OR_RETURN(CachedBlock * b, get_locked(g, BlockType::kReleaseList));
+      for (auto it = b->releases().entries.rbegin(); it != b->releases().entries.rend(); ++it) {
+        if (!release_held_locked(*it)) {
+          pick = *it;
+          break;
+        }
+      }
+      g = b->releases().next;
+    }
+    if (!pick) return false;  // only held trees are left
+    const format::ReleaseEntry e = *pick;
     VSFS_ASSIGN_OR_RETURN(bool done, release_partial_locked(e.root, e.height - 1, e.kind, budget));
     if (!done) break;
     // Releasing an inode table queues the maps it held, possibly in a new head block:

@@ -99,6 +99,37 @@ done
 used=$(stat_value "$m" space.used_bytes)
 [ "$used" -lt $((80 << 20)) ] || fail "space not returned after the deletion: $used bytes used"
 cmp "$T/clone" "$m/vm1/clone.img" || fail "clone after the deletions"
+
+# A backup job reads a snapshot that is deleted meanwhile: it reads to the end without
+# an error (the snapshot left the namespace at once), and the space comes back after it
+# closes the file.
+head -c $((48 << 20)) /dev/urandom >"$m/reader.img"
+mkdir "$m/.snapshots/reading"
+cp "$m/reader.img" "$T/reader.want"
+rm "$m/reader.img"
+python3 - "$m/.snapshots/reading/reader.img" "$m/.snapshots" "$T/reader.got" <<'PY' || fail "reading a snapshot deleted meanwhile"
+import os, sys
+path, snaps, out = sys.argv[1:4]
+with open(path, "rb") as f, open(out, "wb") as o:
+    o.write(f.read(16 << 20))
+    os.rmdir(os.path.join(snaps, "reading"))
+    assert "reading" not in os.listdir(snaps), "the deleted snapshot is still listed"
+    st = os.fstat(f.fileno())
+    assert st.st_size == 48 << 20, st
+    while True:
+        b = f.read(1 << 20)
+        if not b:
+            break
+        o.write(b)
+PY
+cmp "$T/reader.want" "$T/reader.got" || fail "the reader of the deleted snapshot read other data"
+for _ in $(seq 150); do
+	[ "$(stat_value "$m" release_pending)" = 0 ] && break
+	sleep 0.2
+done
+[ "$(stat_value "$m" release_pending)" = 0 ] || fail "the deleted snapshot was not released after its reader closed"
+used=$(stat_value "$m" space.used_bytes)
+[ "$used" -lt $((80 << 20)) ] || fail "space not returned after the reader closed: $used bytes used"
 unmount_wait "$m" "$DAEMON_PID"
 fsck_clean "$T/ds.img" "after the deletion"
 echo "snapshot test passed"

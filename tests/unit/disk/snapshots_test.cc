@@ -162,6 +162,57 @@ TEST(Snapshot, DeleteInAnyOrderReleasesSpace) {
   }
 }
 
+// A snapshot deleted while a file of it is open leaves the namespace at once (its name
+// is free again), but the open file reads to the end and stats as before while the
+// background release runs; its tree is released after the last close, and its view id
+// is not handed to a new snapshot meanwhile.
+TEST(Snapshot, DeletedWhileOpenIsReleasedAfterTheLastClose) {
+  OpenOptions o;
+  o.start_background = false;  // the test runs the releaser's steps
+  auto ds = std::move(Datastore::open(fresh_device(), o)).value();
+  auto f = ds->create(kRootIno, "disk", 0644, 0, 0);
+  const auto v1 = pattern(4 << 20, 21);
+  ASSERT_TRUE(ds->write_sync(f->ino, 0, v1.data(), v1.size()).ok());
+  auto s1 = ds->mkdir(snapdir(kRootIno), "s1", 0755, 0, 0);
+  ASSERT_TRUE(s1.ok());
+  auto in_s1 = ds->lookup(s1->ino, "disk");
+  ASSERT_TRUE(in_s1.ok());
+  ASSERT_TRUE(ds->open_ref(in_s1->ino).ok());
+  const auto v2 = pattern(4 << 20, 22);  // the live disk moves on: s1 alone holds v1
+  ASSERT_TRUE(ds->write_sync(f->ino, 0, v2.data(), v2.size()).ok());
+  auto release_all = [&] {
+    while (true) {
+      auto more = ds->run_background_step(BackgroundStep::kRelease);
+      ASSERT_TRUE(more.ok()) << more.error().to_string();
+      if (!*more) break;
+    }
+    ASSERT_TRUE(ds->run_background_step(BackgroundStep::kCommit).ok());
+  };
+  release_all();
+  const uint64_t used = ds->space().used_bytes;
+
+  ASSERT_TRUE(ds->rmdir(snapdir(kRootIno), "s1").ok());
+  EXPECT_FALSE(ds->lookup(snapdir(kRootIno), "s1").ok());
+  release_all();
+  EXPECT_EQ(read_all(*ds, in_s1->ino), v1) << "the open file of the deleted snapshot";
+  EXPECT_TRUE(ds->getattr(in_s1->ino).ok());
+  EXPECT_GE(ds->space().used_bytes, used) << "its grains were freed while it was open";
+  // Its name is free; a new snapshot does not take its view.
+  auto again = ds->mkdir(snapdir(kRootIno), "s1", 0755, 0, 0);
+  ASSERT_TRUE(again.ok());
+  EXPECT_NE(view_of(again->ino), view_of(in_s1->ino));
+  EXPECT_EQ(read_all(*ds, in_s1->ino), v1);
+  ASSERT_TRUE(ds->rmdir(snapdir(kRootIno), "s1").ok());
+
+  ds->release_ref(in_s1->ino);
+  release_all();
+  ASSERT_TRUE(ds->run_background_step(BackgroundStep::kCommit).ok());
+  EXPECT_LE(ds->space().used_bytes + (4 << 20) - (256 << 10), used)
+      << "the deleted snapshot's grains were not released after the last close";
+  EXPECT_FALSE(ds->getattr(in_s1->ino).ok());
+  ASSERT_TRUE(ds->close().ok());
+}
+
 TEST(Clone, SharesGrainsAndCopiesOnlyWhatIsWritten) {
   auto ds = std::move(Datastore::open(fresh_device(), {})).value();
   auto a = ds->create(kRootIno, "a", 0644, 0, 0);
