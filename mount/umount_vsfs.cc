@@ -10,7 +10,6 @@
 // Exit status: 0 done; 1 usage; 32 the unmount failed, or the daemon did not release
 // the device in time (the mount is gone then).
 #include <getopt.h>
-#include <signal.h>
 #include <sys/mount.h>
 
 #include <algorithm>

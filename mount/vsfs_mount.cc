@@ -11,7 +11,12 @@
 // through a pipe; the parent prints the error or returns 0 once the mount is in place.
 // The child then detaches (setsid, stdio to /dev/null) and serves until unmount
 // (fusermount3 -u, umount) or SIGINT/SIGTERM/SIGHUP, then unmounts and closes the
-// datastore (commit, checkpoint, clean mark) and exits 0.
+// datastore (commit, checkpoint, clean mark) and exits 0. Once mounted it records
+// helper=vsfs in utab, so that umount(8) runs umount.vsfs, which waits for that close.
+//
+// With remount among the -o options (mount -o remount,ro|rw DIR runs mount.fuse.vsfs,
+// which runs this) nothing is mounted: the daemon serving DIR turns read-only or
+// read-write (mounted.h).
 //
 // Threading: main thread only; the FUSE workers and the device completion thread are
 // started by libfuse and the library and stopped before close().
@@ -52,6 +57,7 @@ constexpr const char* kVersion = "0.1.0";
 void print_usage(FILE* out) {
   std::fprintf(out,
                "usage: %s [-f] [-o OPTIONS] [-c CONFIG] DEVICE DIR\n"
+               "       %s -o remount,ro|rw DEVICE DIR\n"
                "       %s --help | --version\n"
                "Mounts the vsfs datastore on DEVICE (a block device or a file made by\n"
                "vsfs-mkfs) at the directory DIR through FUSE.\n"
@@ -64,7 +70,7 @@ void print_usage(FILE* out) {
                "  -h, --help  this text\n"
                "  -V, --version\n"
                "See vsfs-mount(8) and vsfs.toml(5).\n",
-               kProg, kProg, vsfs::mount::kDefaultConfigPath);
+               kProg, kProg, kProg, vsfs::mount::kDefaultConfigPath);
 }
 
 struct Args {
@@ -265,7 +271,7 @@ vsfs::fuse::SessionOptions session_options(const Args& a, const vsfs::mount::Con
 
 // The utab entry goes with the mount, unless another vsfs mount took the directory
 // since (its own entry).
-void forget_umount_helper(const std::string& dir) {
+void drop_umount_record(const std::string& dir) {
   const auto now = vsfs::mount::mount_at(dir);
   if (now && now->fstype == "fuse.vsfs") return;
   vsfs::mount::forget_umount_helper(dir);
@@ -355,7 +361,7 @@ int serve(const Args& a, const vsfs::mount::Config& c, Reporter& rep) {
     // Reverse order: signal handlers, the mount, the session.
     signals->reset();
     mount->reset();
-    forget_umount_helper(a.dir);
+    drop_umount_record(a.dir);
     notifier.join();
     session->reset();
   }
