@@ -11,3 +11,10 @@ foreach(prog backup restore)
   target_compile_definitions(vsfs-${prog} PRIVATE VSFS_VERSION="${PROJECT_VERSION}")
 endforeach()
 install(TARGETS vsfs-backup vsfs-restore DESTINATION ${CMAKE_INSTALL_SBINDIR})
+
+if(VSFS_TESTS)
+  add_executable(vsfs_unit_mount_backup_chain
+    ${vsfs_backup_repo_dir}/tests/unit/mount/backup_chain_test.cc)
+  target_link_libraries(vsfs_unit_mount_backup_chain PRIVATE vsfs_backup_chain GTest::gtest_main)
+  gtest_discover_tests(vsfs_unit_mount_backup_chain DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 120)
+endif()
