@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -46,6 +47,24 @@ using vsfs::Result;
 constexpr const char* kProg = "vsfs-backup";
 constexpr int kExitOk = 0, kExitFailed = 1, kExitUsage = 2;
 constexpr const char* kChangeIdXattr = "user.vsfs.changeid";
+
+// Set by SIGINT, SIGTERM and SIGHUP: the copy stops at the next buffer and the run ends
+// as a failed one would (the snapshot it took deleted, the catalogue unchanged).
+volatile sig_atomic_t g_interrupted = 0;
+
+void on_signal(int) { g_interrupted = 1; }
+
+void catch_interruptions() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+}
+
+Result<void> check_interrupted() {
+  if (g_interrupted == 0) return vsfs::ok_result();
+  return vsfs::make_error(EINTR, ErrorKind::kState, "interrupted");
+}
 
 struct Options {
   std::string snapshot;  // --snapshot: an existing snapshot; empty: take one
@@ -116,7 +135,7 @@ int usage_error(const std::string& line) {
   return kExitUsage;
 }
 
-// Returns kExitOk, or the exit status to stop with.
+// Returns kExitOk, -1 after --help or --version, or the exit status to stop with.
 int parse_args(int argc, char** argv, Options* o) {
   enum { kPre = 1000, kPost };
   static const option kLong[] = {{"snapshot", required_argument, nullptr, 's'},
@@ -369,18 +388,32 @@ Result<uint64_t> file_size(const std::string& path) {
   return static_cast<uint64_t>(st.st_size);
 }
 
+// Whether .cbt/NEW/PREV answers for the previous point: the datastore must still have
+// PREV's record, for the snapshot's directory. A snapshot made later under PREV's name
+// replaces that record; while it exists its changeId tells it apart.
+bool previous_on_record(const Source& src, const Point& prev) {
+  if (!is_dir(src.cbt(prev.snapshot))) {
+    say(fmt::format("the datastore has no record of point {}'s snapshot '{}' for snapshot '{}' "
+                    "({} is missing: deleted from its history, or taken of another directory): "
+                    "copying every disk in full",
+                    prev.number, prev.snapshot, src.name, src.cbt(prev.snapshot)));
+    return false;
+  }
+  const std::string live = src.base + "/.snapshots/" + prev.snapshot;
+  if (!is_dir(live)) return true;
+  auto id = read_change_id(live);
+  if (id.ok() && *id == prev.change_id) return true;
+  say(fmt::format("snapshot {} is not point {}'s (changeId {}, not {}): copying every disk in full",
+                  live, prev.number, id.ok() ? std::to_string(*id) : id.error().message, prev.change_id));
+  return false;
+}
+
 // Which map each disk copies: what changed since the last point for a disk the last
 // point holds, everything for a new disk, for the first point, and when the datastore no
 // longer has the last point's changeId on record for this snapshot.
 Result<std::vector<DiskPlan>> plan_disks(const Source& src, const Point* prev,
                                          const std::vector<std::string>& paths) {
-  bool since_ok = prev != nullptr && is_dir(src.cbt(prev->snapshot));
-  if (prev != nullptr && !since_ok) {
-    say(fmt::format("the datastore has no record of point {}'s snapshot '{}' for snapshot '{}' "
-                    "({} is missing: deleted from its history, or taken of another directory): "
-                    "copying every disk in full",
-                    prev->number, prev->snapshot, src.name, src.cbt(prev->snapshot)));
-  }
+  const bool since_ok = prev != nullptr && previous_on_record(src, *prev);
   std::vector<DiskPlan> plans;
   for (const auto& path : paths) {
     DiskPlan p;
@@ -429,6 +462,7 @@ Result<void> copy_disk(const Source& src, DiskPlan& p, const std::string& dir, s
     if (!e.data) continue;
     e.crc = 0;
     for (uint64_t done = 0; done < e.length_bytes;) {
+      VSFS_TRY(check_interrupted());
       const uint64_t n = std::min<uint64_t>(buf.size(), e.length_bytes - done);
       VSFS_TRY(read_exact(in.get(), from, buf.data(), n, e.offset_bytes + done));
       VSFS_TRY(write_exact(out.get(), to, buf.data(), n, e.offset_bytes + done));
@@ -500,6 +534,7 @@ Result<void> verify_disk(const std::string& backup_dir, const Catalog& c, const 
   std::vector<uint8_t> want(kCopyBytes), got(kCopyBytes);
   std::map<std::string, Fd> files;
   for (uint64_t off = 0; off < size; off += kCopyBytes) {
+    VSFS_TRY(check_interrupted());
     const uint64_t n = std::min<uint64_t>(kCopyBytes, size - off);
     VSFS_TRY(read_exact(in.get(), disk, got.data(), n, off));
     VSFS_TRY(rebuild_range(map, off, n, want.data(), files));
@@ -546,6 +581,7 @@ void print_summary(const Point& point, double elapsed_s, bool verified) {
 
 // Backs up the snapshot as the catalogue's next point.
 int back_up(const Options& o, Catalog& cat, Source& src, double start_s) {
+  if (auto i = check_interrupted(); !i.ok()) return failed(i.error().message);
   auto change_id = read_change_id(src.dir());
   if (!change_id.ok()) return failed(change_id.error().message);
   src.change_id = *change_id;
@@ -561,6 +597,7 @@ int back_up(const Options& o, Catalog& cat, Source& src, double start_s) {
   if (!paths.ok()) return failed(paths.error().message);
   auto plans = plan_disks(src, prev, *paths);
   if (!plans.ok()) return failed(plans.error().message);
+  if (auto r = remove_unpublished_points(o.backup_dir, cat); !r.ok()) return failed(r.error().message);
   Point point;
   point.number = cat.points.size();
   point.snapshot = src.name;
@@ -593,7 +630,6 @@ int run(const Options& o) {
   if (!lock.ok()) return failed(lock.error().message);
   auto cat = open_catalog(o.backup_dir, *uuid, *vmdir);
   if (!cat.ok()) return failed(cat.error().message);
-  if (auto r = remove_unpublished_points(o.backup_dir, *cat); !r.ok()) return failed(r.error().message);
   bool post_failed = false;
   auto src = o.snapshot.empty() ? take_snapshot(o, vmdir_path, &post_failed) : find_snapshot(o, *vmdir);
   if (!src.ok()) return failed(src.error().message);
@@ -615,5 +651,6 @@ int main(int argc, char** argv) {
   const int parsed = parse_args(argc, argv, &o);
   if (parsed < 0) return kExitOk;  // --help, --version
   if (parsed != kExitOk) return parsed;
+  catch_interruptions();
   return run(o);
 }

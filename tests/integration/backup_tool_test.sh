@@ -12,7 +12,8 @@
 # - --pre/--post: a failing --pre changes nothing, --post runs after the snapshot is
 #   cut, a failing --post gives a nonzero exit with the point kept; the next run is
 #   incremental from a deleted snapshot;
-# - --snapshot of datastore-wide snapshots (full, as the base differs, then incremental);
+# - --snapshot of datastore-wide snapshots (full, as the base differs, then incremental;
+#   full again when a point's snapshot name was reused);
 # - refusals: another directory's or datastore's catalogue, a missing snapshot, a
 #   directory that is not a vsfs mount, usage errors.
 here=$(cd "$(dirname "$0")" && pwd)
@@ -218,7 +219,23 @@ grep -q -- '--pre command .* exited with status 3' "$T/pre.out" || fail "no mess
 [ "$(ls "$B/points")" = "$points_before" ] || fail "a failing --pre made a point directory"
 [ ! -e "$T/post.ran" ] || fail "--post ran after a failing --pre"
 
+# An interrupted run (SIGTERM while --pre runs) deletes the snapshot it took and changes
+# nothing; point directories a run stopped by a crash would leave (made here) are
+# removed by the next run.
 dd if=/dev/urandom of="$m/vm1/c.img" bs=4K count=1 seek=10 conv=notrunc status=none
+"$VSFS_BACKUP" --pre "touch $T/pre.started; sleep 1" "$m" vm1 "$B" >"$T/int.out" 2>&1 &
+bpid=$!
+for _ in $(seq 100); do [ -e "$T/pre.started" ] && break; sleep 0.1; done
+kill -TERM "$bpid"
+rc=0
+wait "$bpid" || rc=$?
+[ "$rc" = 1 ] || fail "an interrupted run: exit $rc: $(cat "$T/int.out")"
+grep -q 'vsfs-backup: interrupted' "$T/int.out" || fail "no message for the interruption: $(cat "$T/int.out")"
+[ "$(ls "$m/vm1/.snapshots")" = "$snaps_before" ] || fail "an interrupted run left its snapshot"
+[ "$(sha256sum <"$B/catalog")" = "$sum_before" ] || fail "an interrupted run changed the catalogue"
+
+mkdir -p "$B/points/4.partial" "$B/points/9"
+touch "$B/points/4.partial/0.data"
 backup "$T/out4" --pre "ls $m/vm1/.snapshots >$T/pre.ls" \
 	--post "ls $m/vm1/.snapshots >$T/post.ls; echo \$VSFS_BACKUP_SNAPSHOT >$T/post.name"
 snap4=$(field snapshot "$T/out4")
@@ -226,6 +243,9 @@ snap4=$(field snapshot "$T/out4")
 grep -qx "$snap4" "$T/pre.ls" && fail "--pre ran after the snapshot"
 grep -qx "$snap4" "$T/post.ls" || fail "--post ran before the snapshot: $(cat "$T/post.ls")"
 [ ! -e "$m/vm1/.snapshots/$snap4" ] || fail "the run did not delete its snapshot"
+[ ! -e "$B/points/4.partial" ] && [ ! -e "$B/points/9" ] || fail "the leftover point directories stay"
+grep -q "removing $B/points/4.partial, left by an interrupted run" "$T/out4.err" ||
+	fail "no note of the leftover removed: $(cat "$T/out4.err")"
 
 dd if=/dev/urandom of="$m/vm1/c.img" bs=4K count=2 seek=20 conv=notrunc status=none
 rc=0
@@ -252,6 +272,16 @@ backup "$T/out7" --snapshot ds2 --verify
 [ "$(field copied "$T/out7")" = 12288 ] || fail "point 7 copied other than the 12 KiB written"
 restore_equals 7 "$m/.snapshots/ds2/vm1"
 [ -d "$m/.snapshots/ds2" ] || fail "--snapshot deleted a snapshot it did not take"
+# A snapshot made later under point 7's name is not point 7: the datastore's record of
+# ds2 answers for the new one, so the next run copies in full instead of missing what
+# changed in between.
+rmdir "$m/.snapshots/ds2"
+dd if=/dev/urandom of="$m/vm1/a.img" bs=4K count=2 seek=200 conv=notrunc status=none
+mkdir "$m/.snapshots/ds2" "$m/.snapshots/ds3" || fail "mkdir .snapshots/ds2 ds3"
+backup "$T/out8" --snapshot ds3 --verify
+grep -q "snapshot $m/.snapshots/ds2 is not point 7's" "$T/out8.err" ||
+	fail "a reused name was not noticed: $(cat "$T/out8.err")"
+[ "$(kind_of "$T/out8" a.img)" = full ] || fail "point 8 is not full"
 
 # --- refusals -------------------------------------------------------------------------------
 sum_before=$(sha256sum <"$B/catalog")
@@ -283,7 +313,7 @@ refused 2 "expected BACKUP_DIR DEST" "$VSFS_RESTORE" "$B"
 [ "$(sha256sum <"$B/catalog")" = "$sum_before" ] || fail "a refused run changed the catalogue"
 
 for s in "$snap0" "$snap1" "$snap2" "$snap3"; do rmdir "$m/vm1/.snapshots/$s" || fail "rmdir $s"; done
-rmdir "$m/.snapshots/ds1" "$m/.snapshots/ds2" || fail "rmdir ds1 ds2"
+rmdir "$m/.snapshots/ds1" "$m/.snapshots/ds2" "$m/.snapshots/ds3" || fail "rmdir ds1 ds2 ds3"
 unmount_wait "$m" "$DAEMON_PID"
 fsck_clean "$T/ds.img" "after backups"
 echo "backup tool test passed"
