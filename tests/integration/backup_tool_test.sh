@@ -316,4 +316,4 @@ for s in "$snap0" "$snap1" "$snap2" "$snap3"; do rmdir "$m/vm1/.snapshots/$s" ||
 rmdir "$m/.snapshots/ds1" "$m/.snapshots/ds2" "$m/.snapshots/ds3" || fail "rmdir ds1 ds2 ds3"
 unmount_wait "$m" "$DAEMON_PID"
 fsck_clean "$T/ds.img" "after backups"
-echo "backup tool test passed"
+echo "backup tool test passed: 9 points; the writer ran $c0 rounds, point 0 caught round $(counter "$T/restore.0/a.img")"
