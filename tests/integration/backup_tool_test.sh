@@ -11,9 +11,11 @@
 #   vsfs-backup --verify (offset named);
 # - --pre/--post: a failing --pre changes nothing, --post runs after the snapshot is
 #   cut, a failing --post gives a nonzero exit with the point kept; the next run is
-#   incremental from a deleted snapshot;
+#   incremental from a deleted snapshot; a run stopped by SIGTERM changes nothing, and
+#   point directories left by a crashed run are removed by the next;
 # - --snapshot of datastore-wide snapshots (full, as the base differs, then incremental;
-#   full again when a point's snapshot name was reused);
+#   full again when a point's snapshot name was reused), and a full copy when the
+#   datastore has dropped the previous point's record from its history;
 # - refusals: another directory's or datastore's catalogue, a missing snapshot, a
 #   directory that is not a vsfs mount, usage errors.
 here=$(cd "$(dirname "$0")" && pwd)
@@ -314,6 +316,20 @@ refused 2 "expected BACKUP_DIR DEST" "$VSFS_RESTORE" "$B"
 
 for s in "$snap0" "$snap1" "$snap2" "$snap3"; do rmdir "$m/vm1/.snapshots/$s" || fail "rmdir $s"; done
 rmdir "$m/.snapshots/ds1" "$m/.snapshots/ds2" "$m/.snapshots/ds3" || fail "rmdir ds1 ds2 ds3"
+
+# --- a previous point the datastore no longer has on record ---------------------------------
+# With a history of 16 deleted snapshots, 17 more deletions drop point 9's record: the
+# next run copies in full and says so.
+unmount_wait "$m" "$DAEMON_PID"
+mount_fg "$T/ds.img" "$m" -o cbt.history=16
+backup "$T/out9"
+for k in $(seq 17); do
+	mkdir "$m/vm1/.snapshots/h$k" && rmdir "$m/vm1/.snapshots/h$k" || fail "snapshot h$k"
+done
+backup "$T/out10" --verify
+grep -q "the datastore has no record of point 9's snapshot '$(field snapshot "$T/out9")'" "$T/out10.err" ||
+	fail "no note of the forgotten point: $(cat "$T/out10.err")"
+[ "$(kind_of "$T/out10" a.img)" = full ] || fail "point 10 is not full"
 unmount_wait "$m" "$DAEMON_PID"
 fsck_clean "$T/ds.img" "after backups"
-echo "backup tool test passed: 9 points; the writer ran $c0 rounds, point 0 caught round $(counter "$T/restore.0/a.img")"
+echo "backup tool test passed: 11 points; the writer ran $c0 rounds, point 0 caught round $(counter "$T/restore.0/a.img")"
