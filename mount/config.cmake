@@ -16,8 +16,6 @@ install(PROGRAMS ${CMAKE_CURRENT_LIST_DIR}/mount.vsfs DESTINATION ${CMAKE_INSTAL
 install(FILES ${VSFS_CONFIG_REPO_DIR}/examples/vsfs.toml
   DESTINATION ${CMAKE_INSTALL_DATADIR}/vsfs/examples)
 install(PROGRAMS ${VSFS_CONFIG_REPO_DIR}/examples/quickstart.sh
-  ${VSFS_CONFIG_REPO_DIR}/examples/backup-incremental.sh
-  ${VSFS_CONFIG_REPO_DIR}/examples/restore.sh
   DESTINATION ${CMAKE_INSTALL_DATADIR}/vsfs/examples)
 
 if(VSFS_TESTS)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What `cmake --install` puts where, and that the names other tools call work: every
-# program in sbin/ (nothing in bin/), mkfs.vsfs and fsck.vsfs beside them (mkfs -t vsfs,
-# fsck -t vsfs, fstab's pass number), mount.vsfs, the examples the man pages name in
-# share/vsfs/examples, the man pages.
+# program in sbin/ (vsfs-backup and vsfs-restore among them; nothing in bin/), mkfs.vsfs
+# and fsck.vsfs beside them (mkfs -t vsfs, fsck -t vsfs, fstab's pass number),
+# mount.vsfs, the examples in share/vsfs/examples, the man pages.
 # Usage: install_test.sh BUILD_DIR
 set -euo pipefail
 build=${1:?usage: install_test.sh BUILD_DIR}
@@ -13,25 +13,27 @@ fail() { echo "install: FAIL: $*" >&2; exit 1; }
 cmake --install "$build" --prefix "$T/inst" >"$T/install.log" 2>&1 ||
 	{ cat "$T/install.log" >&2; fail "cmake --install failed"; }
 sbin=$T/inst/sbin
-for p in vsfs-mount vsfs-mkfs vsfs-fsck mount.vsfs mkfs.vsfs fsck.vsfs mount.fuse.vsfs umount.vsfs; do
+for p in vsfs-mount vsfs-mkfs vsfs-fsck vsfs-backup vsfs-restore mount.vsfs mkfs.vsfs fsck.vsfs \
+	mount.fuse.vsfs umount.vsfs; do
 	[ -x "$sbin/$p" ] || fail "$p is not installed in sbin/"
 done
 [ "$(readlink "$sbin/mkfs.vsfs")" = vsfs-mkfs ] || fail "mkfs.vsfs does not point at vsfs-mkfs"
 [ "$(readlink "$sbin/fsck.vsfs")" = vsfs-fsck ] || fail "fsck.vsfs does not point at vsfs-fsck"
 [ "$(readlink "$sbin/mount.fuse.vsfs")" = mount.vsfs ] || fail "mount.fuse.vsfs does not point at mount.vsfs"
 [ ! -e "$T/inst/bin" ] || fail "something was installed in bin/: $(ls "$T/inst/bin")"
-for e in vsfs.toml quickstart.sh backup-incremental.sh restore.sh; do
+for e in vsfs.toml quickstart.sh; do
 	[ -f "$T/inst/share/vsfs/examples/$e" ] || fail "examples/$e is not installed"
 done
-for e in quickstart.sh backup-incremental.sh restore.sh; do
-	[ -x "$T/inst/share/vsfs/examples/$e" ] || fail "examples/$e is not executable"
-done
-for m in man5/vsfs-format.5 man5/vsfs.toml.5 man7/vsfs.7 man8/vsfs-mount.8 man8/vsfs-mkfs.8 man8/vsfs-fsck.8; do
+[ -x "$T/inst/share/vsfs/examples/quickstart.sh" ] || fail "examples/quickstart.sh is not executable"
+for m in man5/vsfs-format.5 man5/vsfs.toml.5 man7/vsfs.7 man8/vsfs-mount.8 man8/vsfs-mkfs.8 \
+	man8/vsfs-fsck.8 man8/vsfs-backup.8 man8/vsfs-restore.8; do
 	[ -f "$T/inst/share/man/$m" ] || fail "man page $m is not installed"
 done
-# The man pages name the examples where they are installed.
-grep -q 'share/vsfs/examples/backup-incremental.sh' "$T/inst/share/man/man7/vsfs.7" ||
-	fail "vsfs(7) does not name the installed backup script"
+# vsfs(7) sends backups to the programs that make them.
+grep -q '^\.BR vsfs-backup (8)' "$T/inst/share/man/man7/vsfs.7" ||
+	fail "vsfs(7) does not name vsfs-backup(8)"
+"$sbin/vsfs-backup" --help | grep -q '^usage: vsfs-backup ' || fail "vsfs-backup --help"
+"$sbin/vsfs-restore" --help | grep -q '^usage: vsfs-restore ' || fail "vsfs-restore --help"
 # The service template names the installed vsfs-mount; systemd accepts an instance of it.
 unit=$T/inst/lib/systemd/system/vsfs@.service
 [ -f "$unit" ] || fail "vsfs@.service is not installed"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Everything at once on one datastore for VSFS_STRESS_SECONDS (default 15):
 #  - vm1: fio random writes of 4-64 KiB at QD16 with crc32c verification as it goes;
-#  - vm2: rounds of writes, each followed by an incremental backup (a snapshot of the
-#    directory, its changed-block map, the copy, the snapshot's deletion) that must equal
-#    the disk;
+#  - vm2: rounds of writes, each followed by an incremental vsfs-backup (a snapshot of
+#    the directory, its changed-block map, the copy, the snapshot's deletion) whose
+#    restore must equal the disk;
 #  - vm3: rounds of writes, each followed by a snapshot of the directory whose disk must
 #    read back as the disk was; earlier snapshots are read again (they must not change)
 #    and deleted in random order while the rest goes on, and some are cloned (cp) and
@@ -14,7 +14,8 @@
 # everything that returned before it is there (see the last part).
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
-examples=$(cd "$here/../../examples" && pwd)
+: "${VSFS_BACKUP:?VSFS_BACKUP must name the vsfs-backup binary}"
+: "${VSFS_RESTORE:?VSFS_RESTORE must name the vsfs-restore binary}"
 command -v fio >/dev/null || fail "fio is not installed (see README: install step)"
 secs=${VSFS_STRESS_SECONDS:-15}
 
@@ -39,14 +40,19 @@ scribble() {
 	done
 }
 
+# backup_restore: vsfs-backup of vm2, then its latest point restored into $T/vm2.restored.
+backup_restore() {
+	rm -rf "$T/vm2.restored"
+	"$VSFS_BACKUP" "$m" vm2 "$T/backup" && "$VSFS_RESTORE" "$T/backup" "$T/vm2.restored"
+}
+
 # vm2: incremental backups, each compared with the disk (nothing else writes it).
 (
 	rounds=0
 	while [ "$SECONDS" -lt "$end" ] || [ "$rounds" -lt 2 ]; do
 		scribble "$m/vm2/b.img" || { echo "vm2: write failed"; exit 1; }
-		bash "$examples/backup-incremental.sh" "$m" vm2/b.img "$T/backup" >"$T/backup.out" 2>&1 ||
-			{ cat "$T/backup.out"; exit 1; }
-		cmp "$T/backup/b.img" "$m/vm2/b.img" || { echo "vm2: backup $rounds differs"; exit 1; }
+		backup_restore >"$T/backup.out" 2>&1 || { cat "$T/backup.out"; exit 1; }
+		cmp "$T/vm2.restored/b.img" "$m/vm2/b.img" || { echo "vm2: backup $rounds differs"; exit 1; }
 		rounds=$((rounds + 1))
 	done
 	echo "vm2: $rounds backups"
@@ -117,7 +123,7 @@ fsck_clean "$T/ds.img" "after the stress run"
 mount_fg "$T/ds.img" "$m"
 [ "$(cd "$m" && sha256sum vm1/a.img vm2/b.img vm3/c.img vm3/clone.img)" = "$sums" ] ||
 	fail "the disks changed across the remount"
-cmp "$T/backup/b.img" "$m/vm2/b.img" || fail "vm2 after remount differs from its backup"
+cmp "$T/vm2.restored/b.img" "$m/vm2/b.img" || fail "vm2 after remount differs from its backup"
 
 # A crash in the middle of it: snapshots taken, some deleted (their release still
 # running), writes in flight, then kill -9. After a remount the snapshots whose mkdir
@@ -148,10 +154,10 @@ for k in k0 k2 k5; do
 		fail "snapshot $k differs after the crash"
 	rmdir "$m/vm3/.snapshots/$k" || fail "delete $k after the crash"
 done
-bash "$examples/backup-incremental.sh" "$m" vm2/b.img "$T/backup" >"$T/backup.out" 2>&1 ||
-	{ cat "$T/backup.out" >&2; fail "backup after the crash"; }
-grep -q "incremental backup" "$T/backup.out" || fail "backup after the crash: $(cat "$T/backup.out")"
-cmp "$T/backup/b.img" "$m/vm2/b.img" || fail "backup after the crash differs"
+backup_restore >"$T/backup.out" 2>&1 || { cat "$T/backup.out" >&2; fail "backup after the crash"; }
+grep -q "^disk path=b.img kind=incremental " "$T/backup.out" ||
+	fail "backup after the crash: $(cat "$T/backup.out")"
+cmp "$T/vm2.restored/b.img" "$m/vm2/b.img" || fail "backup after the crash differs"
 for _ in $(seq 150); do
 	[ "$(stat_value "$m" release_pending)" = 0 ] && break
 	sleep 0.2
