@@ -9,6 +9,18 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 new_mount 2G
 
+# space_returned WHAT: the background release ends (30 s) and less than 80 MiB stays used.
+space_returned() {
+	for _ in $(seq 150); do
+		[ "$(stat_value "$m" release_pending)" = 0 ] && break
+		sleep 0.2
+	done
+	[ "$(stat_value "$m" release_pending)" = 0 ] || fail "the release did not finish after $1"
+	local used
+	used=$(stat_value "$m" space.used_bytes)
+	[ "$used" -lt $((80 << 20)) ] || fail "space not returned after $1: $used bytes used"
+}
+
 mkdir "$m/vm1"
 head -c $((24 << 20)) /dev/urandom > "$T/orig"
 cp "$T/orig" "$m/vm1/vm1.img"
@@ -91,13 +103,7 @@ fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
 wait_device_free "$T/ds.img"
 mount_fg "$T/ds.img" "$m"
 [ -z "$(ls "$m/.snapshots")" ] || fail "deleted snapshots came back: $(ls "$m/.snapshots")"
-for _ in $(seq 150); do
-	[ "$(stat_value "$m" release_pending)" = 0 ] && break
-	sleep 0.2
-done
-[ "$(stat_value "$m" release_pending)" = 0 ] || fail "the deletion did not finish"
-used=$(stat_value "$m" space.used_bytes)
-[ "$used" -lt $((80 << 20)) ] || fail "space not returned after the deletion: $used bytes used"
+space_returned "the deletion"
 cmp "$T/clone" "$m/vm1/clone.img" || fail "clone after the deletions"
 
 # A backup job reads a snapshot that is deleted meanwhile: it reads to the end without
@@ -123,13 +129,7 @@ with open(path, "rb") as f, open(out, "wb") as o:
         o.write(b)
 PY
 cmp "$T/reader.want" "$T/reader.got" || fail "the reader of the deleted snapshot read other data"
-for _ in $(seq 150); do
-	[ "$(stat_value "$m" release_pending)" = 0 ] && break
-	sleep 0.2
-done
-[ "$(stat_value "$m" release_pending)" = 0 ] || fail "the deleted snapshot was not released after its reader closed"
-used=$(stat_value "$m" space.used_bytes)
-[ "$used" -lt $((80 << 20)) ] || fail "space not returned after the reader closed: $used bytes used"
+space_returned "the reader's close"
 unmount_wait "$m" "$DAEMON_PID"
 fsck_clean "$T/ds.img" "after the deletion"
 echo "snapshot test passed"

@@ -119,12 +119,7 @@ TEST(Datastore, FsyncFlushesOnlyWhenSomethingWasWritten) {
 TEST(Datastore, CloseWaitsForRequestsInFlight) {
   for (const bool explicit_close : {true, false}) {
     SCOPED_TRACE(explicit_close ? "close()" : "destructor");
-    device::SimOptions so;
-    so.size_bytes = 256ull << 20;
-    so.max_latency_us = 20000;  // every IO takes up to 20 ms
-    so.reorder_completions = true;
-    auto dev = std::make_unique<SimDevice>(so);
-    ASSERT_TRUE(mkfs(*dev, {}).ok());
+    auto dev = slow_device(20000);  // every IO takes up to 20 ms
     SimDevice* raw = dev.get();
     auto ds = open_ds(std::move(dev));
     ASSERT_TRUE(ds);

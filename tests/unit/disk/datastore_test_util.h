@@ -30,6 +30,19 @@ inline std::unique_ptr<SimDevice> fresh_device(uint64_t size = 256ull << 20) {
   return dev;
 }
 
+// A fresh datastore on a device whose IOs take up to `max_latency_us` each and
+// complete out of order (requests stay in flight long enough to race with something).
+inline std::unique_ptr<SimDevice> slow_device(uint32_t max_latency_us) {
+  SimOptions o;
+  o.size_bytes = 256ull << 20;
+  o.max_latency_us = max_latency_us;
+  o.reorder_completions = true;
+  auto dev = std::make_unique<SimDevice>(o);
+  auto r = mkfs(*dev, {});
+  EXPECT_TRUE(r.ok()) << r.error().to_string();
+  return dev;
+}
+
 inline OpenOptions quiet() {
   OpenOptions o;
   o.start_background = true;

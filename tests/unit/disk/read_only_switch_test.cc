@@ -96,12 +96,7 @@ TEST(ReadOnlySwitch, RefusesChangesAndLeavesTheDeviceAlone) {
 // Writes in flight when the switch begins either complete before it returns or fail
 // with EROFS; none changes the device afterwards, and each one answered ok is durable.
 TEST(ReadOnlySwitch, WritesInFlightEndBeforeItReturns) {
-  device::SimOptions so;
-  so.size_bytes = 256ull << 20;
-  so.max_latency_us = 5000;
-  so.reorder_completions = true;
-  auto dev = std::make_unique<SimDevice>(so);
-  ASSERT_TRUE(mkfs(*dev, {}).ok());
+  auto dev = slow_device(5000);
   SimDevice* raw = dev.get();
   auto ds = open_ds(std::move(dev));
   ASSERT_TRUE(ds);
