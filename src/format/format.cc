@@ -41,7 +41,8 @@ constexpr uint8_t kMaxTreeHeight = kMaxTreeLevel + 1;
 constexpr size_t kHeaderReservedStart = kOffLevel + 1;  // 41
 
 // Payload lengths of the fixed-size blocks.
-constexpr uint32_t kSbLength = kSbPayloadEnd - kHeaderBytes;                      // 208
+constexpr uint32_t kSbLength = kSbPayloadEnd - kHeaderBytes;                      // 288
+constexpr uint32_t kSbShortLength = kSbPayloadEndShort - kHeaderBytes;            // 208
 constexpr uint32_t kTreeNodeLength = kTreeFanout * kSlotBytes;                    // 4032
 constexpr uint32_t kInodeLeafLength = kInodesPerLeaf * kInodeBytes;               // 3968
 constexpr uint32_t kBlockTableLength = kBlocksPerTableGrain * kBlockEntryBytes;   // 4032
@@ -54,7 +55,10 @@ static_assert(kHeaderBytes == 64 && kPayloadBytes == 4032);
 static_assert(kTreeFanout == 252 && kInodesPerLeaf == 31 && kBlocksPerTableGrain == 504);
 static_assert(kGrainsPerRefcountGrain == 2016 && kJournalDescMax == 502);
 static_assert(kReleaseEntriesMax == 167);
-static_assert(kOffLevel == 40 && kSbPayloadEnd == 272);
+static_assert(kOffLevel == 40 && kSbPayloadEndShort == 272 && kSbPayloadEnd == 352);
+static_assert(kSbOffLifeReadBytes == kSbPayloadEndShort &&
+              kSbOffLifeMountedSeconds + 8 == kSbPayloadEnd);
+static_assert(sizeof(LifetimeCounters) == kSbPayloadEnd - kSbPayloadEndShort);
 static_assert(kInoOffReplacedGen + 8 <= kInodeBytes);
 static_assert(kJournalDescFixed + kJournalDescMax * 8 <= kPayloadBytes);
 static_assert(kReleaseListFixed + kReleaseEntriesMax * kReleaseEntryBytes <= kPayloadBytes);
@@ -251,6 +255,22 @@ void seal(Grain buf) { store<uint32_t>(buf, kOffCrc, grain_crc(buf)); }
 
 // ---- Superblock ----
 
+LifetimeCounters& LifetimeCounters::operator+=(const LifetimeCounters& o) {
+  read_bytes += o.read_bytes;
+  write_bytes += o.write_bytes;
+  read_errors += o.read_errors;
+  write_errors += o.write_errors;
+  no_space_errors += o.no_space_errors;
+  unclean_mounts += o.unclean_mounts;
+  snapshots_taken += o.snapshots_taken;
+  snapshots_deleted += o.snapshots_deleted;
+  formatted_bytes += o.formatted_bytes;
+  mounted_seconds += o.mounted_seconds;
+  return *this;
+}
+
+LifetimeCounters operator+(LifetimeCounters a, const LifetimeCounters& b) { return a += b; }
+
 namespace {
 
 // Geometry and pointer checks; `sb` is fully loaded. Arithmetic is arranged so that
@@ -366,7 +386,9 @@ Result<Superblock> decode_superblock(ConstGrain buf) {
                       "superblock: unsupported incompatible features 0x{:x}",
                       sb.incompat & ~kIncompatKnown);
   }
-  VSFS_TRY(check_length(h, kSbLength, at));
+  // The short payload is a superblock written before the lifetime counters: they were
+  // never counted, so they read as zero.
+  if (h.length_bytes != kSbShortLength) VSFS_TRY(check_length(h, kSbLength, at));
   VSFS_TRY(check_no_owner(h, at));
   VSFS_TRY(check_tail(buf, h, at));
   std::memcpy(sb.uuid.data(), buf.data() + kSbOffUuid, sb.uuid.size());
@@ -390,6 +412,19 @@ Result<Superblock> decode_superblock(ConstGrain buf) {
   sb.mount_count = load<uint64_t>(buf, kSbOffMountCount);
   sb.mkfs_time_ns = load<uint64_t>(buf, kSbOffMkfsTime);
   sb.snapshot_root = load<uint64_t>(buf, kSbOffSnapshotRoot);
+  if (h.length_bytes == kSbLength) {
+    LifetimeCounters& l = sb.lifetime;
+    l.read_bytes = load<uint64_t>(buf, kSbOffLifeReadBytes);
+    l.write_bytes = load<uint64_t>(buf, kSbOffLifeWriteBytes);
+    l.read_errors = load<uint64_t>(buf, kSbOffLifeReadErrors);
+    l.write_errors = load<uint64_t>(buf, kSbOffLifeWriteErrors);
+    l.no_space_errors = load<uint64_t>(buf, kSbOffLifeNoSpaceErrors);
+    l.unclean_mounts = load<uint64_t>(buf, kSbOffLifeUncleanMounts);
+    l.snapshots_taken = load<uint64_t>(buf, kSbOffLifeSnapshotsTaken);
+    l.snapshots_deleted = load<uint64_t>(buf, kSbOffLifeSnapshotsDeleted);
+    l.formatted_bytes = load<uint64_t>(buf, kSbOffLifeFormattedBytes);
+    l.mounted_seconds = load<uint64_t>(buf, kSbOffLifeMountedSeconds);
+  }
 
   VSFS_TRY(check_zero(buf, kSbOffFormatVersion + 4, kSbOffCompat, at, "reserved"));
   VSFS_TRY(check_zero(buf, kSbOffInodeHeight + 1, kSbOffNextIno, at, "reserved"));
@@ -430,6 +465,17 @@ void encode_superblock(const Superblock& sb, uint64_t generation, Grain buf) {
   store<uint64_t>(buf, kSbOffMountCount, sb.mount_count);
   store<uint64_t>(buf, kSbOffMkfsTime, sb.mkfs_time_ns);
   store<uint64_t>(buf, kSbOffSnapshotRoot, sb.snapshot_root);
+  const LifetimeCounters& l = sb.lifetime;
+  store<uint64_t>(buf, kSbOffLifeReadBytes, l.read_bytes);
+  store<uint64_t>(buf, kSbOffLifeWriteBytes, l.write_bytes);
+  store<uint64_t>(buf, kSbOffLifeReadErrors, l.read_errors);
+  store<uint64_t>(buf, kSbOffLifeWriteErrors, l.write_errors);
+  store<uint64_t>(buf, kSbOffLifeNoSpaceErrors, l.no_space_errors);
+  store<uint64_t>(buf, kSbOffLifeUncleanMounts, l.unclean_mounts);
+  store<uint64_t>(buf, kSbOffLifeSnapshotsTaken, l.snapshots_taken);
+  store<uint64_t>(buf, kSbOffLifeSnapshotsDeleted, l.snapshots_deleted);
+  store<uint64_t>(buf, kSbOffLifeFormattedBytes, l.formatted_bytes);
+  store<uint64_t>(buf, kSbOffLifeMountedSeconds, l.mounted_seconds);
   seal(buf);
 }
 

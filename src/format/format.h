@@ -92,6 +92,27 @@ inline constexpr uint64_t kCompatKnown = 0;
 inline constexpr uint32_t kStateClean = 1u << 0;    // unmounted cleanly: journal empty
 inline constexpr uint32_t kStateMounted = 1u << 1;  // a vsfs-mount holds it read-write
 
+// Totals over the datastore's life, carried in the superblock after snapshot_root. Each
+// is what every read-write mount counted up to its last superblock write, added up;
+// .vsfs/stats shows them under "lifetime". A superblock written before they existed has
+// the shorter payload (kSbPayloadEndShort) and reads as all zero.
+struct LifetimeCounters {
+  uint64_t read_bytes = 0;         // bytes clients read from disks (.vsfs/stats read_bytes)
+  uint64_t write_bytes = 0;        // bytes clients wrote to disks
+  uint64_t read_errors = 0;        // data reads the device failed
+  uint64_t write_errors = 0;       // data writes the device failed
+  uint64_t no_space_errors = 0;    // of write_errors: the device said ENOSPC
+  uint64_t unclean_mounts = 0;     // read-write mounts that found it not unmounted cleanly
+  uint64_t snapshots_taken = 0;
+  uint64_t snapshots_deleted = 0;
+  uint64_t formatted_bytes = 0;    // bytes the background formatter formatted
+  uint64_t mounted_seconds = 0;    // time mounted read-write, whole seconds per mount
+
+  LifetimeCounters& operator+=(const LifetimeCounters& o);
+  bool operator==(const LifetimeCounters&) const = default;
+};
+LifetimeCounters operator+(LifetimeCounters a, const LifetimeCounters& b);
+
 struct Superblock {
   uint32_t format_version = kFormatVersion;
   uint64_t compat = 0, ro_compat = 0, incompat = 0;
@@ -115,7 +136,8 @@ struct Superblock {
   uint32_t state = 0;                   // kState* bits
   uint64_t mount_count = 0;
   uint64_t mkfs_time_ns = 0;            // CLOCK_REALTIME
-  uint64_t snapshot_root = 0;           // reserved for the snapshot list, 0 = none
+  uint64_t snapshot_root = 0;           // first snapshot-list block, 0 = none
+  LifetimeCounters lifetime;            // zero when read from a short superblock
 };
 
 // Whether a device of `device_bytes` can hold a datastore at all (an empty image
@@ -151,10 +173,25 @@ inline constexpr size_t kSbOffState = 240;         // u32 (+4 reserved)
 inline constexpr size_t kSbOffMountCount = 248;
 inline constexpr size_t kSbOffMkfsTime = 256;
 inline constexpr size_t kSbOffSnapshotRoot = 264;
-inline constexpr size_t kSbPayloadEnd = 272;       // length_bytes = 272 - 64
+// Superblocks written before the lifetime counters end here (length_bytes 208); decode
+// accepts them, encode always writes the full payload.
+inline constexpr size_t kSbPayloadEndShort = 272;
+// Lifetime counters (LifetimeCounters), u64 each, in that struct's order.
+inline constexpr size_t kSbOffLifeReadBytes = 272;       // bytes
+inline constexpr size_t kSbOffLifeWriteBytes = 280;      // bytes
+inline constexpr size_t kSbOffLifeReadErrors = 288;      // data reads failed
+inline constexpr size_t kSbOffLifeWriteErrors = 296;     // data writes failed
+inline constexpr size_t kSbOffLifeNoSpaceErrors = 304;   // of those, ENOSPC
+inline constexpr size_t kSbOffLifeUncleanMounts = 312;   // mounts
+inline constexpr size_t kSbOffLifeSnapshotsTaken = 320;  // snapshots
+inline constexpr size_t kSbOffLifeSnapshotsDeleted = 328;// snapshots
+inline constexpr size_t kSbOffLifeFormattedBytes = 336;  // bytes
+inline constexpr size_t kSbOffLifeMountedSeconds = 344;  // seconds
+inline constexpr size_t kSbPayloadEnd = 352;       // length_bytes = 352 - 64 = 288
 
 // Checks, beyond the header: format version == 1, known incompat bits only (else
-// kUnsupported naming the bits), geometry consistent (regions inside the device, in
+// kUnsupported naming the bits), a payload length of 288 (or 208: written before the
+// lifetime counters, which then read as zero), geometry consistent (regions inside the device, in
 // order, not overlapping, sizes matching total_blocks), pointers inside the device.
 Result<Superblock> decode_superblock(ConstGrain buf);
 void encode_superblock(const Superblock& sb, uint64_t generation, Grain buf);

@@ -158,7 +158,13 @@ TEST(DecodeHeader, LengthTooBigIsTruncated) {
 TEST(DecodeHeader, FixedLengthMismatch) {
   Buf s = superblock_buf();
   poke<uint32_t>(s, kOffLength, 100);
-  EXPECT_TRUE(corrupt(decode_superblock(s), {"superblock", "length 100", "expected 208"}));
+  EXPECT_TRUE(corrupt(decode_superblock(s), {"superblock", "length 100", "expected 288"}));
+  // Between the short (208, before the lifetime counters) and the full payload: neither.
+  for (uint32_t len : {207u, 209u, 280u, 287u, 289u}) {
+    Buf t = superblock_buf();
+    poke<uint32_t>(t, kOffLength, len);
+    EXPECT_TRUE(corrupt(decode_superblock(t), {"superblock", "expected 288"})) << len;
+  }
   Buf b = map_leaf_buf();
   poke<uint32_t>(b, kOffLength, 4000);
   EXPECT_TRUE(corrupt(decode_tree_node(b, kSelf), {"map leaf", "length 4000"}));
@@ -221,7 +227,16 @@ TEST(DecodeSuperblock, NonzeroReservedBytes) {
   }
   Buf s = superblock_buf();
   poke<uint8_t>(s, kSbPayloadEnd, 1);
-  EXPECT_TRUE(corrupt(decode_superblock(s), {"superblock", "unused payload byte 272"}));
+  EXPECT_TRUE(corrupt(decode_superblock(s), {"superblock", "unused payload byte 352"}));
+  // A short superblock (before the lifetime counters) has nothing after snapshot_root:
+  // counters left behind its length are damage, not zeros.
+  Superblock with_counters = sample_superblock();
+  with_counters.lifetime.mounted_seconds = 1;
+  Buf t = superblock_buf(with_counters);
+  poke<uint32_t>(t, kOffLength, kSbPayloadEndShort - kHeaderBytes);
+  EXPECT_TRUE(corrupt(decode_superblock(t), {"superblock", "unused payload byte 344"}));
+  poke<uint64_t>(t, kSbOffLifeMountedSeconds, 0);
+  EXPECT_TRUE(decode_superblock(t).ok());
 }
 
 TEST(DecodeSuperblock, UnknownStateBits) {

@@ -8,7 +8,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <string>
+#include <utility>
 
 #include "format_test_util.h"
 #include "util/crc32c.h"
@@ -18,6 +20,7 @@ namespace vsfs::format {
 namespace {
 
 using testing::Buf;
+using testing::sample_lifetime;
 using testing::sample_superblock;
 
 // Fills the buffer with garbage first: encode must zero the whole grain itself.
@@ -79,6 +82,7 @@ TEST(Superblock, RoundTrip) {
   in.ro_compat = 0x4;                        // unknown ro_compat bits decode; mount decides
   in.state = kStateClean | kStateMounted;
   in.snapshot_root = in.first_data_block * kGrainsPerBlock + 20;
+  in.lifetime = sample_lifetime();
   Buf buf = dirty_buf();
   encode_superblock(in, 555, buf);
   auto h = decode_header(buf, BlockType::kSuperblock, 0);
@@ -115,11 +119,91 @@ TEST(Superblock, RoundTrip) {
   EXPECT_EQ(out->mount_count, in.mount_count);
   EXPECT_EQ(out->mkfs_time_ns, in.mkfs_time_ns);
   EXPECT_EQ(out->snapshot_root, in.snapshot_root);
+  EXPECT_EQ(out->lifetime, in.lifetime);
 
   // Re-encoding what was decoded gives the same bytes: one encoding per value.
   Buf again = dirty_buf();
   encode_superblock(*out, 555, again);
   EXPECT_EQ(again, buf);
+}
+
+// Each lifetime counter at its own offset, u64 little-endian, in the struct's order.
+TEST(Superblock, LifetimeCountersLayout) {
+  Superblock in = sample_superblock();
+  in.lifetime = sample_lifetime();
+  Buf buf = dirty_buf();
+  encode_superblock(in, 1, buf);
+  const LifetimeCounters& l = in.lifetime;
+  const std::pair<size_t, uint64_t> fields[] = {
+      {kSbOffLifeReadBytes, l.read_bytes},
+      {kSbOffLifeWriteBytes, l.write_bytes},
+      {kSbOffLifeReadErrors, l.read_errors},
+      {kSbOffLifeWriteErrors, l.write_errors},
+      {kSbOffLifeNoSpaceErrors, l.no_space_errors},
+      {kSbOffLifeUncleanMounts, l.unclean_mounts},
+      {kSbOffLifeSnapshotsTaken, l.snapshots_taken},
+      {kSbOffLifeSnapshotsDeleted, l.snapshots_deleted},
+      {kSbOffLifeFormattedBytes, l.formatted_bytes},
+      {kSbOffLifeMountedSeconds, l.mounted_seconds},
+  };
+  for (const auto& [off, value] : fields) {
+    EXPECT_EQ(load_le<uint64_t>(buf.data() + off), value) << "offset " << off;
+  }
+  EXPECT_EQ(load_le<uint32_t>(buf.data() + kOffLength), 288u);
+  for (size_t i = kSbPayloadEnd; i < kGrainBytes; ++i) ASSERT_EQ(buf[i], 0) << i;
+}
+
+// A superblock as vsfs wrote it before the lifetime counters: payload length 208, the
+// bytes after snapshot_root zero. It decodes with every counter zero, and is written back
+// with the full payload.
+TEST(Superblock, ShortPayloadDecodesWithZeroCounters) {
+  Superblock in = sample_superblock();
+  in.lifetime = sample_lifetime();
+  Buf buf = dirty_buf();
+  encode_superblock(in, 9, buf);
+  std::memset(buf.data() + kSbPayloadEndShort, 0, kSbPayloadEnd - kSbPayloadEndShort);
+  store_le<uint32_t>(buf.data() + kOffLength, kSbPayloadEndShort - kHeaderBytes);
+  seal(buf);
+
+  auto out = decode_superblock(buf);
+  ASSERT_TRUE(out.ok()) << out.error().message;
+  EXPECT_EQ(out->lifetime, LifetimeCounters{});
+  EXPECT_EQ(out->mount_count, in.mount_count);
+  EXPECT_EQ(out->snapshot_root, in.snapshot_root);
+  EXPECT_EQ(out->uuid, in.uuid);
+
+  Buf again = dirty_buf();
+  encode_superblock(*out, 9, again);
+  EXPECT_EQ(load_le<uint32_t>(again.data() + kOffLength), kSbPayloadEnd - kHeaderBytes);
+  auto back = decode_superblock(again);
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(back->lifetime, LifetimeCounters{});
+}
+
+TEST(Superblock, LifetimeCountersAddUp) {
+  const LifetimeCounters a = sample_lifetime();
+  LifetimeCounters b;
+  b.read_bytes = 1;
+  b.write_bytes = 2;
+  b.read_errors = 3;
+  b.write_errors = 4;
+  b.no_space_errors = 5;
+  b.unclean_mounts = 6;
+  b.snapshots_taken = 7;
+  b.snapshots_deleted = 8;
+  b.formatted_bytes = 9;
+  b.mounted_seconds = 10;
+  const LifetimeCounters sum = a + b;
+  EXPECT_EQ(sum.read_bytes, a.read_bytes + 1);
+  EXPECT_EQ(sum.write_bytes, a.write_bytes + 2);
+  EXPECT_EQ(sum.read_errors, a.read_errors + 3);
+  EXPECT_EQ(sum.write_errors, a.write_errors + 4);
+  EXPECT_EQ(sum.no_space_errors, a.no_space_errors + 5);
+  EXPECT_EQ(sum.unclean_mounts, a.unclean_mounts + 6);
+  EXPECT_EQ(sum.snapshots_taken, a.snapshots_taken + 7);
+  EXPECT_EQ(sum.snapshots_deleted, a.snapshots_deleted + 8);
+  EXPECT_EQ(sum.formatted_bytes, a.formatted_bytes + 9);
+  EXPECT_EQ(sum.mounted_seconds, a.mounted_seconds + 10);
 }
 
 TEST(Superblock, EmptyPointersDecode) {

@@ -48,6 +48,22 @@ inline Superblock sample_superblock() {
   return sb;
 }
 
+// Lifetime counters with a distinct value in every field (a swapped pair shows).
+inline LifetimeCounters sample_lifetime() {
+  LifetimeCounters l;
+  l.read_bytes = 0x0101'0000'0000'1001ull;
+  l.write_bytes = 0x0202'0000'0000'2002ull;
+  l.read_errors = 3;
+  l.write_errors = 4;
+  l.no_space_errors = 5;
+  l.unclean_mounts = 6;
+  l.snapshots_taken = 7;
+  l.snapshots_deleted = 8;
+  l.formatted_bytes = 9ull << 20;
+  l.mounted_seconds = 86400 * 365;
+  return l;
+}
+
 // Overwrites a little-endian value at `off` and re-seals the block.
 template <typename T>
 void poke(Buf& buf, size_t off, T value) {
