@@ -106,6 +106,26 @@ struct MetaCacheInfo {
   uint64_t dir_index_bytes = 0;
 };
 
+// Counters over the datastore's whole life, kept in its superblock across mounts (see
+// vsfs-format(5)): bytes clients read and wrote, data IOs the device failed (of the
+// writes, ENOSPC), read-write mounts that found it not unmounted cleanly, snapshots taken
+// and deleted, bytes the background formatter formatted, and seconds mounted read-write.
+struct LifetimeCounts {
+  uint64_t read_bytes = 0, write_bytes = 0;
+  uint64_t read_errors = 0, write_errors = 0, no_space_errors = 0;
+  uint64_t unclean_mounts = 0;
+  uint64_t snapshots_taken = 0, snapshots_deleted = 0;
+  uint64_t formatted_bytes = 0;
+  uint64_t mounted_seconds = 0;
+};
+
+// The lifetime counters as this mount sees them. total: what the superblock held at
+// mount plus this_mount, what the next superblock write stores. stored: what the last
+// superblock write stored (a crash now keeps that). A read-only mount never writes them.
+struct LifetimeStats {
+  LifetimeCounts total, this_mount, stored;
+};
+
 struct DatastoreStats {
   SpaceInfo space;
   uint64_t read_requests = 0, write_requests = 0;
@@ -141,6 +161,7 @@ struct DatastoreStats {
   uint64_t device_read_errors = 0, device_write_errors = 0, device_no_space = 0;
   bool metadata_failed = false;
   bool read_only = false;  // opened read-only, or turned read-only (set_read_only)
+  LifetimeStats lifetime;
 };
 
 struct OpenOptions {

@@ -74,6 +74,7 @@ void DataPath::read_locked(const std::shared_ptr<DataOp>& op, uint64_t offset) {
   op->end = div_round_up(offset + length, kGrainBytes);
   ++counters_.read_requests;
   counters_.read_bytes += length;
+  ms_.lifetime_counts_locked().read_bytes += length;
   acquire_locked(op, false, [this, op] { start_read_locked(op); });
 }
 
@@ -113,7 +114,10 @@ void DataPath::start_read_locked(const std::shared_ptr<DataOp>& op) {
       }
       {
         std::lock_guard lock(ms_.mu());
-        if (op->error != 0) ++counters_.read_errors;
+        if (op->error != 0) {
+          ++counters_.read_errors;
+          ++ms_.lifetime_counts_locked().read_errors;
+        }
         release_locked(op);
       }
       run_deferred();

@@ -42,6 +42,21 @@ namespace {
 
 using namespace disk;
 
+LifetimeCounts lifetime_counts(const format::LifetimeCounters& l) {
+  LifetimeCounts c;
+  c.read_bytes = l.read_bytes;
+  c.write_bytes = l.write_bytes;
+  c.read_errors = l.read_errors;
+  c.write_errors = l.write_errors;
+  c.no_space_errors = l.no_space_errors;
+  c.unclean_mounts = l.unclean_mounts;
+  c.snapshots_taken = l.snapshots_taken;
+  c.snapshots_deleted = l.snapshots_deleted;
+  c.formatted_bytes = l.formatted_bytes;
+  c.mounted_seconds = l.mounted_seconds;
+  return c;
+}
+
 class DatastoreImpl final : public Datastore {
  public:
   DatastoreImpl(std::unique_ptr<device::Device> dev, std::unique_ptr<meta::MetaStore> ms,
@@ -175,6 +190,10 @@ class DatastoreImpl final : public Datastore {
       s.mount_count = ms_->superblock_locked().mount_count;
       s.metadata_failed = ms_->failed();
       s.read_only = read_only_;
+      const meta::LifetimeView life = ms_->lifetime_locked();
+      s.lifetime.total = lifetime_counts(life.total);
+      s.lifetime.this_mount = lifetime_counts(life.this_mount);
+      s.lifetime.stored = lifetime_counts(life.stored);
       data_.fill_stats_locked(s);
       inodes_.fill_stats_locked(s.grain_queue);
       gates_.fill_stats_locked(s);

@@ -77,6 +77,7 @@ void DataPath::write_locked(const std::shared_ptr<DataOp>& op, uint64_t offset,
   op->end = div_round_up(offset + length, kGrainBytes);
   ++counters_.write_requests;
   counters_.write_bytes += length;
+  ms_.lifetime_counts_locked().write_bytes += length;
   acquire_locked(op, true, [this, op] { start_write_locked(op); });
 }
 
@@ -264,7 +265,11 @@ void DataPath::write_complete(const std::shared_ptr<DataOp>& op) {
     std::lock_guard lock(ms_.mu());
     if (op->error != 0) {
       ++counters_.write_errors;
-      if (op->error == -ENOSPC) ++counters_.no_space;
+      ++ms_.lifetime_counts_locked().write_errors;
+      if (op->error == -ENOSPC) {
+        ++counters_.no_space;
+        ++ms_.lifetime_counts_locked().no_space_errors;
+      }
       VSFS_LOG_ERROR("writing disk inode {} to the device failed: {}", op->ino,
                      std::strerror(-op->error));
       unreserve_all_locked(op);

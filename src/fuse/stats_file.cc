@@ -31,6 +31,26 @@ std::string json_string(const std::string& text) {
   return out + "\"";
 }
 
+// One set of lifetime counters as a JSON object at the given indentation.
+std::string json_lifetime(const LifetimeCounts& l, const char* indent) {
+  return fmt::format(
+      "{{\n"
+      "{0}  \"read_bytes\": {1},\n"
+      "{0}  \"write_bytes\": {2},\n"
+      "{0}  \"read_errors\": {3},\n"
+      "{0}  \"write_errors\": {4},\n"
+      "{0}  \"no_space_errors\": {5},\n"
+      "{0}  \"unclean_mounts\": {6},\n"
+      "{0}  \"snapshots_taken\": {7},\n"
+      "{0}  \"snapshots_deleted\": {8},\n"
+      "{0}  \"formatted_bytes\": {9},\n"
+      "{0}  \"mounted_seconds\": {10}\n"
+      "{0}}}",
+      indent, l.read_bytes, l.write_bytes, l.read_errors, l.write_errors, l.no_space_errors,
+      l.unclean_mounts, l.snapshots_taken, l.snapshots_deleted, l.formatted_bytes,
+      l.mounted_seconds);
+}
+
 // CLOCK_REALTIME ns as UTC ISO 8601 ("2026-12-05T00:56:06Z"); null for 0.
 std::string json_time(uint64_t realtime_ns) {
   if (realtime_ns == 0) return "null";
@@ -80,6 +100,18 @@ std::string render_stats_json(FuseFs& fs) {
                  s.device_read_errors, s.device_write_errors, s.device_no_space,
                  s.metadata_failed, last.text.empty() ? "null" : json_string(last.text),
                  json_time(last.realtime_ns));
+  // Totals over the datastore's life, kept in the superblock across mounts; every other
+  // section counts since this mount.
+  fmt::format_to(it,
+                 "  \"lifetime\": {{\n"
+                 "    \"mount_count\": {},\n"
+                 "    \"total\": {},\n"
+                 "    \"this_mount\": {},\n"
+                 "    \"stored\": {}\n"
+                 "  }},\n",
+                 s.mount_count, json_lifetime(s.lifetime.total, "    "),
+                 json_lifetime(s.lifetime.this_mount, "    "),
+                 json_lifetime(s.lifetime.stored, "    "));
   fmt::format_to(it,
                  "  \"space\": {{\n"
                  "    \"total_bytes\": {},\n"

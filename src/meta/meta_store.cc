@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "util/clock.h"
 #include "util/log.h"
 
 namespace vsfs::meta {
@@ -83,16 +84,24 @@ Result<std::unique_ptr<MetaStore>> MetaStore::open(device::Device& dev,
   sb.journal_tail_grain = replay.end_grain;
   sb.journal_tail_seq = replay.end_seq;
   const bool crashed = (sb.state & format::kStateClean) == 0;
+  const format::LifetimeCounters lifetime_at_open = sb.lifetime;
+  format::LifetimeCounters lifetime_mount;
   if (!options.read_only) {
     sb.state &= ~format::kStateClean;
     if (options.mark_mounted) sb.state |= format::kStateMounted;
     ++sb.mount_count;
+    lifetime_mount.unclean_mounts = crashed ? 1 : 0;
+    sb.lifetime = lifetime_at_open + lifetime_mount;
     VSFS_TRY(write_superblock(dev, sb, sb.generation));
   }
 
   std::unique_ptr<MetaStore> ms(new MetaStore(dev, options));
   ms->sb_ = sb;
   ms->committed_sb_ = sb;
+  ms->lifetime_at_open_ = lifetime_at_open;
+  ms->lifetime_mount_ = lifetime_mount;
+  ms->lifetime_stored_ = sb.lifetime;
+  ms->opened_monotonic_ns_ = monotonic_ns();
   ms->journal_ = std::make_unique<Journal>(dev, sb.journal_start_grain, sb.journal_grains,
                                            sb.journal_tail_grain, sb.journal_tail_seq);
   {
@@ -149,6 +158,20 @@ Result<CachedBlock*> MetaStore::get_locked(uint64_t grain, BlockType type, uint6
 void MetaStore::mark_dirty_locked(uint64_t grain) {
   VSFS_ASSERT(!options_.read_only);
   if (cache_.mark_dirty(grain)) dirty_.push_back(grain);
+}
+
+LifetimeView MetaStore::lifetime_locked() const {
+  LifetimeView v;
+  v.this_mount = lifetime_mount_;
+  v.this_mount.formatted_bytes = formatted_bytes_total_;
+  // Whole seconds of this mount: each superblock write stores the mount's elapsed time
+  // afresh, so rounding never accumulates across writes.
+  if (!options_.read_only) {
+    v.this_mount.mounted_seconds = (monotonic_ns() - opened_monotonic_ns_) / 1000000000ull;
+  }
+  v.total = lifetime_at_open_ + v.this_mount;
+  v.stored = lifetime_stored_;
+  return v;
 }
 
 bool MetaStore::has_changes_locked() const { return sb_dirty_ || !dirty_.empty(); }
@@ -306,6 +329,7 @@ Result<void> MetaStore::commit_inner() {
       images.push_back(std::move(sbi));
       sb_dirty_ = false;
       sb_image = sb_;
+      sb_image.lifetime = lifetime_total_locked();
       VSFS_ASSERT(freed_committing_.empty());
       freed_committing_.swap(freed_open_);
       unshared_committing_.swap(unshared_open_);
@@ -336,9 +360,12 @@ Result<void> MetaStore::commit_inner() {
                         "transaction of {} blocks is larger than the journal", images.size());
     }
     // The checkpoint moved the tail: the superblock this transaction carries says so.
+    // It also stored newer lifetime totals at home, and replay of this transaction must
+    // not write smaller ones over them.
     std::lock_guard lock(mu_);
     sb_image.journal_tail_grain = sb_.journal_tail_grain;
     sb_image.journal_tail_seq = sb_.journal_tail_seq;
+    sb_image.lifetime = lifetime_total_locked();
   }
   VSFS_ASSERT(images.back().home == 0);
   format::encode_superblock(sb_image, generation,
@@ -352,6 +379,7 @@ Result<void> MetaStore::commit_inner() {
   }
   std::lock_guard lock(mu_);
   committed_sb_ = sb_image;
+  lifetime_stored_ = sb_image.lifetime;
   // The images are findable now: their blocks may be evicted.
   for (const JournalImage& img : images) {
     if (img.home != 0) cache_.finish_write(img.home);
@@ -434,6 +462,8 @@ Result<void> MetaStore::checkpoint_inner(bool clean) {
   {
     std::lock_guard lock(mu_);
     sb = committed_sb_;
+    // The counters describe no structure: the newest totals go home, not the commit's.
+    sb.lifetime = lifetime_total_locked();
   }
   // committed_sb_ is the superblock as of the last commit: what the homes now hold.
   sb.journal_tail_grain = journal_->head_grain();
@@ -448,6 +478,7 @@ Result<void> MetaStore::checkpoint_inner(bool clean) {
     return wrote;
   }
   std::lock_guard lock(mu_);
+  lifetime_stored_ = sb.lifetime;
   // Every superblock image journaled from now on carries the new tail: replay writes
   // those images home, and a second crash during that replay must find the log where
   // this checkpoint left it, not where it was at mount.

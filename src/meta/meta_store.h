@@ -84,6 +84,15 @@ struct MetaCounters {
   uint64_t tree_copies = 0;
 };
 
+// The datastore's lifetime counters (format::LifetimeCounters) as one mount sees them.
+// `this_mount` is what this mount counted so far; `total` is what the superblock held
+// when it was opened plus this_mount: what the next superblock write stores; `stored` is
+// what the last superblock write of this mount stored (in the journal or at home), which
+// is what a crash now would keep. A read-only mount never writes them.
+struct LifetimeView {
+  format::LifetimeCounters total, this_mount, stored;
+};
+
 // Reads the superblock, falling back to its copy when the primary is damaged.
 Result<format::Superblock> read_superblock(device::Device& dev);
 
@@ -280,6 +289,15 @@ class MetaStore {
   };
   Space space_locked() const;
   MetaCounters counters_locked() const { return counters_; }
+
+  // ---- lifetime counters (superblock, see LifetimeView) ----
+  // This mount's counts that other layers make: the data path adds bytes read and
+  // written and failed data IOs here, under mu(), where it counts its own. Snapshots,
+  // formatting, the mount's time and an unclean start the meta layer counts itself. They
+  // cost no IO: every superblock this store writes (each commit's journaled image, each
+  // checkpoint, the open) carries the totals as they are when it is encoded.
+  format::LifetimeCounters& lifetime_counts_locked() { return lifetime_mount_; }
+  LifetimeView lifetime_locked() const;
   MetaCacheStats cache_stats_locked() const { return cache_.stats(); }
   // Directory indexes held, and their estimated memory (which shares the cache's budget).
   uint64_t dir_indexes_locked() const { return dirs_.size(); }
@@ -447,6 +465,15 @@ class MetaStore {
   Result<CachedBlock*> dir_block_for_update_locked(uint64_t dir, uint64_t index);
 
   MetaCounters counters_;
+  // Lifetime counters, guarded by mu_: as the superblock held them at open (before this
+  // mount), this mount's counts (formatted bytes and seconds are filled in when read),
+  // and what the last superblock write stored. Every superblock write samples the total
+  // under mu_ and commit_mu_, so successive writes never store less than earlier ones.
+  format::LifetimeCounters lifetime_at_open_;
+  format::LifetimeCounters lifetime_mount_;
+  format::LifetimeCounters lifetime_stored_;
+  uint64_t opened_monotonic_ns_ = 0;
+  format::LifetimeCounters lifetime_total_locked() const { return lifetime_locked().total; }
   std::vector<format::SnapshotRecord> snaps_;  // the snapshot list, in creation order
   std::vector<uint64_t> snap_blocks_;          // grains of the on-disk chain
   uint32_t history_max_ = 1024;

@@ -491,6 +491,7 @@ Result<format::SnapshotRecord> MetaStore::create_snapshot_locked(uint64_t base_i
   VSFS_TRY(incref_locked(sb_.inode_root));
   snaps_.push_back(rec);
   ++sb_.generation;
+  ++lifetime_mount_.snapshots_taken;
   mark_sb_dirty_locked();
   VSFS_TRY(store_snapshots_locked());
   return rec;
@@ -533,6 +534,7 @@ Result<void> MetaStore::delete_snapshot_locked(const std::string& name, bool kee
       ++d;
     }
   }
+  ++lifetime_mount_.snapshots_deleted;
   return store_snapshots_locked();
 }
 
