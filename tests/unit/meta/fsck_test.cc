@@ -17,6 +17,7 @@
 #include "meta/journal.h"
 #include "meta/meta_store.h"
 #include "util/aligned_buffer.h"
+#include "util/endian.h"
 #include "util/units.h"
 #include "vsfs/datastore.h"
 
@@ -1013,6 +1014,87 @@ TEST(FsckEngine, RandomWorkloadCrashImagesAreClean) {
     auto r = check(*e.dev, false, true);
     EXPECT_CLEAN(r);
   }
+}
+
+// ---- lifetime counters in the superblock ----
+
+format::LifetimeCounters some_lifetime() {
+  format::LifetimeCounters l;
+  l.read_bytes = 11 << 20;
+  l.write_bytes = 22 << 20;
+  l.read_errors = 3;
+  l.write_errors = 4;
+  l.no_space_errors = 1;
+  l.unclean_mounts = 5;
+  l.snapshots_taken = 6;
+  l.snapshots_deleted = 2;
+  l.formatted_bytes = 7 << 20;
+  l.mounted_seconds = 86400;
+  return l;
+}
+
+// Both superblocks as vsfs wrote them before the lifetime counters: 208-byte payload.
+void make_superblocks_short(SimDevice& dev) {
+  for (uint64_t grain : {uint64_t{0}, format::kSuperblockCopyGrain}) {
+    auto raw = peek_grain(dev, grain);
+    ASSERT_EQ(load_le<uint32_t>(raw.data() + format::kOffLength), 288u);
+    std::fill(raw.begin() + format::kSbPayloadEndShort, raw.begin() + format::kSbPayloadEnd, 0);
+    store_le<uint32_t>(raw.data() + format::kOffLength,
+                       format::kSbPayloadEndShort - format::kHeaderBytes);
+    format::seal(mg(raw));
+    dev.poke(grain * kGrainBytes, raw.data(), kGrainBytes);
+  }
+}
+
+// fsck takes a superblock of either length as it is: neither is a problem, and fsck -n
+// does not write. A read-write mount then stores the full payload, counting from zero.
+TEST(FsckLifetime, ShortSuperblockIsClean) {
+  auto dev = fresh_device();
+  make_superblocks_short(*dev);
+  auto before = image(*dev);
+  EXPECT_CLEAN(check(*dev, false));
+  EXPECT_TRUE(image(*dev) == before) << "fsck -n wrote to the device";
+  EXPECT_CLEAN(check(*dev, true));
+  EXPECT_EQ(superblock(*dev).lifetime, format::LifetimeCounters{});
+  {
+    auto ms = meta::MetaStore::open(*dev, meta::MetaOptions{});
+    ASSERT_TRUE(ms.ok()) << ms.error().to_string();
+    ASSERT_TRUE((*ms)->checkpoint(true).ok());
+  }
+  auto raw = peek_grain(*dev, 0);
+  EXPECT_EQ(load_le<uint32_t>(raw.data() + format::kOffLength), 288u);
+  EXPECT_EQ(superblock(*dev).lifetime.unclean_mounts, 0u);
+  EXPECT_CLEAN(check(*dev, false));
+}
+
+// Repairs that rewrite the superblock keep the counters: the primary rebuilt from its
+// copy, and a field repair (next_ino) that encodes the superblock afresh.
+TEST(FsckLifetime, RepairsKeepTheCounters) {
+  auto dev = fresh_device();
+  auto sb = superblock(*dev);
+  sb.lifetime = some_lifetime();
+  std::vector<uint8_t> raw(kGrainBytes);
+  format::encode_superblock(sb, sb.generation, mg(raw));
+  dev->poke(format::kSuperblockCopyGrain * kGrainBytes, raw.data(), kGrainBytes);
+  std::vector<uint8_t> junk(kGrainBytes, 0x5a);
+  dev->poke(0, junk.data(), junk.size());
+  auto y = check(*dev, true);
+  EXPECT_TRUE(has_line(y.repairs, "primary superblock rewritten")) << joined(y.repairs);
+  EXPECT_EQ(superblock(*dev).lifetime, some_lifetime());
+
+  sb.next_ino = 1;  // inode 1 (the root) exists
+  format::encode_superblock(sb, sb.generation, mg(raw));
+  dev->poke(0, raw.data(), kGrainBytes);
+  dev->poke(format::kSuperblockCopyGrain * kGrainBytes, raw.data(), kGrainBytes);
+  auto n = check(*dev, false);
+  EXPECT_TRUE(has_line(n.problems, "next_ino")) << joined(n.problems);
+  y = check(*dev, true);
+  EXPECT_TRUE(has_line(y.repairs, "next_ino set to")) << joined(y.repairs);
+  EXPECT_CLEAN(check(*dev, false));
+  const auto fixed = superblock(*dev);
+  EXPECT_EQ(fixed.next_ino, 2u);
+  EXPECT_EQ(fixed.lifetime, some_lifetime());
+  EXPECT_EQ(peek_grain(*dev, 0), peek_grain(*dev, format::kSuperblockCopyGrain));
 }
 
 }  // namespace
