@@ -38,6 +38,19 @@ Result<void> write_superblock(device::Device& dev, const format::Superblock& sb,
   return device::flush_sync(dev);
 }
 
+// Whether every lifetime counter of `now` is at least that of `before`: what a
+// superblock write stores must never be less than what the one before it stored.
+bool never_less(const format::LifetimeCounters& now, const format::LifetimeCounters& before) {
+  return now.read_bytes >= before.read_bytes && now.write_bytes >= before.write_bytes &&
+         now.read_errors >= before.read_errors && now.write_errors >= before.write_errors &&
+         now.no_space_errors >= before.no_space_errors &&
+         now.unclean_mounts >= before.unclean_mounts &&
+         now.snapshots_taken >= before.snapshots_taken &&
+         now.snapshots_deleted >= before.snapshots_deleted &&
+         now.formatted_bytes >= before.formatted_bytes &&
+         now.mounted_seconds >= before.mounted_seconds;
+}
+
 }  // namespace
 
 Result<format::Superblock> read_superblock(device::Device& dev) {
@@ -368,6 +381,10 @@ Result<void> MetaStore::commit_inner() {
     sb_image.lifetime = lifetime_total_locked();
   }
   VSFS_ASSERT(images.back().home == 0);
+  {
+    std::lock_guard lock(mu_);
+    VSFS_ASSERT(never_less(sb_image.lifetime, lifetime_stored_));
+  }
   format::encode_superblock(sb_image, generation,
                             format::Grain(images.back().data.data(), kGrainBytes));
   // After a failure above or here the written blocks stay in the cache for good: their
@@ -464,6 +481,7 @@ Result<void> MetaStore::checkpoint_inner(bool clean) {
     sb = committed_sb_;
     // The counters describe no structure: the newest totals go home, not the commit's.
     sb.lifetime = lifetime_total_locked();
+    VSFS_ASSERT(never_less(sb.lifetime, lifetime_stored_));
   }
   // committed_sb_ is the superblock as of the last commit: what the homes now hold.
   sb.journal_tail_grain = journal_->head_grain();

@@ -27,6 +27,10 @@
 //    listed, and every grain listed was written or unmapped between the two (files made
 //    since the older one are listed in full); .cbt/B/full lists every non-zero grain;
 //  - fsck finds the image clean after every cut, nested ones included;
+//  - the lifetime counters the recovery finds are at least what the last superblock
+//    write before the cut stored and at most what the crashed mount had counted, and
+//    the recovery counts itself (and any recovery cut after its first superblock write)
+//    as an unclean mount;
 //  - the recovered datastore takes writes and closes cleanly.
 // A cut's phase: replay when it fell in a recovery; release or format when it fell in
 // such a step; else by the IO: a write to a superblock grain is superblock, a write in
@@ -116,6 +120,9 @@ struct Coverage {
   std::array<uint64_t, kPhases> cuts{};
   uint64_t nested = 0, seeds_nested = 0;
   uint64_t wraps = 0, seeds_wrapped = 0;
+  // Seeds whose crashed mount had stored counts beyond the open's (the check compared
+  // more than zeros).
+  uint64_t lifetime_stored = 0;
 };
 
 // What the workload is doing, for naming the phase of a cut.
@@ -807,6 +814,7 @@ struct Run {
   uint64_t journal_bytes = 0, commits = 0;
   std::optional<device::DeadIo> dead;
   Step step = Step::kOp;
+  LifetimeStats lifetime;  // at the cut
   std::unique_ptr<SimDevice> image;
 };
 
@@ -833,6 +841,7 @@ Run run_workload(uint64_t seed, uint64_t cut) {
   const DatastoreStats st = ds->stats();
   run.journal_bytes = st.journal_bytes;
   run.commits = st.journal_commits;
+  run.lifetime = st.lifetime;
   if (cut == 0) raw->die_at_io(1);  // the dry run only counts: no clean close
   (void)ds->close();
   raw->run_pending();
@@ -867,6 +876,48 @@ uint64_t recovery_ios(const SimDevice& image) {
   (void)(*ds)->close();
   raw->run_pending();
   return n;
+}
+
+// The recovered lifetime counters against the crashed mount's: every count is between
+// what its last superblock write stored and what it had counted (mounted_seconds is
+// the clock's, unclean_mounts the recoveries'). Empty when they are.
+std::string check_lifetime(const LifetimeCounts& got, const LifetimeStats& crashed,
+                           int nested) {
+  struct Field {
+    const char* name;
+    uint64_t LifetimeCounts::*member;
+  };
+  static constexpr Field kFields[] = {
+      {"read_bytes", &LifetimeCounts::read_bytes},
+      {"write_bytes", &LifetimeCounts::write_bytes},
+      {"read_errors", &LifetimeCounts::read_errors},
+      {"write_errors", &LifetimeCounts::write_errors},
+      {"no_space_errors", &LifetimeCounts::no_space_errors},
+      {"snapshots_taken", &LifetimeCounts::snapshots_taken},
+      {"snapshots_deleted", &LifetimeCounts::snapshots_deleted},
+      {"formatted_bytes", &LifetimeCounts::formatted_bytes},
+  };
+  std::ostringstream out;
+  for (const Field& f : kFields) {
+    const uint64_t v = got.*f.member, lo = crashed.stored.*f.member,
+                   hi = crashed.total.*f.member;
+    if (v < lo || v > hi) {
+      out << "lifetime " << f.name << " " << v << " after recovery, outside [" << lo << ", "
+          << hi << "] (stored before the cut, counted by then)";
+      return out.str();
+    }
+  }
+  if (got.mounted_seconds < crashed.stored.mounted_seconds) {
+    out << "lifetime mounted_seconds went back: " << got.mounted_seconds << " < "
+        << crashed.stored.mounted_seconds;
+    return out.str();
+  }
+  if (got.unclean_mounts < 1 || got.unclean_mounts > 1u + static_cast<uint64_t>(nested)) {
+    out << "lifetime unclean_mounts " << got.unclean_mounts << " after " << nested
+        << " nested cuts";
+    return out.str();
+  }
+  return "";
 }
 
 void run_seed(uint64_t seed, Coverage& cov) {
@@ -925,6 +976,11 @@ void run_seed(uint64_t seed, Coverage& cov) {
   auto re = Datastore::open(std::move(image), stepped_options());
   ASSERT_TRUE(re.ok()) << re.error().to_string();
   auto ds = std::move(re).value();
+  // Before anything this mount counts itself.
+  problem = check_lifetime(ds->stats().lifetime.total, run.lifetime, nested);
+  ASSERT_EQ(problem, "") << "power cut at IO " << cut << " of " << dry.ios << ", " << nested
+                         << " nested cuts";
+  cov.lifetime_stored += run.lifetime.stored.write_bytes > 0 ? 1 : 0;
   Driver d(*ds, *img);
   problem = check_recovered(d, run.states);
   ASSERT_EQ(problem, "") << "power cut at IO " << cut << " of " << dry.ios << ", " << nested
@@ -965,11 +1021,12 @@ TEST(SimCrash, PowerCutsDuringWorkloadsAndRecovery) {
     phases += (p ? " " : "") + std::string(kPhaseNames[p]) + "=" + std::to_string(cov.cuts[p]);
   }
   std::printf("sim-crash: %llu seeds, %llu failures; cuts by phase: %s; nested cuts=%llu; "
-              "journal wraps=%llu\n",
+              "journal wraps=%llu; lifetime counts stored before the cut=%llu\n",
               static_cast<unsigned long long>(cov.seeds),
               static_cast<unsigned long long>(cov.failures), phases.c_str(),
               static_cast<unsigned long long>(cov.nested),
-              static_cast<unsigned long long>(cov.wraps));
+              static_cast<unsigned long long>(cov.wraps),
+              static_cast<unsigned long long>(cov.lifetime_stored));
   std::fflush(stdout);
   // A run long enough to mean something must have reached every part of the space.
   if (cov.failures == 0 && cov.seeds >= 200) {
@@ -978,6 +1035,8 @@ TEST(SimCrash, PowerCutsDuringWorkloadsAndRecovery) {
     }
     EXPECT_GE(cov.seeds_nested * 10, cov.seeds) << "fewer than 10 % of seeds had nested cuts";
     EXPECT_GE(cov.seeds_wrapped * 2, cov.seeds) << "the journal wrapped in fewer than half";
+    EXPECT_GE(cov.lifetime_stored * 2, cov.seeds)
+        << "in fewer than half the seeds did a superblock write store counts before the cut";
   }
 }
 
