@@ -86,7 +86,23 @@ void run(const BlockInput& in) {
     case Target::kSuperblock:
       // The superblock's self is 0 at both of its copies.
       round_trip(target, in.grain, what, false, [&] { return decode_superblock(g); },
-                 [&](const Superblock& sb, Buf& out) { encode_superblock(sb, gen, out); });
+                 [&](const Superblock& sb, Buf& out) {
+                   encode_superblock(sb, gen, out);
+                   // A superblock of the short payload (before the lifetime counters)
+                   // is written back with the full one, counters zero: compare it cut
+                   // back to the short form.
+                   if (load_le<uint32_t>(in.grain.data() + kOffLength) ==
+                       kSbPayloadEndShort - kHeaderBytes) {
+                     VSFS_FUZZ_CHECK(sb.lifetime == LifetimeCounters{},
+                                     "superblock: short payload with counters");
+                     for (size_t i = kSbPayloadEndShort; i < kSbPayloadEnd; ++i) {
+                       VSFS_FUZZ_CHECK(out[i] == 0, "superblock: counters written nonzero");
+                     }
+                     store_le<uint32_t>(out.data() + kOffLength,
+                                        kSbPayloadEndShort - kHeaderBytes);
+                     seal(out);
+                   }
+                 });
       return;
     case Target::kTreeNode:
       round_trip(target, in.grain, what, wrong_self, [&] { return decode_tree_node(g, self); },

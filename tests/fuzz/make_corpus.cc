@@ -84,8 +84,22 @@ std::vector<NamedBlock> sample_blocks() {
   sb.state = kStateMounted;
   sb.mount_count = 3;
   sb.mkfs_time_ns = 1'700'000'000'000'000'000ull;
+  sb.lifetime.read_bytes = 5ull << 30;
+  sb.lifetime.write_bytes = 3ull << 30;
+  sb.lifetime.write_errors = 2;
+  sb.lifetime.unclean_mounts = 1;
+  sb.lifetime.snapshots_taken = 9;
+  sb.lifetime.mounted_seconds = 3600;
   add("superblock", FormatTarget::kSuperblock,
       [&](Buf& g) { encode_superblock(sb, kGeneration, g); });
+  // As vsfs wrote it before the lifetime counters: the short payload.
+  add("superblock_short", FormatTarget::kSuperblock, [&](Buf& g) {
+    Superblock old = sb;
+    old.lifetime = LifetimeCounters{};
+    encode_superblock(old, kGeneration, g);
+    store_le<uint32_t>(g.data() + kOffLength, kSbPayloadEndShort - kHeaderBytes);
+    seal(g);
+  });
 
   TreeNode leaf;
   leaf.type = BlockType::kMapLeaf;
