@@ -229,6 +229,7 @@ class DatastoreImpl final : public Datastore {
       {
         std::lock_guard lock(ms_->mu());
         read_only_ = false;
+        ms_->count_read_write_time_locked(true);
         VSFS_TRY(inodes_.hold_frees_locked(false));
       }
       services_.resume();
@@ -238,6 +239,7 @@ class DatastoreImpl final : public Datastore {
       std::lock_guard lock(ms_->mu());
       if (read_only_) return ok_result();  // already: the device stays as it is
       read_only_ = true;
+      ms_->count_read_write_time_locked(false);  // the checkpoint below stores it so
       VSFS_TRY(inodes_.hold_frees_locked(true));
     }
     services_.fail_space_waiters(

@@ -114,7 +114,7 @@ Result<std::unique_ptr<MetaStore>> MetaStore::open(device::Device& dev,
   ms->lifetime_at_open_ = lifetime_at_open;
   ms->lifetime_mount_ = lifetime_mount;
   ms->lifetime_stored_ = sb.lifetime;
-  ms->opened_monotonic_ns_ = monotonic_ns();
+  if (!options.read_only) ms->read_write_since_ns_ = monotonic_ns();
   ms->journal_ = std::make_unique<Journal>(dev, sb.journal_start_grain, sb.journal_grains,
                                            sb.journal_tail_grain, sb.journal_tail_seq);
   {
@@ -177,14 +177,25 @@ LifetimeView MetaStore::lifetime_locked() const {
   LifetimeView v;
   v.this_mount = lifetime_mount_;
   v.this_mount.formatted_bytes = formatted_bytes_total_;
-  // Whole seconds of this mount: each superblock write stores the mount's elapsed time
-  // afresh, so rounding never accumulates across writes.
-  if (!options_.read_only) {
-    v.this_mount.mounted_seconds = (monotonic_ns() - opened_monotonic_ns_) / 1000000000ull;
-  }
+  // Whole seconds of this mount: each superblock write stores the mount's read-write
+  // time afresh, so rounding never accumulates across writes.
+  uint64_t read_write_ns = read_write_ns_ended_;
+  if (read_write_since_ns_ != 0) read_write_ns += monotonic_ns() - read_write_since_ns_;
+  v.this_mount.mounted_seconds = read_write_ns / 1000000000ull;
   v.total = lifetime_at_open_ + v.this_mount;
   v.stored = lifetime_stored_;
   return v;
+}
+
+void MetaStore::count_read_write_time_locked(bool read_write) {
+  if (options_.read_only) return;
+  const uint64_t now = monotonic_ns();
+  if (!read_write && read_write_since_ns_ != 0) {
+    read_write_ns_ended_ += now - read_write_since_ns_;
+    read_write_since_ns_ = 0;
+  } else if (read_write && read_write_since_ns_ == 0) {
+    read_write_since_ns_ = now;
+  }
 }
 
 bool MetaStore::has_changes_locked() const { return sb_dirty_ || !dirty_.empty(); }

@@ -298,6 +298,10 @@ class MetaStore {
   // checkpoint, the open) carries the totals as they are when it is encoded.
   format::LifetimeCounters& lifetime_counts_locked() { return lifetime_mount_; }
   LifetimeView lifetime_locked() const;
+  // mounted_seconds counts time read-write: the owner stops the clock while it refuses
+  // changes (Datastore::set_read_only) and starts it again after. A store opened
+  // read-only never counts.
+  void count_read_write_time_locked(bool read_write);
   MetaCacheStats cache_stats_locked() const { return cache_.stats(); }
   // Directory indexes held, and their estimated memory (which shares the cache's budget).
   uint64_t dir_indexes_locked() const { return dirs_.size(); }
@@ -472,7 +476,10 @@ class MetaStore {
   format::LifetimeCounters lifetime_at_open_;
   format::LifetimeCounters lifetime_mount_;
   format::LifetimeCounters lifetime_stored_;
-  uint64_t opened_monotonic_ns_ = 0;
+  // Read-write time of this mount: the stretches that ended, and the start (monotonic)
+  // of the one going on, 0 while not read-write.
+  uint64_t read_write_ns_ended_ = 0;
+  uint64_t read_write_since_ns_ = 0;
   format::LifetimeCounters lifetime_total_locked() const { return lifetime_locked().total; }
   std::vector<format::SnapshotRecord> snaps_;  // the snapshot list, in creation order
   std::vector<uint64_t> snap_blocks_;          // grains of the on-disk chain

@@ -4,6 +4,9 @@
 // power cut keeps what the last superblock write stored and counts an unclean mount.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <thread>
+
 #include "unit/disk/datastore_test_util.h"
 
 namespace vsfs {
@@ -178,6 +181,35 @@ TEST(DatastoreLifetime, FormattedBytesAreCounted) {
   ds = mount(*image, raw, o);
   ASSERT_TRUE(ds);
   EXPECT_EQ(ds->stats().lifetime.total.formatted_bytes, s.space.formatted_bytes_total);
+  ASSERT_TRUE(ds->close().ok());
+}
+
+// mounted_seconds counts read-write time only: turned read-only (remount,ro), the clock
+// stops, and the switch's checkpoint stores the time so far; read-write again, it goes
+// on. (Whole seconds: the test sleeps past them.)
+TEST(DatastoreLifetime, ReadOnlySwitchStopsTheReadWriteClock) {
+  std::unique_ptr<SimDevice> image = fresh_device();
+  SimDevice* raw = nullptr;
+  auto ds = mount(*image, raw);
+  ASSERT_TRUE(ds);
+  auto seconds = [&] { return ds->stats().lifetime.this_mount.mounted_seconds; };
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  EXPECT_GE(seconds(), 1u);
+  ASSERT_TRUE(ds->set_read_only(true).ok());
+  const uint64_t at_switch = seconds();
+  EXPECT_EQ(ds->stats().lifetime.stored.mounted_seconds, at_switch)
+      << "the switch's checkpoint did not store the read-write time";
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  EXPECT_EQ(seconds(), at_switch) << "the clock ran while read-only";
+  ASSERT_TRUE(ds->set_read_only(false).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  EXPECT_GE(seconds(), at_switch + 1);
+  ASSERT_TRUE(ds->close().ok());
+  image = raw->clone();
+  ds.reset();
+  ds = mount(*image, raw);
+  ASSERT_TRUE(ds);
+  EXPECT_GE(ds->stats().lifetime.total.mounted_seconds, at_switch + 1);
   ASSERT_TRUE(ds->close().ok());
 }
 
