@@ -11,6 +11,8 @@
 #include <iterator>
 #include <sstream>
 
+#include "util/human.h"
+
 namespace vsfs::backup {
 
 namespace {
@@ -465,8 +467,8 @@ void Progress::draw(bool last) {
   drawn_s_ = now_s();
   const double elapsed = drawn_s_ - start_s_;
   const double rate = elapsed > 0 ? static_cast<double>(done_bytes_) / elapsed : 0;
-  std::fprintf(stderr, "\r%s: %s of %s, %s/s   %s", prog_, human(done_bytes_).c_str(),
-               human(total_bytes_).c_str(), human(static_cast<uint64_t>(rate)).c_str(),
+  std::fprintf(stderr, "\r%s: %s of %s, %s/s   %s", prog_, vsfs::human_bytes(done_bytes_).c_str(),
+               vsfs::human_bytes(total_bytes_).c_str(), vsfs::human_bytes(static_cast<uint64_t>(rate)).c_str(),
                last ? "\n" : "");
   std::fflush(stderr);
 }
@@ -475,17 +477,6 @@ double now_s() {
   timespec ts;
   ::clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
-}
-
-std::string human(uint64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  int u = 0;
-  double v = static_cast<double>(bytes);
-  while (v >= 1024 && u < 5) {
-    v /= 1024;
-    ++u;
-  }
-  return u == 0 ? fmt::format("{} B", bytes) : fmt::format("{:.1f} {}", v, units[u]);
 }
 
 std::string format_time(int64_t unix_s) {

@@ -147,7 +147,6 @@ class Progress {
 };
 
 double now_s();
-std::string human(uint64_t bytes);
 std::string format_time(int64_t unix_s);
 
 }  // namespace vsfs::backup

@@ -22,11 +22,6 @@
 namespace vsfs::mount {
 namespace {
 
-std::string real_path(const std::string& p) {
-  char buf[PATH_MAX];
-  return ::realpath(p.c_str(), buf) != nullptr ? std::string(buf) : p;
-}
-
 // /proc/self/mountinfo escapes spaces, tabs, newlines and backslashes as \ooo.
 std::string unescape(const std::string& s) {
   std::string out;
@@ -112,6 +107,11 @@ void update_utab(libmnt_fs* fs, const char* target) {
 }
 
 }  // namespace
+
+std::string real_path(const std::string& path) {
+  char buf[PATH_MAX];
+  return ::realpath(path.c_str(), buf) != nullptr ? std::string(buf) : path;
+}
 
 std::optional<MountEntry> mount_at(const std::string& dir) {
   const std::string real = real_path(dir);

@@ -21,6 +21,10 @@ struct MountEntry {
   std::string fstype;  // "fuse.vsfs" for vsfs
 };
 
+// `path` with symlinks and dots resolved (realpath), or as given when it does not
+// exist: how the mount table names sources and mount points.
+std::string real_path(const std::string& path);
+
 // The mount whose mount point is `dir` (the last one mounted there), if any.
 std::optional<MountEntry> mount_at(const std::string& dir);
 // Whether a mount in this namespace has `path` as its source (any filesystem type).

@@ -32,6 +32,7 @@
 
 #include "mount/backup_chain.h"
 #include "util/crc32c.h"
+#include "util/human.h"
 
 #ifndef VSFS_VERSION
 #define VSFS_VERSION "0.1.0"
@@ -575,8 +576,8 @@ void print_summary(const Point& point, double elapsed_s, bool verified) {
               static_cast<unsigned long long>(copied), static_cast<unsigned long long>(changed),
               static_cast<unsigned long long>(zeroed), verified ? "yes" : "no", elapsed_s);
   std::printf("%s: point %llu from snapshot %s: copied %s (%s changed, %s zeroed) in %.1f s\n", kProg,
-              static_cast<unsigned long long>(point.number), point.snapshot.c_str(), human(copied).c_str(),
-              human(changed).c_str(), human(zeroed).c_str(), elapsed_s);
+              static_cast<unsigned long long>(point.number), point.snapshot.c_str(), vsfs::human_bytes(copied).c_str(),
+              vsfs::human_bytes(changed).c_str(), vsfs::human_bytes(zeroed).c_str(), elapsed_s);
 }
 
 // Backs up the snapshot as the catalogue's next point.

@@ -27,6 +27,7 @@
 #include "mount/closing_daemon.h"
 #include "format/format.h"
 #include "meta/meta_store.h"
+#include "util/human.h"
 #include "util/units.h"
 #include "vsfs/datastore.h"
 
@@ -90,18 +91,6 @@ std::optional<uint64_t> parse_size(const std::string& text) {
   }
   if (shift > 0 && v > (UINT64_MAX >> shift)) return std::nullopt;
   return static_cast<uint64_t>(v) << shift;
-}
-
-std::string human(uint64_t bytes) {
-  const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  int u = 0;
-  double v = static_cast<double>(bytes);
-  while (v >= 1024 && u < 5) {
-    v /= 1024;
-    ++u;
-  }
-  if (u == 0) return fmt::format("{} bytes", bytes);
-  return fmt::format("{:.2f} {}", v, units[u]);
 }
 
 // Presents the first `limit` bytes of a device: a datastore smaller than its device
@@ -307,7 +296,7 @@ int run(const Args& args) {
   const std::string& path = args.device;
   if (args.size_bytes && *args.size_bytes < vsfs::format::kMinDeviceBytes) {
     return fail(fmt::format("{} is {}; a datastore needs at least 64 MiB", path,
-                            human(*args.size_bytes)));
+                            vsfs::human_bytes(*args.size_bytes)));
   }
   struct stat st {};
   bool created = false;
@@ -327,7 +316,7 @@ int run(const Args& args) {
     ::close(fd);
     if (rc != 0) {
       ::unlink(path.c_str());
-      return fail(fmt::format("cannot size {} to {}: {}", path, human(*args.size_bytes),
+      return fail(fmt::format("cannot size {} to {}: {}", path, vsfs::human_bytes(*args.size_bytes),
                               std::strerror(err)));
     }
     created = true;
@@ -365,14 +354,14 @@ int run(const Args& args) {
     if (*args.size_bytes > size) {
       if (!S_ISREG(st.st_mode)) {
         return fail(fmt::format("{} is only {}; cannot make a {} datastore on it", path,
-                                human(size), human(*args.size_bytes)));
+                                vsfs::human_bytes(size), vsfs::human_bytes(*args.size_bytes)));
       }
       grow = true;
     }
     size = *args.size_bytes;
   }
   if (size < vsfs::format::kMinDeviceBytes) {
-    return fail(fmt::format("{} is {}; a datastore needs at least 64 MiB", path, human(size)));
+    return fail(fmt::format("{} is {}; a datastore needs at least 64 MiB", path, vsfs::human_bytes(size)));
   }
   auto layout = vsfs::format::compute_layout(size, args.journal_bytes);
   if (!layout.ok()) return fail(fmt::format("{}: {}", path, layout.error().message));
@@ -386,7 +375,7 @@ int run(const Args& args) {
     const int err = errno;
     ::close(fd);
     if (rc != 0) {
-      return fail(fmt::format("cannot grow {} to {}: {}", path, human(size), std::strerror(err)));
+      return fail(fmt::format("cannot grow {} to {}: {}", path, vsfs::human_bytes(size), std::strerror(err)));
     }
     dev = open_or_report(path, status);
     if (!dev) return status;
@@ -420,10 +409,10 @@ int run(const Args& args) {
   const uint64_t data_blocks = sb->total_blocks - sb->first_data_block;
   std::printf("%s: made a vsfs datastore on %s\n", kProg, path.c_str());
   std::printf("  size:        %s (%" PRIu64 " storage blocks of 1 MiB)\n",
-              human(sb->device_bytes).c_str(), sb->total_blocks);
+              vsfs::human_bytes(sb->device_bytes).c_str(), sb->total_blocks);
   std::printf("  data space:  %s (%" PRIu64 " storage blocks)\n",
-              human(data_blocks * vsfs::kBlockBytes).c_str(), data_blocks);
-  std::printf("  journal:     %s\n", human(sb->journal_grains * vsfs::kGrainBytes).c_str());
+              vsfs::human_bytes(data_blocks * vsfs::kBlockBytes).c_str(), data_blocks);
+  std::printf("  journal:     %s\n", vsfs::human_bytes(sb->journal_grains * vsfs::kGrainBytes).c_str());
   std::printf("  uuid:        %s\n", vsfs::format::uuid_text(sb->uuid).c_str());
   return 0;
 }

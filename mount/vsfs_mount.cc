@@ -153,12 +153,6 @@ class Reporter {
   int fd_;
 };
 
-std::string absolute_path(const std::string& p) {
-  char buf[PATH_MAX];
-  if (::realpath(p.c_str(), buf) != nullptr) return buf;
-  return p;
-}
-
 // The checks that need no device open: nothing is changed by them.
 std::optional<std::string> preflight(const Args& a) {
   struct stat st;
@@ -399,7 +393,7 @@ int remount_main(const Args& a) {
     return 2;
   }
   const auto m = vsfs::mount::mount_at(a.dir);
-  if (m && m->fstype == "fuse.vsfs" && absolute_path(a.device) != m->source) {
+  if (m && m->fstype == "fuse.vsfs" && vsfs::mount::real_path(a.device) != m->source) {
     std::fprintf(stderr, "%s: %s is mounted from %s, not %s\n", kProg, a.dir.c_str(),
                  m->source.c_str(), a.device.c_str());
     return 1;
@@ -505,8 +499,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s: %s\n", kProg, bad->c_str());
     return 1;
   }
-  a.device = absolute_path(a.device);
-  a.dir = absolute_path(a.dir);
+  a.device = vsfs::mount::real_path(a.device);
+  a.dir = vsfs::mount::real_path(a.dir);
   if (auto r = vsfs::fuse::Session::validate(session_options(a, config)); !r.ok()) {
     std::fprintf(stderr, "%s: %s\n", kProg, r.error().message.c_str());
     return 1;

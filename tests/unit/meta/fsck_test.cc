@@ -15,6 +15,7 @@
 #include "fsck_test_util.h"
 #include "format/format.h"
 #include "meta/journal.h"
+#include "unit/format/format_test_util.h"
 #include "meta/meta_store.h"
 #include "util/aligned_buffer.h"
 #include "util/endian.h"
@@ -1018,21 +1019,6 @@ TEST(FsckEngine, RandomWorkloadCrashImagesAreClean) {
 
 // ---- lifetime counters in the superblock ----
 
-format::LifetimeCounters some_lifetime() {
-  format::LifetimeCounters l;
-  l.read_bytes = 11 << 20;
-  l.write_bytes = 22 << 20;
-  l.read_errors = 3;
-  l.write_errors = 4;
-  l.no_space_errors = 1;
-  l.unclean_mounts = 5;
-  l.snapshots_taken = 6;
-  l.snapshots_deleted = 2;
-  l.formatted_bytes = 7 << 20;
-  l.mounted_seconds = 86400;
-  return l;
-}
-
 // Both superblocks as vsfs wrote them before the lifetime counters: 208-byte payload.
 void make_superblocks_short(SimDevice& dev) {
   for (uint64_t grain : {uint64_t{0}, format::kSuperblockCopyGrain}) {
@@ -1072,7 +1058,7 @@ TEST(FsckLifetime, ShortSuperblockIsClean) {
 TEST(FsckLifetime, RepairsKeepTheCounters) {
   auto dev = fresh_device();
   auto sb = superblock(*dev);
-  sb.lifetime = some_lifetime();
+  sb.lifetime = format::testing::sample_lifetime();
   std::vector<uint8_t> raw(kGrainBytes);
   format::encode_superblock(sb, sb.generation, mg(raw));
   dev->poke(format::kSuperblockCopyGrain * kGrainBytes, raw.data(), kGrainBytes);
@@ -1080,7 +1066,7 @@ TEST(FsckLifetime, RepairsKeepTheCounters) {
   dev->poke(0, junk.data(), junk.size());
   auto y = check(*dev, true);
   EXPECT_TRUE(has_line(y.repairs, "primary superblock rewritten")) << joined(y.repairs);
-  EXPECT_EQ(superblock(*dev).lifetime, some_lifetime());
+  EXPECT_EQ(superblock(*dev).lifetime, format::testing::sample_lifetime());
 
   sb.next_ino = 1;  // inode 1 (the root) exists
   format::encode_superblock(sb, sb.generation, mg(raw));
@@ -1093,7 +1079,7 @@ TEST(FsckLifetime, RepairsKeepTheCounters) {
   EXPECT_CLEAN(check(*dev, false));
   const auto fixed = superblock(*dev);
   EXPECT_EQ(fixed.next_ino, 2u);
-  EXPECT_EQ(fixed.lifetime, some_lifetime());
+  EXPECT_EQ(fixed.lifetime, format::testing::sample_lifetime());
   EXPECT_EQ(peek_grain(*dev, 0), peek_grain(*dev, format::kSuperblockCopyGrain));
 }
 
