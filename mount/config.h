@@ -53,6 +53,14 @@ struct CbtConfig {
   uint32_t text_cache_mib = 32;     // [cbt] text_cache_mib: .cbt texts kept in memory (1..65536)
 };
 
+// Who may take snapshots, and the limits on users other than root (vsfs(7)).
+struct SnapshotsConfig {
+  std::string takers = "owner";     // [snapshots] takers: owner, writers or root
+  uint32_t max_per_directory = 32;  // [snapshots] max_per_directory: 0 = no limit (0..65532)
+  uint32_t max_per_user = 256;      // [snapshots] max_per_user: 0 = no limit (0..65532)
+  uint64_t max_held_mib_per_user = 0;  // [snapshots] max_held_mib_per_user: 0 = no limit
+};
+
 struct LogConfig {
   std::string level = "info";       // [log] level: error, warning, info or debug
   std::string file;                 // [log] file: also append to this file (absolute path)
@@ -65,6 +73,7 @@ struct Config {
   CoalesceConfig coalesce;
   FormatConfig format;
   CbtConfig cbt;
+  SnapshotsConfig snapshots;
   LogConfig log;
   // Options for the FUSE session that are not vsfs keys (allow_other, default_permissions,
   // ro, ...), in the order given; vsfs-mount passes them to libfuse.

@@ -224,6 +224,12 @@ vsfs::Result<std::unique_ptr<vsfs::Datastore>> open_datastore(const std::string&
   oo.format_rate_mib_s = c.format.rate_mib_s;
   oo.cbt_history = c.cbt.history;
   oo.cbt_text_cache_bytes = uint64_t{c.cbt.text_cache_mib} << 20;
+  oo.snapshot_policy.takers = c.snapshots.takers == "root"      ? vsfs::SnapshotTakers::kRoot
+                              : c.snapshots.takers == "writers" ? vsfs::SnapshotTakers::kWriters
+                                                                : vsfs::SnapshotTakers::kOwner;
+  oo.snapshot_policy.max_per_directory = c.snapshots.max_per_directory;
+  oo.snapshot_policy.max_per_user = c.snapshots.max_per_user;
+  oo.snapshot_policy.max_held_bytes_per_user = c.snapshots.max_held_mib_per_user << 20;
   oo.mark_mounted = !c.read_only;
   oo.force = false;
   for (int attempt = 0; attempt < 2; ++attempt) {

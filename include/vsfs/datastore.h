@@ -51,6 +51,33 @@ struct SnapshotInfo {
   Ino base_ino = 0;         // the snapshotted directory
   uint16_t id = 0;          // its view
   bool deleted = false;     // kept on record for changed-block queries
+  uint32_t taker_uid = 0;   // who took it
+};
+
+// The space a live snapshot holds (Datastore::snapshot_space), as of the query.
+struct SnapshotSpaceInfo {
+  uint64_t exclusive_bytes = 0;   // only it references them: what deleting it frees
+  uint64_t referenced_bytes = 0;  // data its disks map
+  uint64_t shared_bytes = 0;      // of referenced_bytes, what others (the live tree,
+                                  // other snapshots, clones) reference too
+};
+
+// Who may take a snapshot of a directory other than the root (vsfs(7)). Snapshots of
+// the root, of the whole datastore, are root's alone.
+enum class SnapshotTakers : uint8_t {
+  kOwner,    // the directory's owner and root
+  kWriters,  // whoever may write the directory (the kernel checks; .snapshots has the
+             // directory's permission bits, with the sticky bit)
+  kRoot,     // root only
+};
+struct SnapshotPolicy {
+  SnapshotTakers takers = SnapshotTakers::kOwner;
+  // Limits on users other than root (0 = none): live snapshots of one directory, live
+  // snapshots one user took, and the bytes that user's snapshots hold alone (checked
+  // when the user takes one: EDQUOT once the sum reached it).
+  uint32_t max_per_directory = 32;
+  uint32_t max_per_user = 256;
+  uint64_t max_held_bytes_per_user = 0;
 };
 
 struct Attr {
@@ -180,8 +207,10 @@ struct OpenOptions {
   // Background formatting of freed storage blocks, MiB/s (0 = off). It yields to
   // foreground IO.
   uint32_t format_rate_mib_s = 256;
-  // Deleted snapshots kept on record (name and changeId) for changed-block queries.
+  // Deleted snapshots kept on record (name and changeId) for changed-block queries, per
+  // user who took them.
   uint32_t cbt_history = 1024;
+  SnapshotPolicy snapshot_policy;
   // Memory for the texts of .cbt files: the least recently read are dropped beyond it
   // (the most recent one always stays) and made again when read.
   uint64_t cbt_text_cache_bytes = 32ull << 20;
@@ -220,7 +249,10 @@ class Datastore {
   virtual Result<Attr> mkdir(Ino parent, const std::string& name, uint32_t mode,
                              uint32_t uid, uint32_t gid) = 0;
   virtual Result<void> unlink(Ino parent, const std::string& name) = 0;
-  virtual Result<void> rmdir(Ino parent, const std::string& name) = 0;
+  // `uid` is the caller's: in a ".snapshots" directory it must be root, the snapshot's
+  // taker or the directory's owner (EPERM otherwise).
+  virtual Result<void> rmdir(Ino parent, const std::string& name, uint32_t uid) = 0;
+  Result<void> rmdir(Ino parent, const std::string& name) { return rmdir(parent, name, 0); }
   virtual Result<void> rename(Ino parent, const std::string& name, Ino new_parent,
                               const std::string& new_name, RenameFlags flags) = 0;
   virtual Result<std::vector<DirEntryInfo>> readdir(Ino dir) = 0;
@@ -280,9 +312,16 @@ class Datastore {
 
   // ---- snapshots and clones ----
   // mkdir/rmdir in a ".snapshots" directory create/delete snapshots. Creating waits for
-  // writes in flight, freezes the tree in O(1), bumps the generation and commits.
+  // writes in flight, freezes the tree in O(1), bumps the generation and commits. mkdir's
+  // uid is the taker, checked against the SnapshotPolicy (EPERM: not allowed; EDQUOT: a
+  // limit reached); names are scoped by directory.
   // Every record, live and deleted, in creation order.
   virtual std::vector<SnapshotInfo> snapshots() = 0;
+  // The space live snapshot `id` holds. Reads the metadata of what only it references
+  // (and lists its view); changes go on meanwhile. ENOENT when it does not exist.
+  virtual Result<SnapshotSpaceInfo> snapshot_space(uint16_t id) = 0;
+  // The path of live directory `dir` from the datastore's root ("/" for the root).
+  virtual Result<std::string> dir_path(Ino dir) = 0;
   // Extended attributes (name, value): user.vsfs.changeid and user.vsfs.created on a
   // snapshot's root directory.
   virtual Result<std::vector<std::pair<std::string, std::string>>> xattrs(Ino ino) = 0;

@@ -66,8 +66,8 @@ Result<Attr> CbtView::lookup_locked(Ino parent, const std::string& name) {
   n.text.reset();
   switch (p->kind) {
     case Node::kRoot: {
-      const format::SnapshotRecord* b = ms_.snapshot_by_name_locked(name);
-      if (b == nullptr || b->base_ino != p->dir) {
+      const format::SnapshotRecord* b = ms_.snapshot_by_name_locked(p->dir, name);
+      if (b == nullptr) {
         return make_error(ENOENT, ErrorKind::kNotFound, "no snapshot '{}' here", name);
       }
       n.kind = Node::kB;

@@ -69,9 +69,10 @@ class DatastoreImpl final : public Datastore {
         services_(*dev_, *ms_, gates_, options_),
         cbt_(*ms_, options_.cbt_text_cache_bytes),
         read_only_(options_.read_only),
-        ns_(*ms_, inodes_, cbt_, services_, read_only_),
+        ns_(*ms_, inodes_, cbt_, services_, read_only_, options_.snapshot_policy.takers),
         data_(*dev_, *ms_, inodes_, gates_, services_, ns_, cbt_, read_only_),
-        snapshots_(*ms_, inodes_, gates_, ns_, cbt_, services_, data_, read_only_) {}
+        snapshots_(*ms_, inodes_, gates_, ns_, cbt_, services_, data_, read_only_,
+                   options_.snapshot_policy) {}
 
   ~DatastoreImpl() override {
     if (!closed_) {
@@ -111,14 +112,14 @@ class DatastoreImpl final : public Datastore {
   }
   Result<Attr> mkdir(Ino parent, const std::string& name, uint32_t mode, uint32_t uid,
                      uint32_t gid) override {
-    if (view_of(parent) == kSnapshotsDirView) return snapshots_.create(base_of(parent), name);
+    if (view_of(parent) == kSnapshotsDirView) return snapshots_.create(base_of(parent), name, uid);
     return ns_.make_node(parent, name, S_IFDIR | (mode & 07777), uid, gid);
   }
   Result<void> unlink(Ino parent, const std::string& name) override {
     return ns_.unlink(parent, name);
   }
-  Result<void> rmdir(Ino parent, const std::string& name) override {
-    if (view_of(parent) == kSnapshotsDirView) return snapshots_.remove(base_of(parent), name);
+  Result<void> rmdir(Ino parent, const std::string& name, uint32_t uid) override {
+    if (view_of(parent) == kSnapshotsDirView) return snapshots_.remove(base_of(parent), name, uid);
     return ns_.rmdir(parent, name);
   }
   Result<void> rename(Ino parent, const std::string& name, Ino new_parent,
@@ -157,6 +158,8 @@ class DatastoreImpl final : public Datastore {
   }
 
   std::vector<SnapshotInfo> snapshots() override { return snapshots_.list(); }
+  Result<SnapshotSpaceInfo> snapshot_space(uint16_t id) override { return snapshots_.space(id); }
+  Result<std::string> dir_path(Ino dir) override { return ns_.dir_path(dir); }
   void clone_range(Ino src, uint64_t src_offset, Ino dst, uint64_t dst_offset, uint64_t length,
                    Done<uint64_t> done) override {
     snapshots_.clone_range(src, src_offset, dst, dst_offset, length, std::move(done));

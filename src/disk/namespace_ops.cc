@@ -14,8 +14,8 @@ Result<Attr> NamespaceOps::lookup(Ino parent, const std::string& name) {
   const uint16_t view = view_of(parent);
   const Ino dir = base_of(parent);
   if (view == kSnapshotsDirView) {
-    const format::SnapshotRecord* r = ms_.snapshot_by_name_locked(name);
-    if (r == nullptr || r->base_ino != dir) {
+    const format::SnapshotRecord* r = ms_.snapshot_by_name_locked(dir, name);
+    if (r == nullptr) {
       return make_error(ENOENT, ErrorKind::kNotFound, "no snapshot '{}' here", name);
     }
     return getattr_locked(make_ino(r->id, dir));
@@ -39,11 +39,13 @@ Result<Attr> NamespaceOps::getattr_locked(Ino ino) {
   if (view == kCbtView) return cbt_.getattr_locked(ino);
   if (view == kSnapshotsDirView) {
     // The ".snapshots" directory: read-only listing, mkdir/rmdir make and drop snapshots.
+    // Its owner is the directory's; its bits let through to the policy (Snapshots) every
+    // caller it may allow: the owner, or with kWriters whoever may write the directory.
     VSFS_ASSIGN_OR_RETURN(auto dir, ms_.inode_locked(base_of(ino)));
     if (!S_ISDIR(dir->mode)) return make_error(ENOTDIR, ErrorKind::kInvalidArgument, "not a directory");
     Attr a = to_attr(*dir);
     a.ino = ino;
-    a.mode = S_IFDIR | 0755;
+    a.mode = S_IFDIR | (takers_ == SnapshotTakers::kWriters ? (dir->mode & 0777) : 0755);
     a.nlink = 2;
     a.size_bytes = 0;
     a.allocated_bytes = 0;
@@ -256,9 +258,35 @@ Result<std::vector<std::pair<std::string, std::string>>> NamespaceOps::xattrs(In
     if (r != nullptr && r->base_ino == base_of(ino)) {
       out.emplace_back("user.vsfs.changeid", std::to_string(r->change_id));
       out.emplace_back("user.vsfs.created", std::to_string(r->created_ns / 1000000000ull));
+      out.emplace_back("user.vsfs.taker", std::to_string(r->taker_uid));
     }
   }
   return out;
+}
+
+// Up the parent links, finding each directory's name in its parent's index.
+Result<std::string> NamespaceOps::dir_path(Ino dir) {
+  std::lock_guard lock(ms_.mu());
+  std::vector<std::string> names;
+  for (Ino cur = dir; cur != kRootIno;) {
+    if (names.size() > (1u << 16)) return corruption("directory parent links loop");
+    VSFS_ASSIGN_OR_RETURN(const meta::InodeRecord* rec, ms_.inode_locked(cur));
+    if (!S_ISDIR(rec->mode)) return make_error(ENOTDIR, ErrorKind::kInvalidArgument, "not a directory");
+    const Ino parent = rec->parent;
+    VSFS_ASSIGN_OR_RETURN(auto idx, ms_.dir_index_locked(parent));
+    const std::string* found = nullptr;
+    for (const auto& [name, e] : *idx) {
+      if (e.ino == cur) found = &name;
+    }
+    if (found == nullptr) {
+      return corruption(fmt::format("directory {} is not listed in its parent {}", cur, parent));
+    }
+    names.push_back(*found);
+    cur = parent;
+  }
+  std::string path;
+  for (auto it = names.rbegin(); it != names.rend(); ++it) path += "/" + *it;
+  return path.empty() ? std::string("/") : path;
 }
 
 Result<meta::DirIndexEntry> NamespaceOps::find_entry_locked(Ino parent, const std::string& name) {

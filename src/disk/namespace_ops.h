@@ -24,9 +24,11 @@ namespace vsfs::disk {
 
 class NamespaceOps {
  public:
+  // `takers` sets the permission bits of ".snapshots" (see getattr_locked).
   NamespaceOps(meta::MetaStore& ms, InodeTable& inodes, CbtView& cbt, Services& services,
-               const std::atomic<bool>& read_only)
-      : ms_(ms), inodes_(inodes), cbt_(cbt), services_(services), read_only_(read_only) {}
+               const std::atomic<bool>& read_only, SnapshotTakers takers)
+      : ms_(ms), inodes_(inodes), cbt_(cbt), services_(services), read_only_(read_only),
+        takers_(takers) {}
   NamespaceOps(const NamespaceOps&) = delete;
   NamespaceOps& operator=(const NamespaceOps&) = delete;
 
@@ -45,6 +47,7 @@ class NamespaceOps {
   Result<void> open_ref(Ino ino);
   void release_ref(Ino ino);
   Result<std::vector<std::pair<std::string, std::string>>> xattrs(Ino ino);
+  Result<std::string> dir_path(Ino dir);
 
  private:
   Result<void> check_removable_dir_locked(Ino dir);
@@ -61,6 +64,7 @@ class NamespaceOps {
   CbtView& cbt_;
   Services& services_;
   const std::atomic<bool>& read_only_;  // DatastoreImpl's: set by set_read_only
+  const SnapshotTakers takers_;
 };
 
 }  // namespace vsfs::disk

@@ -7,18 +7,98 @@
 
 #include "disk/common.h"
 #include "util/clock.h"
+#include "util/log.h"
 
 namespace vsfs::disk {
 
+namespace {
+
+// A refusal: logged (who, what, why) and answered with `err`.
+template <typename... Args>
+Error refuse(int err, uint32_t uid, const char* what, const std::string& name, Ino dir,
+             fmt::format_string<Args...> why, Args&&... args) {
+  const std::string reason = fmt::format(why, std::forward<Args>(args)...);
+  VSFS_LOG_WARN("snapshot '{}' of directory inode {}: {} refused for uid {}: {}", name, dir,
+                what, uid, reason);
+  return Error{err, err == EDQUOT ? ErrorKind::kNoSpace : ErrorKind::kState, reason};
+}
+
+}  // namespace
+
+Result<void> Snapshots::may_take_locked(Ino dir, const std::string& name, uint32_t uid) {
+  if (uid == 0) return ok_result();
+  if (dir == kRootIno) {
+    return refuse(EPERM, uid, "taking", name, dir, "snapshots of the whole datastore are root's");
+  }
+  VSFS_ASSIGN_OR_RETURN(const meta::InodeRecord* d, ms_.inode_locked(dir));
+  switch (policy_.takers) {
+    case SnapshotTakers::kRoot:
+      return refuse(EPERM, uid, "taking", name, dir, "only root takes snapshots (takers = root)");
+    case SnapshotTakers::kOwner:
+      if (d->uid != uid) {
+        return refuse(EPERM, uid, "taking", name, dir,
+                      "only the directory's owner (uid {}) and root take its snapshots", d->uid);
+      }
+      break;
+    case SnapshotTakers::kWriters:
+      break;  // the kernel checked the write permission (.snapshots has the directory's bits)
+  }
+  uint32_t of_dir = 0, of_user = 0;
+  for (const auto& r : ms_.snapshots_locked()) {
+    if (r.flags & format::kSnapDeleted) continue;
+    of_dir += r.base_ino == dir ? 1 : 0;
+    of_user += r.taker_uid == uid ? 1 : 0;
+  }
+  if (policy_.max_per_directory != 0 && of_dir >= policy_.max_per_directory) {
+    return refuse(EDQUOT, uid, "taking", name, dir, "the directory has {} snapshots, the most allowed",
+                  of_dir);
+  }
+  if (policy_.max_per_user != 0 && of_user >= policy_.max_per_user) {
+    return refuse(EDQUOT, uid, "taking", name, dir, "uid {} has taken {} snapshots, the most allowed",
+                  uid, of_user);
+  }
+  return ok_result();
+}
+
+Result<uint64_t> Snapshots::held_by(uint32_t uid, uint64_t stop_at) {
+  std::vector<uint16_t> ids;
+  {
+    std::lock_guard lock(ms_.mu());
+    for (const auto& r : ms_.snapshots_locked()) {
+      if (!(r.flags & format::kSnapDeleted) && r.taker_uid == uid) ids.push_back(r.id);
+    }
+  }
+  uint64_t held = 0;
+  for (uint16_t id : ids) {
+    auto s = space(id);
+    if (!s.ok()) {
+      if (s.error().errno_value == ENOENT) continue;  // deleted meanwhile
+      return s.take_error();
+    }
+    held += s->exclusive_bytes;
+    if (held >= stop_at) break;
+  }
+  return held;
+}
+
 // Cuts a snapshot of `dir`: waits for changes in flight, freezes the tree (O(1)), lets
 // the held-back changes go, then commits so the snapshot is durable on return.
-Result<Attr> Snapshots::create(Ino dir, const std::string& name) {
+Result<Attr> Snapshots::create(Ino dir, const std::string& name, uint32_t uid) {
+  if (uid != 0 && policy_.max_held_bytes_per_user != 0) {
+    VSFS_ASSIGN_OR_RETURN(uint64_t held, held_by(uid, policy_.max_held_bytes_per_user));
+    if (held >= policy_.max_held_bytes_per_user) {
+      return refuse(EDQUOT, uid, "taking", name, dir,
+                    "the snapshots uid {} took hold {} bytes alone, the most allowed is {}", uid,
+                    held, policy_.max_held_bytes_per_user);
+    }
+  }
   Result<Attr> out = make_error(EIO, ErrorKind::kIo, "unset");
   {
     std::unique_lock lock(ms_.mu());
     VSFS_TRY(check_writable(ms_, read_only_));
+    VSFS_TRY(may_take_locked(dir, name, uid));
     gates_.cut_locked(lock, [&] {
-      auto rec = ms_.create_snapshot_locked(dir, name, realtime_ns());
+      auto rec = ms_.create_snapshot_locked(dir, name, realtime_ns(), uid);
       if (rec.ok()) {
         out = ns_.getattr_locked(make_ino(rec->id, dir));
       } else {
@@ -34,16 +114,27 @@ Result<Attr> Snapshots::create(Ino dir, const std::string& name) {
 
 // Drops a snapshot's references (released in the background) and commits, so the
 // deletion is durable on return; the release itself resumes after a crash.
-Result<void> Snapshots::remove(Ino dir, const std::string& name) {
+Result<void> Snapshots::remove(Ino dir, const std::string& name, uint32_t uid) {
   {
     std::lock_guard lock(ms_.mu());
     VSFS_TRY(check_writable(ms_, read_only_));
-    const format::SnapshotRecord* r = ms_.snapshot_by_name_locked(name);
-    if (r == nullptr || r->base_ino != dir) {
+    const format::SnapshotRecord* r = ms_.snapshot_by_name_locked(dir, name);
+    if (r == nullptr) {
       return make_error(ENOENT, ErrorKind::kNotFound, "no snapshot '{}' here", name);
     }
+    if (uid != 0 && dir == kRootIno) {
+      return refuse(EPERM, uid, "deleting", name, dir, "snapshots of the whole datastore are root's");
+    }
+    if (uid != 0 && uid != r->taker_uid) {
+      VSFS_ASSIGN_OR_RETURN(const meta::InodeRecord* d, ms_.inode_locked(dir));
+      if (d->uid != uid) {
+        return refuse(EPERM, uid, "deleting", name, dir,
+                      "only its taker (uid {}), the directory's owner (uid {}) and root delete it",
+                      r->taker_uid, d->uid);
+      }
+    }
     const uint16_t id = r->id;
-    VSFS_TRY(ms_.delete_snapshot_locked(name, inodes_.view_in_use_locked(id)));
+    VSFS_TRY(ms_.delete_snapshot_locked(dir, name, inodes_.view_in_use_locked(id)));
     cbt_.drop_snapshot_locked(id);
   }
   services_.wake();  // the releaser has work
@@ -55,9 +146,28 @@ std::vector<SnapshotInfo> Snapshots::list() {
   std::vector<SnapshotInfo> out;
   for (const auto& r : ms_.snapshots_locked()) {
     out.push_back(SnapshotInfo{r.name, r.change_id, r.created_ns, r.base_ino, r.id,
-                               (r.flags & format::kSnapDeleted) != 0});
+                               (r.flags & format::kSnapDeleted) != 0, r.taker_uid});
   }
   return out;
+}
+
+Result<SnapshotSpaceInfo> Snapshots::space(uint16_t id) {
+  constexpr uint32_t kVisitsPerStep = 256;  // the lock is released between steps
+  meta::MetaStore::SpaceWalk walk(id);
+  for (;;) {
+    bool done;
+    {
+      std::lock_guard lock(ms_.mu());
+      VSFS_ASSIGN_OR_RETURN(done, ms_.space_walk_step_locked(walk, kVisitsPerStep));
+    }
+    if (done) break;
+  }
+  SnapshotSpaceInfo s;
+  s.exclusive_bytes = walk.exclusive_grains * kGrainBytes;
+  s.referenced_bytes = walk.referenced_data_grains * kGrainBytes;
+  const uint64_t alone = std::min(walk.exclusive_view_data_grains, walk.referenced_data_grains);
+  s.shared_bytes = (walk.referenced_data_grains - alone) * kGrainBytes;
+  return s;
 }
 
 void Snapshots::clone_range(Ino src, uint64_t src_offset, Ino dst, uint64_t dst_offset,

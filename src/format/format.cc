@@ -1014,7 +1014,9 @@ Result<Layout> compute_layout(uint64_t device_bytes, uint64_t journal_bytes_over
 
 // ---- Snapshot list ----
 
-size_t snapshot_record_bytes(const SnapshotRecord& r) { return kSnapshotFixedBytes + r.name.size(); }
+size_t snapshot_record_bytes(const SnapshotRecord& r) {
+  return kSnapshotFixedBytes + (r.taker_uid != 0 ? kSnapshotTakerBytes : 0) + r.name.size();
+}
 
 Result<SnapshotList> decode_snapshot_list(ConstGrain buf, uint64_t self) {
   const std::string at = where(BlockType::kSnapshotList, self);
@@ -1042,11 +1044,22 @@ Result<SnapshotList> decode_snapshot_list(ConstGrain buf, uint64_t self) {
     r.flags = load<uint8_t>(buf, off + 43);
     const uint8_t len = load<uint8_t>(buf, off + 44);
     if (first_nonzero(buf, off + 45, off + 48) != off + 48) return bad(at, "record {} has nonzero reserved bytes", i);
-    if (off + kSnapshotFixedBytes + len > end) return bad(at, "record {} name runs past the length", i);
-    r.name.assign(reinterpret_cast<const char*>(buf.data() + off + kSnapshotFixedBytes), len);
+    size_t name_at = off + kSnapshotFixedBytes;
+    if ((r.flags & kSnapTaker) != 0) {
+      if (name_at + kSnapshotTakerBytes > end) return bad(at, "record {} runs past the length", i);
+      r.taker_uid = load<uint32_t>(buf, name_at);
+      if (r.taker_uid == 0) return bad(at, "record {} has a taker field with uid 0", i);
+      if (load<uint32_t>(buf, name_at + 4) != 0) return bad(at, "record {} has nonzero reserved bytes", i);
+      name_at += kSnapshotTakerBytes;
+      r.flags &= static_cast<uint8_t>(~kSnapTaker);
+    }
+    if (name_at + len > end) return bad(at, "record {} name runs past the length", i);
+    r.name.assign(reinterpret_cast<const char*>(buf.data() + name_at), len);
     if (!valid_name(r.name) || r.name == "full") return bad(at, "record {} has an invalid name", i);
     if (r.id == 0 || r.id > 0xfffc) return bad(at, "record {} has id {}, must be 1..65532", i, r.id);
-    if ((r.flags & ~kSnapDeleted) != 0) return bad(at, "record {} has unknown flags {:#x}", i, r.flags);
+    if ((r.flags & ~kSnapDeleted) != 0) {
+      return bad(at, "record {} has unknown flags {:#x}", i, r.flags);
+    }
     const bool deleted = (r.flags & kSnapDeleted) != 0;
     if (deleted != (r.inode_root == 0) || r.inode_root >= kGrainLimit ||
         (!deleted && (r.inode_height < 1 || r.inode_height > kMaxTreeHeight))) {
@@ -1056,8 +1069,8 @@ Result<SnapshotList> decode_snapshot_list(ConstGrain buf, uint64_t self) {
     if (r.base_ino == 0 || (!deleted && r.base_ino >= r.next_ino)) {
       return bad(at, "record {} has base inode {}", i, r.base_ino);
     }
+    off += snapshot_record_bytes(r);
     l.records.push_back(std::move(r));
-    off += kSnapshotFixedBytes + len;
   }
   if (off != end) return bad(at, "length {} does not match its records", h.length_bytes);
   return l;
@@ -1080,9 +1093,15 @@ void encode_snapshot_list(const SnapshotList& l, uint64_t self, uint64_t generat
     store<uint64_t>(buf, off + 32, r.next_ino);
     store<uint16_t>(buf, off + 40, r.id);
     store<uint8_t>(buf, off + 42, r.inode_height);
-    store<uint8_t>(buf, off + 43, r.flags);
+    store<uint8_t>(buf, off + 43, static_cast<uint8_t>(r.flags | (r.taker_uid != 0 ? kSnapTaker : 0)));
     store<uint8_t>(buf, off + 44, static_cast<uint8_t>(r.name.size()));
-    std::memcpy(buf.data() + off + kSnapshotFixedBytes, r.name.data(), r.name.size());
+    size_t name_at = off + kSnapshotFixedBytes;
+    if (r.taker_uid != 0) {
+      store<uint32_t>(buf, name_at, r.taker_uid);
+      store<uint32_t>(buf, name_at + 4, 0);
+      name_at += kSnapshotTakerBytes;
+    }
+    std::memcpy(buf.data() + name_at, r.name.data(), r.name.size());
     off += snapshot_record_bytes(r);
   }
   seal(buf);

@@ -85,7 +85,10 @@ extern bool g_skip_crc_check;
 inline constexpr uint64_t kSuperblockCopyGrain = 255;  // last grain of storage block 0
 
 // Feature words. incompat: refuse to mount; ro_compat: mount read-only; compat: ignore.
-inline constexpr uint64_t kIncompatKnown = 0;
+// Snapshot records may carry the uid of the user who took the snapshot (kSnapTaker): set
+// in the superblock once a record with a taker other than root is stored.
+inline constexpr uint64_t kIncompatSnapshotTakers = 1ull << 1;
+inline constexpr uint64_t kIncompatKnown = kIncompatSnapshotTakers;
 inline constexpr uint64_t kRoCompatKnown = 0;
 inline constexpr uint64_t kCompatKnown = 0;
 
@@ -379,7 +382,11 @@ void encode_release_list(const ReleaseList& l, uint64_t self, uint64_t generatio
 // subtree of inode base_ino. Deleted snapshots stay as records (flag kSnapDeleted, no
 // tree) so that changed-block queries "since NAME" keep working.
 inline constexpr uint8_t kSnapDeleted = 1u << 0;
+// The record carries the taker's uid: 8 more bytes (u32 uid, u32 reserved) before the
+// name. A record taken by root (uid 0) has no taker field, as before the flag existed.
+inline constexpr uint8_t kSnapTaker = 1u << 1;
 inline constexpr size_t kSnapshotFixedBytes = 48;
+inline constexpr size_t kSnapshotTakerBytes = 8;
 struct SnapshotRecord {
   uint64_t change_id = 0;    // datastore generation the snapshot froze
   uint64_t created_ns = 0;   // CLOCK_REALTIME
@@ -388,11 +395,16 @@ struct SnapshotRecord {
   uint64_t next_ino = 0;     // next_ino when taken: every inode in it is below this
   uint16_t id = 0;           // 1..0xfffc, unique among records
   uint8_t inode_height = 0;
-  uint8_t flags = 0;         // kSnap* bits
-  std::string name;          // 1..255 bytes, a valid name, not "full"
+  uint8_t flags = 0;         // kSnapDeleted (kSnapTaker is set by the encoder)
+  uint32_t taker_uid = 0;    // who took it (0 = root)
+  std::string name;          // 1..255 bytes, a valid name, not "full"; unique among the
+                             // live snapshots of base_ino
 };
 // Record encoding: u64 change_id, u64 created_ns, u64 inode_root, u64 base_ino,
-// u64 next_ino, u16 id, u8 inode_height, u8 flags, u8 name_len, 3 reserved bytes, name.
+// u64 next_ino, u16 id, u8 inode_height, u8 flags, u8 name_len, 3 reserved bytes, then
+// with kSnapTaker u32 taker_uid and u32 reserved, then the name. The encoder sets
+// kSnapTaker exactly when taker_uid != 0; the decoder reads a kSnapTaker record with uid
+// 0 as damage.
 struct SnapshotList {
   uint64_t next = 0;  // physical grain of the next list block, 0 = end
   std::vector<SnapshotRecord> records;

@@ -64,7 +64,7 @@ fuse_entry_param make_entry(const FuseFs& fs, const Attr& attr) {
   e.attr_timeout = fs.options().attr_timeout_s;
   e.entry_timeout = fs.options().entry_timeout_s;
   // The stats file changes under the reader: never cache its size.
-  if (attr.ino == kStatsIno) e.attr_timeout = 0;
+  if (is_text_file(attr.ino)) e.attr_timeout = 0;
   return e;
 }
 
@@ -93,7 +93,7 @@ void reply_attr(fuse_req_t req, const Result<Attr>& attr) {
   }
   struct stat st;
   fill_stat(*attr, &st);
-  double timeout = attr->ino == kStatsIno ? 0.0 : fs_of(req).options().attr_timeout_s;
+  double timeout = is_text_file(attr->ino) ? 0.0 : fs_of(req).options().attr_timeout_s;
   fuse_reply_attr(req, &st, timeout);
 }
 
@@ -128,6 +128,14 @@ Result<Attr> synthetic_attr(FuseFs& fs, Ino ino) {
     a.mtime_ns = a.ctime_ns = a.atime_ns = realtime_ns();
     return a;
   }
+  if (ino == kSnapshotListIno) {
+    // Size 0, as /proc's files: rendering it walks metadata, which a stat should not.
+    // Each open renders the text, and reads (direct_io) go to its end.
+    a.mode = S_IFREG | 0444;
+    a.nlink = 1;
+    a.mtime_ns = a.ctime_ns = a.atime_ns = realtime_ns();
+    return a;
+  }
   return errno_error(ENOENT, "no such synthetic inode");
 }
 
@@ -135,9 +143,10 @@ Result<Attr> synthetic_lookup(FuseFs& fs, Ino parent, const char* name) {
   if (is_vsfs_dir_name(parent, name)) return synthetic_attr(fs, kVsfsDirIno);
   if (parent == kVsfsDirIno) {
     if (kStatsName == name) return synthetic_attr(fs, kStatsIno);
+    if (kSnapshotListName == name) return synthetic_attr(fs, kSnapshotListIno);
     return errno_error(ENOENT, "no such file in .vsfs");
   }
-  if (parent == kStatsIno) return errno_error(ENOTDIR, "not a directory");
+  if (is_text_file(parent)) return errno_error(ENOTDIR, "not a directory");
   return errno_error(ENOENT, "not synthetic");
 }
 

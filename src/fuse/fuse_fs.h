@@ -42,6 +42,10 @@ inline constexpr Ino kVsfsDirIno = 0xFFFFFFFFFFFFFF00ull;
 inline constexpr Ino kStatsIno = kVsfsDirIno + 1;
 inline constexpr std::string_view kVsfsDirName = ".vsfs";
 inline constexpr std::string_view kStatsName = "stats";
+inline constexpr Ino kSnapshotListIno = kVsfsDirIno + 2;
+inline constexpr std::string_view kSnapshotListName = "snapshots";
+// The read-only text files of `.vsfs`: each open renders one text (stats_file.h).
+inline bool is_text_file(Ino ino) { return ino == kStatsIno || ino == kSnapshotListIno; }
 inline constexpr size_t kNameMaxBytes = 255;
 inline constexpr uint32_t kBlockSizeBytes = 1u << 20;  // st_blksize: favour 1 MiB IO
 

@@ -14,7 +14,7 @@ Result<uint64_t> do_lseek(FuseFs& fs, Ino ino, off_t off, int whence, fuse_file_
   if (whence != SEEK_DATA && whence != SEEK_HOLE) return errno_error(EINVAL, "bad whence");
   if (off < 0) return errno_error(ENXIO, "negative offset");
   auto offset = static_cast<uint64_t>(off);
-  if (ino == kStatsIno) {
+  if (is_text_file(ino)) {
     uint64_t size = HandleTable<StatsHandle>::get(fi->fh)->json.size();
     if (offset >= size) return errno_error(ENXIO, "past end of file");
     return whence == SEEK_DATA ? offset : size;

@@ -66,10 +66,10 @@ uint32_t timeout_nsec(double t) {
   return static_cast<uint32_t>(f * 1.0e9);
 }
 
-Result<uint64_t> open_stats(fuse_file_info* fi, FuseFs& fs) {
-  if ((fi->flags & O_ACCMODE) != O_RDONLY) return errno_error(EACCES, "stats is read-only");
-  return fs.stats_handles().add(
-      std::make_unique<StatsHandle>(StatsHandle{render_stats_json(fs)}));
+Result<uint64_t> open_text_file(fuse_file_info* fi, FuseFs& fs, Ino ino) {
+  if ((fi->flags & O_ACCMODE) != O_RDONLY) return errno_error(EACCES, ".vsfs is read-only");
+  return fs.stats_handles().add(std::make_unique<StatsHandle>(StatsHandle{
+      ino == kStatsIno ? render_stats_json(fs) : render_snapshots_json(fs)}));
 }
 
 }  // namespace
@@ -109,8 +109,8 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       fuse_reply_err(req, EISDIR);
       return;
     }
-    if (ino == kStatsIno) {
-      Result<uint64_t> fh = open_stats(fi, fs);
+    if (is_text_file(ino)) {
+      Result<uint64_t> fh = open_text_file(fi, fs, ino);
       if (!fh.ok()) {
         reply_error(req, fh.error());
         return;

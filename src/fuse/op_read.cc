@@ -49,7 +49,7 @@ void read_stats(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi) {
 
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
   guarded(req, [&] {
-    if (ino == kStatsIno) {
+    if (is_text_file(ino)) {
       read_stats(req, size, off, fi);
       return;
     }

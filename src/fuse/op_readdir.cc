@@ -25,6 +25,7 @@ Result<std::unique_ptr<DirHandle>> open_dir(FuseFs& fs, Ino ino) {
     h->entries.push_back({".", kVsfsDirIno, S_IFDIR});
     h->entries.push_back({"..", kRootIno, S_IFDIR});
     h->entries.push_back({std::string(kStatsName), kStatsIno, S_IFREG});
+    h->entries.push_back({std::string(kSnapshotListName), kSnapshotListIno, S_IFREG});
     return h;
   }
   if (is_synthetic(ino)) return errno_error(ENOTDIR, "not a directory");

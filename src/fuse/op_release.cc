@@ -10,7 +10,7 @@
 namespace vsfs::fuse {
 
 void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  if (ino == kStatsIno) {
+  if (is_text_file(ino)) {
     fs_of(req).stats_handles().remove(fi->fh);
   } else if (!is_synthetic(ino)) {
     FuseFs& fs = fs_of(req);

@@ -1,12 +1,38 @@
 // getxattr and listxattr: a snapshot's root directory carries user.vsfs.changeid (the
-// generation it froze, for changed-block queries) and user.vsfs.created (Unix seconds).
-// Nothing else has extended attributes; setxattr and removexattr are not supported.
-// Threading: any worker thread; in memory.
+// generation it froze, for changed-block queries), user.vsfs.created (Unix seconds),
+// user.vsfs.taker (uid) and the space it holds: user.vsfs.exclusive_bytes,
+// user.vsfs.shared_bytes and user.vsfs.referenced_bytes (Datastore::snapshot_space, a
+// metadata walk done only when one of these is read). Nothing else has extended
+// attributes; setxattr and removexattr are not supported.
+// Threading: any worker thread; the space attributes read metadata.
 #include <cstring>
 
 #include "fuse/ops.h"
 
 namespace vsfs::fuse {
+namespace {
+
+constexpr const char* kSpaceNames[] = {"user.vsfs.exclusive_bytes", "user.vsfs.shared_bytes",
+                                       "user.vsfs.referenced_bytes"};
+
+using Xattrs = std::vector<std::pair<std::string, std::string>>;
+
+bool is_snapshot_root(const Xattrs& attrs) {
+  for (const auto& kv : attrs) {
+    if (kv.first == "user.vsfs.changeid") return true;
+  }
+  return false;
+}
+
+// The value of space attribute `name` of snapshot root `ino`.
+Result<std::string> space_value(FuseFs& fs, Ino ino, const std::string& name) {
+  VSFS_ASSIGN_OR_RETURN(SnapshotSpaceInfo s, fs.ds().snapshot_space(view_of(ino)));
+  if (name == kSpaceNames[0]) return std::to_string(s.exclusive_bytes);
+  if (name == kSpaceNames[1]) return std::to_string(s.shared_bytes);
+  return std::to_string(s.referenced_bytes);
+}
+
+}  // namespace
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   guarded(req, [&] {
@@ -18,6 +44,17 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
     if (!attrs.ok()) {
       reply_error(req, attrs.error());
       return;
+    }
+    if (is_snapshot_root(*attrs)) {
+      for (const char* space : kSpaceNames) {
+        if (std::strcmp(space, name) != 0) continue;
+        auto value = space_value(fs_of(req), ino, space);
+        if (!value.ok()) {
+          reply_error(req, value.error());
+          return;
+        }
+        attrs->emplace_back(space, *value);
+      }
     }
     for (const auto& [key, value] : *attrs) {
       if (key != name) continue;
@@ -46,6 +83,12 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
       for (const auto& kv : *attrs) {
         names += kv.first;
         names.push_back('\0');
+      }
+      if (is_snapshot_root(*attrs)) {
+        for (const char* space : kSpaceNames) {
+          names += space;
+          names.push_back('\0');
+        }
       }
     }
     if (size == 0) {

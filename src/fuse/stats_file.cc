@@ -4,6 +4,8 @@
 
 #include <array>
 #include <ctime>
+#include <iterator>
+#include <map>
 
 #include <fmt/format.h>
 
@@ -248,6 +250,44 @@ std::string render_stats_json(FuseFs& fs) {
                  "  \"generation\": {}\n"
                  "}}\n",
                  s.release_pending, s.generation);
+  return out;
+}
+
+
+std::string render_snapshots_json(FuseFs& fs) {
+  struct Taker {
+    uint64_t snapshots = 0, exclusive_bytes = 0;
+  };
+  std::map<uint32_t, Taker> takers;
+  std::string out = "{\n  \"snapshots\": [";
+  bool first = true;
+  for (const SnapshotInfo& info : fs.ds().snapshots()) {
+    if (info.deleted) continue;
+    auto space = fs.ds().snapshot_space(info.id);
+    if (!space.ok()) continue;  // deleted meanwhile
+    auto path = fs.ds().dir_path(info.base_ino);
+    Taker& t = takers[info.taker_uid];
+    ++t.snapshots;
+    t.exclusive_bytes += space->exclusive_bytes;
+    fmt::format_to(std::back_inserter(out),
+                   "{}\n    {{\"name\": {}, \"directory\": {}, \"directory_ino\": {}, "
+                   "\"changeid\": {}, \"created\": {}, \"taker_uid\": {}, "
+                   "\"exclusive_bytes\": {}, \"shared_bytes\": {}, \"referenced_bytes\": {}}}",
+                   first ? "" : ",", json_string(info.name),
+                   path.ok() ? json_string(*path) : "null", info.base_ino, info.change_id,
+                   json_time(info.created_ns), info.taker_uid, space->exclusive_bytes,
+                   space->shared_bytes, space->referenced_bytes);
+    first = false;
+  }
+  out += first ? "],\n  \"takers\": [" : "\n  ],\n  \"takers\": [";
+  first = true;
+  for (const auto& [uid, t] : takers) {
+    fmt::format_to(std::back_inserter(out),
+                   "{}\n    {{\"uid\": {}, \"snapshots\": {}, \"exclusive_bytes\": {}}}",
+                   first ? "" : ",", uid, t.snapshots, t.exclusive_bytes);
+    first = false;
+  }
+  out += first ? "]\n}\n" : "\n  ]\n}\n";
   return out;
 }
 

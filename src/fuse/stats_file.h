@@ -15,6 +15,10 @@ namespace vsfs::fuse {
 class FuseFs;
 
 std::string render_stats_json(FuseFs& fs);
+// `.vsfs/snapshots`: every live snapshot with where it is, who took it and the space it
+// holds (Datastore::snapshot_space: a metadata walk per snapshot), then per taker the
+// count and the sum of the bytes their snapshots hold alone.
+std::string render_snapshots_json(FuseFs& fs);
 
 struct StatsHandle {
   std::string json;

@@ -35,6 +35,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -875,15 +876,27 @@ Result<void> Checker::walk() {
 
 // Snapshot records: each live one holds a reference on the inode table root it froze.
 Result<void> Checker::walk_snapshot_list() {
-  std::set<std::string> names;
+  // A live name is unique in its directory; a deleted record is superseded by a new one
+  // of the same directory, name and taker.
+  std::set<std::pair<uint64_t, std::string>> live_names;
+  std::set<std::tuple<uint64_t, std::string, uint32_t>> names;
   std::set<uint16_t> ids;
   return walk_chain(
       sb_.snapshot_root, BlockType::kSnapshotList, "snapshot list", "superblock snapshot_root",
       format::decode_snapshot_list,
       [&](const format::SnapshotList& list, uint64_t) -> Result<void> {
         for (const auto& r : list.records) {
-          if (!names.insert(r.name).second) {
-            problem(Fix::kNone, 0, fmt::format("snapshot list: name '{}' appears twice", r.name));
+          if (!names.insert({r.base_ino, r.name, r.taker_uid}).second ||
+              (!(r.flags & format::kSnapDeleted) && !live_names.insert({r.base_ino, r.name}).second)) {
+            problem(Fix::kNone, 0,
+                    fmt::format("snapshot list: name '{}' of directory {} appears twice", r.name,
+                                r.base_ino));
+          }
+          if (r.taker_uid != 0 && !(sb_.incompat & format::kIncompatSnapshotTakers)) {
+            problem(Fix::kNone, 0,
+                    fmt::format("snapshot '{}' records a taker but the superblock lacks the "
+                                "snapshot-takers feature",
+                                r.name));
           }
           if (r.flags & format::kSnapDeleted) continue;
           if (!ids.insert(r.id).second) {

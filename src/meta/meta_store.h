@@ -242,21 +242,64 @@ class MetaStore {
   // Snapshot records, live and deleted (history), in creation order.
   const std::vector<format::SnapshotRecord>& snapshots_locked() const { return snaps_; }
   const format::SnapshotRecord* snapshot_by_id_locked(uint16_t id) const;
-  const format::SnapshotRecord* snapshot_by_name_locked(const std::string& name) const;
+  // Names are scoped by directory: the live snapshot `name` of directory base_ino.
+  const format::SnapshotRecord* snapshot_by_name_locked(uint64_t base_ino,
+                                                        const std::string& name) const;
   // Freezes the tree (O(1): one more reference on the inode table root) as `name` with
-  // view base_ino, and bumps the generation. The caller makes sure no write is in
-  // flight. Errors: EEXIST, EINVAL (bad name), ENOSPC (too many snapshots).
+  // view base_ino, taken by `taker_uid`, and bumps the generation. The caller makes sure
+  // no write is in flight and has applied the snapshot policy. Errors: EEXIST (a live
+  // snapshot of base_ino has the name), EINVAL (bad name), ENOSPC (too many snapshots).
   Result<format::SnapshotRecord> create_snapshot_locked(uint64_t base_ino, const std::string& name,
-                                                        uint64_t now_ns);
+                                                        uint64_t now_ns, uint32_t taker_uid = 0);
   // Drops the snapshot's tree (released in the background) and keeps its name and
-  // changeId on record, at most history_max deleted records. With `keep_readable` (its
+  // changeId on record: at most history_max deleted records per taker, so that one
+  // user's deletions never push another's backup points out. With `keep_readable` (its
   // files are open) the deleted snapshot's view stays readable, and the releaser leaves
   // its tree alone, until unhold_snapshot_view_locked: in memory only, so after a crash
   // (nothing is open then) the release goes on.
-  Result<void> delete_snapshot_locked(const std::string& name, bool keep_readable = false);
+  Result<void> delete_snapshot_locked(uint64_t base_ino, const std::string& name,
+                                      bool keep_readable = false);
   void unhold_snapshot_view_locked(uint16_t id);
   bool snapshot_view_held_locked(uint16_t id) const { return held_views_.count(id) != 0; }
   void set_snapshot_history_max(uint32_t n) { history_max_ = n; }
+
+  // ---- space a snapshot holds (snapshot_space.cc) ----
+  // A walk over live snapshot `id`'s trees in bounded steps, with mu() released between
+  // them. It lists the disks of the snapshot's view (its directory's subtree as it was),
+  // adding up the data grains they map; then it follows, from the frozen inode table's
+  // root, every grain all of whose references come from grains it already counted (a
+  // count of 1, or a grain a clone inside the snapshot shares) down to the data grains:
+  // exactly what the releaser would free if the snapshot were deleted now. Changes between steps may
+  // move a grain from shared to the snapshot's alone after the walk passed it: the result
+  // is as of the walk, never more than what the snapshot references.
+  struct SpaceWalk {
+    explicit SpaceWalk(uint16_t snapshot_id) : id(snapshot_id) {}
+    uint16_t id;
+    // Results, in grains.
+    uint64_t exclusive_grains = 0;           // data and metadata only it references
+    uint64_t referenced_data_grains = 0;     // data its view's disks map
+    uint64_t exclusive_view_data_grains = 0; // of those, the ones only it references
+    // Progress.
+    struct Node {
+      uint64_t grain;
+      int level;  // tree level; -1 for a data grain or directory block
+      format::TreeKind kind;
+      uint64_t ino;  // the inode whose map it belongs to (0 in the inode table)
+    };
+    uint64_t change_id = 0;          // of the snapshot when the walk began
+    bool started = false;
+    std::vector<uint64_t> dirs;      // directories of the view still to list
+    std::unordered_set<uint64_t> files;  // the view's disks
+    std::vector<Node> nodes;         // exclusive nodes still to visit
+    bool root_reached = false;
+    // Shared grains reached from exclusive nodes: how many of their references that is.
+    std::unordered_map<uint64_t, uint32_t> reached;
+    // Roots of trees in the release list when the walk began, and how many entries each.
+    std::unordered_map<uint64_t, uint32_t> releasing;
+  };
+  // Runs up to `budget` visits; true when the walk is complete. ENOENT once the snapshot
+  // is deleted.
+  Result<bool> space_walk_step_locked(SpaceWalk& w, uint32_t budget);
 
   // ---- background release ----
   // Releases up to `budget` nodes' worth of the release list; returns true while work

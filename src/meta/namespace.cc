@@ -386,9 +386,10 @@ const format::SnapshotRecord* MetaStore::snapshot_by_id_locked(uint16_t id) cons
   return nullptr;
 }
 
-const format::SnapshotRecord* MetaStore::snapshot_by_name_locked(const std::string& name) const {
+const format::SnapshotRecord* MetaStore::snapshot_by_name_locked(uint64_t base_ino,
+                                                                 const std::string& name) const {
   for (const auto& r : snaps_) {
-    if (r.name == name && !(r.flags & format::kSnapDeleted)) return &r;
+    if (r.base_ino == base_ino && r.name == name && !(r.flags & format::kSnapDeleted)) return &r;
   }
   return nullptr;
 }
@@ -444,18 +445,23 @@ Result<void> MetaStore::store_snapshots_locked() {
     next = g;
   }
   sb_.snapshot_root = next;
+  if (std::any_of(snaps_.begin(), snaps_.end(),
+                  [](const format::SnapshotRecord& r) { return r.taker_uid != 0; })) {
+    sb_.incompat |= format::kIncompatSnapshotTakers;  // never cleared: see vsfs-format(5)
+  }
   mark_sb_dirty_locked();
   return ok_result();
 }
 
 Result<format::SnapshotRecord> MetaStore::create_snapshot_locked(uint64_t base_ino,
                                                                  const std::string& name,
-                                                                 uint64_t now_ns) {
+                                                                 uint64_t now_ns,
+                                                                 uint32_t taker_uid) {
   if (!format::valid_name(name) || name == "full") {
     return make_error(name.size() > format::kMaxNameBytes ? ENAMETOOLONG : EINVAL,
                       ErrorKind::kInvalidArgument, "'{}' is not a valid snapshot name", name);
   }
-  if (snapshot_by_name_locked(name)) {
+  if (snapshot_by_name_locked(base_ino, name)) {
     return make_error(EEXIST, ErrorKind::kExists, "snapshot '{}' exists", name);
   }
   VSFS_ASSIGN_OR_RETURN(const InodeRecord* base, inode_locked(base_ino));
@@ -477,8 +483,11 @@ Result<format::SnapshotRecord> MetaStore::create_snapshot_locked(uint64_t base_i
     if (!used[cand]) id = cand;
   }
   last_snap_id_ = id;
-  // A deleted record of the same name is superseded.
-  std::erase_if(snaps_, [&](const format::SnapshotRecord& r) { return r.name == name; });
+  // The taker's deleted record of the same directory and name is superseded; another
+  // taker's stays (a backup point of theirs).
+  std::erase_if(snaps_, [&](const format::SnapshotRecord& r) {
+    return r.base_ino == base_ino && r.name == name && r.taker_uid == taker_uid;
+  });
   format::SnapshotRecord rec;
   rec.change_id = sb_.generation;
   rec.created_ns = now_ns;
@@ -487,6 +496,7 @@ Result<format::SnapshotRecord> MetaStore::create_snapshot_locked(uint64_t base_i
   rec.base_ino = base_ino;
   rec.next_ino = sb_.next_ino;
   rec.id = id;
+  rec.taker_uid = taker_uid;
   rec.name = name;
   VSFS_TRY(incref_locked(sb_.inode_root));
   snaps_.push_back(rec);
@@ -508,9 +518,10 @@ void MetaStore::unhold_snapshot_view_locked(uint16_t id) {
   if (held_views_.erase(id) != 0) drop_view_dirs_locked(id);  // the id may be reused now
 }
 
-Result<void> MetaStore::delete_snapshot_locked(const std::string& name, bool keep_readable) {
+Result<void> MetaStore::delete_snapshot_locked(uint64_t base_ino, const std::string& name,
+                                               bool keep_readable) {
   auto it = std::find_if(snaps_.begin(), snaps_.end(), [&](const format::SnapshotRecord& r) {
-    return r.name == name && !(r.flags & format::kSnapDeleted);
+    return r.base_ino == base_ino && r.name == name && !(r.flags & format::kSnapDeleted);
   });
   if (it == snaps_.end()) return make_error(ENOENT, ErrorKind::kNotFound, "no snapshot '{}'", name);
   VSFS_TRY(push_release_locked(it->inode_root, it->inode_height, format::TreeKind::kInodeTable, 0));
@@ -523,11 +534,15 @@ Result<void> MetaStore::delete_snapshot_locked(const std::string& name, bool kee
   it->flags |= format::kSnapDeleted;
   it->inode_root = 0;
   it->inode_height = 0;
-  // Bounded history: drop the oldest deleted records beyond history_max_.
-  size_t deleted = 0;
-  for (const auto& r : snaps_) deleted += (r.flags & format::kSnapDeleted) ? 1 : 0;
+  // Bounded history per taker: drop the taker's oldest deleted records beyond
+  // history_max_.
+  const uint32_t taker = it->taker_uid;
+  auto taker_deleted = [taker](const format::SnapshotRecord& r) {
+    return (r.flags & format::kSnapDeleted) != 0 && r.taker_uid == taker;
+  };
+  size_t deleted = std::count_if(snaps_.begin(), snaps_.end(), taker_deleted);
   for (auto d = snaps_.begin(); deleted > history_max_ && d != snaps_.end();) {
-    if (d->flags & format::kSnapDeleted) {
+    if (taker_deleted(*d)) {
       d = snaps_.erase(d);
       --deleted;
     } else {

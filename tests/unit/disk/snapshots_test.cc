@@ -58,7 +58,7 @@ TEST(Snapshot, FreezesTheTreeAndIsReadOnly) {
   EXPECT_EQ(ds->stats().generation, gen0 + 1);
   auto xa = ds->xattrs(snap->ino);
   ASSERT_TRUE(xa.ok());
-  ASSERT_EQ(xa->size(), 2u);
+  ASSERT_EQ(xa->size(), 3u);  // changeid, created, taker
   EXPECT_EQ((*xa)[0].first, "user.vsfs.changeid");
   EXPECT_EQ((*xa)[0].second, std::to_string(gen0));
 

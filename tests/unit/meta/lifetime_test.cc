@@ -107,7 +107,7 @@ TEST(Lifetime, CountersAddUpAcrossCleanReopens) {
   ASSERT_TRUE(ms);
   {
     std::lock_guard lock(ms->mu());
-    ASSERT_TRUE(ms->delete_snapshot_locked("s2").ok());
+    ASSERT_TRUE(ms->delete_snapshot_locked(1, "s2").ok());
   }
   ASSERT_TRUE(ms->checkpoint(true).ok());
   ms.reset();

@@ -73,6 +73,10 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.format.rate_mib_s, b.format.rate_mib_s);
   EXPECT_EQ(a.cbt.history, b.cbt.history);
   EXPECT_EQ(a.cbt.text_cache_mib, b.cbt.text_cache_mib);
+  EXPECT_EQ(a.snapshots.takers, b.snapshots.takers);
+  EXPECT_EQ(a.snapshots.max_per_directory, b.snapshots.max_per_directory);
+  EXPECT_EQ(a.snapshots.max_per_user, b.snapshots.max_per_user);
+  EXPECT_EQ(a.snapshots.max_held_mib_per_user, b.snapshots.max_held_mib_per_user);
   EXPECT_EQ(a.log.level, b.log.level);
   EXPECT_EQ(a.log.file, b.log.file);
   EXPECT_EQ(a.fuse_options, b.fuse_options);
@@ -118,6 +122,10 @@ TEST(ConfigDefaults, MatchHeader) {
   EXPECT_EQ(c.coalesce.max_combined_kib, 1024u);
   EXPECT_EQ(c.cbt.history, 1024u);
   EXPECT_EQ(c.cbt.text_cache_mib, 32u);
+  EXPECT_EQ(c.snapshots.takers, "owner");
+  EXPECT_EQ(c.snapshots.max_per_directory, 32u);
+  EXPECT_EQ(c.snapshots.max_per_user, 256u);
+  EXPECT_EQ(c.snapshots.max_held_mib_per_user, 0u);
   EXPECT_EQ(c.log.level, "info");
   EXPECT_EQ(c.log.file, "");
   EXPECT_TRUE(c.fuse_options.empty());
@@ -275,6 +283,26 @@ TEST_F(ConfigFileTest, LogKeys) {
             path_ + ":2: [log] level: expected one of error, warning, info, debug");
   EXPECT_EQ(load_error("[log]\nfile = \"vsfs.log\"\n"),
             path_ + ":2: [log] file: expected an absolute path");
+}
+
+TEST_F(ConfigFileTest, SnapshotsKeys) {
+  dir_.write("vsfs.toml",
+             "[snapshots]\ntakers = \"writers\"\nmax_per_directory = 0\nmax_per_user = 65532\n"
+             "max_held_mib_per_user = 1024\n");
+  auto r = load_config_file(path_);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->snapshots.takers, "writers");
+  EXPECT_EQ(r->snapshots.max_per_directory, 0u);
+  EXPECT_EQ(r->snapshots.max_per_user, 65532u);
+  EXPECT_EQ(r->snapshots.max_held_mib_per_user, 1024u);
+  EXPECT_NE(load_error("[snapshots]\ntakers = \"anyone\"\n").find("expected one of owner, writers, root"),
+            std::string::npos);
+  EXPECT_NE(load_error("[snapshots]\nmax_per_user = 65533\n").find("must be between 0 and 65532"),
+            std::string::npos);
+  Config c;
+  ASSERT_TRUE(apply_mount_options(c, "takers=root,max_per_directory=4").ok());
+  EXPECT_EQ(c.snapshots.takers, "root");
+  EXPECT_EQ(c.snapshots.max_per_directory, 4u);
 }
 
 TEST_F(ConfigFileTest, SubTableIsAnUnknownKey) {
