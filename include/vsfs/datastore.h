@@ -106,6 +106,9 @@ struct SpaceInfo {
   uint64_t total_bytes = 0;      // data area (storage blocks the allocator may use)
   uint64_t used_bytes = 0;       // grains in use (data and metadata)
   uint64_t free_bytes = 0;       // free grains, both free lists included
+  // What writes can still take: free_bytes, or less on a sparse file whose filesystem
+  // has less room left (Device::backing_free_bytes).
+  uint64_t available_bytes = 0;
   uint64_t formatted_blocks = 0;   // free and reading zeros
   uint64_t to_format_blocks = 0;   // free, to be formatted before reuse
   uint64_t formatted_bytes_total = 0;  // formatted by the background formatter
@@ -160,7 +163,7 @@ struct DatastoreStats {
   uint64_t in_place_grain_writes = 0, redirected_grain_writes = 0;
   // In place only because no grain was free: the disk alone held it, its stamp was stale.
   uint64_t restamped_grain_writes = 0;
-  uint64_t device_ops[5] = {};  // by device::OpKind
+  uint64_t device_ops[6] = {};  // by device::OpKind
   uint64_t device_in_flight = 0, device_in_flight_peak = 0;
   uint64_t journal_commits = 0, journal_bytes = 0, checkpoints = 0;
   uint64_t full_journal_checkpoints = 0;  // of checkpoints: the journal was full

@@ -17,6 +17,7 @@ const char* op_kind_name(OpKind kind) {
     case OpKind::kFlush: return "flush";
     case OpKind::kDiscard: return "discard";
     case OpKind::kWriteZeroes: return "write-zeroes";
+    case OpKind::kAllocate: return "allocate";
   }
   return "unknown";
 }
@@ -101,6 +102,10 @@ Result<void> discard_sync(Device& dev, uint64_t offset_bytes, uint64_t length_by
 
 Result<void> write_zeroes_sync(Device& dev, uint64_t offset_bytes, uint64_t length_bytes) {
   return run_sync(dev, OpKind::kWriteZeroes, offset_bytes, nullptr, length_bytes);
+}
+
+Result<void> allocate_now(Device& dev, uint64_t offset_bytes, uint64_t length_bytes) {
+  return run_sync(dev, OpKind::kAllocate, offset_bytes, nullptr, length_bytes, /*now=*/true);
 }
 
 }  // namespace vsfs::device

@@ -22,6 +22,7 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <optional>
 #include <string>
 
 #include "util/result.h"
@@ -34,8 +35,10 @@ enum class OpKind : uint8_t {
   kFlush = 2,
   kDiscard = 3,      // the range may read back as anything unless discard_zeroes()
   kWriteZeroes = 4,  // the range reads back as zeros afterwards
+  kAllocate = 5,     // the range gets backing storage where the device may lack it (a
+                     // sparse file: ENOSPC when its filesystem is full); contents unchanged
 };
-inline constexpr int kOpKinds = 5;
+inline constexpr int kOpKinds = 6;
 const char* op_kind_name(OpKind kind);
 
 using Completion = std::function<void(int64_t result)>;
@@ -98,6 +101,9 @@ class Device {
   virtual DeviceCounters counters() const = 0;
   // A short description for logs and stats: backend and path.
   virtual std::string describe() const = 0;
+  // For a device whose storage is allocated as it is written (a sparse file): the bytes
+  // its backing store can still allocate; nullopt when every byte is backed already.
+  virtual std::optional<uint64_t> backing_free_bytes() const { return std::nullopt; }
 
   void submit_one(IoRequest request) { submit(std::span<IoRequest>(&request, 1)); }
 
@@ -150,5 +156,8 @@ Result<void> read_now(Device& dev, uint64_t offset_bytes, void* buf, uint64_t le
 Result<void> flush_sync(Device& dev);
 Result<void> discard_sync(Device& dev, uint64_t offset_bytes, uint64_t length_bytes);
 Result<void> write_zeroes_sync(Device& dev, uint64_t offset_bytes, uint64_t length_bytes);
+// kAllocate, run now on the calling thread (execute_inline): for callers that hold a
+// lock no completion may need.
+Result<void> allocate_now(Device& dev, uint64_t offset_bytes, uint64_t length_bytes);
 
 }  // namespace vsfs::device

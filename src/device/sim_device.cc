@@ -212,6 +212,8 @@ class SimDevice::Impl {
     std::lock_guard other_lk(other.mu_);
     other.current_ = copy_pages(image);
     other.durable_ = std::move(image);
+    other.backed_ = backed_;
+    other.backed_count_ = backed_count_;
     return dev;
   }
 
@@ -220,6 +222,8 @@ class SimDevice::Impl {
     std::scoped_lock lk(mu_, dev->impl_->mu_);
     dev->impl_->current_ = copy_pages(current_);
     dev->impl_->durable_ = copy_pages(current_);
+    dev->impl_->backed_ = backed_;
+    dev->impl_->backed_count_ = backed_count_;
     return dev;
   }
 
@@ -388,10 +392,48 @@ class SimDevice::Impl {
     return ready[rng_() % ready.size()];
   }
 
+  // The backing pages of [offset, +length): true when they are (now) backed, false when
+  // the limit leaves too few (nothing changes then).
+  bool back_locked(uint64_t offset, uint64_t length) {
+    if (options_.backing_bytes == 0 || length == 0) return true;
+    const uint64_t first = offset / kPageBytes, end = (offset + length + kPageBytes - 1) / kPageBytes;
+    if (backed_.empty()) backed_.assign(options_.size_bytes / kPageBytes + 1, false);
+    uint64_t need = 0;
+    for (uint64_t i = first; i < end; ++i) need += backed_[i] ? 0 : 1;
+    if ((backed_count_ + need) * kPageBytes > options_.backing_bytes) return false;
+    for (uint64_t i = first; i < end; ++i) backed_[i] = true;
+    backed_count_ += need;
+    return true;
+  }
+  void unback_locked(uint64_t offset, uint64_t length) {
+    if (backed_.empty()) return;
+    // Only whole pages go back, as a punched hole frees whole filesystem blocks.
+    const uint64_t first = (offset + kPageBytes - 1) / kPageBytes, end = (offset + length) / kPageBytes;
+    for (uint64_t i = first; i < end; ++i) {
+      if (backed_[i]) --backed_count_;
+      backed_[i] = false;
+    }
+  }
+
+ public:
+  std::optional<uint64_t> backing_free_bytes() const {
+    std::lock_guard lk(mu_);
+    if (options_.backing_bytes == 0) return std::nullopt;
+    return options_.backing_bytes - backed_count_ * kPageBytes;
+  }
+
+ private:
   int64_t execute_locked(Pending& p) {
     if (p.forced_result < 0) return p.forced_result;
     const IoRequest& r = p.request;
+    if ((r.kind == OpKind::kWrite || r.kind == OpKind::kWriteZeroes || r.kind == OpKind::kAllocate) &&
+        !back_locked(r.offset_bytes, r.length_bytes)) {
+      return -ENOSPC;
+    }
+    if (r.kind == OpKind::kDiscard) unback_locked(r.offset_bytes, r.length_bytes);
     switch (r.kind) {
+      case OpKind::kAllocate:
+        return static_cast<int64_t>(r.length_bytes);
       case OpKind::kRead: {
         uint64_t offset = r.offset_bytes;
         for (int i = 0; i < r.iovcnt; ++i) {
@@ -496,6 +538,8 @@ class SimDevice::Impl {
   uint64_t io_count_ = 0;                      // guarded by mu_
   uint64_t io_digest_ = 0xcbf29ce484222325ull; // guarded by mu_
   DeviceCounters counters_;                    // guarded by mu_
+  std::vector<bool> backed_;                   // guarded by mu_: pages with backing
+  uint64_t backed_count_ = 0;                  // guarded by mu_
   bool stopping_ = false;                      // guarded by mu_
   std::thread thread_;
 };
@@ -504,6 +548,7 @@ SimDevice::SimDevice(const SimOptions& options) : impl_(std::make_unique<Impl>(o
 SimDevice::~SimDevice() = default;
 
 uint64_t SimDevice::size_bytes() const { return impl_->options().size_bytes; }
+std::optional<uint64_t> SimDevice::backing_free_bytes() const { return impl_->backing_free_bytes(); }
 uint32_t SimDevice::alignment_bytes() const { return impl_->options().alignment_bytes; }
 bool SimDevice::discard_zeroes() const { return impl_->options().discard_zeroes; }
 void SimDevice::submit(std::span<IoRequest> requests) { impl_->submit(requests); }

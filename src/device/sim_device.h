@@ -5,6 +5,7 @@
 // their completion completes. power_loss() returns the image a real disk could hold
 // after a power cut: durable data, plus each volatile write either dropped, applied, or
 // torn (a random subset of its 512-byte sectors applied), chosen by a seed.
+// A backing limit models a sparse file on a filesystem that fills up (SimOptions).
 // Faults: fail the Nth IO of a kind (once or from then on), "die" at the Nth IO overall
 // (that IO and every later one fails with EIO and changes nothing: the power is off),
 // add latency, and deliver completions in a random order. It checks alignment and that
@@ -35,6 +36,10 @@ struct SimOptions {
   // runs inline. With one thread driving the datastore, the IO sequence is a function
   // of the seed alone, reordering included.
   bool manual_completions = false;
+  // Models a sparse file on a filesystem with this much room (0: unlimited): a write or
+  // allocate that needs more 4 KiB pages than are left fails with ENOSPC and changes
+  // nothing; a discard gives its pages back. The backing survives power_loss and clone.
+  uint64_t backing_bytes = 0;
 };
 
 // The IO at which the power went off (die_at_io).
@@ -51,6 +56,7 @@ class SimDevice final : public Device {
   explicit SimDevice(const SimOptions& options);
   ~SimDevice() override;
 
+  std::optional<uint64_t> backing_free_bytes() const override;
   uint64_t size_bytes() const override;
   uint32_t alignment_bytes() const override;
   bool discard_zeroes() const override;

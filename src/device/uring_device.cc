@@ -28,6 +28,7 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -237,6 +238,16 @@ class UringDevice final : public Device {
                        file_.block ? ", block device" : "");
   }
 
+  // A regular file takes space from its filesystem as it is written: what that has left
+  // (for root, the blocks reserved for root too, as the daemon writes as root).
+  std::optional<uint64_t> backing_free_bytes() const override {
+    if (file_.block) return std::nullopt;
+    struct statvfs st {};
+    if (::fstatvfs(file_.fd.get(), &st) != 0) return std::nullopt;
+    const uint64_t blocks = ::geteuid() == 0 ? st.f_bfree : st.f_bavail;
+    return blocks * st.f_frsize;
+  }
+
   bool watch_readable(int fd, std::function<bool()> on_ready) override {
     {
       std::lock_guard lk(mu_);
@@ -338,6 +349,18 @@ class UringDevice final : public Device {
           }
           break;
         }
+        case OpKind::kAllocate:
+          if (file_.block) {
+            result = static_cast<int64_t>(r.length_bytes);  // a block device is all backed
+          } else {
+            int rc;
+            do {
+              rc = ::fallocate(fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(r.offset_bytes),
+                               static_cast<off_t>(r.length_bytes));
+            } while (rc != 0 && errno == EINTR);
+            result = rc == 0 ? static_cast<int64_t>(r.length_bytes) : -errno;
+          }
+          break;
       }
     }
     std::lock_guard lk(mu_);
@@ -426,6 +449,7 @@ class UringDevice final : public Device {
         break;
       case OpKind::kDiscard:
       case OpKind::kWriteZeroes:
+      case OpKind::kAllocate:
         io_uring_prep_fallocate(sqe, fd, s.fallocate_mode, static_cast<off_t>(r.offset_bytes),
                                 static_cast<off_t>(r.length_bytes));
         break;
@@ -449,6 +473,10 @@ class UringDevice final : public Device {
         finished.push_back({std::move(r.done), r.kind, invalid, false});
         continue;
       }
+      if (file_.block && r.kind == OpKind::kAllocate) {  // a block device is all backed
+        finished.push_back({std::move(r.done), r.kind, static_cast<int64_t>(r.length_bytes), false});
+        continue;
+      }
       ++counters_.in_flight;
       counters_.in_flight_peak = std::max(counters_.in_flight_peak, counters_.in_flight);
       if (file_.block && (r.kind == OpKind::kDiscard || r.kind == OpKind::kWriteZeroes)) {
@@ -465,7 +493,7 @@ class UringDevice final : public Device {
       s.iov_first = 0;
       s.done_bytes = 0;
       s.retries = 0;
-      s.fallocate_mode = FALLOC_FL_KEEP_SIZE;
+      s.fallocate_mode = FALLOC_FL_KEEP_SIZE;  // alone: kAllocate
       if (s.request.kind == OpKind::kDiscard) {
         s.fallocate_mode |= FALLOC_FL_PUNCH_HOLE;
       } else if (s.request.kind == OpKind::kWriteZeroes) {
@@ -584,6 +612,7 @@ class UringDevice final : public Device {
         }
         [[fallthrough]];
       case OpKind::kDiscard:
+      case OpKind::kAllocate:
         if (res == 0) result = static_cast<int64_t>(r.length_bytes);
         break;
       case OpKind::kFlush:

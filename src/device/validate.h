@@ -13,7 +13,8 @@
 namespace vsfs::device::detail {
 
 inline bool is_write_kind(OpKind kind) {
-  return kind == OpKind::kWrite || kind == OpKind::kDiscard || kind == OpKind::kWriteZeroes;
+  return kind == OpKind::kWrite || kind == OpKind::kDiscard || kind == OpKind::kWriteZeroes ||
+         kind == OpKind::kAllocate;
 }
 
 // Returns 0 when `r` is well formed for a device of `size_bytes` with `align` bytes

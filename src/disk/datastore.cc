@@ -267,6 +267,8 @@ class DatastoreImpl final : public Datastore {
     s.total_bytes = sp.data_blocks * kBlockBytes;
     s.used_bytes = sp.used_grains * kGrainBytes;
     s.free_bytes = sp.free_grains * kGrainBytes;
+    s.available_bytes = s.free_bytes;
+    if (auto room = dev_->backing_free_bytes()) s.available_bytes = std::min(s.free_bytes, *room);
     s.formatted_blocks = sp.formatted_blocks;
     s.to_format_blocks = sp.to_format_blocks;
     s.formatted_bytes_total = sp.formatted_bytes_total;

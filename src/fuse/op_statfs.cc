@@ -1,5 +1,6 @@
-// statfs: real datastore space from Datastore::space(), so `df` is right. Blocks are
-// 4 KiB grains (f_bsize = f_frsize = 4096). vsfs has no fixed inode table: f_files is
+// statfs: real datastore space from Datastore::space(), so `df` is right: f_bavail is
+// what writes can still take, less than f_bfree for a datastore in a sparse file whose
+// filesystem has less room left. Blocks are 4 KiB grains (f_bsize = f_frsize = 4096). vsfs has no fixed inode table: f_files is
 // the live inodes plus one per free grain (each new file needs at least a grain of
 // metadata at some point), f_ffree the free grains.
 // Threading: any worker thread; space() is synchronous and in memory.
@@ -21,7 +22,7 @@ void op_statfs(fuse_req_t req, fuse_ino_t /*ino*/) {
     st.f_frsize = kUnit;
     st.f_blocks = sp.total_bytes / kUnit;
     st.f_bfree = sp.free_bytes / kUnit;
-    st.f_bavail = st.f_bfree;
+    st.f_bavail = sp.available_bytes / kUnit;  // less on a sparse file on a full filesystem
     st.f_files = sp.inodes + st.f_bfree;
     st.f_ffree = st.f_bfree;
     st.f_favail = st.f_ffree;

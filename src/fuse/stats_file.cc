@@ -119,11 +119,12 @@ std::string render_stats_json(FuseFs& fs) {
                  "    \"total_bytes\": {},\n"
                  "    \"used_bytes\": {},\n"
                  "    \"free_bytes\": {},\n"
+                 "    \"available_bytes\": {},\n"
                  "    \"formatted_blocks\": {},\n"
                  "    \"to_format_blocks\": {},\n"
                  "    \"inodes\": {}\n"
                  "  }},\n",
-                 sp.total_bytes, sp.used_bytes, sp.free_bytes, sp.formatted_blocks,
+                 sp.total_bytes, sp.used_bytes, sp.free_bytes, sp.available_bytes, sp.formatted_blocks,
                  sp.to_format_blocks, sp.inodes);
   fmt::format_to(it,
                  "  \"io\": {{\n"
@@ -139,7 +140,8 @@ std::string render_stats_json(FuseFs& fs) {
                  "      \"write\": {},\n"
                  "      \"flush\": {},\n"
                  "      \"discard\": {},\n"
-                 "      \"write_zeroes\": {}\n"
+                 "      \"write_zeroes\": {},\n"
+                 "      \"allocate\": {}\n"
                  "    }},\n"
                  "    \"device_in_flight\": {},\n"
                  "    \"device_in_flight_peak\": {},\n"
@@ -150,6 +152,7 @@ std::string render_stats_json(FuseFs& fs) {
                  s.in_place_grain_writes, s.redirected_grain_writes,
                  s.restamped_grain_writes, s.device_ops[0],
                  s.device_ops[1], s.device_ops[2], s.device_ops[3], s.device_ops[4],
+                 s.device_ops[5],
                  s.device_in_flight, s.device_in_flight_peak, fs.requests().in_flight(),
                  fs.requests().peak());
   fmt::format_to(it,

@@ -131,6 +131,8 @@ class OverlayDevice final : public device::Device {
         return static_cast<int64_t>(r.length_bytes);
       case device::OpKind::kFlush:
         return 0;
+      case device::OpKind::kAllocate:  // the overlay is memory
+        return static_cast<int64_t>(r.length_bytes);
     }
     return -EINVAL;
   }

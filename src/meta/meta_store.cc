@@ -75,6 +75,18 @@ Result<std::unique_ptr<MetaStore>> MetaStore::open(device::Device& dev,
                       "datastore is {} bytes but the device only {}", sb.device_bytes,
                       dev.size_bytes());
   }
+  if (!options.read_only) {
+    // The fixed regions (superblocks, journal, tables) have their backing storage before
+    // anything is written: on a sparse file whose filesystem filled up, no metadata
+    // write may fail for want of space (back_metadata_locked does the rest).
+    auto backed = device::allocate_now(dev, 0, sb.first_data_block * kBlockBytes);
+    if (!backed.ok()) {
+      return make_error(backed.error().errno_value, backed.error().kind,
+                        "the datastore's fixed regions have no room on the filesystem holding "
+                        "it ({}); free {} MiB there",
+                        backed.error().message, sb.first_data_block * kBlockBytes >> 20);
+    }
+  }
   VSFS_ASSIGN_OR_RETURN(auto replay,
                         Journal::replay(dev, sb.journal_start_grain, sb.journal_grains,
                                         sb.journal_tail_grain, sb.journal_tail_seq,
@@ -124,6 +136,10 @@ Result<std::unique_ptr<MetaStore>> MetaStore::open(device::Device& dev,
     VSFS_TRY(ms->scan_inodes_locked());
   }
   if (crashed && !options.read_only) VSFS_TRY(ms->unformat_after_crash());
+  if (!options.read_only) {
+    std::lock_guard lock(ms->mu_);
+    VSFS_TRY(ms->back_metadata_locked());
+  }
   return ms;
 }
 

@@ -369,7 +369,20 @@ class MetaStore {
   Result<uint16_t> incref_locked(uint64_t grain);
   Result<uint16_t> decref_locked(uint64_t grain);  // frees at 0 (quarantined)
   Result<uint64_t> alloc_meta_grain_locked();      // refcount 1, not yet written
+  // A metadata block gets its backing storage first (device kAllocate: a sparse file's
+  // filesystem may be full), so that no metadata write ever fails for want of space;
+  // when there is no room for one, the spare (below) is used, and ENOSPC when it is gone.
   Result<uint64_t> take_free_block_locked(format::BlockState kind);
+  // Backing storage for [first_block, +count) storage blocks: kNoSpace when the
+  // filesystem holding the datastore is full.
+  Result<void> back_blocks_locked(uint64_t first_block, uint64_t count);
+  // Keeps one free block backed and set aside for metadata (meta_spare_), so that the
+  // metadata of a change that frees space (an unlink on a full host filesystem) always
+  // has room. Best effort: none when nothing can be backed.
+  void keep_meta_spare_locked();
+  // At a read-write open: backs the fixed regions and every metadata block (a datastore
+  // made before they were backed at allocation).
+  Result<void> back_metadata_locked();
   // Turns a reservation into reference count 1.
   Result<void> take_reservation_locked(uint64_t grain);
   bool grain_available_locked(uint64_t grain);
@@ -479,6 +492,9 @@ class MetaStore {
   uint64_t formatting_ = 0;              // blocks taken by the formatter, in flight
   uint64_t formatted_bytes_total_ = 0;
   uint64_t meta_block_ = 0;       // current metadata block (0 = none)
+  // A backed free block held back from both free lists for metadata (0 = none); its
+  // grains count as metadata slack, so no write is promised them.
+  uint64_t meta_spare_ = 0;
   uint64_t meta_cursor_ = 0;
   uint64_t live_inodes_ = 0;
 

@@ -61,6 +61,15 @@ Result<void> mkfs(device::Device& dev, const MkfsOptions& options) {
     VSFS_TRY(device::discard_sync(dev, layout.first_data_block * kBlockBytes,
                                   (layout.total_blocks - layout.first_data_block) * kBlockBytes));
   }
+  // The fixed regions and the first metadata block get their backing storage now (a
+  // hole punched above reads as zeros still): no metadata write of a datastore in a
+  // sparse file may fail because the filesystem holding it filled up.
+  if (auto backed = device::allocate_now(dev, 0, (layout.first_data_block + 1) * kBlockBytes);
+      !backed.ok()) {
+    return make_error(backed.error().errno_value, backed.error().kind,
+                      "no room for the datastore's metadata ({} MiB): {}",
+                      (layout.first_data_block + 1) * kBlockBytes >> 20, backed.error().message);
+  }
   // The first data block holds the root's inode leaf.
   const uint64_t meta_block = layout.first_data_block;
   const uint64_t leaf_grain = first_grain_of(BlockIndex{meta_block}).v;

@@ -13,6 +13,7 @@
 // in the background; allocation takes them meanwhile like any to-be-formatted block.
 #include <algorithm>
 
+#include "device/device.h"
 #include "meta/meta_store.h"
 #include "util/log.h"
 
@@ -182,23 +183,83 @@ bool MetaStore::grain_available_locked(uint64_t grain) {
 }
 
 Result<uint64_t> MetaStore::take_free_block_locked(BlockState kind) {
-  uint64_t block;
+  std::set<uint64_t>* list = nullptr;
   if (!formatted_free_.empty()) {
-    block = *formatted_free_.begin();
-    formatted_free_.erase(formatted_free_.begin());
+    list = &formatted_free_;
   } else if (!to_format_free_.empty()) {
     // Every grain handed out from it is written in full before a map points at it, so
     // the old contents can never be read: formatting on reallocation costs no IO here.
-    block = *to_format_free_.begin();
-    to_format_free_.erase(to_format_free_.begin());
+    list = &to_format_free_;
+  }
+  Result<void> backed = ok_result();
+  if (list != nullptr && kind == BlockState::kMeta) backed = back_blocks_locked(*list->begin(), 1);
+  uint64_t block;
+  if (list != nullptr && backed.ok()) {
+    block = *list->begin();
+    list->erase(list->begin());
+  } else if (kind == BlockState::kMeta && meta_spare_ != 0) {
+    // The filesystem holding the datastore is full (or the free lists are empty): the
+    // spare, backed already, takes this metadata.
+    block = meta_spare_;
+    meta_spare_ = 0;
+    meta_slack_grains_ -= kGrainsPerBlock;  // counted again below
+    VSFS_LOG_WARN("metadata takes the spare storage block {}: {}", block,
+                  backed.ok() ? "the datastore is full" : backed.error().message);
+  } else if (!backed.ok()) {
+    return backed.take_error();
   } else {
     return make_error(ENOSPC, ErrorKind::kNoSpace, "datastore is full");
   }
   VSFS_ASSIGN_OR_RETURN(format::BlockEntry * e, block_entry_for_update_locked(block));
   VSFS_ASSERT(e->used_grains == 0);
   e->state = kind;
-  if (kind == BlockState::kMeta) meta_slack_grains_ += kGrainsPerBlock;
+  if (kind == BlockState::kMeta) {
+    meta_slack_grains_ += kGrainsPerBlock;
+    keep_meta_spare_locked();  // after the spare went: another, if there is room
+  }
   return block;
+}
+
+Result<void> MetaStore::back_blocks_locked(uint64_t first_block, uint64_t count) {
+  if (options_.read_only || count == 0) return ok_result();
+  auto r = device::allocate_now(dev_, first_block * kBlockBytes, count * kBlockBytes);
+  if (r.ok()) return r;
+  if (r.error().errno_value == ENOSPC) {
+    return make_error(ENOSPC, ErrorKind::kNoSpace,
+                      "the filesystem holding the datastore is full: no room for metadata "
+                      "(storage block {})",
+                      first_block);
+  }
+  return r.take_error();
+}
+
+void MetaStore::keep_meta_spare_locked() {
+  if (meta_spare_ != 0 || options_.read_only) return;
+  for (std::set<uint64_t>* list : {&formatted_free_, &to_format_free_}) {
+    if (list->empty()) continue;
+    const uint64_t block = *list->rbegin();  // the end of the device: data fills from the start
+    if (!back_blocks_locked(block, 1).ok()) return;
+    list->erase(block);
+    meta_spare_ = block;
+    meta_slack_grains_ += kGrainsPerBlock;
+    return;
+  }
+}
+
+Result<void> MetaStore::back_metadata_locked() {
+  VSFS_TRY(back_blocks_locked(0, sb_.first_data_block));
+  for (uint64_t b = sb_.first_data_block; b < sb_.total_blocks;) {
+    if (block_entry_locked(b).state != BlockState::kMeta) {
+      ++b;
+      continue;
+    }
+    uint64_t end = b + 1;
+    while (end < sb_.total_blocks && block_entry_locked(end).state == BlockState::kMeta) ++end;
+    VSFS_TRY(back_blocks_locked(b, end - b));
+    b = end;
+  }
+  keep_meta_spare_locked();
+  return ok_result();
 }
 
 // Looks for a free grain inside `block` (a block of `kind` already in use).

@@ -19,6 +19,7 @@ class BorrowedDevice final : public device::Device {
   void submit(std::span<device::IoRequest> requests) override { sim_.submit(requests); }
   device::DeviceCounters counters() const override { return sim_.counters(); }
   std::string describe() const override { return sim_.describe(); }
+  std::optional<uint64_t> backing_free_bytes() const override { return sim_.backing_free_bytes(); }
   bool in_completion_context() const override { return sim_.in_completion_context(); }
   int64_t execute_inline(const device::IoRequest& r) override { return sim_.execute_inline(r); }
 

@@ -170,6 +170,33 @@ TEST(SimDevice, RandomPowerLossKeepsDropsOrTearsBySector) {
   EXPECT_GT(torn, 0);
 }
 
+// backing_bytes models a sparse file on a filesystem with that much room: a write or
+// allocate past it fails with ENOSPC and changes nothing, a discard gives room back, and
+// the backing survives a power cut.
+TEST(SimDevice, BackingLimitFailsWritesWithEnospcUntilADiscard) {
+  SimOptions o;
+  o.size_bytes = 64 * kBlock;
+  o.backing_bytes = 8 * kBlock;
+  SimDevice dev(o);
+  AlignedBuffer data = pattern(6 * kBlock, 1);
+  ASSERT_TRUE(write_sync(dev, 0, data.data(), data.size()).ok());
+  EXPECT_EQ(2 * kBlock, dev.backing_free_bytes().value());
+  EXPECT_EQ(-ENOSPC, run_io(dev, OpKind::kWrite, 10 * kBlock, data.data(), 3 * kBlock));
+  EXPECT_EQ(static_cast<int64_t>(3 * kBlock), run_io(dev, OpKind::kWrite, 0, data.data(), 3 * kBlock));
+  EXPECT_EQ(-ENOSPC, run_io(dev, OpKind::kAllocate, 20 * kBlock, nullptr, 3 * kBlock));
+  AlignedBuffer back(3 * kBlock);
+  ASSERT_TRUE(read_sync(dev, 10 * kBlock, back.data(), back.size()).ok());
+  EXPECT_TRUE(all_zero(back.data(), back.size()));  // the refused write changed nothing
+  ASSERT_TRUE(allocate_now(dev, 20 * kBlock, 2 * kBlock).ok());
+  EXPECT_EQ(0u, dev.backing_free_bytes().value());
+  ASSERT_TRUE(discard_sync(dev, 0, 4 * kBlock).ok());
+  EXPECT_EQ(4 * kBlock, dev.backing_free_bytes().value());
+  ASSERT_TRUE(flush_sync(dev).ok());
+  auto cut = dev.power_loss(PowerLossMode::kDropAll, 1);
+  EXPECT_EQ(4 * kBlock, cut->backing_free_bytes().value());
+  EXPECT_FALSE(SimDevice(SimOptions{}).backing_free_bytes().has_value());
+}
+
 TEST(SimDevice, DiscardAndWriteZeroesAreVolatileZeroWrites) {
   SimDevice dev(SimOptions{});
   AlignedBuffer a = pattern(4 * kBlock, 50);

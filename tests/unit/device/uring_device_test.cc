@@ -167,6 +167,27 @@ TEST_P(UringFileTest, DiscardPunchesHole) {
   EXPECT_EQ(static_cast<off_t>(kFileBytes), st.st_size);  // KEEP_SIZE
 }
 
+// kAllocate gives a hole of the file backing storage without changing what it reads,
+// inline (allocate_now) and through the ring; the host's room is reported.
+TEST_P(UringFileTest, AllocateBacksAHoleAndKeepsItsZeros) {
+  Device& dev = open_dev();
+  ASSERT_TRUE(discard_sync(dev, 0, kFileBytes).ok());
+  const uint64_t before = allocated_bytes();
+  ASSERT_TRUE(allocate_now(dev, 0, 2 << 20).ok());
+  EXPECT_GE(allocated_bytes(), before + (2 << 20));
+  EXPECT_EQ(static_cast<int64_t>(1 << 20), run_io(dev, OpKind::kAllocate, 2 << 20, nullptr, 1 << 20));
+  EXPECT_GE(allocated_bytes(), before + (3 << 20));
+  AlignedBuffer back(3 << 20);
+  ASSERT_TRUE(read_sync(dev, 0, back.data(), back.size()).ok());
+  EXPECT_TRUE(all_zero(back.data(), back.size()));
+  struct stat st {};
+  ASSERT_EQ(0, ::stat(path_.c_str(), &st));
+  EXPECT_EQ(static_cast<off_t>(kFileBytes), st.st_size);  // KEEP_SIZE
+  ASSERT_TRUE(dev.backing_free_bytes().has_value());
+  EXPECT_GT(*dev.backing_free_bytes(), 0u);
+  EXPECT_EQ(2u, dev.counters().ops[static_cast<int>(OpKind::kAllocate)]);
+}
+
 TEST_P(UringFileTest, WriteZeroes) {
   Device& dev = open_dev();
   AlignedBuffer data = pattern(16 * kBlock, 5);
