@@ -4,4 +4,5 @@
 add_executable(vsfs-clone ${CMAKE_CURRENT_LIST_DIR}/vsfs_clone.cc)
 target_link_libraries(vsfs-clone PRIVATE vsfs_util)
 target_compile_definitions(vsfs-clone PRIVATE VSFS_VERSION="${PROJECT_VERSION}")
-install(TARGETS vsfs-clone DESTINATION ${CMAKE_INSTALL_BINDIR})
+# In sbin/ with the other programs: the installation keeps bin/ empty (install_test.sh).
+install(TARGETS vsfs-clone DESTINATION ${CMAKE_INSTALL_SBINDIR})
