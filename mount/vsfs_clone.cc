@@ -22,6 +22,7 @@
 #include <cinttypes>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <fstream>
@@ -154,6 +155,16 @@ std::string parent_dir(std::string path) {
   return path.substr(0, slash);
 }
 
+// Whether path lies under .vsfs/ or .cbt/: files vsfs makes up (counters, changed-block
+// maps) that hold no grains. vsfs refuses to clone them and the kernel would copy them.
+bool made_up(const std::string& path) {
+  char* real = ::realpath(path.c_str(), nullptr);
+  if (real == nullptr) return false;
+  const std::string r = std::string(real) + "/";
+  std::free(real);
+  return r.find("/.vsfs/") != std::string::npos || r.find("/.cbt/") != std::string::npos;
+}
+
 // What a writer changes: size and change time (a write moves ctime and mtime). Asked of
 // the daemon (AT_STATX_FORCE_SYNC), not of the kernel's attribute cache.
 struct Version {
@@ -262,6 +273,7 @@ int run(const Options& o) {
                                  (src_type.empty() ? std::string("unknown filesystem") : src_type) +
                                  "); vsfs-clone only shares grains within one datastore, use cp(1) to copy");
   }
+  if (made_up(o.src)) return say(kExitRefused, o.src + ": not a disk (.vsfs/ and .cbt/ hold no grains to share)");
 
   // DST: its directory must be on the same mount, and an existing DST is replaced only
   // with -f, and never when it is SRC itself (O_TRUNC would empty the source).
@@ -285,7 +297,7 @@ int run(const Options& o) {
     if (!S_ISREG(dst_st.st_mode)) return say(kExitRefused, o.dst + ": not a regular file");
   }
   const int flags = O_WRONLY | O_CLOEXEC | O_CREAT | (exists ? O_TRUNC : O_EXCL);
-  const Fd dst(::open(o.dst.c_str(), flags, src_st.st_mode & 07777));
+  const Fd dst(::open(o.dst.c_str(), flags, src_st.st_mode & 0777));
   if (dst.get() < 0) {
     return say(errno == EEXIST ? kExitRefused : kExitFailed, sys_error("cannot create", o.dst, errno));
   }

@@ -6,9 +6,10 @@
 # data it wrote (io.write_bytes, data grains written) grow by almost nothing, which a
 # copy of 40 MiB could not do. Also: a clone from a snapshot, -f over an existing disk
 # (in place), --progress on a pipe and on a terminal, the refusals and their exit
-# status (DST exists, SRC or DST on another filesystem, SRC a directory, DST is SRC),
-# a source written during clones; then `cat >`, `cp` of a dense disk and
-# `qemu-img convert -C` clone, `cp` of a thin disk copies, `cp --reflink=always` fails.
+# status (DST exists, SRC or DST on another filesystem, SRC a directory or a file of
+# .vsfs/, DST is SRC), a source written during clones (exit 0 or 4, never half a DST);
+# then `cat >`, `cp` of a dense disk and `qemu-img convert -C` clone, `cp` of a thin
+# disk copies, `cp --reflink=always` fails.
 # vsfs-fsck -n finds the datastore clean afterwards.
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -176,6 +177,8 @@ refused "DST on another filesystem" "not on the vsfs mount" "$thin" "$T/o.img"
 [ ! -e "$T/o.img" ] || fail "a refused clone created DST on the other filesystem"
 refused "SRC a directory" "Is a directory" "$m/vm1" "$m/vm1-copy"
 [ ! -e "$m/vm1-copy" ] || fail "a refused clone of a directory created DST"
+refused "SRC made up by vsfs" "not a disk" "$m/.vsfs/stats" "$m/stats.json"
+[ ! -e "$m/stats.json" ] || fail "a refused clone of .vsfs/stats created DST"
 refused "DST is SRC" "itself" -f "$thin" "$m/vm1/../vm1/thin.img"
 same_as "$thin" "$m/vm1/from-snap.img"  # $thin was not emptied
 rc=0; "$VSFS_CLONE" "$thin" 2>/dev/null || rc=$?
