@@ -4,5 +4,6 @@
 add_executable(vsfs-clone ${CMAKE_CURRENT_LIST_DIR}/vsfs_clone.cc)
 target_link_libraries(vsfs-clone PRIVATE vsfs_util)
 target_compile_definitions(vsfs-clone PRIVATE VSFS_VERSION="${PROJECT_VERSION}")
-# In sbin/ with the other programs: the installation keeps bin/ empty (install_test.sh).
-install(TARGETS vsfs-clone DESTINATION ${CMAKE_INSTALL_SBINDIR})
+# In bin/: users run it on their own disks (an allow_other mount); the administrator's
+# programs are in sbin/.
+install(TARGETS vsfs-clone DESTINATION ${CMAKE_INSTALL_BINDIR})

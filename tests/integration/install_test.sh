@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What `cmake --install` puts where, and that the names other tools call work: every
-# program in sbin/ (vsfs-backup and vsfs-restore among them; nothing in bin/), mkfs.vsfs
+# administrator's program in sbin/ (vsfs-backup and vsfs-restore among them), vsfs-clone
+# alone in bin/ (users run it), mkfs.vsfs
 # and fsck.vsfs beside them (mkfs -t vsfs, fsck -t vsfs, fstab's pass number),
 # mount.vsfs, the examples in share/vsfs/examples, the man pages.
 # Usage: install_test.sh BUILD_DIR
@@ -20,7 +21,7 @@ done
 [ "$(readlink "$sbin/mkfs.vsfs")" = vsfs-mkfs ] || fail "mkfs.vsfs does not point at vsfs-mkfs"
 [ "$(readlink "$sbin/fsck.vsfs")" = vsfs-fsck ] || fail "fsck.vsfs does not point at vsfs-fsck"
 [ "$(readlink "$sbin/mount.fuse.vsfs")" = mount.vsfs ] || fail "mount.fuse.vsfs does not point at mount.vsfs"
-[ ! -e "$T/inst/bin" ] || fail "something was installed in bin/: $(ls "$T/inst/bin")"
+[ "$(ls "$T/inst/bin")" = vsfs-clone ] || fail "bin/ should hold vsfs-clone alone: $(ls "$T/inst/bin")"
 for e in vsfs.toml quickstart.sh; do
 	[ -f "$T/inst/share/vsfs/examples/$e" ] || fail "examples/$e is not installed"
 done
