@@ -130,8 +130,10 @@ Result<Attr> synthetic_attr(FuseFs& fs, Ino ino) {
   }
   if (ino == kSnapshotListIno) {
     // Size 0, as /proc's files: rendering it walks metadata, which a stat should not.
-    // Each open renders the text, and reads (direct_io) go to its end.
-    a.mode = S_IFREG | 0444;
+    // Each open renders the text, and reads (direct_io) go to its end. Root's alone: it
+    // names every user's snapshots and directories (users read their own snapshots'
+    // figures in the snapshot directories' xattrs).
+    a.mode = S_IFREG | 0400;
     a.nlink = 1;
     a.mtime_ns = a.ctime_ns = a.atime_ns = realtime_ns();
     return a;

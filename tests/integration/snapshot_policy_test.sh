@@ -82,6 +82,7 @@ excl=$(snap_field /alice pin exclusive_bytes) || fail ".vsfs/snapshots"
 [ "$excl" -ge $((300 << 20)) ] || fail "pin holds $excl bytes alone, expected >= 300 MiB"
 [ "$(xattr "$m/alice/.snapshots/pin" user.vsfs.exclusive_bytes)" = "$excl" ] || fail "xattr and listing differ"
 [ "$(snap_field /alice pin taker_uid)" = $alice ] || fail "taker in the listing"
+refused "denied" $alice cat "$m/.vsfs/snapshots"  # names every user's directories: root's
 python3 - "$m/.vsfs/snapshots" "$alice" "$excl" <<'PY' || fail "per-taker totals"
 import json, sys
 d = json.load(open(sys.argv[1]))
