@@ -252,6 +252,10 @@ class Datastore {
   virtual Result<Attr> mkdir(Ino parent, const std::string& name, uint32_t mode,
                              uint32_t uid, uint32_t gid) = 0;
   virtual Result<void> unlink(Ino parent, const std::string& name) = 0;
+  // A hard link: `ino` (a live regular file) gets the name new_name in new_parent too.
+  // Errors: EPERM (a directory), EXDEV (a snapshot's file), EEXIST, EMLINK, ENOENT (a
+  // file already unlinked).
+  virtual Result<Attr> link(Ino ino, Ino new_parent, const std::string& new_name) = 0;
   // `uid` is the caller's: in a ".snapshots" directory it must be root, the snapshot's
   // taker or the directory's owner (EPERM otherwise).
   virtual Result<void> rmdir(Ino parent, const std::string& name, uint32_t uid) = 0;

@@ -115,6 +115,9 @@ class DatastoreImpl final : public Datastore {
     if (view_of(parent) == kSnapshotsDirView) return snapshots_.create(base_of(parent), name, uid);
     return ns_.make_node(parent, name, S_IFDIR | (mode & 07777), uid, gid);
   }
+  Result<Attr> link(Ino ino, Ino new_parent, const std::string& new_name) override {
+    return ns_.link(ino, new_parent, new_name);
+  }
   Result<void> unlink(Ino parent, const std::string& name) override {
     return ns_.unlink(parent, name);
   }

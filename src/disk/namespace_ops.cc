@@ -84,6 +84,38 @@ Result<Attr> NamespaceOps::make_node(Ino parent, const std::string& name, uint32
   return a;
 }
 
+// One disk, two names: the inode is shared (its map, its .cbt maps, its space), and it
+// is freed when the last name is gone and the last open file closed.
+Result<Attr> NamespaceOps::link(Ino ino, Ino new_parent, const std::string& new_name) {
+  constexpr uint32_t kMaxLinks = 65000;  // as ext4
+  std::lock_guard lock(ms_.mu());
+  VSFS_TRY(writable(new_parent));
+  if (view_of(ino) != 0) {
+    return make_error(EXDEV, ErrorKind::kInvalidArgument,
+                      "a snapshot's file is not linked into the live tree (clone it)");
+  }
+  if (new_name == kSnapshotsDirName || new_name == kCbtDirName) {
+    return make_error(EEXIST, ErrorKind::kExists, "reserved name");
+  }
+  if (!format::valid_name(new_name)) {
+    return make_error(new_name.size() > format::kMaxNameBytes ? ENAMETOOLONG : EINVAL,
+                      ErrorKind::kInvalidArgument, "invalid name");
+  }
+  VSFS_ASSIGN_OR_RETURN(const meta::InodeRecord* rec, ms_.inode_locked(ino));
+  if (S_ISDIR(rec->mode)) return make_error(EPERM, ErrorKind::kInvalidArgument, "a directory");
+  if (rec->nlink == 0) return make_error(ENOENT, ErrorKind::kNotFound, "the file was unlinked");
+  if (rec->nlink >= kMaxLinks) return make_error(EMLINK, ErrorKind::kInvalidArgument, "too many links");
+  VSFS_ASSIGN_OR_RETURN(auto idx, ms_.dir_index_locked(new_parent));
+  if (idx->count(new_name)) return make_error(EEXIST, ErrorKind::kExists, "'{}' exists", new_name);
+  VSFS_TRY(ms_.dir_add_locked(new_parent, new_name, ino, DT_REG));
+  VSFS_TRY(touch_dir_locked(new_parent));
+  VSFS_ASSIGN_OR_RETURN(auto urec, ms_.inode_for_update_locked(ino));
+  ++urec->nlink;
+  urec->ctime_ns = realtime_ns();
+  services_.wake_if_commit_wanted_locked();
+  return getattr_locked(ino);
+}
+
 Result<void> NamespaceOps::unlink(Ino parent, const std::string& name) {
   std::lock_guard lock(ms_.mu());
   VSFS_TRY(writable(parent));

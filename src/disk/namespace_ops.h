@@ -38,6 +38,7 @@ class NamespaceOps {
   // mode holds the type (S_IFREG, S_IFDIR) and the permission bits.
   Result<Attr> make_node(Ino parent, const std::string& name, uint32_t mode, uint32_t uid,
                          uint32_t gid);
+  Result<Attr> link(Ino ino, Ino new_parent, const std::string& new_name);
   Result<void> unlink(Ino parent, const std::string& name);
   Result<void> rmdir(Ino parent, const std::string& name);
   Result<void> rename(Ino parent, const std::string& name, Ino new_parent,

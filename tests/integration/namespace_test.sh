@@ -42,10 +42,20 @@ show("chmod stats", lambda: os.chmod(m + "/.vsfs/stats", 0o666))
 open(m + "/disk", "w").close()
 show("symlink", lambda: os.symlink("disk", m + "/sym"))
 show("link", lambda: os.link(m + "/disk", m + "/hard"))
+with open(m + "/hard", "w") as f:
+    f.write("one disk")
+a, b = os.stat(m + "/disk"), os.stat(m + "/hard")
+print("hard link:", a.st_ino == b.st_ino, a.st_nlink, open(m + "/disk").read())
+show("link onto a name", lambda: os.link(m + "/disk", m + "/victim"))
+show("link a directory", lambda: os.link(m + "/victim", m + "/dirlink"))
+show("link into .vsfs", lambda: os.link(m + "/disk", m + "/.vsfs/x"))
+show("link stats", lambda: os.link(m + "/.vsfs/stats", m + "/statslink"))
+os.unlink(m + "/disk")
+print("after unlink:", os.stat(m + "/hard").st_nlink, open(m + "/hard").read())
 PY
 cat >"$T/synthetic.want" <<'W'
 root lists .vsfs: True
-.vsfs lists: ['stats']
+.vsfs lists: ['snapshots', 'stats']
 mkdir .vsfs: EEXIST
 create .vsfs: EEXIST
 rmdir .vsfs: EBUSY
@@ -57,7 +67,13 @@ unlink stats: EPERM
 open stats for writing: EACCES
 chmod stats: EPERM
 symlink: EPERM
-link: EPERM
+link: ok
+hard link: True 2 one disk
+link onto a name: EEXIST
+link a directory: EPERM
+link into .vsfs: EPERM
+link stats: EPERM
+after unlink: 1 one disk
 W
 diff -u "$T/synthetic.want" "$T/synthetic.txt" || fail ".vsfs refusals differ"
 
