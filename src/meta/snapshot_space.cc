@@ -3,8 +3,9 @@
 // Reference counts count parents: a node shared by the snapshot's tree and another tree
 // has a count above 1, and everything below it is reachable from both. So the grains
 // only the snapshot references are those whose every reference comes from a node only
-// it references, starting at its inode table root; the releaser frees exactly these. The walk
-// reads metadata only, in steps of bounded visits with the lock released in between.
+// it references, starting at its inode table root; the releaser frees exactly these.
+// The walk reads metadata only, in steps of bounded visits with the lock released in
+// between.
 #include <sys/stat.h>
 
 #include <dirent.h>
@@ -64,6 +65,11 @@ Result<bool> MetaStore::space_walk_step_locked(SpaceWalk& w, uint32_t budget) {
   // twice from its own nodes): `reached` holds how many of those a shared grain has.
   auto reach = [&](const SpaceWalk::Node& child) -> Result<void> {
     VSFS_ASSIGN_OR_RETURN(uint16_t count, refcount_locked(child.grain));
+    if (count == 0) {
+      return corruption(fmt::format("snapshot {}: its tree references grain {}, whose "
+                                    "reference count is 0",
+                                    w.id, child.grain));
+    }
     uint32_t rc = count;
     if (auto it = w.releasing.find(child.grain); it != w.releasing.end()) {
       rc -= std::min<uint32_t>(rc - 1, it->second);
