@@ -7,10 +7,12 @@
 // both superblocks damaged, IO error).
 // Threading: main thread only; the device's completion thread belongs to the library.
 #include <getopt.h>
+#include <unistd.h>
 
 #include <chrono>
 
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 
@@ -32,7 +34,7 @@ constexpr int kExitClean = 0, kExitRepaired = 1, kExitProblems = 4, kExitCannotR
 
 void print_usage(FILE* out) {
   std::fprintf(out,
-               "usage: %s [-n|-y|-a|-p] [-f] [-q] DEVICE\n"
+               "usage: %s [-n|-y|-a|-p] [-f] [-q] [-C FD] DEVICE\n"
                "       %s --help | --version\n"
                "Checks the vsfs datastore on DEVICE, which must not be mounted.\n"
                "\n"
@@ -42,6 +44,8 @@ void print_usage(FILE* out) {
                "  -f           check every formatted free block reads as zeros (default:\n"
                "               one in 16)\n"
                "  -q           print problems and repairs only, no notes or summary\n"
+               "  -C FD        progress: lines \"PASS DONE TOTAL DEVICE\" on descriptor FD,\n"
+               "               or with FD 0 a progress bar on standard error (a terminal)\n"
                "  -h, --help   this text\n"
                "  -V, --version\n"
                "Exit status: 0 clean, 1 repaired, 4 problems left, 8 could not run.\n"
@@ -50,6 +54,43 @@ void print_usage(FILE* out) {
 }
 
 void say(const std::string& line) { std::fprintf(stderr, "%s: %s\n", kProg, line.c_str()); }
+
+// -C FD: e2fsck's form, one line "PASS DONE TOTAL DEVICE" per report (TOTAL 0: not known
+// in advance), for a front end; with FD 0, a bar on standard error when it is a terminal.
+// At most ten reports a second, besides the first and last of each pass.
+class ProgressOut {
+ public:
+  ProgressOut(int fd, std::string device) : fd_(fd), device_(std::move(device)) {}
+
+  void operator()(const vsfs::FsckProgress& p) {
+    const auto now = std::chrono::steady_clock::now();
+    const bool edge = p.pass != last_pass_ || p.done == p.total;
+    if (!edge && now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    last_pass_ = p.pass;
+    if (fd_ > 0) {
+      const std::string line = fmt::format("{} {} {} {}\n", p.pass, p.done, p.total, device_);
+      (void)!::write(fd_, line.data(), line.size());
+      return;
+    }
+    if (!::isatty(STDERR_FILENO)) return;
+    constexpr int kWidth = 30;
+    const int filled = p.total == 0 ? 0 : static_cast<int>(kWidth * p.done / p.total);
+    const std::string bar = std::string(filled, '=') + std::string(kWidth - filled, ' ');
+    std::fprintf(stderr, "\r%s: pass %d/%d %-18s [%s] %s", kProg, p.pass, p.passes, p.name,
+                 bar.c_str(),
+                 p.total == 0 ? fmt::format("{}", p.done).c_str()
+                              : fmt::format("{}%", p.done * 100 / p.total).c_str());
+    if (p.pass == p.passes && p.done == p.total) std::fputc('\n', stderr);
+    std::fflush(stderr);
+  }
+
+ private:
+  int fd_;
+  std::string device_;
+  int last_pass_ = 0;
+  std::chrono::steady_clock::time_point last_{};
+};
 
 int cannot_run(const std::string& line) {
   std::fprintf(stderr, "%s: %s\n", kProg, line.c_str());
@@ -66,7 +107,8 @@ int main(int argc, char** argv) {
   vsfs::FsckOptions options;
   opterr = 0;
   int c;
-  while ((c = getopt_long(argc, argv, "nyapfqhV", kLong, nullptr)) != -1) {
+  int progress_fd = -1;
+  while ((c = getopt_long(argc, argv, "nyapfqhVC:", kLong, nullptr)) != -1) {
     switch (c) {
       case 'n': check_only = true; break;
       case 'y':
@@ -74,9 +116,19 @@ int main(int argc, char** argv) {
       case 'p': repair = true; break;
       case 'f': options.full_zero_check = true; break;
       case 'q': quiet = true; break;
+      case 'C': {
+        char* end = nullptr;
+        const long fd = std::strtol(optarg, &end, 10);
+        if (*optarg == '\0' || *end != '\0' || fd < 0 || fd > 1 << 20) {
+          return cannot_run(fmt::format("-C {}: expected a file descriptor number", optarg));
+        }
+        progress_fd = static_cast<int>(fd);
+        break;
+      }
       case 'h': print_usage(stdout); return 0;
       case 'V': std::printf("%s %s\n", kProg, VSFS_VERSION); return 0;
       default:
+        if (optopt == 'C') return cannot_run("-C needs a file descriptor number");
         if (optopt != 0) {
           return cannot_run(fmt::format("unknown option -{}; see --help", static_cast<char>(optopt)));
         }
@@ -89,6 +141,7 @@ int main(int argc, char** argv) {
   }
   const std::string path = argv[optind];
   options.repair = repair;
+  if (progress_fd >= 0) options.progress = ProgressOut(progress_fd, path);
   // Notes from the checker (journal, orphans) come through the log at info level.
   vsfs::set_log_level(quiet ? vsfs::LogLevel::kWarn : vsfs::LogLevel::kInfo);
 

@@ -381,9 +381,19 @@ Result<void> mkfs(device::Device& dev, const MkfsOptions& options);
 // overwrite one without force; vsfs-mkfs asks libblkid about other contents).
 Result<std::string> probe_device_contents(device::Device& dev);
 
+// Where a check is: pass `pass` of `passes` (1-based), `done` of `total` units of it
+// (total 0: not known in advance, as for the walk of the trees).
+struct FsckProgress {
+  int pass = 0, passes = 0;
+  const char* name = "";
+  uint64_t done = 0, total = 0;
+};
 struct FsckOptions {
   bool repair = false;        // -y
   bool full_zero_check = false;
+  // Called at the start and end of every pass and every few thousand units within one,
+  // on the caller's thread.
+  std::function<void(const FsckProgress&)> progress;
 };
 struct FsckReport {
   std::vector<std::string> problems;   // one line each, naming the structure

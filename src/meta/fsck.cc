@@ -238,6 +238,27 @@ class Checker {
   // The device every read goes through: the overlay without repair, else the device.
   device::Device& io() { return options_.repair ? real_ : overlay_; }
 
+  // Progress (FsckOptions::progress): a pass begins, goes on, ends.
+  void begin_pass(const char* name, uint64_t total) {
+    progress_.pass += 1;
+    progress_.passes = options_.repair ? 8 : 7;
+    progress_.name = name;
+    progress_.done = 0;
+    progress_.total = total;
+    if (options_.progress) options_.progress(progress_);
+  }
+  void tick(uint64_t done) {
+    constexpr uint64_t kEvery = 4096;
+    const bool report = done / kEvery != progress_.done / kEvery;
+    progress_.done = done;
+    if (report && options_.progress) options_.progress(progress_);
+  }
+  void end_pass() {
+    if (progress_.total != 0) progress_.done = progress_.total;
+    if (progress_.total == 0) progress_.total = progress_.done;
+    if (options_.progress) options_.progress(progress_);
+  }
+
   void problem(Fix fix, uint64_t key, std::string text) {
     problems_.push_back(Problem{std::move(text), fix, key, false});
   }
@@ -297,6 +318,7 @@ class Checker {
   FsckOptions options_;
   OverlayDevice overlay_;
   FsckReport report_;
+  FsckProgress progress_;
   std::vector<Problem> problems_;
 
   format::Superblock sb_;
@@ -515,7 +537,7 @@ Result<NodeMemo> Checker::map_node(uint64_t grain, int level, TreeKind kind, uin
     walk_complete_ = false;
     return memo;
   }
-  if (count) ++report_.tree_nodes;
+  if (count) tick(++report_.tree_nodes);
   const uint64_t span = pow_fanout(static_cast<unsigned>(level));  // map indexes per slot
   for (size_t i = 0; i < kTreeFanout; ++i) {
     const Slot& s = node.slots[i];
@@ -662,7 +684,7 @@ Result<void> Checker::inode_leaf(uint64_t grain, uint64_t leaf_no, bool live, bo
     if (live) unreadable_.emplace_back(leaf_no, 1);
     return ok_result();
   }
-  if (count) ++report_.tree_nodes;
+  if (count) tick(++report_.tree_nodes);
   for (const auto& r : leaf->inodes) {
     if (r.ino == 0) continue;
     const bool dir = S_ISDIR(r.mode);
@@ -727,7 +749,7 @@ Result<NodeMemo> Checker::inode_node(uint64_t grain, int level, uint64_t base_le
     walk_complete_ = false;
     return memo;
   }
-  if (count) ++report_.tree_nodes;
+  if (count) tick(++report_.tree_nodes);
   const uint64_t span = pow_fanout(static_cast<unsigned>(level - 1));  // leaves per slot
   for (size_t i = 0; i < kTreeFanout; ++i) {
     const Slot& s = node.slots[i];
@@ -928,6 +950,7 @@ Result<void> Checker::check_refcounts() {
     const uint64_t n = std::min(chunk, sb_.refcount_grains - first);
     VSFS_TRY(device::read_sync(io(), (sb_.refcount_start_grain + first) * kGrainBytes,
                                buf.data(), n * kGrainBytes));
+    tick(first);
     for (uint64_t j = 0; j < n; ++j) {
       const uint64_t index = first + j;
       const uint64_t self = sb_.refcount_start_grain + index;
@@ -999,6 +1022,7 @@ Result<void> Checker::check_block_table() {
   block_grain_ok_.assign(sb_.block_table_grains, true);
   AlignedBuffer buf(kGrainBytes, false);
   for (uint64_t i = 0; i < sb_.block_table_grains; ++i) {
+    tick(i);
     const uint64_t self = sb_.block_table_start_grain + i;
     VSFS_TRY(read_grain(self, buf));
     auto t = format::decode_block_table(cg(buf), self);
@@ -1082,6 +1106,7 @@ Result<void> Checker::zero_check() {
   AlignedBuffer buf(kBlockBytes, false);
   uint64_t formatted = 0;
   for (uint64_t b = sb_.first_data_block; b < sb_.total_blocks; ++b) {
+    tick(b);
     if (!block_grain_ok_[b / format::kBlocksPerTableGrain]) continue;
     if (blocks_[b].state != BlockState::kFormattedFree) continue;
     // Sampled unless asked for all: one formatted block in 16.
@@ -1120,7 +1145,9 @@ Result<void> Checker::check_namespace() {
   bool complete = unreadable_.empty();
 
   uint64_t max_ino = 0;
+  uint64_t visited = 0;
   for (auto& [ino, li] : live_) {
+    tick(++visited);
     const format::InodeRecord& r = li.rec;
     max_ino = std::max(max_ino, ino);
     ++report_.inodes;
@@ -1476,14 +1503,29 @@ Result<void> Checker::repair_inodes() {
 // ---- the driver ----------------------------------------------------------------------
 
 Result<FsckReport> Checker::run() {
+  begin_pass("superblock", 1);
   VSFS_TRY(load_superblock());
+  end_pass();
+  begin_pass("journal", 1);
   VSFS_TRY(replay_journal());
+  end_pass();
+  begin_pass("trees", 0);
   VSFS_TRY(walk());
+  end_pass();
+  begin_pass("reference counts", sb_.refcount_grains);
   VSFS_TRY(check_refcounts());
+  end_pass();
+  begin_pass("block table", sb_.block_table_grains);
   VSFS_TRY(check_block_table());
+  end_pass();
+  begin_pass("free blocks", sb_.total_blocks);
   VSFS_TRY(zero_check());
+  end_pass();
+  begin_pass("namespace", live_.size());
   VSFS_TRY(check_namespace());
+  end_pass();
   if (options_.repair) {
+    begin_pass("repairs", 1);
     VSFS_TRY(repair_block_table());
     VSFS_TRY(repair_inodes());
     bool sb_changed = false;
@@ -1507,6 +1549,7 @@ Result<FsckReport> Checker::run() {
       sb_changed = true;
     }
     if (sb_changed) VSFS_TRY(write_superblocks(sb_));
+    end_pass();
   }
   for (auto& p : problems_) {
     if (!p.repaired) report_.problems.push_back(std::move(p.text));

@@ -200,6 +200,35 @@ else
   echo "skip: losetup could not attach a loop device; block-device part not tested"
 fi
 
+# fsck -C FD: "PASS DONE TOTAL DEVICE" lines, every pass in order (7 checking, 8 with
+# -y), DONE never above TOTAL when TOTAL is known, each pass ending at its TOTAL.
+img=$TMP/progress.img
+expect_status 0 "mkfs for the progress check" -- "$MKFS" -s 1G "$img"
+for mode in -n -y; do
+  if "$FSCK" "$mode" -C 3 "$img" 3>"$TMP/progress.txt" >/dev/null 2>&1; then
+    if python3 - "$TMP/progress.txt" "$img" "$mode" <<'PY'; then pass "fsck $mode -C 3 progress lines"; else fail "fsck $mode -C 3 progress lines: $(head -3 "$TMP/progress.txt")"; fi
+import sys
+lines = [l.split() for l in open(sys.argv[1])]
+want_passes = 8 if sys.argv[3] == "-y" else 7
+assert lines, "no progress lines"
+seen, last = [], {}
+for f in lines:
+    assert len(f) == 4 and f[3] == sys.argv[2], f
+    p, done, total = int(f[0]), int(f[1]), int(f[2])
+    assert total == 0 or done <= total, f
+    if not seen or seen[-1] != p:
+        seen.append(p)
+    last[p] = (done, total)
+assert seen == list(range(1, want_passes + 1)), seen
+for p, (done, total) in last.items():
+    assert done == total, (p, done, total)
+PY
+  else
+    fail "fsck $mode -C 3 exited nonzero"
+  fi
+done
+expect_status 8 "fsck -C with a bad descriptor number" -- "$FSCK" -n -C x "$img"
+
 if [ "$failures" -ne 0 ]; then
   echo "$failures check(s) failed"
   exit 1
