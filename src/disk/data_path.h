@@ -132,6 +132,7 @@ class DataPath {
   // the next queued when it is done.
   struct Allocation;
   static constexpr uint64_t kAllocatePieceGrains = 4 * format::kTreeFanout;
+  void allocate_start_locked(const std::shared_ptr<Allocation>& a);
   void allocate_piece_locked(const std::shared_ptr<Allocation>& a);
   Result<void> writable(Ino ino) const { return check_writable(ms_, read_only_, ino); }
 

@@ -379,8 +379,10 @@ void DataPath::truncate(Ino ino, uint64_t size, Done<void> done) {
 struct DataPath::Allocation {
   Ino ino = 0;
   uint64_t next = 0, end = 0;         // grains still to do: [next, end)
+  uint64_t end_bytes = 0;             // the range's end
+  bool keep_size = false;
   std::optional<uint64_t> new_size;   // set with the last piece when it grows the file
-  bool retried = false;               // this piece waited once for reclaimed space
+  bool retried = false;               // this step waited once for reclaimed space
   Done<void> done;
 };
 
@@ -400,33 +402,56 @@ void DataPath::allocate(Ino ino, uint64_t offset, uint64_t length, bool keep_siz
   a->ino = ino;
   a->next = offset / kGrainBytes;
   a->end = div_round_up(offset + length, kGrainBytes);
+  a->end_bytes = offset + length;
+  a->keep_size = keep_size;
   a->done = std::move(done);
-  Result<void> r = ok_result();
   {
     std::lock_guard lock(ms_.mu());
-    r = writable(ino);
-    if (r.ok()) {
-      auto rec = ms_.inode_locked(ino);
-      if (!rec.ok()) {
-        r = rec.take_error();
-      } else if (S_ISDIR((*rec)->mode)) {
-        r = make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory");
-      } else if (!keep_size && offset + length > (*rec)->size_bytes) {
-        a->new_size = offset + length;
-      }
-    }
-    if (r.ok()) {
-      auto held = ms_.map_count_held_locked(ino, a->next, a->end - a->next);
-      if (!held.ok()) {
-        r = held.take_error();
-      } else {
-        r = ms_.check_room_for_allocation_locked(a->end - a->next - *held);
-      }
-    }
-    if (r.ok()) allocate_piece_locked(a);
+    allocate_start_locked(a);
   }
   run_deferred();
-  if (!r.ok()) a->done(std::move(r));
+}
+
+void DataPath::allocate_start_locked(const std::shared_ptr<Allocation>& a) {
+  Result<void> r = writable(a->ino);
+  if (r.ok()) {
+    auto rec = ms_.inode_locked(a->ino);
+    if (!rec.ok()) {
+      r = rec.take_error();
+    } else if (S_ISDIR((*rec)->mode)) {
+      r = make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory");
+    } else if (!a->keep_size && a->end_bytes > (*rec)->size_bytes) {
+      a->new_size = a->end_bytes;
+    }
+  }
+  if (r.ok()) {
+    auto held = ms_.map_count_held_locked(a->ino, a->next, a->end - a->next);
+    if (!held.ok()) {
+      r = held.take_error();
+    } else {
+      r = ms_.check_room_for_allocation_locked(a->end - a->next - *held);
+    }
+  }
+  if (!r.ok() && r.error().kind == ErrorKind::kNoSpace && !a->retried &&
+      ms_.space_reclaimable_locked()) {
+    // Space freed by a delete or punch waits for the releaser or a checkpoint: reclaim
+    // it, then check again (once).
+    a->retried = true;
+    services_.wait_for_space_locked([this, a](Result<void> w) {
+      if (!w.ok()) {
+        defer([a, e = w.take_error()]() mutable { a->done(std::move(e)); });
+        return;
+      }
+      allocate_start_locked(a);
+    });
+    return;
+  }
+  if (!r.ok()) {
+    defer([a, r]() mutable { a->done(std::move(r)); });
+    return;
+  }
+  a->retried = false;
+  allocate_piece_locked(a);
 }
 
 void DataPath::allocate_piece_locked(const std::shared_ptr<Allocation>& a) {
