@@ -129,9 +129,11 @@ class DataPath {
                    Done<void> done);
   void unmap_range_locked(const std::shared_ptr<DataOp>& op);
   // allocate(): one piece of at most kAllocatePieceGrains under its range and the gates,
-  // the next queued when it is done.
+  // the next queued when it is done. Two map leaves' worth: with the nodes above them,
+  // the reference-count and block-table grains and the inode leaf, a piece dirties about
+  // as many metadata blocks as one data change may (kChangeBlocksMax).
   struct Allocation;
-  static constexpr uint64_t kAllocatePieceGrains = 4 * format::kTreeFanout;
+  static constexpr uint64_t kAllocatePieceGrains = 2 * format::kTreeFanout;
   void allocate_start_locked(const std::shared_ptr<Allocation>& a);
   void allocate_piece_locked(const std::shared_ptr<Allocation>& a);
   Result<void> writable(Ino ino) const { return check_writable(ms_, read_only_, ino); }
