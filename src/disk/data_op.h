@@ -78,6 +78,9 @@ struct DataOp {
   std::vector<std::pair<uint64_t, uint64_t>> fills;  // (grain index in op, old grain)
   bool zero_write = false;           // zero_range: never extends the file
   std::optional<uint64_t> new_size;  // unmap: truncate to this size
+  // unmap: grains [first, unmap_end) are unmapped; `end` is at least first + 1 (a range
+  // lock is never empty), so an empty unmap (a truncate that grows) unmaps nothing.
+  uint64_t unmap_end = 0;
   bool counted = false;              // counted as a change in progress (ChangeGates)
   bool admitted = false;             // holds room in the open transaction (ChangeGates)
   bool retried = false;              // already waited once for space to be reclaimed

@@ -359,12 +359,13 @@ void DataPath::truncate(Ino ino, uint64_t size, Done<void> done) {
   const uint64_t old = rec->size_bytes;
   auto finish = [this, ino, size, old, done = std::move(done)](Result<void> r) mutable {
     if (!r.ok()) return done(std::move(r));
-    // Shrinking unmaps everything past the new end, up to the largest disk: grains
-    // allocated past the old end (fallocate with KEEP_SIZE, or one a crash cut short
-    // before it set the size) go too. Unmapping costs only what is there. Growing
-    // keeps what lies past the new end.
+    // A truncate that does not grow the file unmaps everything past the new end, up to
+    // the largest disk: grains allocated past the old end (fallocate with KEEP_SIZE, or
+    // one a crash cut short before it set the size) go too, also when the size stays
+    // (as on ext4). Unmapping costs only what is there. Growing keeps what lies past the
+    // new end.
     const uint64_t first = div_round_up(size, kGrainBytes);
-    const uint64_t end = size < old ? kMaxFileBytes / kGrainBytes : first;
+    const uint64_t end = size <= old ? kMaxFileBytes / kGrainBytes : first;
     unmap_range(ino, first, std::max(first, end), size, std::move(done));
   };
   if (size < old && size % kGrainBytes != 0) {
@@ -551,6 +552,7 @@ void DataPath::unmap_range(Ino ino, uint64_t first, uint64_t end,
   auto op = new_op(ino);
   op->first = first;
   op->end = std::max(first + 1, end);
+  op->unmap_end = std::max(first, end);
   op->new_size = new_size;
   op->done_void = std::move(done);
   {
@@ -568,7 +570,11 @@ void DataPath::unmap_range_locked(const std::shared_ptr<DataOp>& op) {
   }
   acquire_locked(op, true, [this, op] {
     Result<void> r = ok_result();
-    if (op->end > op->first) r = ms_.map_unmap_range_locked(op->ino, op->first, op->end - op->first);
+    // Not op->end: a growing truncate unmaps nothing, not the grain at the new end (a
+    // reservation past the old end may be there).
+    if (op->unmap_end > op->first) {
+      r = ms_.map_unmap_range_locked(op->ino, op->first, op->unmap_end - op->first);
+    }
     if (r.ok()) {
       auto rec = ms_.inode_for_update_locked(op->ino);
       if (rec.ok()) {
