@@ -683,10 +683,8 @@ Result<uint64_t> MetaStore::map_allocate_range_locked(uint64_t ino, uint64_t fir
     for (; fg < leaf_end; ++fg) {
       if (format::holds_grain(cache_.peek(leaf)->node().slots[fg % kTreeFanout].state)) continue;
       VSFS_ASSIGN_OR_RETURN(uint64_t g, reserve_data_grain_locked(hint_block));
-      if (auto t = take_reservation_locked(g); !t.ok()) {
-        unreserve_locked(g);
-        return t.take_error();
-      }
+      // On failure (the refcount table unreadable) the reservation is already gone.
+      VSFS_TRY(take_reservation_locked(g));
       cache_.peek(leaf)->node().slots[fg % kTreeFanout] = Slot{g, SlotState::kAllocated, gen};
       ++rec->allocated_grains;
       ++allocated;
