@@ -307,7 +307,16 @@ class Datastore {
   // Frees the grains of the range (zeroing partial grains at its edges). File size kept.
   virtual void punch_hole(Ino ino, uint64_t offset_bytes, uint64_t length_bytes,
                           Done<void> done) = 0;
-  // Sets the file size; shrinking frees the grains past it.
+  // fallocate mode 0: reserves a grain of its own for every grain of the range that
+  // has none (it reads zeros until written; a write into it needs no new space while no
+  // snapshot or clone shares it), then, unless keep_size, extends the size to the
+  // range's end. When the grains needed exceed the free space: ENOSPC, nothing changed.
+  // Large ranges go in pieces of bounded transactions: a crash (or a racing writer
+  // taking the space) may leave part of the range allocated.
+  virtual void allocate(Ino ino, uint64_t offset_bytes, uint64_t length_bytes, bool keep_size,
+                        Done<void> done) = 0;
+  // Sets the file size; shrinking frees the grains past it (allocated ones too, also
+  // those past the old size).
   virtual void truncate(Ino ino, uint64_t size_bytes, Done<void> done) = 0;
   // Makes every completed write and namespace change durable (journal commit + device
   // flush). `ino` is informational: a commit covers the whole datastore.
@@ -361,6 +370,8 @@ class Datastore {
                               uint64_t length_bytes);
   Result<void> punch_hole_sync(Ino ino, uint64_t offset_bytes, uint64_t length_bytes);
   Result<void> truncate_sync(Ino ino, uint64_t size_bytes);
+  Result<void> allocate_sync(Ino ino, uint64_t offset_bytes, uint64_t length_bytes,
+                             bool keep_size = false);
   Result<void> fsync_sync(Ino ino);
   Result<uint64_t> clone_range_sync(Ino src, uint64_t src_offset, Ino dst, uint64_t dst_offset,
                                     uint64_t length);

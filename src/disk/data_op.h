@@ -72,9 +72,15 @@ struct DataOp {
   // Writes: per grain of the range, the target and whether it was redirected.
   std::vector<uint64_t> target;
   std::vector<uint8_t> redirected;
+  // Writes: per grain, 1 when it goes in place into an allocated grain (the slot becomes
+  // mapped on completion: MetaStore::map_claim_allocated_locked).
+  std::vector<uint8_t> claimed;
   std::vector<std::pair<uint64_t, uint64_t>> fills;  // (grain index in op, old grain)
   bool zero_write = false;           // zero_range: never extends the file
   std::optional<uint64_t> new_size;  // unmap: truncate to this size
+  // unmap: grains [first, unmap_end) are unmapped; `end` is at least first + 1 (a range
+  // lock is never empty), so an empty unmap (a truncate that grows) unmaps nothing.
+  uint64_t unmap_end = 0;
   bool counted = false;              // counted as a change in progress (ChangeGates)
   bool admitted = false;             // holds room in the open transaction (ChangeGates)
   bool retried = false;              // already waited once for space to be reclaimed

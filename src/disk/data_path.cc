@@ -201,7 +201,8 @@ void DataPath::wait_for_metadata_locked(const std::shared_ptr<DataOp>& op,
 Result<void> DataPath::check_mapped_locked(const std::shared_ptr<DataOp>& op,
                                            const std::vector<GrainLookup>& map) {
   for (uint64_t i = 0; i < map.size(); ++i) {
-    if (map[i].state != SlotState::kMapped) continue;
+    // Allocated grains too: a write goes to them in place.
+    if (!format::holds_grain(map[i].state)) continue;
     if (auto c = ms_.check_data_grain_locked(map[i].grain); !c.ok()) {
       return corruption(fmt::format("disk {}, grain {} of the disk: {}", op->ino,
                                     op->first + i, c.error().message));

@@ -7,6 +7,10 @@
 // newly reserved grain (partial grains filled from the old grain or zeros). The IO is
 // submitted with the mutex released; the completion installs redirected grains in the
 // map (the next commit makes them durable), releases the range, and answers.
+// A write into an allocated grain (fallocate) that the disk alone holds goes to that
+// grain, whole (padded with zeros), and its slot becomes mapped on completion: it needs
+// no new grain. Shared (a snapshot or clone took it), it is redirected like a shared
+// mapped grain.
 // A write that finds no free grain while freed space waits to be reclaimed waits once
 // for the committer to reclaim it (Services); with none to reclaim, grains the disk
 // alone holds are restamped and written in place.
@@ -63,6 +67,7 @@ class DataPath {
                      Done<uint64_t> done);
   void punch_hole(Ino ino, uint64_t offset, uint64_t length, Done<void> done);
   void truncate(Ino ino, uint64_t size, Done<void> done);
+  void allocate(Ino ino, uint64_t offset, uint64_t length, bool keep_size, Done<void> done);
   Result<uint64_t> seek(Ino ino, uint64_t offset, bool data);
 
   // For requests built elsewhere (a clone's destination): a new op counted live, and
@@ -123,6 +128,14 @@ class DataPath {
   void unmap_range(Ino ino, uint64_t first, uint64_t end, std::optional<uint64_t> new_size,
                    Done<void> done);
   void unmap_range_locked(const std::shared_ptr<DataOp>& op);
+  // allocate(): one piece of at most kAllocatePieceGrains under its range and the gates,
+  // the next queued when it is done. Two map leaves' worth: with the nodes above them,
+  // the reference-count and block-table grains and the inode leaf, a piece dirties about
+  // as many metadata blocks as one data change may (kChangeBlocksMax).
+  struct Allocation;
+  static constexpr uint64_t kAllocatePieceGrains = 2 * format::kTreeFanout;
+  void allocate_start_locked(const std::shared_ptr<Allocation>& a);
+  void allocate_piece_locked(const std::shared_ptr<Allocation>& a);
   Result<void> writable(Ino ino) const { return check_writable(ms_, read_only_, ino); }
 
   device::Device& dev_;

@@ -155,6 +155,10 @@ class DatastoreImpl final : public Datastore {
   void truncate(Ino ino, uint64_t size, Done<void> done) override {
     data_.truncate(ino, size, std::move(done));
   }
+  void allocate(Ino ino, uint64_t offset, uint64_t length, bool keep_size,
+                Done<void> done) override {
+    data_.allocate(ino, offset, length, keep_size, std::move(done));
+  }
   void fsync(Ino, Done<void> done) override { services_.fsync(std::move(done)); }
   Result<uint64_t> seek(Ino ino, uint64_t offset, bool data) override {
     return data_.seek(ino, offset, data);
@@ -341,6 +345,9 @@ Result<void> Datastore::punch_hole_sync(Ino ino, uint64_t offset, uint64_t lengt
 }
 Result<void> Datastore::truncate_sync(Ino ino, uint64_t size) {
   return wait_for<void>([&](Done<void> d) { truncate(ino, size, std::move(d)); });
+}
+Result<void> Datastore::allocate_sync(Ino ino, uint64_t offset, uint64_t length, bool keep_size) {
+  return wait_for<void>([&](Done<void> d) { allocate(ino, offset, length, keep_size, std::move(d)); });
 }
 Result<uint64_t> Datastore::clone_range_sync(Ino src, uint64_t src_offset, Ino dst,
                                              uint64_t dst_offset, uint64_t length) {

@@ -1,6 +1,7 @@
-// DataPath's writes: planning (in place, redirected or restamped), the ENOSPC wait for
-// reclaimed space, partial-grain fills, completion; and the changes built on writes and
-// unmapping: zero_range, punch_hole, truncate (data_path.h).
+// DataPath's writes: planning (in place, redirected, restamped, or into an allocated
+// grain), the ENOSPC wait for reclaimed space, partial-grain fills, completion; the
+// changes built on writes and unmapping: zero_range, punch_hole, truncate; and
+// allocate (fallocate mode 0) (data_path.h).
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -86,6 +87,7 @@ void DataPath::start_write_locked(const std::shared_ptr<DataOp>& op) {
   const uint64_t gen = ms_.generation_locked();
   op->target.assign(n, 0);
   op->redirected.assign(n, 0);
+  op->claimed.assign(n, 0);
   op->fills.clear();
   op->plan.runs.clear();
   const uint64_t head_pad = op->offset - op->first * kGrainBytes;
@@ -188,9 +190,19 @@ Result<void> DataPath::choose_targets_locked(const std::shared_ptr<DataOp>& op,
                                              const std::vector<GrainLookup>& map, uint64_t gen,
                                              std::vector<uint64_t>* restamped) {
   unreserve_all_locked(op);
+  op->claimed.assign(map.size(), 0);
   uint64_t& hint = inodes_.hint_locked(op->ino);
   for (uint64_t i = 0; i < map.size(); ++i) {
     const GrainLookup& l = map[i];
+    if (l.state == SlotState::kAllocated && l.exclusive) {
+      // Set aside for this grain and held by no snapshot or clone: written in place,
+      // whole (it reads zeros until then, so a partial write is padded with zeros, and
+      // what the grain held before is never seen), no new grain needed. Its stamp is
+      // set with the slot's change on completion.
+      op->target[i] = l.grain;
+      op->claimed[i] = 1;
+      continue;
+    }
     const bool alone = l.state == SlotState::kMapped && l.exclusive;
     if (alone && (l.stamp == gen || restamped != nullptr)) {
       op->target[i] = l.grain;
@@ -282,6 +294,12 @@ void DataPath::write_complete(const std::shared_ptr<DataOp>& op) {
           r = ms_.map_install_locked(op->ino, op->first + i, op->target[i]);
           op->redirected[i] = 0;
           mapped_new = true;
+        } else if (op->claimed[i]) {
+          // The allocated grain now holds its data, written in full: it reads as data
+          // from this change on (the same ordering as a new grain's install).
+          r = ms_.map_claim_allocated_locked(op->ino, op->first + i, op->target[i]);
+          op->claimed[i] = 0;
+          mapped_new = true;
         }
       }
       const uint64_t end = op->offset + op->length;
@@ -341,9 +359,14 @@ void DataPath::truncate(Ino ino, uint64_t size, Done<void> done) {
   const uint64_t old = rec->size_bytes;
   auto finish = [this, ino, size, old, done = std::move(done)](Result<void> r) mutable {
     if (!r.ok()) return done(std::move(r));
-    // Nothing is mapped past the old end: unmapping stops there.
+    // A truncate that does not grow the file unmaps everything past the new end, up to
+    // the largest disk: grains allocated past the old end (fallocate with KEEP_SIZE, or
+    // one a crash cut short before it set the size) go too, also when the size stays
+    // (as on ext4). Unmapping costs only what is there. Growing keeps what lies past the
+    // new end.
     const uint64_t first = div_round_up(size, kGrainBytes);
-    unmap_range(ino, first, std::max(first, div_round_up(old, kGrainBytes)), size, std::move(done));
+    const uint64_t end = size <= old ? kMaxFileBytes / kGrainBytes : first;
+    unmap_range(ino, first, std::max(first, end), size, std::move(done));
   };
   if (size < old && size % kGrainBytes != 0) {
     // The tail of the last grain must read zeros if the disk grows again.
@@ -352,6 +375,143 @@ void DataPath::truncate(Ino ino, uint64_t size, Done<void> done) {
   } else {
     finish(ok_result());
   }
+}
+
+struct DataPath::Allocation {
+  Ino ino = 0;
+  uint64_t next = 0, end = 0;         // grains still to do: [next, end)
+  uint64_t end_bytes = 0;             // the range's end
+  bool keep_size = false;
+  std::optional<uint64_t> new_size;   // set with the last piece when it grows the file
+  bool retried = false;               // this step waited once for reclaimed space
+  Done<void> done;
+};
+
+// Checks the room for every grain the range needs before it changes anything, then
+// allocates piece by piece, each under its grain range and the gates like any change
+// (bounded: it fits the room the journal gate admits). The size is extended with the
+// last piece, so that a crash part way leaves the size as it was and the grains
+// allocated so far past it (truncate and unlink release those).
+void DataPath::allocate(Ino ino, uint64_t offset, uint64_t length, bool keep_size,
+                        Done<void> done) {
+  if (view_of(ino) != 0) return done(make_error(EROFS, ErrorKind::kState, "snapshots are read-only"));
+  if (length == 0) return done(ok_result());
+  if (offset >= kMaxFileBytes || length > kMaxFileBytes - offset) {
+    return done(make_error(EFBIG, ErrorKind::kInvalidArgument, "beyond the largest disk (64 TiB)"));
+  }
+  auto a = std::make_shared<Allocation>();
+  a->ino = ino;
+  a->next = offset / kGrainBytes;
+  a->end = div_round_up(offset + length, kGrainBytes);
+  a->end_bytes = offset + length;
+  a->keep_size = keep_size;
+  a->done = std::move(done);
+  {
+    std::lock_guard lock(ms_.mu());
+    allocate_start_locked(a);
+  }
+  run_deferred();
+}
+
+void DataPath::allocate_start_locked(const std::shared_ptr<Allocation>& a) {
+  Result<void> r = writable(a->ino);
+  if (r.ok()) {
+    auto rec = ms_.inode_locked(a->ino);
+    if (!rec.ok()) {
+      r = rec.take_error();
+    } else if (S_ISDIR((*rec)->mode)) {
+      r = make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory");
+    } else if (!a->keep_size && a->end_bytes > (*rec)->size_bytes) {
+      a->new_size = a->end_bytes;
+    }
+  }
+  if (r.ok()) {
+    auto held = ms_.map_count_held_locked(a->ino, a->next, a->end - a->next);
+    if (!held.ok()) {
+      r = held.take_error();
+    } else {
+      r = ms_.check_room_for_allocation_locked(a->end - a->next - *held);
+    }
+  }
+  if (!r.ok() && r.error().kind == ErrorKind::kNoSpace && !a->retried &&
+      ms_.space_reclaimable_locked()) {
+    // Space freed by a delete or punch waits for the releaser or a checkpoint: reclaim
+    // it, then check again (once).
+    a->retried = true;
+    services_.wait_for_space_locked([this, a](Result<void> w) {
+      if (!w.ok()) {
+        defer([a, e = w.take_error()]() mutable { a->done(std::move(e)); });
+        return;
+      }
+      allocate_start_locked(a);
+    });
+    return;
+  }
+  if (!r.ok()) {
+    defer([a, r]() mutable { a->done(std::move(r)); });
+    return;
+  }
+  a->retried = false;
+  allocate_piece_locked(a);
+}
+
+void DataPath::allocate_piece_locked(const std::shared_ptr<Allocation>& a) {
+  if (auto w = writable(a->ino); !w.ok()) {
+    defer([a, e = w.take_error()]() mutable { a->done(std::move(e)); });
+    return;
+  }
+  auto op = new_op(a->ino);
+  op->first = a->next;
+  op->end = std::min(a->end, (a->next / kAllocatePieceGrains + 1) * kAllocatePieceGrains);
+  acquire_locked(op, true, [this, op, a] {
+    auto n = ms_.map_allocate_range_locked(op->ino, op->first, op->end - op->first,
+                                           inodes_.hint_locked(op->ino));
+    if (!n.ok() && n.error().kind == ErrorKind::kNoSpace && !a->retried &&
+        ms_.space_reclaimable_locked()) {
+      // Freed space waits for the releaser or a checkpoint: reclaim it, then this piece
+      // again (once). Grains this piece took stay; it skips them.
+      a->retried = true;
+      release_locked(op);
+      services_.wait_for_space_locked([this, a](Result<void> w) {
+        if (!w.ok()) {
+          defer([a, e = w.take_error()]() mutable { a->done(std::move(e)); });
+          return;
+        }
+        allocate_piece_locked(a);
+      });
+      return;
+    }
+    Result<void> r = n.ok() ? ok_result() : Result<void>(n.take_error());
+    const bool last = op->end >= a->end;
+    if (r.ok() && (*n > 0 || (last && a->new_size))) {
+      auto rec = ms_.inode_for_update_locked(op->ino);
+      if (!rec.ok()) {
+        r = rec.take_error();
+      } else {
+        const uint64_t now = realtime_ns();
+        (*rec)->ctime_ns = now;
+        if (last && a->new_size && *a->new_size > (*rec)->size_bytes) {
+          (*rec)->size_bytes = *a->new_size;
+          (*rec)->mtime_ns = now;
+          inodes_.clear_times_locked(op->ino);
+        }
+      }
+    }
+    services_.wake_if_commit_wanted_locked();
+    release_locked(op);
+    if (!r.ok() || last) {
+      defer([a, r]() mutable { a->done(std::move(r)); });
+      return;
+    }
+    a->next = op->end;
+    a->retried = false;
+    // Queued, not called: run_deferred runs it once this piece's lock is released, so
+    // a long range is a loop, not a recursion.
+    defer([this, a] {
+      std::lock_guard lock(ms_.mu());
+      allocate_piece_locked(a);
+    });
+  });
 }
 
 // Writes zeros over [offset, offset+length) of one grain (or a few), never growing the
@@ -392,6 +552,7 @@ void DataPath::unmap_range(Ino ino, uint64_t first, uint64_t end,
   auto op = new_op(ino);
   op->first = first;
   op->end = std::max(first + 1, end);
+  op->unmap_end = std::max(first, end);
   op->new_size = new_size;
   op->done_void = std::move(done);
   {
@@ -409,7 +570,11 @@ void DataPath::unmap_range_locked(const std::shared_ptr<DataOp>& op) {
   }
   acquire_locked(op, true, [this, op] {
     Result<void> r = ok_result();
-    if (op->end > op->first) r = ms_.map_unmap_range_locked(op->ino, op->first, op->end - op->first);
+    // Not op->end: a growing truncate unmaps nothing, not the grain at the new end (a
+    // reservation past the old end may be there).
+    if (op->unmap_end > op->first) {
+      r = ms_.map_unmap_range_locked(op->ino, op->first, op->unmap_end - op->first);
+    }
     if (r.ok()) {
       auto rec = ms_.inode_for_update_locked(op->ino);
       if (rec.ok()) {

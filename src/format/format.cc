@@ -516,6 +516,12 @@ Result<TreeNode> decode_tree_node(ConstGrain buf, uint64_t self) {
       case static_cast<uint8_t>(SlotState::kMapped):
         if (grain == 0) return bad(at, "slot {} is mapped to grain 0", i);
         break;
+      case static_cast<uint8_t>(SlotState::kAllocated):
+        if (h.type != BlockType::kMapLeaf) {
+          return bad(at, "slot {} has state allocated outside a map leaf", i);
+        }
+        if (grain == 0) return bad(at, "slot {} is allocated with grain 0", i);
+        break;
       default:
         return bad(at, "slot {} has unknown state {}", i, state);
     }
@@ -539,6 +545,9 @@ void encode_tree_node(const TreeNode& node, uint64_t self, uint64_t generation, 
       case SlotState::kUnmapped: VSFS_ASSERT(s.grain == 0 && s.stamp == 0); break;
       case SlotState::kZero: VSFS_ASSERT(s.grain == 0); break;
       case SlotState::kMapped: VSFS_ASSERT(s.grain != 0); break;
+      case SlotState::kAllocated:
+        VSFS_ASSERT(s.grain != 0 && node.type == BlockType::kMapLeaf);
+        break;
       default: VSFS_ASSERT(false && "unknown slot state");
     }
     const size_t off = kHeaderBytes + i * kSlotBytes;

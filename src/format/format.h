@@ -85,10 +85,13 @@ extern bool g_skip_crc_check;
 inline constexpr uint64_t kSuperblockCopyGrain = 255;  // last grain of storage block 0
 
 // Feature words. incompat: refuse to mount; ro_compat: mount read-only; compat: ignore.
-// Snapshot records may carry the uid of the user who took the snapshot (kSnapTaker): set
-// in the superblock once a record with a taker other than root is stored.
+// Bit 0: grain maps may hold allocated slots (SlotState::kAllocated). Set when the first
+// map holding one is written; a datastore without it reads as before.
+inline constexpr uint64_t kIncompatAllocated = 1u << 0;
+// Bit 1: snapshot records may carry the uid of the user who took the snapshot
+// (kSnapTaker): set once a record with a taker other than root is stored.
 inline constexpr uint64_t kIncompatSnapshotTakers = 1ull << 1;
-inline constexpr uint64_t kIncompatKnown = kIncompatSnapshotTakers;
+inline constexpr uint64_t kIncompatKnown = kIncompatAllocated | kIncompatSnapshotTakers;
 inline constexpr uint64_t kRoCompatKnown = 0;
 inline constexpr uint64_t kCompatKnown = 0;
 
@@ -208,7 +211,12 @@ enum class SlotState : uint8_t {
   kUnmapped = 0,  // nothing there: reads zeros, no stamp beyond what is recorded
   kZero = 1,      // reads zeros (written zeros or punched), counts as a change
   kMapped = 2,    // `grain` points at a physical grain (data, dir block or child node)
+  kAllocated = 3, // disk map leaves only: `grain` is a data grain set aside for this disk
+                  // grain (fallocate); reads zeros whatever the grain holds. Needs
+                  // incompat bit kIncompatAllocated.
 };
+// Whether a leaf slot holds a reference to a physical grain (mapped or allocated).
+inline bool holds_grain(SlotState s) { return s == SlotState::kMapped || s == SlotState::kAllocated; }
 
 // One 16-byte slot. Leaf of a grain map: the disk grain's state, its physical grain and
 // its change stamp (generation of the last write or unmap). Interior node: the child
@@ -228,7 +236,8 @@ struct TreeNode {
   std::array<Slot, kTreeFanout> slots{};
 };
 // Checks type/level agreement (leaf types have level 0, interior types 1..kMaxTreeLevel),
-// unused state values, grain < 2^62, mapped grains nonzero, unmapped slots all zero.
+// grain < 2^62, mapped and allocated grains nonzero, unmapped slots all zero, and that
+// allocated slots appear only in map leaves.
 Result<TreeNode> decode_tree_node(ConstGrain buf, uint64_t self);
 void encode_tree_node(const TreeNode& node, uint64_t self, uint64_t generation, Grain buf);
 

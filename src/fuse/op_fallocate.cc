@@ -1,7 +1,8 @@
 // fallocate:
-// - mode 0 (allocate): vsfs disks are thin, so nothing is reserved; when the range ends
-//   past the end of file the size is extended (truncate), as fallocate(2) would.
-//   KEEP_SIZE alone: success with no change (nothing to reserve).
+// - mode 0 (allocate) [| KEEP_SIZE]: Datastore::allocate reserves a grain for every
+//   grain of the range that has none (it reads zeros; writing it needs no new space),
+//   ENOSPC up front when they do not fit, and without KEEP_SIZE extends the size to the
+//   range's end.
 // - PUNCH_HOLE | KEEP_SIZE: Datastore::punch_hole over the part of the range inside the
 //   file (grains freed, partial grains zeroed); the size never changes.
 // - ZERO_RANGE [| KEEP_SIZE]: the same punch (a punched range reads as zeros, which is
@@ -24,6 +25,9 @@ namespace vsfs::fuse {
 namespace {
 
 struct Plan {
+  bool allocate = false;
+  bool keep_size = false;
+  uint64_t allocate_offset = 0, allocate_length = 0;
   bool punch = false;
   uint64_t punch_offset = 0, punch_length = 0;
   bool extend = false;
@@ -43,7 +47,11 @@ Result<Plan> plan_fallocate(FuseFs& fs, Ino ino, int mode, off_t offset, off_t l
   int op = mode & ~FALLOC_FL_KEEP_SIZE;
   Plan p;
   if (op == 0) {
-    // Allocate: thin, nothing to reserve.
+    p.allocate = true;
+    p.keep_size = keep_size;
+    p.allocate_offset = off;
+    p.allocate_length = len;
+    return p;  // the size too is Datastore::allocate's
   } else if (op == FALLOC_FL_PUNCH_HOLE) {
     if (!keep_size) return errno_error(EOPNOTSUPP, "PUNCH_HOLE needs KEEP_SIZE");
     p.punch = true;
@@ -98,7 +106,7 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t 
       reply_error(req, plan.error());
       return;
     }
-    if (!plan->punch && !plan->extend) {
+    if (!plan->allocate && !plan->punch && !plan->extend) {
       fuse_reply_err(req, 0);
       return;
     }
@@ -114,7 +122,10 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t 
     };
     owned.release();
     fs.requests().begin();
-    if (fr->plan.punch) {
+    if (fr->plan.allocate) {
+      fs.ds().allocate(ino, fr->plan.allocate_offset, fr->plan.allocate_length,
+                       fr->plan.keep_size, [fr](Result<void> r) { finish(fr, r); });
+    } else if (fr->plan.punch) {
       fs.ds().punch_hole(ino, fr->plan.punch_offset, fr->plan.punch_length,
                          std::move(after_punch));
     } else {

@@ -322,6 +322,7 @@ class Checker {
   std::vector<Problem> problems_;
 
   format::Superblock sb_;
+  bool allocated_without_bit_ = false;  // reported once
   AlignedBuffer sb_raw_{kGrainBytes};  // the superblock grain in use (primary or copy)
   uint64_t total_grains_ = 0;
   uint64_t data_start_grain_ = 0;
@@ -542,7 +543,27 @@ Result<NodeMemo> Checker::map_node(uint64_t grain, int level, TreeKind kind, uin
   for (size_t i = 0; i < kTreeFanout; ++i) {
     const Slot& s = node.slots[i];
     memo.max_stamp = std::max(memo.max_stamp, s.stamp);
-    if (s.state != SlotState::kMapped) continue;
+    if (s.state == SlotState::kAllocated) {
+      // A grain set aside by fallocate (reads zeros): referenced and counted like a
+      // mapped one, in disk maps only, and only with its incompat bit.
+      if (kind != TreeKind::kFileMap) {
+        problem(Fix::kNone, 0,
+                fmt::format("{}: slot {} of map leaf at grain {} is allocated, which only a "
+                            "disk's map may hold",
+                            who, i, grain));
+        memo.complete = false;
+        continue;
+      }
+      if ((sb_.incompat & format::kIncompatAllocated) == 0 && !allocated_without_bit_) {
+        allocated_without_bit_ = true;
+        problem(Fix::kNone, 0,
+                fmt::format("{}: slot {} of map leaf at grain {} is allocated but the "
+                            "superblock lacks incompat feature 0x{:x} (allocated grains)",
+                            who, i, grain, format::kIncompatAllocated));
+      }
+    } else if (s.state != SlotState::kMapped) {
+      continue;
+    }
     const std::string from =
         fmt::format("{} slot {} of {} at grain {}", who, i, format::block_type_name(node.type),
                     grain);

@@ -177,6 +177,23 @@ class MetaStore {
   // Unmaps [first, first+count) (state kUnmapped), releasing grains; whole subtrees are
   // released through the release list when large.
   Result<void> map_unmap_range_locked(uint64_t ino, uint64_t first_grain, uint64_t count);
+  // Allocation (fallocate mode 0): every grain of [first, first+count) that is unmapped
+  // or zero gets a data grain of its own (reference count 1) in slot state kAllocated,
+  // stamped now: it reads zeros until written. Mapped and allocated grains stay. Sets
+  // incompat bit kIncompatAllocated with the first such slot. Returns how many grains it
+  // allocated. On failure (kNoSpace) what was allocated before stays; the caller bounds
+  // count so that the change fits one transaction, and checks the room first
+  // (check_room_for_allocation_locked).
+  Result<uint64_t> map_allocate_range_locked(uint64_t ino, uint64_t first, uint64_t count,
+                                             uint64_t& hint_block);
+  // Grains of [first, first+count) holding a physical grain (mapped or allocated).
+  Result<uint64_t> map_count_held_locked(uint64_t ino, uint64_t first, uint64_t count);
+  // The allocated grain `grain` at file_grain was written in full in place: the slot
+  // becomes mapped (same grain, same reference), stamped now.
+  Result<void> map_claim_allocated_locked(uint64_t ino, uint64_t file_grain, uint64_t grain);
+  // Whether `grains` new data grains, and the map nodes to hold them, can be allocated
+  // now; else ENOSPC (kNoSpace) saying how much is free.
+  Result<void> check_room_for_allocation_locked(uint64_t grains) const;
   // Makes `dst` share `src`'s whole map (a clone): dst's old map is released, the root
   // gains a reference, size and allocated grains are copied. Later writes to either side
   // copy only the nodes and grains they touch. O(1) in the size of the map.
@@ -407,6 +424,8 @@ class MetaStore {
   TreeRoot map_root_of(InodeRecord* rec, uint64_t ino);
   TreeRoot inode_tree_locked();
   Result<uint64_t> count_mapped_locked(uint64_t grain, int level);
+  Result<uint64_t> count_held_in_node_locked(uint64_t grain, int level, uint64_t base,
+                                             uint64_t first, uint64_t end);
   Result<uint64_t> unmap_in_node_locked(uint64_t grain, int level, uint64_t base, uint64_t first,
                                         uint64_t end, uint64_t stamp, uint64_t owner);
   Result<uint64_t> seek_in_node_locked(uint64_t grain, int level, uint64_t base, uint64_t from,

@@ -110,7 +110,7 @@ Result<bool> MetaStore::space_walk_step_locked(SpaceWalk& w, uint32_t budget) {
       }
     } else {
       for (const auto& slot : b->node().slots) {
-        if (slot.state != SlotState::kMapped) continue;
+        if (!format::holds_grain(slot.state)) continue;  // mapped, or allocated (reserved)
         children.push_back({slot.grain, n.level - 1, n.kind, n.ino});
       }
     }

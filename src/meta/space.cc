@@ -444,6 +444,23 @@ Result<void> MetaStore::reclaim_space() {
   return checkpoint(false);
 }
 
+Result<void> MetaStore::check_room_for_allocation_locked(uint64_t grains) const {
+  const Space s = space_locked();
+  const uint64_t free = s.free_grains - std::min<uint64_t>(s.free_grains, reserved_.size());
+  // The map leaves that will hold them (one per 252 grains), the nodes above, and a
+  // margin: what the metadata blocks' free room cannot hold takes whole free blocks.
+  const uint64_t meta = grains / format::kTreeFanout +
+                        grains / (format::kTreeFanout * format::kTreeFanout) + 16;
+  const uint64_t meta_from_free =
+      meta > meta_slack_grains_ ? round_up(meta - meta_slack_grains_, kGrainsPerBlock) : 0;
+  if (grains > free || grains + meta_from_free > free) {
+    return make_error(ENOSPC, ErrorKind::kNoSpace,
+                      "allocating {} grains ({} MiB) needs {} with its map nodes; {} are free",
+                      grains, grains * kGrainBytes >> 20, grains + meta_from_free, free);
+  }
+  return ok_result();
+}
+
 MetaStore::Space MetaStore::space_locked() const {
   Space s;
   s.data_blocks = sb_.total_blocks - sb_.first_data_block;

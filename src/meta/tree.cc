@@ -184,7 +184,7 @@ Result<void> MetaStore::incref_children_locked(uint64_t grain) {
     case BlockType::kMapInterior:
     case BlockType::kInodeInterior:
       for (const auto& s : b->node().slots) {
-        if (s.state == SlotState::kMapped) VSFS_TRY(incref_locked(s.grain));
+        if (format::holds_grain(s.state)) VSFS_TRY(incref_locked(s.grain));
       }
       return ok_result();
     case BlockType::kInodeLeaf:
@@ -274,7 +274,7 @@ Result<bool> MetaStore::release_partial_locked(uint64_t grain, int level, format
     }
   } else {
     for (auto& s : b->node().slots) {
-      if (s.state != SlotState::kMapped) continue;
+      if (!format::holds_grain(s.state)) continue;
       VSFS_ASSIGN_OR_RETURN(bool done, release_partial_locked(s.grain, level - 1, kind, budget));
       if (!done) return false;
       b = cache_.peek(grain);  // still cached: it is dirty and private
@@ -383,7 +383,7 @@ Result<void> MetaStore::map_lookup_range_locked(uint64_t ino, uint64_t first, ui
       l.state = s.state;
       l.grain = s.grain;
       l.stamp = s.stamp;
-      if (s.state == SlotState::kMapped && excl) {
+      if (format::holds_grain(s.state) && excl) {
         VSFS_ASSIGN_OR_RETURN(l.exclusive, alone_locked(s.grain));
         b = cache_.peek(leaf);  // a refcount miss may have grown the cache; the leaf stays
       }
@@ -403,7 +403,7 @@ Result<void> MetaStore::map_install_locked(uint64_t ino, uint64_t file_grain, ui
   const Slot old = s;
   s = Slot{grain, SlotState::kMapped, gen};
   VSFS_TRY(take_reservation_locked(grain));
-  if (old.state == SlotState::kMapped) {
+  if (format::holds_grain(old.state)) {
     VSFS_TRY(decref_locked(old.grain));
   } else {
     ++rec->allocated_grains;
@@ -487,7 +487,7 @@ Result<void> MetaStore::map_share_range_locked(uint64_t src, uint16_t view, uint
     const Slot old = ds;
     VSFS_TRY(incref_locked(src_slot.grain));
     ds = Slot{src_slot.grain, SlotState::kMapped, sb_.generation};
-    if (old.state == SlotState::kMapped) {
+    if (format::holds_grain(old.state)) {
       VSFS_TRY(decref_locked(old.grain));
     } else {
       ++rec->allocated_grains;
@@ -526,7 +526,7 @@ Result<uint64_t> MetaStore::count_mapped_locked(uint64_t grain, int level) {
   // Copy the slots: recursion may load blocks into the cache.
   const auto slots = b->node().slots;
   for (const auto& s : slots) {
-    if (s.state != SlotState::kMapped) continue;
+    if (!format::holds_grain(s.state)) continue;
     if (level == 0) {
       ++n;
     } else {
@@ -552,7 +552,9 @@ Result<uint64_t> MetaStore::unmap_in_node_locked(uint64_t grain, int level, uint
     const uint64_t lo = base + i * span, hi = lo + span;
     if (hi <= first || lo >= end) continue;
     Slot& s = b->node().slots[i];
-    if (s.state != SlotState::kMapped) continue;  // already reads zeros: no change
+    // Unmapped or zero: already reads zeros, no change. Allocated grains are released
+    // like mapped ones.
+    if (!format::holds_grain(s.state)) continue;
     if (level == 0) {
       VSFS_TRY(decref_locked(s.grain));
       ++released;
@@ -612,6 +614,100 @@ Result<void> MetaStore::map_unmap_range_locked(uint64_t ino, uint64_t first, uin
                                                          sb_.generation, ino));
   VSFS_ASSIGN_OR_RETURN(rec, inode_for_update_locked(ino));
   rec->allocated_grains -= std::min(rec->allocated_grains, n);
+  return ok_result();
+}
+
+// Counts the slots of [first, end) below the node `grain` (covering grains from `base`)
+// that hold a grain (mapped or allocated). Missing subtrees cost nothing.
+Result<uint64_t> MetaStore::count_held_in_node_locked(uint64_t grain, int level, uint64_t base,
+                                                      uint64_t first, uint64_t end) {
+  VSFS_ASSIGN_OR_RETURN(CachedBlock * b,
+                        get_locked(grain, level == 0 ? BlockType::kMapLeaf : BlockType::kMapInterior));
+  const auto slots = b->node().slots;  // recursion may load blocks
+  const uint64_t span = pow_fanout(level);
+  uint64_t n = 0;
+  for (uint64_t i = 0; i < kTreeFanout; ++i) {
+    const uint64_t lo = base + i * span, hi = lo + span;
+    if (hi <= first) continue;
+    if (lo >= end) break;
+    if (!format::holds_grain(slots[i].state)) continue;
+    if (level == 0) {
+      ++n;
+    } else if (lo >= first && hi <= end) {
+      VSFS_ASSIGN_OR_RETURN(uint64_t c, count_mapped_locked(slots[i].grain, level - 1));
+      n += c;
+    } else {
+      VSFS_ASSIGN_OR_RETURN(uint64_t c,
+                            count_held_in_node_locked(slots[i].grain, level - 1, lo, first, end));
+      n += c;
+    }
+  }
+  return n;
+}
+
+Result<uint64_t> MetaStore::map_count_held_locked(uint64_t ino, uint64_t first, uint64_t count) {
+  VSFS_ASSIGN_OR_RETURN(const InodeRecord* rec, inode_locked(ino));
+  if (rec->map_root == 0 || count == 0) return uint64_t{0};
+  const uint64_t cap = tree_leaf_capacity(rec->map_height) * kTreeFanout;
+  if (first >= cap) return uint64_t{0};
+  const uint64_t end = std::min(cap, first + std::min(count, cap));
+  return count_held_in_node_locked(rec->map_root, rec->map_height - 1, 0, first, end);
+}
+
+Result<uint64_t> MetaStore::map_allocate_range_locked(uint64_t ino, uint64_t first, uint64_t count,
+                                                      uint64_t& hint_block) {
+  VSFS_ASSIGN_OR_RETURN(const InodeRecord* ro, inode_locked(ino));
+  if (S_ISDIR(ro->mode)) return make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory");
+  const uint64_t gen = sb_.generation;
+  const uint64_t end = first + count;
+  uint64_t allocated = 0;
+  std::vector<GrainLookup> map;
+  for (uint64_t fg = first; fg < end;) {
+    const uint64_t leaf_end = std::min(end, (fg / kTreeFanout + 1) * kTreeFanout);
+    // Leaves with nothing to allocate are left as they are (not copied, not dirtied).
+    VSFS_TRY(map_lookup_range_locked(ino, fg, leaf_end - fg, 0, false, map));
+    if (std::all_of(map.begin(), map.end(),
+                    [](const GrainLookup& l) { return format::holds_grain(l.state); })) {
+      fg = leaf_end;
+      continue;
+    }
+    // The first map holding an allocated slot marks the datastore, in the same
+    // transaction, so that a vsfs that does not know the state refuses it.
+    if ((sb_.incompat & format::kIncompatAllocated) == 0) {
+      sb_.incompat |= format::kIncompatAllocated;
+      mark_sb_dirty_locked();
+    }
+    VSFS_ASSIGN_OR_RETURN(InodeRecord * rec, inode_for_update_locked(ino));
+    VSFS_ASSIGN_OR_RETURN(uint64_t leaf, tree_leaf_for_update_locked(map_root_of(rec, ino),
+                                                                     fg / kTreeFanout, gen));
+    for (; fg < leaf_end; ++fg) {
+      if (format::holds_grain(cache_.peek(leaf)->node().slots[fg % kTreeFanout].state)) continue;
+      VSFS_ASSIGN_OR_RETURN(uint64_t g, reserve_data_grain_locked(hint_block));
+      // On failure (the refcount table unreadable) the reservation is already gone.
+      VSFS_TRY(take_reservation_locked(g));
+      cache_.peek(leaf)->node().slots[fg % kTreeFanout] = Slot{g, SlotState::kAllocated, gen};
+      ++rec->allocated_grains;
+      ++allocated;
+    }
+  }
+  return allocated;
+}
+
+Result<void> MetaStore::map_claim_allocated_locked(uint64_t ino, uint64_t file_grain,
+                                                   uint64_t grain) {
+  VSFS_ASSIGN_OR_RETURN(InodeRecord * rec, inode_for_update_locked(ino));
+  const uint64_t gen = sb_.generation;
+  VSFS_ASSIGN_OR_RETURN(uint64_t leaf,
+                        tree_leaf_for_update_locked(map_root_of(rec, ino), file_grain / kTreeFanout,
+                                                    gen));
+  Slot& s = cache_.peek(leaf)->node().slots[file_grain % kTreeFanout];
+  if (s.state != SlotState::kAllocated || s.grain != grain) {
+    return corruption(fmt::format("disk {}, grain {} of the disk: the allocated grain {} was "
+                                  "written in place but the map no longer holds it",
+                                  ino, file_grain, grain));
+  }
+  // The reference stays: the slot keeps the same grain, now holding data.
+  s = Slot{grain, SlotState::kMapped, gen};
   return ok_result();
 }
 
@@ -695,7 +791,10 @@ Result<void> MetaStore::walk_changes_locked(uint64_t grain, int level, uint64_t 
       } else {
         VSFS_TRY(walk_changes_locked(s.grain, level - 1, lo, limit, since, zeros_too, out));
       }
-    } else if (zeros_too || (since && s.state == SlotState::kZero && changed)) {
+    } else if (zeros_too ||
+               (since && changed &&
+                (s.state == SlotState::kZero || s.state == SlotState::kAllocated))) {
+      // An allocation (fallocate) is a change that reads as zeros.
       add_extent(out, lo, n, false);
     }
   }

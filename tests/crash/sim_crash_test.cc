@@ -14,6 +14,12 @@
 // journal queue; tests/unit/meta/journal_test.cc cuts the power at every IO of such
 // commits.) The committer's trigger is skipped now and then, so transactions vary.
 //
+// The workload includes fallocate mode 0 (with and without KEEP_SIZE): its grains read
+// zeros, count as touched for the .cbt check, and a write into them needs no new grain.
+// Now and then a large one past the files' data (KEEP_SIZE, megabytes: many pieces, with
+// commits between them) lets a cut leave part of a reservation. The closing line counts
+// the fallocates run and the cuts that fell inside one.
+//
 // The oracle is the list of states the datastore passed through since the last
 // acknowledged durability point (fsync, a snapshot's creation or deletion, a commit
 // round that succeeded) up to the cut. After the final recovery:
@@ -123,6 +129,8 @@ struct Coverage {
   // Seeds whose crashed mount had stored counts beyond the open's (the check compared
   // more than zeros).
   uint64_t lifetime_stored = 0;
+  uint64_t allocates = 0, cuts_in_allocate = 0;  // fallocate ops run, cuts inside one
+  uint64_t far_allocates = 0, cuts_in_far_allocate = 0;  // of those: many-piece ones
 };
 
 // What the workload is doing, for naming the phase of a cut.
@@ -161,6 +169,10 @@ class Driver {
   Result<void> punch(Ino ino, uint64_t off, uint64_t len) {
     return await<void>([&](Done<void> d) { ds_.punch_hole(ino, off, len, std::move(d)); });
   }
+  Result<void> allocate(Ino ino, uint64_t off, uint64_t len, bool keep_size) {
+    return await<void>(
+        [&](Done<void> d) { ds_.allocate(ino, off, len, keep_size, std::move(d)); });
+  }
   Result<void> truncate(Ino ino, uint64_t size) {
     return await<void>([&](Done<void> d) { ds_.truncate(ino, size, std::move(d)); });
   }
@@ -197,6 +209,7 @@ class Driver {
   }
 
   Datastore& ds() { return ds_; }
+  bool dead() const { return dev_.dead(); }
 
  private:
   Datastore& ds_;
@@ -237,6 +250,10 @@ class Workload {
   }
 
   const std::vector<State>& states() const { return states_; }
+  uint64_t allocates() const { return allocates_; }
+  bool cut_in_allocate() const { return in_allocate_; }
+  uint64_t far_allocates() const { return far_allocates_; }
+  bool cut_in_far_allocate() const { return in_far_; }
   Step step() const { return step_; }
 
  private:
@@ -258,7 +275,9 @@ class Workload {
   bool one_op() {
     const uint64_t r = pick(1000);
     if (r < 60 || live_.files.empty()) return op_create();
-    if (r < 400) return op_write();
+    if (r < 355) return op_write();
+    if (r < 365) return op_allocate_far();
+    if (r < 400) return op_allocate();
     if (r < 470) return op_overwrite_in_place();
     if (r < 560) return op_fsync();
     if (r < 610) return op_truncate();
@@ -382,9 +401,60 @@ class Workload {
     auto next = std::make_shared<Bytes>(*f.data);
     next->resize(size, 0);
     f.data = std::move(next);
-    if (size < old) touch(f, size, std::max<uint64_t>(old, kMaxFile), op_);
+    // Not growing, it unmaps everything past the new size (reservations past the old
+    // end too).
+    if (size <= old) touch(f, size, std::max<uint64_t>(old, kMaxFile), op_);
     note("truncate " + path + " " + std::to_string(old) + " -> " + std::to_string(size));
     return d_.truncate(*ino, size).ok();
+  }
+
+  // fallocate mode 0: the content stays (allocated grains read zeros); without KEEP_SIZE
+  // the size grows to the range's end. The allocation is a change that reads as zeros
+  // (.cbt lists it as such): the grains count as touched.
+  bool op_allocate() {
+    const std::string path = random_file();
+    auto ino = d_.resolve(kRootIno, path);
+    if (!ino.ok()) return false;
+    const uint64_t len = 1 + pick(pick(2) == 0 ? 3 * kGrainBytes : 400 * 1024);
+    uint64_t off = pick(kMaxFile - len);
+    if (pick(2) == 0) off = off / kGrainBytes * kGrainBytes;
+    const bool keep = pick(3) == 0;
+    File& f = live_.files[path];
+    if (!keep && off + len > f.data->size()) {
+      auto next = std::make_shared<Bytes>(*f.data);
+      next->resize(off + len, 0);
+      f.data = std::move(next);
+    }
+    touch(f, off, off + len, op_);
+    ++allocates_;
+    in_allocate_ = true;
+    note("allocate " + path + " " + std::to_string(off) + "+" + std::to_string(len) +
+         (keep ? " keep_size" : ""));
+    const bool ok = d_.allocate(*ino, off, len, keep).ok();
+    if (ok) in_allocate_ = false;
+    return ok;
+  }
+
+  // A large reservation past what the model's files ever reach, KEEP_SIZE: many pieces,
+  // so that commits (the journal gate's) fall between them and a cut can leave a part.
+  // Nothing a reader sees changes; truncation below it and unlink release it. ENOSPC up
+  // front changes nothing and is no failure.
+  bool op_allocate_far() {
+    const std::string path = random_file();
+    auto ino = d_.resolve(kRootIno, path);
+    if (!ino.ok()) return false;
+    const uint64_t off = kMaxFile + pick(4096) * kGrainBytes;
+    const uint64_t len = (2ull << 20) + pick(4ull << 20);
+    ++allocates_;
+    ++far_allocates_;
+    in_allocate_ = true;
+    in_far_ = true;
+    note("allocate far " + path + " " + std::to_string(off) + "+" + std::to_string(len));
+    auto r = d_.allocate(*ino, off, len, true);
+    if (!r.ok() && (r.error().errno_value != ENOSPC || d_.dead())) return false;
+    in_allocate_ = false;
+    in_far_ = false;
+    return true;
   }
 
   bool op_punch() {
@@ -519,6 +589,10 @@ class Workload {
   uint64_t op_ = 0;
   uint64_t counter_ = 0;
   uint64_t ids_ = 0;
+  uint64_t allocates_ = 0;     // allocate ops started
+  bool in_allocate_ = false;   // the last allocate did not return (the power went)
+  uint64_t far_allocates_ = 0;  // of allocates_: large ones past the files (many pieces)
+  bool in_far_ = false;         // ... and it was a large one
 };
 
 // ---- the oracle -----------------------------------------------------------------------
@@ -816,6 +890,10 @@ struct Run {
   Step step = Step::kOp;
   LifetimeStats lifetime;  // at the cut
   std::unique_ptr<SimDevice> image;
+  uint64_t allocates = 0;        // allocate ops the workload ran
+  bool cut_in_allocate = false;  // the cut fell inside one
+  uint64_t far_allocates = 0;
+  bool cut_in_far_allocate = false;
 };
 
 // Runs the workload of `seed` with the power cut at IO `cut` (0: never).
@@ -837,6 +915,10 @@ Run run_workload(uint64_t seed, uint64_t cut) {
   run.digest = raw->io_digest();
   run.states = w.states();
   run.step = w.step();
+  run.allocates = w.allocates();
+  run.cut_in_allocate = w.cut_in_allocate();
+  run.far_allocates = w.far_allocates();
+  run.cut_in_far_allocate = w.cut_in_far_allocate();
   run.dead = raw->dead_io();
   const DatastoreStats st = ds->stats();
   run.journal_bytes = st.journal_bytes;
@@ -942,6 +1024,10 @@ void run_seed(uint64_t seed, Coverage& cov) {
   ++cov.cuts[phase_of(*run.dead, run.step, sb)];
   const uint64_t ring_bytes = kJournalBytes;
   cov.wraps += run.journal_bytes / ring_bytes;
+  cov.allocates += run.allocates;
+  cov.cuts_in_allocate += run.cut_in_allocate ? 1 : 0;
+  cov.far_allocates += run.far_allocates;
+  cov.cuts_in_far_allocate += run.cut_in_far_allocate ? 1 : 0;
   cov.seeds_wrapped += run.journal_bytes >= ring_bytes ? 1 : 0;
 
 
@@ -1021,12 +1107,17 @@ TEST(SimCrash, PowerCutsDuringWorkloadsAndRecovery) {
     phases += (p ? " " : "") + std::string(kPhaseNames[p]) + "=" + std::to_string(cov.cuts[p]);
   }
   std::printf("sim-crash: %llu seeds, %llu failures; cuts by phase: %s; nested cuts=%llu; "
-              "journal wraps=%llu; lifetime counts stored before the cut=%llu\n",
+              "journal wraps=%llu; lifetime counts stored before the cut=%llu; "
+              "fallocates=%llu (many-piece %llu), cuts inside one=%llu (many-piece %llu)\n",
               static_cast<unsigned long long>(cov.seeds),
               static_cast<unsigned long long>(cov.failures), phases.c_str(),
               static_cast<unsigned long long>(cov.nested),
               static_cast<unsigned long long>(cov.wraps),
-              static_cast<unsigned long long>(cov.lifetime_stored));
+              static_cast<unsigned long long>(cov.lifetime_stored),
+              static_cast<unsigned long long>(cov.allocates),
+              static_cast<unsigned long long>(cov.far_allocates),
+              static_cast<unsigned long long>(cov.cuts_in_allocate),
+              static_cast<unsigned long long>(cov.cuts_in_far_allocate));
   std::fflush(stdout);
   // A run long enough to mean something must have reached every part of the space.
   if (cov.failures == 0 && cov.seeds >= 200) {
@@ -1035,6 +1126,8 @@ TEST(SimCrash, PowerCutsDuringWorkloadsAndRecovery) {
     }
     EXPECT_GE(cov.seeds_nested * 10, cov.seeds) << "fewer than 10 % of seeds had nested cuts";
     EXPECT_GE(cov.seeds_wrapped * 2, cov.seeds) << "the journal wrapped in fewer than half";
+    EXPECT_GT(cov.cuts_in_allocate, 0u) << "no power cut fell inside a fallocate";
+    EXPECT_GT(cov.cuts_in_far_allocate, 0u) << "no power cut fell inside a many-piece fallocate";
     EXPECT_GE(cov.lifetime_stored * 2, cov.seeds)
         << "in fewer than half the seeds did a superblock write store counts before the cut";
   }

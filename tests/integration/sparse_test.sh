@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sparse disks: truncate -s 10G uses no space; 1 MiB written at 5 GiB uses 1 MiB (du,
 # st_blocks); SEEK_DATA/SEEK_HOLE find exactly that extent; fallocate punch-hole frees
-# it again and reads zeros; zero-range and plain allocate (mode 0) behave as documented
-# (op_fallocate.cc).
+# it again and reads zeros; zero-range behaves as documented (op_fallocate.cc); plain
+# allocate (mode 0) reserves, and refuses more than the datastore holds.
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
@@ -56,11 +56,21 @@ cmp <(dd if="$f" bs=256K skip=$((5 * 4096 + 2)) count=1 status=none) <(head -c 2
 fallocate -z -o $((10 << 30)) -l 1MiB "$f" || fail "zero range past the end"
 [ "$(stat -c %s "$f")" -eq $(((10 << 30) + (1 << 20))) ] || fail "zero range did not extend"
 
-# Mode 0: extends the size, allocates nothing (thin disks); KEEP_SIZE: no change.
-fallocate -l 12GiB "$f" || fail "fallocate mode 0"
-[ "$(stat -c %s "$f")" -eq $((12 << 30)) ] || fail "fallocate mode 0 did not extend"
-fallocate -n -l 13GiB "$f" || fail "fallocate keep size"
-[ "$(stat -c %s "$f")" -eq $((12 << 30)) ] || fail "fallocate -n changed the size"
+# Mode 0 reserves (fallocate_test.sh goes further): 12 GiB on a 1 GiB datastore is
+# refused with ENOSPC at once and changes nothing; 2 MiB past the end extends the size
+# and holds 2 MiB more; KEEP_SIZE holds the grains and keeps the size.
+size=$(((10 << 30) + (1 << 20)))
+blocks=$(stat -c %b "$f")
+if fallocate -l 12GiB "$f" 2>"$T/falloc.log"; then fail "fallocate of 12 GiB on a 1 GiB datastore"; fi
+grep -q "No space left on device" "$T/falloc.log" || { cat "$T/falloc.log" >&2; fail "fallocate 12 GiB: not ENOSPC"; }
+[ "$(stat -c %s "$f")" -eq "$size" ] || fail "a refused fallocate changed the size"
+[ "$(stat -c %b "$f")" -eq "$blocks" ] || fail "a refused fallocate changed st_blocks"
+fallocate -o "$size" -l 2MiB "$f" || fail "fallocate mode 0"
+[ "$(stat -c %s "$f")" -eq $((size + (2 << 20))) ] || fail "fallocate mode 0 did not extend"
+[ "$(stat -c %b "$f")" -eq $((blocks + 4096)) ] || fail "fallocate mode 0 holds $(stat -c %b "$f") blocks, not $((blocks + 4096))"
+fallocate -n -o $((11 << 30)) -l 1MiB "$f" || fail "fallocate keep size"
+[ "$(stat -c %s "$f")" -eq $((size + (2 << 20))) ] || fail "fallocate -n changed the size"
+[ "$(stat -c %b "$f")" -eq $((blocks + 6144)) ] || fail "fallocate -n holds $(stat -c %b "$f") blocks"
 # Collapse range is not supported.
 if fallocate -c -o 0 -l 1MiB "$f" 2>/dev/null; then fail "collapse range succeeded"; fi
 

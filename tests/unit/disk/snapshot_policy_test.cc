@@ -281,8 +281,12 @@ TEST(SnapshotSpace, ExclusiveIsWhatDeletionFrees) {
         if (g->ino != f->ino) {
           ASSERT_TRUE(ds->clone_range_sync(f->ino, 0, g->ino, 0, f->size_bytes).ok());
         }
-      } else if (op == 7) {
+      } else if (op == 7 && rng() % 2) {
         ASSERT_TRUE(ds->punch_hole_sync(f->ino, (rng() % 256) * kGrainBytes, 64 * kGrainBytes).ok());
+      } else if (op == 7) {  // reserved grains are held like written ones
+        ASSERT_TRUE(ds->allocate_sync(f->ino, (rng() % 512) * kGrainBytes,
+                                      (1 + rng() % 128) * kGrainBytes, rng() % 2 == 0)
+                        .ok());
       } else if (op == 8 && files.size() > 2) {
         ASSERT_TRUE(ds->unlink(fdir, fname).ok());
         files.erase(std::find(files.begin(), files.end(), std::make_pair(fdir, fname)));

@@ -141,11 +141,11 @@ TEST(DecodeHeader, BadCrc) {
 
 TEST(DecodeHeader, SkipCrcCheckReachesFields) {
   Buf b = map_leaf_buf();
-  store_le<uint64_t>(b.data() + kHeaderBytes, 3ull << 62 | 5);  // not re-sealed
+  store_le<uint64_t>(b.data() + kHeaderBytes, 2ull << 62);  // not re-sealed
   g_skip_crc_check = true;
   auto r = decode_tree_node(b, kSelf);
   g_skip_crc_check = false;
-  EXPECT_TRUE(corrupt(r, {"map leaf", "slot 0 has unknown state 3"}));
+  EXPECT_TRUE(corrupt(r, {"map leaf", "slot 0 is mapped to grain 0"}));
   EXPECT_TRUE(corrupt(decode_tree_node(b, kSelf), {"crc32c"}));
 }
 
@@ -303,11 +303,23 @@ TEST(DecodeSuperblock, NonzeroOwner) {
 
 // ---- Tree nodes ----
 
-TEST(DecodeTreeNode, BadSlotState) {
+TEST(DecodeTreeNode, AllocatedSlotOnlyInMapLeaves) {
+  // State 3 (allocated) is valid in a map leaf with a grain...
   Buf b = map_leaf_buf();
   poke<uint64_t>(b, kHeaderBytes + 17 * kSlotBytes, 3ull << 62 | 42);
+  auto ok = decode_tree_node(b, kSelf);
+  ASSERT_TRUE(ok.ok()) << ok.error().message;
+  EXPECT_EQ(ok->slots[17].state, SlotState::kAllocated);
+  EXPECT_EQ(ok->slots[17].grain, 42u);
+  // ...but not without one...
+  poke<uint64_t>(b, kHeaderBytes + 17 * kSlotBytes, 3ull << 62);
   EXPECT_TRUE(corrupt(decode_tree_node(b, kSelf),
-                      {"map leaf at grain 1234: slot 17 has unknown state 3"}));
+                      {"map leaf at grain 1234: slot 17 is allocated with grain 0"}));
+  // ...nor in an interior node.
+  b = map_interior_buf();
+  poke<uint64_t>(b, kHeaderBytes + 17 * kSlotBytes, 3ull << 62 | 42);
+  EXPECT_TRUE(corrupt(decode_tree_node(b, kSelf),
+                      {"slot 17 has state allocated outside a map leaf"}));
 }
 
 TEST(DecodeTreeNode, UnmappedSlotNotZero) {
