@@ -661,6 +661,7 @@ Result<uint64_t> MetaStore::map_allocate_range_locked(uint64_t ino, uint64_t fir
   const uint64_t gen = sb_.generation;
   const uint64_t end = first + count;
   uint64_t allocated = 0;
+  uint64_t backed_block = UINT64_MAX;
   std::vector<GrainLookup> map;
   for (uint64_t fg = first; fg < end;) {
     const uint64_t leaf_end = std::min(end, (fg / kTreeFanout + 1) * kTreeFanout);
@@ -683,6 +684,15 @@ Result<uint64_t> MetaStore::map_allocate_range_locked(uint64_t ino, uint64_t fir
     for (; fg < leaf_end; ++fg) {
       if (format::holds_grain(cache_.peek(leaf)->node().slots[fg % kTreeFanout].state)) continue;
       VSFS_ASSIGN_OR_RETURN(uint64_t g, reserve_data_grain_locked(hint_block));
+      // A reserved grain has its storage on the host too (a sparse image's filesystem
+      // may fill up later): the write into it never needs room anywhere.
+      if (const uint64_t block = block_of(PhysGrain{g}).v; block != backed_block) {
+        if (auto backed = back_blocks_locked(block, 1); !backed.ok()) {
+          unreserve_locked(g);
+          return backed.take_error();
+        }
+        backed_block = block;
+      }
       // On failure (the refcount table unreadable) the reservation is already gone.
       VSFS_TRY(take_reservation_locked(g));
       cache_.peek(leaf)->node().slots[fg % kTreeFanout] = Slot{g, SlotState::kAllocated, gen};

@@ -103,6 +103,39 @@ TEST(BackingFull, WritesGetEnospcAndEverythingElseWorks) {
   }
 }
 
+// A reservation (fallocate) takes its room on the host too: after another disk filled
+// the host, every byte of the reserved disk is still written without ENOSPC.
+TEST(BackingFull, ReservedGrainsHaveTheirHostRoom) {
+  device::SimOptions so;
+  so.size_bytes = kDeviceBytes;
+  so.backing_bytes = 200ull << 20;
+  SimDevice sim(so);
+  ASSERT_TRUE(mkfs(sim, {}).ok());
+  auto ds = std::move(Datastore::open(std::make_unique<BorrowedDevice>(sim), {})).value();
+  auto thick = ds->create(kRootIno, "thick.img", 0644, 0, 0);
+  const uint64_t room = sim.backing_free_bytes().value();
+  ASSERT_TRUE(ds->allocate_sync(thick->ino, 0, 64 << 20).ok());
+  EXPECT_LE(sim.backing_free_bytes().value(), room - (64 << 20));
+  auto other = ds->create(kRootIno, "other.img", 0644, 0, 0);
+  auto [written, error] = fill(*ds, other->ino, 0);
+  ASSERT_EQ(error.errno_value, ENOSPC) << error.to_string();
+  const auto data = pattern(64 << 20, 9);
+  auto w = ds->write_sync(thick->ino, 0, data.data(), data.size());
+  ASSERT_TRUE(w.ok()) << w.error().to_string();
+  std::vector<uint8_t> back(data.size());
+  ASSERT_TRUE(ds->read_sync(thick->ino, 0, back.size(), back.data()).ok());
+  EXPECT_EQ(back, data);
+  // No room left on the host for a new reservation.
+  auto more = ds->create(kRootIno, "more.img", 0644, 0, 0);
+  EXPECT_EQ(ds->allocate_sync(more->ino, 0, 16 << 20).error().errno_value, ENOSPC);
+  EXPECT_FALSE(ds->stats().metadata_failed);
+  ASSERT_TRUE(ds->close().ok());
+  ds.reset();
+  auto report = fsck(sim, {});
+  ASSERT_TRUE(report.ok()) << report.error().to_string();
+  EXPECT_TRUE(report->problems.empty()) << report->problems.front();
+}
+
 // A power cut while the host is full: the journal replays into backed space, and the
 // reopened datastore is consistent and writable once room returns.
 TEST(BackingFull, CrashWhileFullRecovers) {
