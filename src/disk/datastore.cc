@@ -173,8 +173,13 @@ class DatastoreImpl final : public Datastore {
   }
 
   SpaceInfo space() override {
-    std::lock_guard lock(ms_->mu());
-    return space_locked();
+    SpaceInfo s;
+    {
+      std::lock_guard lock(ms_->mu());
+      s = space_locked();
+    }
+    limit_to_backing(s);
+    return s;
   }
 
   DatastoreStats stats() override {
@@ -210,6 +215,7 @@ class DatastoreImpl final : public Datastore {
       cbt_.fill_stats_locked(s);
     }
     s.formatter_running = services_.formatter_running();
+    limit_to_backing(s.space);
     auto d = dev_->counters();
     for (int i = 0; i < device::kOpKinds; ++i) s.device_ops[i] = d.ops[i];
     s.device_in_flight = d.in_flight;
@@ -268,14 +274,19 @@ class DatastoreImpl final : public Datastore {
   }
 
  private:
+  // A sparse image's filesystem may have less room than the datastore: asked of the
+  // device (a system call), so never with MetaStore's mutex held.
+  void limit_to_backing(SpaceInfo& s) {
+    if (auto room = dev_->backing_free_bytes()) s.available_bytes = std::min(s.free_bytes, *room);
+  }
+
   SpaceInfo space_locked() {
     auto sp = ms_->space_locked();
     SpaceInfo s;
     s.total_bytes = sp.data_blocks * kBlockBytes;
     s.used_bytes = sp.used_grains * kGrainBytes;
     s.free_bytes = sp.free_grains * kGrainBytes;
-    s.available_bytes = s.free_bytes;
-    if (auto room = dev_->backing_free_bytes()) s.available_bytes = std::min(s.free_bytes, *room);
+    s.available_bytes = s.free_bytes;  // limit_to_backing, outside the mutex
     s.formatted_blocks = sp.formatted_blocks;
     s.to_format_blocks = sp.to_format_blocks;
     s.formatted_bytes_total = sp.formatted_bytes_total;

@@ -397,8 +397,8 @@ class MetaStore {
   // metadata of a change that frees space (an unlink on a full host filesystem) always
   // has room. Best effort: none when nothing can be backed.
   void keep_meta_spare_locked();
-  // At a read-write open: backs the fixed regions and every metadata block (a datastore
-  // made before they were backed at allocation).
+  // At a read-write open, after the fixed regions (before the replay): backs every
+  // metadata block (a datastore made before they were backed at allocation).
   Result<void> back_metadata_locked();
   // Turns a reservation into reference count 1.
   Result<void> take_reservation_locked(uint64_t grain);

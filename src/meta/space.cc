@@ -247,7 +247,7 @@ void MetaStore::keep_meta_spare_locked() {
 }
 
 Result<void> MetaStore::back_metadata_locked() {
-  VSFS_TRY(back_blocks_locked(0, sb_.first_data_block));
+  // The fixed regions were backed before the replay (MetaStore::open).
   for (uint64_t b = sb_.first_data_block; b < sb_.total_blocks;) {
     if (block_entry_locked(b).state != BlockState::kMeta) {
       ++b;
