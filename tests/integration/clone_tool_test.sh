@@ -33,22 +33,30 @@ with open(sys.argv[1], "wb") as f:
     os.fsync(f.fileno())
 PY
 
+# extents(fd): a file's size and data extents [(start, end)...] (SEEK_DATA/SEEK_HOLE),
+# for the scripts below.
+cat >"$T/extents.py" <<'PY'
+import os
+def extents(fd):
+    size, at, out = os.fstat(fd).st_size, 0, []
+    while at < size:
+        try:
+            d = os.lseek(fd, at, os.SEEK_DATA)
+        except OSError:
+            break
+        h = os.lseek(fd, d, os.SEEK_HOLE)
+        out.append((d, h))
+        at = h
+    return size, out
+PY
+
 # data_map FILE: its size and data extents, one line.
 data_map() {
-	python3 - "$1" <<'PY'
+	PYTHONPATH="$T" python3 - "$1" <<'PY'
 import os, sys
-fd = os.open(sys.argv[1], os.O_RDONLY)
-size = os.fstat(fd).st_size
-at, out = 0, []
-while at < size:
-    try:
-        d = os.lseek(fd, at, os.SEEK_DATA)
-    except OSError:
-        break
-    h = os.lseek(fd, d, os.SEEK_HOLE)
-    out.append(f"{d}-{h}")
-    at = h
-print(size, " ".join(out))
+from extents import extents
+size, out = extents(os.open(sys.argv[1], os.O_RDONLY))
+print(size, " ".join(f"{d}-{h}" for d, h in out))
 PY
 }
 
@@ -90,19 +98,9 @@ copied() {
 # holes of both read zeros: sparse_test.sh), which is cmp without reading gigabytes of
 # holes through FUSE.
 same_as() {
-	python3 - "$1" "$2" <<'PY' || fail "$2 differs from $1"
+	PYTHONPATH="$T" python3 - "$1" "$2" <<'PY' || fail "$2 differs from $1"
 import os, sys
-def extents(fd):
-    size, at, out = os.fstat(fd).st_size, 0, []
-    while at < size:
-        try:
-            d = os.lseek(fd, at, os.SEEK_DATA)
-        except OSError:
-            break
-        h = os.lseek(fd, d, os.SEEK_HOLE)
-        out.append((d, h))
-        at = h
-    return size, out
+from extents import extents
 a, b = (os.open(p, os.O_RDONLY) for p in sys.argv[1:3])
 ma, mb = extents(a), extents(b)
 if ma != mb:
