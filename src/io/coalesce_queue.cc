@@ -185,6 +185,11 @@ bool CoalesceQueue::likely_held() const {
 }
 
 uint64_t CoalesceQueue::arrive(std::unique_ptr<Request> r, const void* write_src) {
+  // A completion may run inside this call (the layer below answers some reads at once)
+  // and its reply may let the owner drop the last reference on another thread (the
+  // kernel sends RELEASE once the last request of a handle is answered): the queue
+  // stays alive until this call is over.
+  const std::shared_ptr<CoalesceQueue> self = shared_from_this();
   std::unique_lock l(mu_);
   const bool now = r->kind != Kind::kBarrier && can_send_now_locked(*r);
   if (!now && r->kind == Kind::kWrite && r->copy.data() == nullptr && !r->stable) {
@@ -557,6 +562,7 @@ void CoalesceQueue::on_complete(Io* io_raw, Result<uint64_t> result) {
 // ---- kicks, plugs, deadlines ----
 
 void CoalesceQueue::kick() {
+  const std::shared_ptr<CoalesceQueue> self = shared_from_this();  // as in arrive()
   std::unique_lock l(mu_);
   force_seq_ = next_seq_;
   if (!dispatching_) {
@@ -571,6 +577,7 @@ void CoalesceQueue::plug() {
 }
 
 void CoalesceQueue::unplug() {
+  const std::shared_ptr<CoalesceQueue> self = shared_from_this();  // as in arrive()
   std::unique_lock l(mu_);
   plugged_ = false;
   force_seq_ = next_seq_;

@@ -58,7 +58,9 @@
 // Lock order: mu_ before the timer's mutex; no lock is held while calling the layer
 // below or a `done` callback.
 // Ownership: create() returns a shared_ptr; each IO in flight keeps the queue alive, so
-// the owner may drop its reference as soon as nothing more will arrive (after kick()).
+// the owner may drop its reference as soon as nothing more will arrive (after kick()),
+// also from another thread while a call into the queue is still returning: each call
+// holds a reference of its own until it returns.
 #pragma once
 
 #include <atomic>
