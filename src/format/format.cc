@@ -228,6 +228,7 @@ const char* block_type_name(BlockType type) {
     case BlockType::kJournalCommit: return "journal commit";
     case BlockType::kReleaseList: return "release list";
     case BlockType::kSnapshotList: return "snapshot list";
+    case BlockType::kInodeExtra: return "inode extra";
   }
   return "unknown block";
 }
@@ -562,8 +563,27 @@ void encode_tree_node(const TreeNode& node, uint64_t self, uint64_t generation, 
 namespace {
 
 bool valid_mode(uint32_t mode) {
-  const uint32_t type = mode & S_IFMT;
-  return (type == S_IFREG || type == S_IFDIR) && (mode & ~(S_IFMT | 07777u)) == 0;
+  return dirent_type(mode) != 0 && (mode & ~(S_IFMT | 07777u)) == 0;
+}
+
+// What the record's type allows of its other fields; empty when it holds.
+std::string kind_mismatch(const InodeRecord& r) {
+  const uint32_t type = r.mode & S_IFMT;
+  const bool has_map = type == S_IFREG || type == S_IFDIR;
+  const bool device = type == S_IFCHR || type == S_IFBLK;
+  if (!has_map && r.map_root != 0) return "has a map but is neither a file nor a directory";
+  if (!device && r.rdev != 0) return fmt::format("has rdev {} but is not a device", r.rdev);
+  if (type == S_IFLNK) {
+    if (r.extra == 0) return "is a symlink without a target (extra 0)";
+    if (r.size_bytes == 0 || r.size_bytes > kMaxSymlinkBytes) {
+      return fmt::format("is a symlink of size {} (must be 1..{})", r.size_bytes,
+                         kMaxSymlinkBytes);
+    }
+  } else if (!has_map && r.size_bytes != 0) {
+    return fmt::format("has size {} but holds no data", r.size_bytes);
+  }
+  if (type != S_IFDIR && r.parent != 0) return fmt::format("has parent {} but is not a directory", r.parent);
+  return {};
 }
 
 }  // namespace
@@ -605,9 +625,18 @@ Result<InodeLeaf> decode_inode_leaf(ConstGrain buf, uint64_t self, uint64_t firs
     r.btime_ns = load<uint64_t>(buf, base + kInoOffBtime);
     r.parent = load<uint64_t>(buf, base + kInoOffParent);
     r.replaced_gen = load<uint64_t>(buf, base + kInoOffReplacedGen);
+    r.rdev = load<uint64_t>(buf, base + kInoOffRdev);
+    r.extra = load<uint64_t>(buf, base + kInoOffExtra);
     if (!valid_mode(r.mode)) {
-      return bad(at, "inode {} has invalid mode 0{:o} (must be a regular file or directory)",
+      return bad(at, "inode {} has invalid mode 0{:o} (must be one file type and permission "
+                 "bits)",
                  r.ino, r.mode);
+    }
+    if (std::string why = kind_mismatch(r); !why.empty()) {
+      return bad(at, "inode {} (mode 0{:o}) {}", r.ino, r.mode, why);
+    }
+    if (r.extra >= kGrainLimit) {
+      return bad(at, "inode {} has extra {} beyond 2^62", r.ino, r.extra);
     }
     if (r.flags != 0) return bad(at, "inode {} has unknown flags 0x{:x}", r.ino, r.flags);
     if (r.map_root >= kGrainLimit) {
@@ -625,7 +654,7 @@ Result<InodeLeaf> decode_inode_leaf(ConstGrain buf, uint64_t self, uint64_t firs
     }
     size_t nz = first_nonzero(buf, base + kInoOffFlags + 1, base + kInoOffAllocated);
     if (nz == base + kInoOffAllocated) {
-      nz = first_nonzero(buf, base + kInoOffReplacedGen + 8, base + kInodeBytes);
+      nz = first_nonzero(buf, base + kInoOffExtra + 8, base + kInodeBytes);
       if (nz == base + kInodeBytes) continue;
     }
     return bad(at, "inode {} has nonzero reserved byte {} of its record", r.ino, nz - base);
@@ -641,6 +670,8 @@ void encode_inode_leaf(const InodeLeaf& leaf, uint64_t self, uint64_t generation
     VSFS_ASSERT(r.ino == leaf.first_ino + i);
     VSFS_ASSERT(valid_mode(r.mode));
     VSFS_ASSERT(r.flags == 0);
+    VSFS_ASSERT(kind_mismatch(r).empty());
+    VSFS_ASSERT(r.extra < kGrainLimit);
     VSFS_ASSERT(r.map_root == 0 ? r.map_height == 0 && r.allocated_grains == 0
                                 : r.map_height >= 1 && r.map_height <= kMaxTreeHeight);
     const size_t base = kHeaderBytes + i * kInodeBytes;
@@ -660,11 +691,141 @@ void encode_inode_leaf(const InodeLeaf& leaf, uint64_t self, uint64_t generation
     store<uint64_t>(buf, base + kInoOffBtime, r.btime_ns);
     store<uint64_t>(buf, base + kInoOffParent, r.parent);
     store<uint64_t>(buf, base + kInoOffReplacedGen, r.replaced_gen);
+    store<uint64_t>(buf, base + kInoOffRdev, r.rdev);
+    store<uint64_t>(buf, base + kInoOffExtra, r.extra);
   }
   seal(buf);
 }
 
+// ---- Inode extra chain ----
+
+Result<ExtraBlock> decode_extra_block(ConstGrain buf, uint64_t self) {
+  const std::string at = where(BlockType::kInodeExtra, self);
+  VSFS_ASSIGN_OR_RETURN(MetaHeader h, check_header(buf, {BlockType::kInodeExtra}, self, at));
+  if (h.owner == 0) return bad(at, "owner is 0, expected the inode's number");
+  if (h.length_bytes <= 8) return bad(at, "length {} holds no content", h.length_bytes);
+  VSFS_TRY(check_tail(buf, h, at));
+  ExtraBlock b;
+  b.owner = h.owner;
+  b.next = load<uint64_t>(buf, kHeaderBytes);
+  if (b.next >= kGrainLimit || b.next == self) {
+    return bad(at, "next {} is not another grain below 2^62", b.next);
+  }
+  b.piece.assign(reinterpret_cast<const char*>(buf.data() + kHeaderBytes + 8),
+                 h.length_bytes - 8);
+  return b;
+}
+
+void encode_extra_block(const ExtraBlock& b, uint64_t self, uint64_t generation, Grain buf) {
+  VSFS_ASSERT(b.owner != 0 && !b.piece.empty() && b.piece.size() <= kExtraPieceBytes);
+  VSFS_ASSERT(b.next < kGrainLimit && b.next != self);
+  begin_block(buf, BlockType::kInodeExtra, static_cast<uint32_t>(8 + b.piece.size()), b.owner,
+              generation, self, 0);
+  store<uint64_t>(buf, kHeaderBytes, b.next);
+  std::memcpy(buf.data() + kHeaderBytes + 8, b.piece.data(), b.piece.size());
+  seal(buf);
+}
+
+bool valid_xattr_name(std::string_view name) {
+  if (name.size() > kMaxXattrNameBytes || name.find('\0') != std::string_view::npos) return false;
+  for (std::string_view prefix : {"user.", "trusted.", "security."}) {
+    if (name.size() > prefix.size() && name.substr(0, prefix.size()) == prefix) return true;
+  }
+  return false;
+}
+
+namespace {
+constexpr size_t kExtraFixedBytes = 8;   // u32 target_len, u32 xattr_count
+constexpr size_t kXattrFixedBytes = 4;   // u8 name_len, u8 reserved, u16 value_len
+}  // namespace
+
+size_t inode_extra_bytes(const InodeExtra& e) {
+  size_t n = kExtraFixedBytes + e.target.size();
+  for (const auto& [name, value] : e.xattrs) n += kXattrFixedBytes + name.size() + value.size();
+  return n;
+}
+
+std::string encode_inode_extra(const InodeExtra& e) {
+  VSFS_ASSERT(inode_extra_bytes(e) <= kMaxExtraBytes);
+  std::string out;
+  out.reserve(inode_extra_bytes(e));
+  auto put = [&out](auto v) {
+    uint8_t bytes[sizeof(v)];
+    store_le(bytes, v);
+    out.append(reinterpret_cast<const char*>(bytes), sizeof(v));
+  };
+  put(static_cast<uint32_t>(e.target.size()));
+  put(static_cast<uint32_t>(e.xattrs.size()));
+  out += e.target;
+  for (const auto& [name, value] : e.xattrs) {
+    VSFS_ASSERT(valid_xattr_name(name) && value.size() <= kMaxXattrValueBytes);
+    put(static_cast<uint8_t>(name.size()));
+    put(uint8_t{0});
+    put(static_cast<uint16_t>(value.size()));
+    out += name;
+    out += value;
+  }
+  return out;
+}
+
+Result<InodeExtra> decode_inode_extra(std::string_view c, const std::string& at) {
+  if (c.size() < kExtraFixedBytes) return bad(at, "extra content of {} bytes is truncated", c.size());
+  auto u32 = [&](size_t off) { return load_le<uint32_t>(reinterpret_cast<const uint8_t*>(c.data() + off)); };
+  const uint32_t target_len = u32(0);
+  const uint32_t count = u32(4);
+  size_t off = kExtraFixedBytes;
+  if (target_len > kMaxSymlinkBytes || c.size() - off < target_len) {
+    return bad(at, "symlink target of {} bytes does not fit", target_len);
+  }
+  InodeExtra e;
+  e.target.assign(c.substr(off, target_len));
+  if (e.target.find('\0') != std::string::npos) return bad(at, "symlink target holds a NUL");
+  off += target_len;
+  for (uint32_t i = 0; i < count; ++i) {
+    if (c.size() - off < kXattrFixedBytes) return bad(at, "xattr {} of {} is truncated", i, count);
+    const auto* p = reinterpret_cast<const uint8_t*>(c.data() + off);
+    const size_t name_len = p[0];
+    const size_t value_len = load_le<uint16_t>(p + 2);
+    if (p[1] != 0) return bad(at, "xattr {} has a nonzero reserved byte", i);
+    off += kXattrFixedBytes;
+    if (c.size() - off < name_len + value_len) return bad(at, "xattr {} runs past the content", i);
+    std::string name(c.substr(off, name_len));
+    if (!valid_xattr_name(name)) return bad(at, "xattr {} has an invalid name", i);
+    if (value_len > kMaxXattrValueBytes) {
+      return bad(at, "xattr {} has a value of {} bytes (at most {})", name, value_len,
+                 kMaxXattrValueBytes);
+    }
+    if (!e.xattrs.empty() && e.xattrs.back().first >= name) {
+      return bad(at, "xattr {} is out of order or repeated", name);
+    }
+    e.xattrs.emplace_back(std::move(name), std::string(c.substr(off + name_len, value_len)));
+    off += name_len + value_len;
+  }
+  if (off != c.size()) return bad(at, "{} bytes after the last xattr", c.size() - off);
+  return e;
+}
+
 // ---- Directory block ----
+
+uint8_t dirent_type(uint32_t mode) {
+  switch (mode & S_IFMT) {
+    case S_IFREG: return DT_REG;
+    case S_IFDIR: return DT_DIR;
+    case S_IFLNK: return DT_LNK;
+    case S_IFIFO: return DT_FIFO;
+    case S_IFSOCK: return DT_SOCK;
+    case S_IFCHR: return DT_CHR;
+    case S_IFBLK: return DT_BLK;
+    default: return 0;
+  }
+}
+
+namespace {
+bool valid_dirent_type(uint8_t t) {
+  return t == DT_REG || t == DT_DIR || t == DT_LNK || t == DT_FIFO || t == DT_SOCK ||
+         t == DT_CHR || t == DT_BLK;
+}
+}  // namespace
 
 bool valid_name(std::string_view name) {
   if (name.empty() || name.size() > kMaxNameBytes) return false;
@@ -708,7 +869,7 @@ Result<DirBlock> decode_dir_block(ConstGrain buf, uint64_t self) {
                  index, pos);
     }
     if (e.ino == 0) return bad(at, "entry {} ({}) has inode 0", index, name);
-    if (e.type != DT_REG && e.type != DT_DIR) {
+    if (!valid_dirent_type(e.type)) {
       return bad(at, "entry {} ({}) has unknown file type {}", index, name, e.type);
     }
     if (!seen.insert(name).second) return bad(at, "entry {} repeats the name {}", index, name);
@@ -731,7 +892,7 @@ void encode_dir_block(const DirBlock& block, uint64_t self, uint64_t generation,
   size_t off = kHeaderBytes;
   for (const DirEntry& e : block.entries) {
     VSFS_ASSERT(valid_name(e.name));
-    VSFS_ASSERT(e.ino != 0 && (e.type == DT_REG || e.type == DT_DIR));
+    VSFS_ASSERT(e.ino != 0 && valid_dirent_type(e.type));
     store<uint64_t>(buf, off, e.ino);
     store<uint8_t>(buf, off + 8, e.type);
     store<uint8_t>(buf, off + 9, static_cast<uint8_t>(e.name.size()));

@@ -16,6 +16,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "util/result.h"
@@ -46,6 +47,7 @@ enum class BlockType : uint16_t {
   kJournalCommit = 10,  // journal: seals a transaction
   kReleaseList = 11,    // trees waiting to be released in the background
   kSnapshotList = 12,   // snapshot records (superblock.snapshot_root heads the chain)
+  kInodeExtra = 13,     // an inode's symlink target and xattrs (a chain of these)
 };
 const char* block_type_name(BlockType type);
 
@@ -91,7 +93,12 @@ inline constexpr uint64_t kIncompatAllocated = 1u << 0;
 // Bit 1: snapshot records may carry the uid of the user who took the snapshot
 // (kSnapTaker): set once a record with a taker other than root is stored.
 inline constexpr uint64_t kIncompatSnapshotTakers = 1ull << 1;
-inline constexpr uint64_t kIncompatKnown = kIncompatAllocated | kIncompatSnapshotTakers;
+// Bit 2: inodes of every POSIX kind (symlinks, fifos, sockets, character and block
+// devices), a device number (rdev) and an extra-block chain (a symlink's target, xattrs)
+// in inode records. Set when the first such inode or xattr is stored.
+inline constexpr uint64_t kIncompatPosixInodes = 1ull << 2;
+inline constexpr uint64_t kIncompatKnown =
+    kIncompatAllocated | kIncompatSnapshotTakers | kIncompatPosixInodes;
 inline constexpr uint64_t kRoCompatKnown = 0;
 inline constexpr uint64_t kCompatKnown = 0;
 
@@ -261,6 +268,9 @@ struct InodeRecord {
   uint64_t replaced_gen = 0;     // generation of the last wholesale change of the map
                                  // (creation, a clone over it): changed-block queries
                                  // from before it list the whole disk
+  uint64_t rdev = 0;             // character and block devices: the device number
+  uint64_t extra = 0;            // physical grain of the first block of the inode's
+                                 // extra chain (symlink target, xattrs), 0 = none
 };
 // Offsets inside a record.
 inline constexpr size_t kInoOffIno = 0, kInoOffMode = 8, kInoOffUid = 12, kInoOffGid = 16,
@@ -268,7 +278,8 @@ inline constexpr size_t kInoOffIno = 0, kInoOffMode = 8, kInoOffUid = 12, kInoOf
                         kInoOffMtime = 40, kInoOffCtime = 48, kInoOffMapRoot = 56,
                         kInoOffMapHeight = 64, kInoOffFlags = 65, kInoOffAllocated = 72,
                         kInoOffBtime = 80, kInoOffParent = 88,
-                        kInoOffReplacedGen = 96;  // 104..127 reserved
+                        kInoOffReplacedGen = 96, kInoOffRdev = 104,
+                        kInoOffExtra = 112;  // 120..127 reserved
 
 // Inode numbers stay below what an inode table of the greatest height can index; a
 // superblock's (or snapshot's) next_ino above this is damage.
@@ -286,17 +297,52 @@ struct InodeLeaf {
 };
 // Payload: kInodesPerLeaf records of kInodeBytes from payload offset 0. The leaf's
 // position in the inode table gives first_ino (the caller passes it); a used record's
-// ino must equal first_ino + its index, its mode must be S_IFREG or S_IFDIR with only
+// ino must equal first_ino + its index, its mode must be one file type with only
 // permission bits besides, map_height must agree with map_root, and flags and reserved
-// bytes must be zero. A free record (ino 0) is all zero.
+// bytes must be zero. Only regular files and directories have a map; a symlink has an
+// extra chain and a size of 1..kMaxSymlinkBytes (its target's length); fifos, sockets
+// and devices have size 0; only devices have an rdev. A free record (ino 0) is all zero.
 Result<InodeLeaf> decode_inode_leaf(ConstGrain buf, uint64_t self, uint64_t first_ino);
 void encode_inode_leaf(const InodeLeaf& leaf, uint64_t self, uint64_t generation, Grain buf);
+
+// ---- Inode extra chain: a symlink's target and an inode's xattrs ----
+// The content is one byte string (encode_inode_extra) cut into pieces of at most
+// kExtraPieceBytes, one per block, each block naming the next. Blocks are written whole
+// and never changed: a change writes a new chain and lets the old one go, so a chain is
+// shared by the inode records that name its first block (a snapshot's and the live one)
+// and each further block is referenced once, by the block before it.
+inline constexpr size_t kExtraPieceBytes = kPayloadBytes - 8;  // 4024
+inline constexpr size_t kMaxExtraBlocks = 16;
+inline constexpr size_t kMaxExtraBytes = kMaxExtraBlocks * kExtraPieceBytes;  // 64384
+inline constexpr size_t kMaxSymlinkBytes = 4095;      // as ext4 (PATH_MAX - 1)
+inline constexpr size_t kMaxXattrNameBytes = 255;     // the whole name, prefix included
+inline constexpr size_t kMaxXattrValueBytes = 4096;   // one grain
+struct ExtraBlock {
+  uint64_t owner = 0;  // the inode's number
+  uint64_t next = 0;   // physical grain of the next block, 0 = last
+  std::string piece;   // 1..kExtraPieceBytes bytes of the content
+};
+// Payload: u64 next, then the piece (length = 8 + its size).
+Result<ExtraBlock> decode_extra_block(ConstGrain buf, uint64_t self);
+void encode_extra_block(const ExtraBlock& b, uint64_t self, uint64_t generation, Grain buf);
+
+struct InodeExtra {
+  std::string target;  // symlinks: the target (no NUL); otherwise empty
+  std::vector<std::pair<std::string, std::string>> xattrs;  // sorted by name, unique
+};
+// Content: u32 target_len, u32 xattr_count, the target, then per xattr: u8 name_len,
+// u8 reserved, u16 value_len, name, value. Names carry their namespace: "user.",
+// "trusted." or "security.", 1..255 bytes in all, no NUL; values 0..4096 bytes.
+bool valid_xattr_name(std::string_view name);
+size_t inode_extra_bytes(const InodeExtra& e);
+std::string encode_inode_extra(const InodeExtra& e);  // inode_extra_bytes <= kMaxExtraBytes
+Result<InodeExtra> decode_inode_extra(std::string_view content, const std::string& at);
 
 // ---- Directory block ----
 inline constexpr size_t kMaxNameBytes = 255;
 struct DirEntry {
   uint64_t ino = 0;
-  uint8_t type = 0;  // DT_REG, DT_DIR, ...
+  uint8_t type = 0;  // DT_REG, DT_DIR, DT_LNK, DT_FIFO, DT_SOCK, DT_CHR, DT_BLK
   std::string name;  // 1..255 bytes, no '/', no NUL, not "." or ".."
 };
 // Encoding: entries packed from payload offset 0: u64 ino, u8 type, u8 name_len, name.
@@ -310,6 +356,8 @@ Result<DirBlock> decode_dir_block(ConstGrain buf, uint64_t self);
 // The entries must fit (sum of dir_entry_bytes <= kPayloadBytes): asserted.
 void encode_dir_block(const DirBlock& block, uint64_t self, uint64_t generation, Grain buf);
 bool valid_name(std::string_view name);
+// The directory entry type of a file type (mode & S_IFMT), 0 for none.
+uint8_t dirent_type(uint32_t mode);
 
 // ---- Block table: one 8-byte entry per storage block ----
 enum class BlockState : uint8_t {

@@ -37,6 +37,7 @@ uint64_t heap_bytes(const CachedBlock& b) {
     return n;
   }
   if (const auto* l = std::get_if<format::ReleaseList>(&b.v)) return vector_heap_bytes(l->entries);
+  if (const auto* e = std::get_if<format::ExtraBlock>(&b.v)) return string_heap_bytes(e->piece);
   if (const auto* l = std::get_if<format::SnapshotList>(&b.v)) {
     uint64_t n = vector_heap_bytes(l->records);
     for (const auto& r : l->records) n += string_heap_bytes(r.name);
@@ -237,6 +238,9 @@ void encode_cached(const CachedBlock& b, uint64_t self, uint64_t generation, for
     case BlockType::kSnapshotList:
       format::encode_snapshot_list(std::get<format::SnapshotList>(b.v), self, generation, out);
       return;
+    case BlockType::kInodeExtra:
+      format::encode_extra_block(std::get<format::ExtraBlock>(b.v), self, generation, out);
+      return;
     default:
       VSFS_ASSERT(false && "not a cacheable block type");
   }
@@ -296,6 +300,12 @@ Result<CachedBlock> decode_cached(format::ConstGrain in, uint64_t self, BlockTyp
     case BlockType::kSnapshotList: {
       VSFS_ASSIGN_OR_RETURN(auto l, format::decode_snapshot_list(in, self));
       b.v = std::move(l);
+      return b;
+    }
+    case BlockType::kInodeExtra: {
+      VSFS_ASSIGN_OR_RETURN(auto e, format::decode_extra_block(in, self));
+      b.owner = e.owner;
+      b.v = std::move(e);
       return b;
     }
     default:

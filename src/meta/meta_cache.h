@@ -43,7 +43,7 @@ struct CachedBlock {
   uint64_t owner = 0;
   std::variant<format::TreeNode, format::InodeLeaf, format::DirBlock,
                format::BlockTableGrain, format::RefcountGrain, format::ReleaseList,
-               format::SnapshotList>
+               format::SnapshotList, format::ExtraBlock>
       v;
 
   format::TreeNode& node() { return std::get<format::TreeNode>(v); }
@@ -52,6 +52,7 @@ struct CachedBlock {
   format::BlockTableGrain& blocks() { return std::get<format::BlockTableGrain>(v); }
   format::RefcountGrain& refs() { return std::get<format::RefcountGrain>(v); }
   format::ReleaseList& releases() { return std::get<format::ReleaseList>(v); }
+  format::ExtraBlock& extra() { return std::get<format::ExtraBlock>(v); }
 };
 
 // Encodes a cached block into its on-disk grain.

@@ -139,8 +139,19 @@ class MetaStore {
   Result<InodeRecord*> inode_for_update_locked(uint64_t ino);  // COW + dirty
   Result<uint64_t> alloc_inode_locked(uint32_t mode, uint32_t uid, uint32_t gid,
                                       uint64_t parent, uint64_t now_ns);
-  // Removes the inode record and queues its map for release (background).
+  // Removes the inode record, lets its extra chain go and queues its map for release
+  // (background).
   Result<void> free_inode_locked(uint64_t ino);
+
+  // ---- inode extras: a symlink's target, xattrs (extra.cc) ----
+  // Empty when the inode has none.
+  Result<format::InodeExtra> extra_locked(uint64_t ino, uint16_t view = 0);
+  // Replaces the inode's extra chain with one holding `e` (none when `e` is empty); the
+  // caller checked the limits (inode_extra_bytes <= kMaxExtraBytes). Sets incompat bit
+  // kIncompatPosixInodes with the first chain.
+  Result<void> set_extra_locked(uint64_t ino, const format::InodeExtra& e);
+  // Sets incompat bit kIncompatPosixInodes (the first symlink, fifo, socket or device).
+  void use_posix_inodes_locked();
   uint64_t live_inodes_locked() const { return live_inodes_; }
 
   // ---- directories ----
@@ -447,6 +458,9 @@ class MetaStore {
   // the old node decrefed. Returns the new grain.
   Result<uint64_t> cow_node_locked(uint64_t grain, format::BlockType type, uint64_t first_ino = 0);
   Result<void> incref_children_locked(uint64_t grain);
+  // Drops the reference on the chain's first block; a block whose count reaches zero
+  // drops the next one's.
+  Result<void> drop_extra_locked(uint64_t first);
   Result<void> push_release_locked(uint64_t root, uint8_t height, format::TreeKind kind,
                                    uint64_t owner);
 

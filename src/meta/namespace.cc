@@ -97,9 +97,11 @@ Result<void> MetaStore::free_inode_locked(uint64_t ino) {
   const auto kind = S_ISDIR(r->mode) ? format::TreeKind::kDirMap : format::TreeKind::kFileMap;
   const uint64_t root = r->map_root;
   const uint8_t height = r->map_height;
+  const uint64_t extra = r->extra;
   *r = InodeRecord{};
   drop_dir_locked(dir_key(ino, 0));
   --live_inodes_;
+  VSFS_TRY(drop_extra_locked(extra));
   return push_release_locked(root, height, kind, ino);
 }
 

@@ -189,7 +189,9 @@ Result<void> MetaStore::incref_children_locked(uint64_t grain) {
       return ok_result();
     case BlockType::kInodeLeaf:
       for (const auto& r : b->inodes().inodes) {
-        if (r.ino != 0 && r.map_root != 0) VSFS_TRY(incref_locked(r.map_root));
+        if (r.ino == 0) continue;
+        if (r.map_root != 0) VSFS_TRY(incref_locked(r.map_root));
+        if (r.extra != 0) VSFS_TRY(incref_locked(r.extra));
       }
       return ok_result();
     default:
@@ -269,6 +271,7 @@ Result<bool> MetaStore::release_partial_locked(uint64_t grain, int level, format
       if (r.ino == 0) continue;
       const auto k = S_ISDIR(r.mode) ? format::TreeKind::kDirMap : format::TreeKind::kFileMap;
       if (r.map_root != 0) VSFS_TRY(push_release_locked(r.map_root, r.map_height, k, r.ino));
+      VSFS_TRY(drop_extra_locked(r.extra));
       r = InodeRecord{};
       mark_dirty_locked(grain);
     }

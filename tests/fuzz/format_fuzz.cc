@@ -1,6 +1,7 @@
 // Fuzz harness for every decoder of the on-disk format (src/format): the header, the
 // superblock, tree nodes, inode leaves, directory blocks, the block table, reference
-// counts, journal descs and commits, release lists and snapshot lists. The selector
+// counts, journal descs and commits, release lists, snapshot lists and inode extra blocks
+// (with the content codec run over the block's piece). The selector
 // byte picks the decoder (fuzz_util.h has the input layout).
 //
 // Properties: no decoder crashes or trips a sanitizer; an error is kCorruption or
@@ -31,6 +32,7 @@ const char* target_name(Target t) {
     case Target::kJournalCommit: return "journal commit";
     case Target::kReleaseList: return "release list";
     case Target::kSnapshotList: return "snapshot list";
+    case Target::kInodeExtra: return "inode extra";
     case Target::kCount: break;
   }
   return "?";
@@ -39,7 +41,7 @@ const char* target_name(Target t) {
 BlockCounts<static_cast<size_t>(Target::kCount)> g_counts(
     "format", {"header", "superblock", "tree node", "inode leaf", "dir block", "block table",
                "refcounts", "journal desc", "journal commit", "release list",
-               "snapshot list"});
+               "snapshot list", "inode extra"});
 
 // Decodes with `decode`, and on success re-encodes with `encode` and compares.
 template <typename Decode, typename Encode>
@@ -152,6 +154,20 @@ void run(const BlockInput& in) {
       round_trip(target, in.grain, what, wrong_self, [&] { return decode_snapshot_list(g, self); },
                  [&](const SnapshotList& l, Buf& out) {
                    encode_snapshot_list(l, self, gen, out);
+                 });
+      return;
+    case Target::kInodeExtra:
+      round_trip(target, in.grain, what, wrong_self, [&] { return decode_extra_block(g, self); },
+                 [&](const ExtraBlock& b, Buf& out) {
+                   encode_extra_block(b, self, gen, out);
+                   // The piece as a whole content: what decodes re-encodes to itself.
+                   auto content = decode_inode_extra(b.piece, what);
+                   if (!content.ok()) {
+                     check_decode_error(content.error(), what);
+                   } else {
+                     VSFS_FUZZ_CHECK(encode_inode_extra(*content) == b.piece,
+                                     "inode extra: content re-encodes differently");
+                   }
                  });
       return;
     case Target::kCount:

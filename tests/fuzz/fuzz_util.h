@@ -53,6 +53,7 @@ enum class FormatTarget : uint8_t {
   kJournalCommit,
   kReleaseList,
   kSnapshotList,
+  kInodeExtra,
   kCount,
 };
 

@@ -180,6 +180,14 @@ std::vector<NamedBlock> sample_blocks() {
   add("snapshot_list", FormatTarget::kSnapshotList,
       [&](Buf& g) { encode_snapshot_list(snaps, kSelf, kGeneration, g); });
 
+  InodeExtra extra;
+  extra.target = "../images/base.img";
+  extra.xattrs = {{"security.selinux", "system_u:object_r:svirt_image_t:s0"},
+                  {"user.note", "golden"}};
+  ExtraBlock eb{.owner = 36, .next = 0, .piece = encode_inode_extra(extra)};
+  add("inode_extra", FormatTarget::kInodeExtra,
+      [&](Buf& g) { encode_extra_block(eb, kSelf, kGeneration, g); });
+
   // The header decoder, on one block of each kind of header (owner, level).
   for (const char* from : {"map_interior", "dir_block"}) {
     for (const NamedBlock& b : std::vector<NamedBlock>(out)) {

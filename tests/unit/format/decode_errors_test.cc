@@ -389,7 +389,7 @@ TEST(DecodeInodeLeaf, FreeRecordNotZero) {
 
 TEST(DecodeInodeLeaf, BadMode) {
   Buf b = inode_leaf_buf();
-  poke<uint32_t>(b, kHeaderBytes + 3 * kInodeBytes + kInoOffMode, S_IFLNK | 0777);
+  poke<uint32_t>(b, kHeaderBytes + 3 * kInodeBytes + kInoOffMode, 0030000 | 0777);  // no type
   EXPECT_TRUE(corrupt(decode_inode_leaf(b, kSelf, kFirstIno), {"inode leaf", "inode 65", "mode"}));
   poke<uint32_t>(b, kHeaderBytes + 3 * kInodeBytes + kInoOffMode, S_IFREG | 010000);
   EXPECT_TRUE(corrupt(decode_inode_leaf(b, kSelf, kFirstIno), {"inode leaf", "mode"}));
@@ -407,10 +407,54 @@ TEST(DecodeInodeLeaf, MapHeightInconsistent) {
   EXPECT_TRUE(corrupt(decode_inode_leaf(b, kSelf, kFirstIno), {"inode 65", "allocated"}));
 }
 
+// Each file type allows only its own fields: a map for files and directories, a target
+// (extra chain, size 1..4095) for symlinks, rdev for devices, size 0 for the rest.
+TEST(DecodeInodeLeaf, FieldsOfAnotherFileType) {
+  const size_t rec = kHeaderBytes + 3 * kInodeBytes;  // inode 65, a regular file with a map
+  auto with = [&](uint32_t mode, auto&& change) {
+    Buf b = inode_leaf_buf();
+    poke<uint32_t>(b, rec + kInoOffMode, mode);
+    poke<uint64_t>(b, rec + kInoOffMapRoot, 0);
+    poke<uint8_t>(b, rec + kInoOffMapHeight, 0);
+    poke<uint64_t>(b, rec + kInoOffAllocated, 0);
+    poke<uint64_t>(b, rec + kInoOffSize, 0);
+    change(b);
+    return decode_inode_leaf(b, kSelf, kFirstIno);
+  };
+  auto none = [](Buf&) {};
+  EXPECT_TRUE(with(S_IFIFO | 0644, none).ok());
+  EXPECT_TRUE(with(S_IFSOCK | 0755, none).ok());
+  EXPECT_TRUE(with(S_IFCHR | 0600, [&](Buf& b) { poke<uint64_t>(b, rec + kInoOffRdev, 0x0103); }).ok());
+  auto link = [&](Buf& b) {
+    poke<uint64_t>(b, rec + kInoOffExtra, 99);
+    poke<uint64_t>(b, rec + kInoOffSize, 12);
+  };
+  auto ok = with(S_IFLNK | 0777, link);
+  ASSERT_TRUE(ok.ok()) << ok.error().message;
+  EXPECT_EQ(ok->inodes[3].extra, 99u);
+  EXPECT_TRUE(corrupt(with(S_IFLNK | 0777, none), {"inode 65", "symlink without a target"}));
+  EXPECT_TRUE(corrupt(with(S_IFLNK | 0777, [&](Buf& b) {
+                        link(b);
+                        poke<uint64_t>(b, rec + kInoOffSize, 4096);
+                      }),
+                      {"inode 65", "symlink of size 4096"}));
+  EXPECT_TRUE(corrupt(with(S_IFIFO | 0644, [&](Buf& b) { poke<uint64_t>(b, rec + kInoOffRdev, 1); }),
+                      {"inode 65", "rdev 1 but is not a device"}));
+  EXPECT_TRUE(corrupt(with(S_IFSOCK | 0644, [&](Buf& b) { poke<uint64_t>(b, rec + kInoOffSize, 8); }),
+                      {"inode 65", "size 8 but holds no data"}));
+  EXPECT_TRUE(corrupt(with(S_IFBLK | 0644, [&](Buf& b) {
+                        poke<uint64_t>(b, rec + kInoOffMapRoot, 5);
+                        poke<uint8_t>(b, rec + kInoOffMapHeight, 1);
+                      }),
+                      {"inode 65", "has a map"}));
+  EXPECT_TRUE(corrupt(with(S_IFREG | 0644, [&](Buf& b) { poke<uint64_t>(b, rec + kInoOffExtra, 1ull << 62); }),
+                      {"inode 65", "extra", "2^62"}));
+}
+
 TEST(DecodeInodeLeaf, NonzeroReservedBytes) {
   Buf b = inode_leaf_buf();
-  poke<uint8_t>(b, kHeaderBytes + 3 * kInodeBytes + 110, 1);
-  EXPECT_TRUE(corrupt(decode_inode_leaf(b, kSelf, kFirstIno), {"inode 65", "reserved byte 110"}));
+  poke<uint8_t>(b, kHeaderBytes + 3 * kInodeBytes + 122, 1);
+  EXPECT_TRUE(corrupt(decode_inode_leaf(b, kSelf, kFirstIno), {"inode 65", "reserved byte 122"}));
   b = inode_leaf_buf();
   poke<uint8_t>(b, kHeaderBytes + kInoOffFlags, 1);
   EXPECT_TRUE(corrupt(decode_inode_leaf(b, kSelf, kFirstIno), {"inode 62", "flags"}));
@@ -457,8 +501,12 @@ TEST(DecodeDirBlock, BadInodeOrType) {
   poke<uint64_t>(b, kDirEntry1, 0);
   EXPECT_TRUE(corrupt(decode_dir_block(b, kSelf), {"dir block", "entry 1 (de) has inode 0"}));
   b = dir_buf();
-  poke<uint8_t>(b, kDirEntry1 + 8, DT_LNK);
+  poke<uint8_t>(b, kDirEntry1 + 8, DT_WHT);
   EXPECT_TRUE(corrupt(decode_dir_block(b, kSelf), {"dir block", "entry 1", "file type"}));
+  for (uint8_t t : {DT_LNK, DT_FIFO, DT_SOCK, DT_CHR, DT_BLK}) {
+    poke<uint8_t>(b, kDirEntry1 + 8, t);
+    EXPECT_TRUE(decode_dir_block(b, kSelf).ok()) << int(t);
+  }
 }
 
 TEST(DecodeDirBlock, DuplicateName) {
@@ -617,6 +665,83 @@ TEST(DecodeReleaseList, NextPointsAtItself) {
   Buf b = release_buf();
   poke<uint64_t>(b, kHeaderBytes, kSelf);
   EXPECT_TRUE(corrupt(decode_release_list(b, kSelf), {"release list", "next 1234"}));
+}
+
+}  // namespace
+}  // namespace vsfs::format
+
+namespace vsfs::format {
+namespace {
+
+using testing::Buf;
+using testing::corrupt;
+using testing::poke;
+
+// ---- Inode extra chain ----
+
+TEST(DecodeExtraBlock, RoundTripAndDamage) {
+  ExtraBlock e;
+  e.owner = 42;
+  e.next = 77;
+  e.piece = std::string(kExtraPieceBytes, 'x');
+  Buf b{};
+  encode_extra_block(e, kSelf, 3, b);
+  auto back = decode_extra_block(b, kSelf);
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(back->owner, 42u);
+  EXPECT_EQ(back->next, 77u);
+  EXPECT_EQ(back->piece, e.piece);
+  Buf c = b;
+  poke<uint64_t>(c, kHeaderBytes, kSelf);  // a chain that names itself
+  EXPECT_TRUE(corrupt(decode_extra_block(c, kSelf), {"inode extra at grain 1234", "next 1234"}));
+  c = b;
+  poke<uint64_t>(c, kOffOwner, 0);
+  EXPECT_TRUE(corrupt(decode_extra_block(c, kSelf), {"inode extra", "owner is 0"}));
+  c = b;
+  poke<uint32_t>(c, kOffLength, 8);
+  EXPECT_TRUE(corrupt(decode_extra_block(c, kSelf), {"inode extra", "no content"}));
+}
+
+TEST(InodeExtraContent, RoundTripAndDamage) {
+  InodeExtra e;
+  e.target = std::string(kMaxSymlinkBytes, 'p');
+  e.xattrs = {{"security.selinux", "system_u:object_r:svirt_image_t:s0"},
+              {"trusted.libvirt.security.dac", std::string(kMaxXattrValueBytes, 'v')},
+              {"user.empty", ""}};
+  const std::string c = encode_inode_extra(e);
+  EXPECT_EQ(c.size(), inode_extra_bytes(e));
+  auto back = decode_inode_extra(c, "here");
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(back->target, e.target);
+  EXPECT_EQ(back->xattrs, e.xattrs);
+
+  EXPECT_TRUE(corrupt(decode_inode_extra(c.substr(0, c.size() - 1), "here"), {"here", "runs past"}));
+  EXPECT_TRUE(corrupt(decode_inode_extra(c + "z", "here"), {"here", "1 bytes after"}));
+  std::string d = c;
+  d[8 + 10] = '\0';  // a NUL in the target
+  EXPECT_TRUE(corrupt(decode_inode_extra(d, "here"), {"here", "NUL"}));
+  InodeExtra unsorted;
+  unsorted.xattrs = {{"user.b", "1"}, {"user.a", "2"}};
+  // encode_inode_extra does not sort: the caller keeps the order, the decoder checks it.
+  EXPECT_TRUE(corrupt(decode_inode_extra(encode_inode_extra(unsorted), "here"),
+                      {"user.a", "out of order"}));
+  InodeExtra other_ns;
+  other_ns.xattrs = {{"user.x", "1"}};
+  d = encode_inode_extra(other_ns);
+  d.replace(12, 5, "syst.");
+  EXPECT_TRUE(corrupt(decode_inode_extra(d, "here"), {"xattr 0 has an invalid name"}));
+}
+
+TEST(InodeExtraContent, XattrNames) {
+  EXPECT_TRUE(valid_xattr_name("user.a"));
+  EXPECT_TRUE(valid_xattr_name("trusted.libvirt.security.selinux"));
+  EXPECT_TRUE(valid_xattr_name("security.selinux"));
+  EXPECT_FALSE(valid_xattr_name("user."));
+  EXPECT_FALSE(valid_xattr_name("system.posix_acl_access"));
+  EXPECT_FALSE(valid_xattr_name("other.x"));
+  EXPECT_FALSE(valid_xattr_name(std::string("user.a\0b", 8)));
+  EXPECT_TRUE(valid_xattr_name("user." + std::string(250, 'n')));
+  EXPECT_FALSE(valid_xattr_name("user." + std::string(251, 'n')));
 }
 
 }  // namespace
