@@ -82,8 +82,9 @@ struct SnapshotPolicy {
 
 struct Attr {
   Ino ino = 0;
-  uint32_t mode = 0;  // S_IFREG/S_IFDIR | permission bits
+  uint32_t mode = 0;  // file type (S_IFREG, S_IFDIR, S_IFLNK, ...) | permission bits
   uint32_t uid = 0, gid = 0, nlink = 0;
+  uint64_t rdev = 0;  // character and block devices
   uint64_t size_bytes = 0;
   uint64_t allocated_bytes = 0;  // grains mapped * 4096 (st_blocks = this / 512)
   uint64_t atime_ns = 0, mtime_ns = 0, ctime_ns = 0, btime_ns = 0;
@@ -92,7 +93,7 @@ struct Attr {
 struct DirEntryInfo {
   std::string name;
   Ino ino = 0;
-  uint32_t mode = 0;  // S_IFREG or S_IFDIR (type bits only)
+  uint32_t mode = 0;  // the file type (type bits only)
 };
 
 struct SetAttr {
@@ -252,9 +253,19 @@ class Datastore {
   virtual Result<Attr> mkdir(Ino parent, const std::string& name, uint32_t mode,
                              uint32_t uid, uint32_t gid) = 0;
   virtual Result<void> unlink(Ino parent, const std::string& name) = 0;
-  // A hard link: `ino` (a live regular file) gets the name new_name in new_parent too.
-  // Errors: EPERM (a directory), EXDEV (a snapshot's file), EEXIST, EMLINK, ENOENT (a
-  // file already unlinked).
+  // A symlink to `target` (1..4095 bytes, no NUL; ENAMETOOLONG beyond), mode 0777.
+  virtual Result<Attr> symlink(Ino parent, const std::string& name, const std::string& target,
+                               uint32_t uid, uint32_t gid) = 0;
+  // An inode without data: `mode`'s type is S_IFIFO, S_IFSOCK, S_IFCHR or S_IFBLK (rdev
+  // kept for the last two); S_IFREG makes an empty regular file as create() does.
+  // Other types: EINVAL.
+  virtual Result<Attr> mknod(Ino parent, const std::string& name, uint32_t mode, uint64_t rdev,
+                             uint32_t uid, uint32_t gid) = 0;
+  // A symlink's target (EINVAL for other files), live or in a snapshot.
+  virtual Result<std::string> readlink(Ino ino) = 0;
+  // A hard link: `ino` (a live file of any type but a directory) gets the name new_name
+  // in new_parent too. Errors: EPERM (a directory), EXDEV (a snapshot's file), EEXIST,
+  // EMLINK, ENOENT (a file already unlinked).
   virtual Result<Attr> link(Ino ino, Ino new_parent, const std::string& new_name) = 0;
   // `uid` is the caller's: in a ".snapshots" directory it must be root, the snapshot's
   // taker or the directory's owner (EPERM otherwise).
@@ -338,9 +349,19 @@ class Datastore {
   virtual Result<SnapshotSpaceInfo> snapshot_space(uint16_t id) = 0;
   // The path of live directory `dir` from the datastore's root ("/" for the root).
   virtual Result<std::string> dir_path(Ino dir) = 0;
-  // Extended attributes (name, value): user.vsfs.changeid and user.vsfs.created on a
-  // snapshot's root directory.
+  // Extended attributes (name, value), sorted by name: those stored with the inode (live
+  // or as a snapshot froze them), and on a snapshot's root directory user.vsfs.changeid,
+  // user.vsfs.created and user.vsfs.taker.
   virtual Result<std::vector<std::pair<std::string, std::string>>> xattrs(Ino ino) = 0;
+  // Stores xattr `name` ("user.", "trusted." or "security." and 1..255 bytes in all; other
+  // namespaces EOPNOTSUPP; "user.vsfs." is vsfs's own, EPERM) with `value` (at most 4096
+  // bytes, E2BIG). `flags`: XATTR_CREATE (EEXIST when present), XATTR_REPLACE (ENODATA
+  // when absent). ENOSPC when the inode's xattrs would pass 64 KiB in all (with a
+  // symlink's target). Changes ctime. EROFS in snapshots.
+  virtual Result<void> setxattr(Ino ino, const std::string& name, const std::string& value,
+                                int flags) = 0;
+  // ENODATA when absent.
+  virtual Result<void> removexattr(Ino ino, const std::string& name) = 0;
   // Makes [dst_offset, +length) of `dst` share the grains of [src_offset, +length) of `src`
   // (live or in a snapshot): metadata only for whole grains, partial edge grains copied.
   // Needs src_offset % 4096 == dst_offset % 4096 (else kUnsupported). Returns the bytes

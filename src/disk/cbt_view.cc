@@ -94,7 +94,10 @@ Result<Attr> CbtView::lookup_locked(Ino parent, const std::string& name) {
     case Node::kDir: {
       VSFS_ASSIGN_OR_RETURN(auto idx, ms_.dir_index_locked(p->base, p->b));
       auto it = idx->find(name);
-      if (it == idx->end()) return make_error(ENOENT, ErrorKind::kNotFound, "no such entry");
+      // Disks have change maps; symlinks, fifos, sockets and devices have no data.
+      if (it == idx->end() || (it->second.type != DT_DIR && it->second.type != DT_REG)) {
+        return make_error(ENOENT, ErrorKind::kNotFound, "no such entry");
+      }
       n.kind = it->second.type == DT_DIR ? Node::kDir : Node::kFile;
       n.base = it->second.ino;
       return getattr_locked(intern_locked(std::move(n)));
@@ -143,6 +146,7 @@ Result<std::vector<DirEntryInfo>> CbtView::readdir_locked(Ino ino) {
     case Node::kDir: {
       VSFS_ASSIGN_OR_RETURN(auto list, ms_.dir_list_locked(parent.base, parent.b));
       for (auto& e : list) {
+        if (e.type != DT_DIR && e.type != DT_REG) continue;  // no data, no map
         Node n = parent;
         n.kind = e.type == DT_DIR ? Node::kDir : Node::kFile;
         n.base = e.ino;

@@ -1,5 +1,7 @@
 #include "disk/common.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -13,6 +15,7 @@ Attr to_attr(const format::InodeRecord& r) {
   a.uid = r.uid;
   a.gid = r.gid;
   a.nlink = r.nlink;
+  a.rdev = r.rdev;
   a.size_bytes = r.size_bytes;
   a.allocated_bytes = r.allocated_grains * kGrainBytes;
   a.atime_ns = r.atime_ns;
@@ -20,6 +23,13 @@ Attr to_attr(const format::InodeRecord& r) {
   a.ctime_ns = r.ctime_ns;
   a.btime_ns = r.btime_ns;
   return a;
+}
+
+Result<void> check_regular(uint32_t mode) {
+  if (S_ISREG(mode)) return ok_result();
+  if (S_ISDIR(mode)) return make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory");
+  return make_error(EINVAL, ErrorKind::kInvalidArgument, "not a regular file (type 0{:o})",
+                    mode & S_IFMT);
 }
 
 Error err_from_device(int64_t res, const char* what) {

@@ -22,6 +22,9 @@ inline constexpr uint64_t kMaxFileBytes = 64ull << 40;  // 64 TiB
 
 Attr to_attr(const format::InodeRecord& r);
 
+// Data operations need a regular file: EISDIR for a directory, EINVAL for other types.
+Result<void> check_regular(uint32_t mode);
+
 // The error of a device IO that completed with `res` < 0.
 Error err_from_device(int64_t res, const char* what);
 

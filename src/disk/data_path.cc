@@ -64,7 +64,7 @@ void DataPath::read_locked(const std::shared_ptr<DataOp>& op, uint64_t offset) {
   for (const iovec& v : op->user) length += v.iov_len;
   auto rec = ns_.getattr_locked(op->ino);
   if (!rec.ok()) return finish_now(op, rec.take_error());
-  if (S_ISDIR(rec->mode)) return finish_now(op, make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory"));
+  if (auto regular = check_regular(rec->mode); !regular.ok()) return finish_now(op, regular.take_error());
   const uint64_t size = rec->size_bytes;
   if (offset >= size || length == 0) return finish_now(op, uint64_t{0});
   length = std::min(length, size - offset);
@@ -135,7 +135,7 @@ void DataPath::start_read_locked(const std::shared_ptr<DataOp>& op) {
 Result<uint64_t> DataPath::seek(Ino ino, uint64_t offset, bool data) {
   std::lock_guard lock(ms_.mu());
   VSFS_ASSIGN_OR_RETURN(auto attr, ns_.getattr_locked(ino));
-  if (S_ISDIR(attr.mode)) return make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory");
+  VSFS_TRY(check_regular(attr.mode));
   const uint64_t size = attr.size_bytes;
   if (offset >= size) return make_error(ENXIO, ErrorKind::kInvalidArgument, "offset past the end");
   if (view_of(ino) == kCbtView) return data ? offset : size;

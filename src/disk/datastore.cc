@@ -115,6 +115,25 @@ class DatastoreImpl final : public Datastore {
     if (view_of(parent) == kSnapshotsDirView) return snapshots_.create(base_of(parent), name, uid);
     return ns_.make_node(parent, name, S_IFDIR | (mode & 07777), uid, gid);
   }
+  Result<Attr> symlink(Ino parent, const std::string& name, const std::string& target,
+                       uint32_t uid, uint32_t gid) override {
+    return ns_.make_node(parent, name, S_IFLNK | 0777, uid, gid, 0, &target);
+  }
+  Result<Attr> mknod(Ino parent, const std::string& name, uint32_t mode, uint64_t rdev,
+                     uint32_t uid, uint32_t gid) override {
+    switch (mode & S_IFMT) {
+      case S_IFREG: return create(parent, name, mode, uid, gid);
+      case S_IFIFO:
+      case S_IFSOCK: rdev = 0; break;
+      case S_IFCHR:
+      case S_IFBLK: break;
+      default:
+        return make_error(EINVAL, ErrorKind::kInvalidArgument, "mknod of file type 0{:o}",
+                          mode & S_IFMT);
+    }
+    return ns_.make_node(parent, name, (mode & S_IFMT) | (mode & 07777), uid, gid, rdev);
+  }
+  Result<std::string> readlink(Ino ino) override { return ns_.readlink(ino); }
   Result<Attr> link(Ino ino, Ino new_parent, const std::string& new_name) override {
     return ns_.link(ino, new_parent, new_name);
   }
@@ -135,6 +154,13 @@ class DatastoreImpl final : public Datastore {
   void release_ref(Ino ino) override { ns_.release_ref(ino); }
   Result<std::vector<std::pair<std::string, std::string>>> xattrs(Ino ino) override {
     return ns_.xattrs(ino);
+  }
+  Result<void> setxattr(Ino ino, const std::string& name, const std::string& value,
+                        int flags) override {
+    return ns_.setxattr(ino, name, &value, flags);
+  }
+  Result<void> removexattr(Ino ino, const std::string& name) override {
+    return ns_.setxattr(ino, name, nullptr, 0);
   }
 
   void readv(Ino ino, uint64_t offset, const iovec* iov, int iovcnt,

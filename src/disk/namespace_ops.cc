@@ -3,6 +3,9 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
+#include <sys/xattr.h>
+
+#include <algorithm>
 #include <optional>
 
 #include "util/clock.h"
@@ -54,14 +57,26 @@ Result<Attr> NamespaceOps::getattr_locked(Ino ino) {
   VSFS_ASSIGN_OR_RETURN(auto rec, ms_.inode_locked(base_of(ino), view));
   Attr a = view == 0 ? inodes_.attr_locked(*rec) : to_attr(*rec);
   a.ino = ino;
-  if (view != 0) a.mode &= ~0222u;  // snapshots are read-only
+  if (view != 0 && !S_ISLNK(a.mode)) a.mode &= ~0222u;  // snapshots are read-only
   return a;
 }
 
 Result<Attr> NamespaceOps::make_node(Ino parent, const std::string& name, uint32_t mode,
-                                     uint32_t uid, uint32_t gid) {
+                                     uint32_t uid, uint32_t gid, uint64_t rdev,
+                                     const std::string* target) {
   std::lock_guard lock(ms_.mu());
   VSFS_TRY(writable(parent));
+  VSFS_ASSERT(S_ISLNK(mode) == (target != nullptr));
+  if (target != nullptr) {
+    if (target->empty() || target->find('\0') != std::string::npos) {
+      return make_error(ENOENT, ErrorKind::kInvalidArgument, "empty symlink target");
+    }
+    if (target->size() > format::kMaxSymlinkBytes) {
+      return make_error(ENAMETOOLONG, ErrorKind::kInvalidArgument,
+                        "symlink target of {} bytes (at most {})", target->size(),
+                        format::kMaxSymlinkBytes);
+    }
+  }
   if (name == kSnapshotsDirName || name == kCbtDirName) {
     return make_error(EEXIST, ErrorKind::kExists, "reserved name");
   }
@@ -74,7 +89,23 @@ Result<Attr> NamespaceOps::make_node(Ino parent, const std::string& name, uint32
   const uint64_t now = realtime_ns();
   VSFS_ASSIGN_OR_RETURN(uint64_t ino, ms_.alloc_inode_locked(mode, uid, gid, parent, now));
   const bool dir = S_ISDIR(mode);
-  VSFS_TRY(ms_.dir_add_locked(parent, name, ino, dir ? DT_DIR : DT_REG));
+  if (!dir && !S_ISREG(mode)) {
+    // Fields of the other types, set before anything can fail so that the record is
+    // whole in every state the transaction can be committed in.
+    ms_.use_posix_inodes_locked();
+    VSFS_ASSIGN_OR_RETURN(auto nrec, ms_.inode_for_update_locked(ino));
+    nrec->rdev = rdev;
+    if (target != nullptr) {
+      nrec->size_bytes = target->size();
+      format::InodeExtra extra;
+      extra.target = *target;
+      if (Result<void> r = ms_.set_extra_locked(ino, extra); !r.ok()) {
+        (void)ms_.free_inode_locked(ino);  // no symlink without its target
+        return r.take_error();
+      }
+    }
+  }
+  VSFS_TRY(ms_.dir_add_locked(parent, name, ino, format::dirent_type(mode)));
   VSFS_ASSIGN_OR_RETURN(auto prec, ms_.inode_for_update_locked(parent));
   prec->mtime_ns = prec->ctime_ns = now;
   if (dir) ++prec->nlink;
@@ -107,7 +138,7 @@ Result<Attr> NamespaceOps::link(Ino ino, Ino new_parent, const std::string& new_
   if (rec->nlink >= kMaxLinks) return make_error(EMLINK, ErrorKind::kInvalidArgument, "too many links");
   VSFS_ASSIGN_OR_RETURN(auto idx, ms_.dir_index_locked(new_parent));
   if (idx->count(new_name)) return make_error(EEXIST, ErrorKind::kExists, "'{}' exists", new_name);
-  VSFS_TRY(ms_.dir_add_locked(new_parent, new_name, ino, DT_REG));
+  VSFS_TRY(ms_.dir_add_locked(new_parent, new_name, ino, format::dirent_type(rec->mode)));
   VSFS_TRY(touch_dir_locked(new_parent));
   VSFS_ASSIGN_OR_RETURN(auto urec, ms_.inode_for_update_locked(ino));
   ++urec->nlink;
@@ -246,8 +277,7 @@ Result<std::vector<DirEntryInfo>> NamespaceOps::readdir(Ino dir) {
   VSFS_ASSIGN_OR_RETURN(auto list, ms_.dir_list_locked(base_of(dir), view));
   out.reserve(list.size());
   for (auto& e : list) {
-    out.push_back(DirEntryInfo{std::move(e.name), make_ino(view, e.ino),
-                               static_cast<uint32_t>(e.type == DT_DIR ? S_IFDIR : S_IFREG)});
+    out.push_back(DirEntryInfo{std::move(e.name), make_ino(view, e.ino), DTTOIF(e.type)});
   }
   return out;
 }
@@ -293,7 +323,71 @@ Result<std::vector<std::pair<std::string, std::string>>> NamespaceOps::xattrs(In
       out.emplace_back("user.vsfs.taker", std::to_string(r->taker_uid));
     }
   }
+  if (view != kCbtView && view != kSnapshotsDirView) {
+    VSFS_ASSIGN_OR_RETURN(format::InodeExtra extra, ms_.extra_locked(base_of(ino), view));
+    for (auto& kv : extra.xattrs) out.push_back(std::move(kv));
+  }
+  std::sort(out.begin(), out.end());
   return out;
+}
+
+Result<void> NamespaceOps::setxattr(Ino ino, const std::string& name, const std::string* value,
+                                    int flags) {
+  std::lock_guard lock(ms_.mu());
+  VSFS_TRY(getattr_locked(ino));
+  VSFS_TRY(writable(ino));
+  if (view_of(ino) != 0) return make_error(EROFS, ErrorKind::kState, "snapshots are read-only");
+  if (!format::valid_xattr_name(name)) {
+    if (name.size() > format::kMaxXattrNameBytes) {
+      return make_error(ERANGE, ErrorKind::kInvalidArgument, "xattr name of {} bytes", name.size());
+    }
+    return make_error(EOPNOTSUPP, ErrorKind::kUnsupported, "xattr namespace of '{}'", name);
+  }
+  if (name.starts_with("user.vsfs.")) {
+    return make_error(EPERM, ErrorKind::kInvalidArgument, "user.vsfs. attributes are vsfs's own");
+  }
+  if (value != nullptr && value->size() > format::kMaxXattrValueBytes) {
+    return make_error(E2BIG, ErrorKind::kInvalidArgument, "xattr value of {} bytes (at most {})",
+                      value->size(), format::kMaxXattrValueBytes);
+  }
+  VSFS_ASSIGN_OR_RETURN(format::InodeExtra extra, ms_.extra_locked(ino));
+  auto& xs = extra.xattrs;
+  auto it = std::lower_bound(xs.begin(), xs.end(), name,
+                             [](const auto& kv, const std::string& n) { return kv.first < n; });
+  const bool present = it != xs.end() && it->first == name;
+  if (value == nullptr) {
+    if (!present) return make_error(ENODATA, ErrorKind::kNotFound, "no xattr '{}'", name);
+    xs.erase(it);
+  } else {
+    if ((flags & XATTR_CREATE) && present) {
+      return make_error(EEXIST, ErrorKind::kExists, "xattr '{}' exists", name);
+    }
+    if ((flags & XATTR_REPLACE) && !present) {
+      return make_error(ENODATA, ErrorKind::kNotFound, "no xattr '{}'", name);
+    }
+    if (present) {
+      it->second = *value;
+    } else {
+      xs.emplace(it, name, *value);
+    }
+    if (format::inode_extra_bytes(extra) > format::kMaxExtraBytes) {
+      return make_error(ENOSPC, ErrorKind::kNoSpace, "the inode's xattrs would pass {} bytes",
+                        format::kMaxExtraBytes);
+    }
+  }
+  VSFS_TRY(ms_.set_extra_locked(ino, extra));
+  VSFS_ASSIGN_OR_RETURN(auto rec, ms_.inode_for_update_locked(ino));
+  rec->ctime_ns = realtime_ns();
+  services_.wake_if_commit_wanted_locked();
+  return ok_result();
+}
+
+Result<std::string> NamespaceOps::readlink(Ino ino) {
+  std::lock_guard lock(ms_.mu());
+  VSFS_ASSIGN_OR_RETURN(Attr a, getattr_locked(ino));
+  if (!S_ISLNK(a.mode)) return make_error(EINVAL, ErrorKind::kInvalidArgument, "not a symlink");
+  VSFS_ASSIGN_OR_RETURN(format::InodeExtra extra, ms_.extra_locked(base_of(ino), view_of(ino)));
+  return std::move(extra.target);
 }
 
 // Up the parent links, finding each directory's name in its parent's index.

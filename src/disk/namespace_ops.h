@@ -35,9 +35,11 @@ class NamespaceOps {
   Result<Attr> lookup(Ino parent, const std::string& name);
   Result<Attr> getattr(Ino ino);
   Result<Attr> getattr_locked(Ino ino);
-  // mode holds the type (S_IFREG, S_IFDIR) and the permission bits.
+  // mode holds the type and the permission bits; rdev is a device's number, `target` a
+  // symlink's target (null for other types).
   Result<Attr> make_node(Ino parent, const std::string& name, uint32_t mode, uint32_t uid,
-                         uint32_t gid);
+                         uint32_t gid, uint64_t rdev = 0, const std::string* target = nullptr);
+  Result<std::string> readlink(Ino ino);
   Result<Attr> link(Ino ino, Ino new_parent, const std::string& new_name);
   Result<void> unlink(Ino parent, const std::string& name);
   Result<void> rmdir(Ino parent, const std::string& name);
@@ -48,6 +50,9 @@ class NamespaceOps {
   Result<void> open_ref(Ino ino);
   void release_ref(Ino ino);
   Result<std::vector<std::pair<std::string, std::string>>> xattrs(Ino ino);
+  // Sets xattr `name` to *value, or removes it when value is null (Datastore::setxattr,
+  // removexattr).
+  Result<void> setxattr(Ino ino, const std::string& name, const std::string* value, int flags);
   Result<std::string> dir_path(Ino dir);
 
  private:

@@ -181,7 +181,8 @@ void Snapshots::clone_range(Ino src, uint64_t src_offset, Ino dst, uint64_t dst_
     if (!sa.ok()) check = sa.take_error();
     else if (!da.ok()) check = da.take_error();
     else if (auto w = check_writable(ms_, read_only_, dst); !w.ok()) check = w.take_error();
-    else if (S_ISDIR(sa->mode) || S_ISDIR(da->mode)) check = make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory");
+    else if (auto rs = check_regular(sa->mode); !rs.ok()) check = rs.take_error();
+    else if (auto rd = check_regular(da->mode); !rd.ok()) check = rd.take_error();
     else if (src_offset % kGrainBytes != dst_offset % kGrainBytes) {
       check = make_error(EOPNOTSUPP, ErrorKind::kUnsupported, "offsets differ within a grain");
     } else if (base_of(src) == base_of(dst) && view_of(src) == view_of(dst)) {

@@ -67,7 +67,7 @@ void DataPath::write_locked(const std::shared_ptr<DataOp>& op, uint64_t offset,
   if (auto w = writable(op->ino); !w.ok()) return finish_now(op, w.take_error());
   auto rec = ms_.inode_locked(op->ino);
   if (!rec.ok()) return finish_now(op, rec.take_error());
-  if (S_ISDIR((*rec)->mode)) return finish_now(op, make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory"));
+  if (auto regular = check_regular((*rec)->mode); !regular.ok()) return finish_now(op, regular.take_error());
   if (offset >= kMaxFileBytes || length > kMaxFileBytes - offset) {
     return finish_now(op, make_error(EFBIG, ErrorKind::kInvalidArgument, "beyond the largest disk (64 TiB)"));
   }
@@ -355,7 +355,7 @@ void DataPath::truncate(Ino ino, uint64_t size, Done<void> done) {
   if (view_of(ino) != 0) return done(make_error(EROFS, ErrorKind::kState, "snapshots are read-only"));
   auto rec = ns_.getattr(ino);
   if (!rec.ok()) return done(rec.take_error());
-  if (S_ISDIR(rec->mode)) return done(make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory"));
+  if (auto regular = check_regular(rec->mode); !regular.ok()) return done(regular.take_error());
   const uint64_t old = rec->size_bytes;
   auto finish = [this, ino, size, old, done = std::move(done)](Result<void> r) mutable {
     if (!r.ok()) return done(std::move(r));
@@ -419,8 +419,8 @@ void DataPath::allocate_start_locked(const std::shared_ptr<Allocation>& a) {
     auto rec = ms_.inode_locked(a->ino);
     if (!rec.ok()) {
       r = rec.take_error();
-    } else if (S_ISDIR((*rec)->mode)) {
-      r = make_error(EISDIR, ErrorKind::kInvalidArgument, "is a directory");
+    } else if (auto regular = check_regular((*rec)->mode); !regular.ok()) {
+      r = regular.take_error();
     } else if (!a->keep_size && a->end_bytes > (*rec)->size_bytes) {
       a->new_size = a->end_bytes;
     }

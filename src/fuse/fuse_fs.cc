@@ -45,6 +45,7 @@ void fill_stat(const Attr& attr, struct stat* st) {
   st->st_ino = attr.ino;
   st->st_mode = attr.mode;
   st->st_nlink = attr.nlink;
+  st->st_rdev = static_cast<dev_t>(attr.rdev);
   st->st_uid = attr.uid;
   st->st_gid = attr.gid;
   st->st_size = static_cast<off_t>(attr.size_bytes);

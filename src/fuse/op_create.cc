@@ -1,8 +1,8 @@
-// create (open with O_CREAT) and mknod. vsfs holds regular files and directories only:
-// mknod of anything but a regular file is EPERM, as on filesystems without special
-// files. `.vsfs` in the root already exists (EEXIST); nothing can be created inside the
-// synthetic tree (EPERM). The new file belongs to the caller (fuse_req_ctx); the kernel
-// has applied the umask to `mode`.
+// create (open with O_CREAT) and mknod: regular files, fifos, sockets and device nodes
+// (kept with their rdev; a FUSE mount is nodev, so the kernel never opens a device
+// through them). `.vsfs` in the root already exists (EEXIST); nothing can be created
+// inside the synthetic tree (EPERM). The new file belongs to the caller (fuse_req_ctx);
+// the kernel has applied the umask to `mode`.
 // create takes an open reference like open, and answers with FOPEN_DIRECT_IO |
 // FOPEN_PARALLEL_DIRECT_WRITES for O_DIRECT, and a handle on the disk's coalescing
 // queue when coalescing is on (op_open.cc).
@@ -24,14 +24,19 @@ Result<Attr> do_create(fuse_req_t req, Ino parent, const char* name, mode_t mode
 
 }  // namespace
 
-void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
-              dev_t /*rdev*/) {
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
   guarded(req, [&] {
-    if (!S_ISREG(mode)) {
-      fuse_reply_err(req, EPERM);
+    if (S_ISREG(mode)) {
+      reply_entry(req, do_create(req, parent, name, mode));
       return;
     }
-    reply_entry(req, do_create(req, parent, name, mode));
+    reply_entry(req, [&]() -> Result<Attr> {
+      VSFS_TRY(check_name(name));
+      if (is_vsfs_dir_name(parent, name)) return errno_error(EEXIST, ".vsfs exists");
+      if (is_synthetic(parent)) return errno_error(EPERM, ".vsfs is read-only");
+      const fuse_ctx* ctx = fuse_req_ctx(req);
+      return fs_of(req).ds().mknod(parent, name, mode, rdev, ctx->uid, ctx->gid);
+    }());
   });
 }
 

@@ -1,16 +1,38 @@
-// symlink and link. Hard links of regular files are made by Datastore::link (one disk,
-// several names). Symbolic links do not exist in vsfs: symlink is refused with EPERM,
-// as a local filesystem without them refuses it (vsfs.7, Limits); answered here rather
-// than left out of the table, since libfuse would answer ENOSYS, which the kernel
-// passes on for symlink(2).
-// Threading: any worker thread; link is synchronous and in memory.
+// symlink, readlink and link. A symlink keeps its target with the inode (up to 4095
+// bytes, as ext4); the kernel resolves it, so lookups through it never reach vsfs as
+// such. A hard link gives a file of any type but a directory one more name (for a disk:
+// one disk, several names).
+// Threading: any worker thread; all three are synchronous and in memory (readlink may
+// read one metadata block).
 #include "fuse/ops.h"
 
 namespace vsfs::fuse {
 
-void op_symlink(fuse_req_t req, const char* /*target*/, fuse_ino_t /*parent*/,
-                const char* /*name*/) {
-  fuse_reply_err(req, EPERM);
+void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+  guarded(req, [&] {
+    reply_entry(req, [&]() -> Result<Attr> {
+      VSFS_TRY(check_name(name));
+      if (is_vsfs_dir_name(parent, name)) return errno_error(EEXIST, ".vsfs exists");
+      if (is_synthetic(parent)) return errno_error(EPERM, ".vsfs is read-only");
+      const fuse_ctx* ctx = fuse_req_ctx(req);
+      return fs_of(req).ds().symlink(parent, name, target, ctx->uid, ctx->gid);
+    }());
+  });
+}
+
+void op_readlink(fuse_req_t req, fuse_ino_t ino) {
+  guarded(req, [&] {
+    if (is_synthetic(ino)) {
+      fuse_reply_err(req, EINVAL);
+      return;
+    }
+    Result<std::string> target = fs_of(req).ds().readlink(ino);
+    if (!target.ok()) {
+      reply_error(req, target.error());
+      return;
+    }
+    fuse_reply_readlink(req, target->c_str());
+  });
 }
 
 void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name) {

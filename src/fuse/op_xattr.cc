@@ -1,9 +1,11 @@
-// getxattr and listxattr: a snapshot's root directory carries user.vsfs.changeid (the
-// generation it froze, for changed-block queries), user.vsfs.created (Unix seconds),
-// user.vsfs.taker (uid) and the space it holds: user.vsfs.exclusive_bytes,
-// user.vsfs.shared_bytes and user.vsfs.referenced_bytes (Datastore::snapshot_space, a
-// metadata walk done only when one of these is read). Nothing else has extended
-// attributes; setxattr and removexattr are not supported.
+// getxattr, listxattr, setxattr and removexattr. Every inode of the live tree keeps
+// xattrs in the user., trusted. and security. namespaces (Datastore::setxattr has the
+// limits); a snapshot keeps them read-only. The kernel checks who may read and write
+// which namespace before asking. A snapshot's root directory also carries
+// user.vsfs.changeid (the generation it froze, for changed-block queries),
+// user.vsfs.created (Unix seconds), user.vsfs.taker (uid) and the space it holds:
+// user.vsfs.exclusive_bytes, user.vsfs.shared_bytes and user.vsfs.referenced_bytes
+// (Datastore::snapshot_space, a metadata walk done only when one of these is read).
 // Threading: any worker thread; the space attributes read metadata.
 #include <cstring>
 
@@ -98,6 +100,29 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
     } else {
       fuse_reply_buf(req, names.data(), names.size());
     }
+  });
+}
+
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
+                 size_t size, int flags) {
+  guarded(req, [&] {
+    if (is_synthetic(ino)) {
+      fuse_reply_err(req, EPERM);
+      return;
+    }
+    Result<void> r = fs_of(req).ds().setxattr(ino, name, std::string(value, size), flags);
+    fuse_reply_err(req, r.ok() ? 0 : (r.error().errno_value > 0 ? r.error().errno_value : EIO));
+  });
+}
+
+void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  guarded(req, [&] {
+    if (is_synthetic(ino)) {
+      fuse_reply_err(req, EPERM);
+      return;
+    }
+    Result<void> r = fs_of(req).ds().removexattr(ino, name);
+    fuse_reply_err(req, r.ok() ? 0 : (r.error().errno_value > 0 ? r.error().errno_value : EIO));
   });
 }
 

@@ -26,6 +26,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                fuse_file_info* fi);
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode);
 void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name);
+void op_readlink(fuse_req_t req, fuse_ino_t ino);
 void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name);
 void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name);
 void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name);
@@ -53,6 +54,9 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_fi
                         int flags);
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);
 void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
+                 size_t size, int flags);
+void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name);
 void op_ioctl(fuse_req_t req, fuse_ino_t ino, int cmd, void* arg, fuse_file_info* fi,
               unsigned flags, const void* in_buf, size_t in_bufsz, size_t out_bufsz);
 

@@ -1,5 +1,5 @@
 // The fuse_lowlevel_ops table: which handler answers which FUSE operation.
-// Operations left out (setxattr, locks, ...) get ENOSYS from libfuse; the kernel
+// Operations left out (locks, ...) get ENOSYS from libfuse; the kernel
 // then remembers that and answers EOPNOTSUPP itself.
 // Thread-safety: the table is built once, on first use, and never changes.
 #include "fuse/ops.h"
@@ -20,6 +20,7 @@ fuse_lowlevel_ops build_table() {
   ops.create = op_create;
   ops.mkdir = op_mkdir;
   ops.symlink = op_symlink;
+  ops.readlink = op_readlink;
   ops.link = op_link;
   ops.unlink = op_unlink;
   ops.rmdir = op_rmdir;
@@ -41,6 +42,8 @@ fuse_lowlevel_ops build_table() {
   ops.copy_file_range = op_copy_file_range;
   ops.getxattr = op_getxattr;
   ops.listxattr = op_listxattr;
+  ops.setxattr = op_setxattr;
+  ops.removexattr = op_removexattr;
   ops.ioctl = op_ioctl;
   return ops;
 }

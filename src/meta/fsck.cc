@@ -304,6 +304,7 @@ class Checker {
   Result<void> walk_map_root(uint64_t root, uint8_t height, TreeKind kind, uint64_t owner,
                              LiveInode* live, const std::string& who);
   Result<void> walk_inode_root(uint64_t root, uint8_t height, bool live, const std::string& who);
+  Result<void> walk_extra(const format::InodeRecord& r, const std::string& who);
   Result<void> walk_release_list();
   Result<void> walk_snapshot_list();
   template <typename Decode, typename Visit>
@@ -737,6 +738,65 @@ Result<void> Checker::inode_leaf(uint64_t grain, uint64_t leaf_no, bool live, bo
       VSFS_TRY(walk_map_root(r.map_root, r.map_height, kind, r.ino, nullptr,
                              fmt::format("{} (in the inode table of {})", who, table)));
     }
+    if (count && r.extra != 0) {
+      VSFS_TRY(walk_extra(r, live ? who : fmt::format("{} (in the inode table of {})", who, table)));
+    }
+  }
+  return ok_result();
+}
+
+// An inode's extra chain: the records naming its first block reference it (a snapshot's
+// and the live one may share it); each further block is referenced by the one before.
+// On the first visit the blocks are read, their owner checked and the content decoded:
+// a symlink's target must have the record's size, other inodes have none.
+Result<void> Checker::walk_extra(const format::InodeRecord& r, const std::string& who) {
+  if ((sb_.incompat & format::kIncompatPosixInodes) == 0) {
+    problem(Fix::kNone, 0,
+            fmt::format("{} has an extra chain but incompat bit 0x{:x} is not set", who,
+                        format::kIncompatPosixInodes));
+  }
+  std::string from = who + " extra";
+  std::string content;
+  for (uint64_t g = r.extra, n = 0; g != 0; ++n) {
+    const RefResult rr = add_ref(g, static_cast<uint8_t>(BlockType::kInodeExtra), from);
+    if (rr != RefResult::kFirst) {
+      if (rr == RefResult::kSeen && n > 0) {
+        problem(Fix::kNone, 0, fmt::format("{}: extra block at grain {} is reached twice", who, g));
+        walk_complete_ = false;
+      }
+      return ok_result();  // n == 0: a shared chain, checked on its first visit
+    }
+    ++report_.tree_nodes;
+    if (n == format::kMaxExtraBlocks) {
+      problem(Fix::kNone, 0, fmt::format("{}: extra chain longer than {} blocks", who,
+                                         format::kMaxExtraBlocks));
+      walk_complete_ = false;
+      return ok_result();
+    }
+    AlignedBuffer buf(kGrainBytes, false);
+    VSFS_TRY(read_grain(g, buf));
+    auto b = format::decode_extra_block(cg(buf), g);
+    if (!b.ok()) {
+      problem(Fix::kNone, 0, fmt::format("{}: {}", who, b.error().message));
+      walk_complete_ = false;
+      return ok_result();
+    }
+    if (b->owner != r.ino) {
+      problem(Fix::kNone, 0, fmt::format("{}: extra block at grain {} belongs to inode {}", who,
+                                         g, b->owner));
+    }
+    content += b->piece;
+    from = fmt::format("{} extra block at grain {}", who, g);
+    g = b->next;
+  }
+  auto e = format::decode_inode_extra(content, who + ": extra chain");
+  if (!e.ok()) {
+    problem(Fix::kNone, 0, e.error().message);
+    return ok_result();
+  }
+  if (S_ISLNK(r.mode) ? e->target.size() != r.size_bytes : !e->target.empty()) {
+    problem(Fix::kNone, 0, fmt::format("{}: symlink target of {} bytes, record size {} (mode 0{:o})",
+                                       who, e->target.size(), r.size_bytes, r.mode));
   }
   return ok_result();
 }
@@ -1222,11 +1282,11 @@ Result<void> Checker::check_namespace() {
           continue;
         }
         const bool target_dir = S_ISDIR(target->second.rec.mode);
-        if (target_dir != (e.type == DT_DIR)) {
+        if (e.type != format::dirent_type(target->second.rec.mode)) {
           problem(Fix::kNone, 0,
-                  fmt::format("directory {}: entry '{}' says inode {} is a {}, but it is a {}",
-                              ino, e.name, e.ino, e.type == DT_DIR ? "directory" : "file",
-                              target_dir ? "directory" : "file"));
+                  fmt::format("directory {}: entry '{}' says inode {} is of type {}, but its "
+                              "mode is 0{:o}",
+                              ino, e.name, e.ino, e.type, target->second.rec.mode));
         }
         ++names[e.ino];
         if (target_dir) {

@@ -310,10 +310,11 @@ class MetaStore {
     // Progress.
     struct Node {
       uint64_t grain;
-      int level;  // tree level; -1 for a data grain or directory block
+      int level;  // tree level; -1 for a data grain or directory block; kExtraChain
       format::TreeKind kind;
       uint64_t ino;  // the inode whose map it belongs to (0 in the inode table)
     };
+    static constexpr int kExtraChain = -2;  // the first block of an inode's extra chain
     uint64_t change_id = 0;          // of the snapshot when the walk began
     bool started = false;
     std::vector<uint64_t> dirs;      // directories of the view still to list

@@ -80,7 +80,15 @@ Result<bool> MetaStore::space_walk_step_locked(SpaceWalk& w, uint32_t budget) {
       w.reached.erase(it);
     }
     ++w.exclusive_grains;
-    if (child.level >= 0) {
+    if (child.level == SpaceWalk::kExtraChain) {
+      // The rest of an inode's extra chain is referenced by the blocks before it alone.
+      VSFS_ASSIGN_OR_RETURN(CachedBlock * e, get_locked(child.grain, BlockType::kInodeExtra));
+      for (uint64_t g = e->extra().next, n = 1; g != 0 && n < format::kMaxExtraBlocks; ++n) {
+        ++w.exclusive_grains;
+        VSFS_ASSIGN_OR_RETURN(e, get_locked(g, BlockType::kInodeExtra));
+        g = e->extra().next;
+      }
+    } else if (child.level >= 0) {
       w.nodes.push_back(child);
     } else if (child.kind == TreeKind::kFileMap && w.files.count(child.ino) != 0) {
       ++w.exclusive_view_data_grains;
@@ -104,7 +112,11 @@ Result<bool> MetaStore::space_walk_step_locked(SpaceWalk& w, uint32_t budget) {
     std::vector<SpaceWalk::Node> children;  // reach() may evict b
     if (type == BlockType::kInodeLeaf) {
       for (const auto& rec : b->inodes().inodes) {
-        if (rec.ino == 0 || rec.map_root == 0) continue;
+        if (rec.ino == 0) continue;
+        if (rec.extra != 0) {
+          children.push_back({rec.extra, SpaceWalk::kExtraChain, TreeKind::kFileMap, rec.ino});
+        }
+        if (rec.map_root == 0) continue;
         children.push_back({rec.map_root, rec.map_height - 1,
                             S_ISDIR(rec.mode) ? TreeKind::kDirMap : TreeKind::kFileMap, rec.ino});
       }
