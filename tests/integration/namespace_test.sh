@@ -66,7 +66,7 @@ create in .vsfs: EPERM
 unlink stats: EPERM
 open stats for writing: EACCES
 chmod stats: EPERM
-symlink: EPERM
+symlink: ok
 link: ok
 hard link: True 2 one disk
 link onto a name: EEXIST
