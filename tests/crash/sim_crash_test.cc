@@ -20,6 +20,9 @@
 // commits between them) lets a cut leave part of a reservation. The closing line counts
 // the fallocates run and the cuts that fell inside one.
 //
+// Symlinks (targets up to 4095 bytes: extra chains of one or two blocks) and xattrs on
+// the files (setxattr and removexattr, values up to 4096 bytes) are drawn too.
+//
 // The oracle is the list of states the datastore passed through since the last
 // acknowledged durability point (fsync, a snapshot's creation or deletion, a commit
 // round that succeeded) up to the cut. After the final recovery:
@@ -27,8 +30,10 @@
 //    had in one of them: absent, a directory, or a file whose size is one it had;
 //  - every byte of every file holds a value that file had at that offset in one of them
 //    (writes are not atomic across grains or sectors, so this is per byte);
+//  - every file's xattrs are exactly the set it had in one of them, and every symlink
+//    reads back its target whole;
 //  - every snapshot exists or not as in one of them, and when it exists reads exactly as
-//    frozen, every file and name;
+//    frozen, every file, name, symlink and xattr;
 //  - the .cbt maps of every pair of snapshots are exact: every grain that differs is
 //    listed, and every grain listed was written or unmapped between the two (files made
 //    since the older one are listed in full); .cbt/B/full lists every non-zero grain;
@@ -84,10 +89,12 @@ constexpr int kMaxNested = 3;
 // ---- the model ------------------------------------------------------------------------
 
 using Bytes = std::vector<uint8_t>;
+using Xattrs = std::map<std::string, std::string>;
 
 struct File {
   uint64_t id = 0;                        // the same file under any name
   std::shared_ptr<const Bytes> data = std::make_shared<Bytes>();
+  std::shared_ptr<const Xattrs> xattrs = std::make_shared<Xattrs>();
   // Per grain, the operation number that last wrote or unmapped it (0: never).
   std::shared_ptr<const std::vector<uint64_t>> touched =
       std::make_shared<std::vector<uint64_t>>(kMaxGrains, 0);
@@ -97,11 +104,13 @@ struct Snap {
   uint64_t op = 0;  // operation number at its creation
   std::map<std::string, File> files;
   std::set<std::string> dirs;
+  std::map<std::string, std::string> links;
 };
 
 struct State {
   std::map<std::string, File> files;  // path -> file
   std::set<std::string> dirs{""};
+  std::map<std::string, std::string> links;  // path -> symlink target
   std::map<std::string, Snap> snaps;  // name -> frozen tree
 };
 
@@ -131,6 +140,7 @@ struct Coverage {
   uint64_t lifetime_stored = 0;
   uint64_t allocates = 0, cuts_in_allocate = 0;  // fallocate ops run, cuts inside one
   uint64_t far_allocates = 0, cuts_in_far_allocate = 0;  // of those: many-piece ones
+  uint64_t symlinks = 0, xattr_ops = 0;  // symlinks made, setxattr and removexattr run
 };
 
 // What the workload is doing, for naming the phase of a cut.
@@ -253,6 +263,8 @@ class Workload {
   uint64_t allocates() const { return allocates_; }
   bool cut_in_allocate() const { return in_allocate_; }
   uint64_t far_allocates() const { return far_allocates_; }
+  uint64_t symlinks() const { return symlinks_; }
+  uint64_t xattr_ops() const { return xattr_ops_; }
   bool cut_in_far_allocate() const { return in_far_; }
   Step step() const { return step_; }
 
@@ -275,7 +287,10 @@ class Workload {
   bool one_op() {
     const uint64_t r = pick(1000);
     if (r < 60 || live_.files.empty()) return op_create();
-    if (r < 355) return op_write();
+    if (r < 315) return op_write();
+    if (r < 330) return op_symlink();
+    if (r < 345) return op_setxattr();
+    if (r < 355) return op_removexattr();
     if (r < 365) return op_allocate_far();
     if (r < 400) return op_allocate();
     if (r < 470) return op_overwrite_in_place();
@@ -474,7 +489,68 @@ class Workload {
     return d_.punch(*ino, off, len).ok();
   }
 
+  // A symlink in a random directory; now and then one whose target takes two extra
+  // blocks.
+  bool op_symlink() {
+    auto dir_it = live_.dirs.begin();
+    std::advance(dir_it, pick(live_.dirs.size()));
+    const std::string dir = *dir_it;
+    const std::string path = dir.empty() ? new_name() : dir + "/" + new_name();
+    auto parent = d_.resolve(kRootIno, dir);
+    if (!parent.ok()) return false;
+    std::string target(1 + pick(pick(4) == 0 ? format::kMaxSymlinkBytes : 80), 'x');
+    for (char& c : target) c = static_cast<char>('a' + pick(26));
+    live_.links[path] = target;
+    ++symlinks_;
+    note("symlink " + path + " (" + std::to_string(target.size()) + " bytes)");
+    return d_.ds().symlink(*parent, leaf_of(path), target, 0, 0).ok();
+  }
+
+  bool op_setxattr() {
+    const std::string path = random_file();
+    auto ino = d_.resolve(kRootIno, path);
+    if (!ino.ok()) return false;
+    static const char* kNames[] = {"user.a", "user.b", "trusted.c", "security.d"};
+    const std::string name = kNames[pick(4)];
+    std::string value(pick(4) == 0 ? pick(format::kMaxXattrValueBytes + 1) : pick(64), 'v');
+    for (char& c : value) c = static_cast<char>(pick(256));
+    File& f = live_.files[path];
+    auto next = std::make_shared<Xattrs>(*f.xattrs);
+    (*next)[name] = value;
+    f.xattrs = std::move(next);
+    ++xattr_ops_;
+    note("setxattr " + path + " " + name + " (" + std::to_string(value.size()) + " bytes)");
+    return d_.ds().setxattr(*ino, name, value, 0).ok();
+  }
+
+  bool op_removexattr() {
+    const std::string path = random_file();
+    File& f = live_.files[path];
+    if (f.xattrs->empty()) return op_setxattr();
+    auto ino = d_.resolve(kRootIno, path);
+    if (!ino.ok()) return false;
+    auto it = f.xattrs->begin();
+    std::advance(it, pick(f.xattrs->size()));
+    const std::string name = it->first;
+    auto next = std::make_shared<Xattrs>(*f.xattrs);
+    next->erase(name);
+    f.xattrs = std::move(next);
+    ++xattr_ops_;
+    note("removexattr " + path + " " + name);
+    return d_.ds().removexattr(*ino, name).ok();
+  }
+
   bool op_unlink() {
+    if (!live_.links.empty() && pick(3) == 0) {
+      auto it = live_.links.begin();
+      std::advance(it, pick(live_.links.size()));
+      const std::string path = it->first;
+      auto parent = d_.resolve(kRootIno, parent_of(path));
+      if (!parent.ok()) return false;
+      live_.links.erase(it);
+      note("unlink symlink " + path);
+      return d_.ds().unlink(*parent, leaf_of(path)).ok();
+    }
     const std::string path = random_file();
     auto parent = d_.resolve(kRootIno, parent_of(path));
     if (!parent.ok()) return false;
@@ -518,6 +594,7 @@ class Workload {
     s.op = op_;
     s.files = live_.files;
     s.dirs = live_.dirs;
+    s.links = live_.links;
     live_.snaps[name] = std::move(s);
     note("snapshot " + name);
     if (!d_.ds().mkdir(make_ino(kSnapshotsDirView, kRootIno), name, 0755, 0, 0).ok()) {
@@ -593,6 +670,8 @@ class Workload {
   bool in_allocate_ = false;   // the last allocate did not return (the power went)
   uint64_t far_allocates_ = 0;  // of allocates_: large ones past the files (many pieces)
   bool in_far_ = false;         // ... and it was a large one
+  uint64_t symlinks_ = 0;
+  uint64_t xattr_ops_ = 0;
 };
 
 // ---- the oracle -----------------------------------------------------------------------
@@ -600,6 +679,7 @@ class Workload {
 struct Found {
   std::map<std::string, Ino> files;
   std::set<std::string> dirs;
+  std::map<std::string, Ino> links;
 };
 
 // Walks a tree (the live one, or a snapshot's) and names everything in it.
@@ -617,6 +697,8 @@ std::string walk(Datastore& ds, Ino dir, const std::string& prefix, Found& out, 
       out.dirs.insert(path);
       std::string p = walk(ds, e.ino, path, out, depth + 1);
       if (!p.empty()) return p;
+    } else if (S_ISLNK(e.mode)) {
+      out.links[path] = e.ino;
     } else {
       out.files[path] = e.ino;
     }
@@ -650,6 +732,12 @@ std::string check_file(Driver& d, const std::string& what, Ino ino,
     }
   }
   return "";
+}
+
+// The xattrs `ino` has, as a map.
+Result<Xattrs> xattrs_of(Datastore& ds, Ino ino) {
+  VSFS_ASSIGN_OR_RETURN(auto list, ds.xattrs(ino));
+  return Xattrs(list.begin(), list.end());
 }
 
 struct Extent {
@@ -743,10 +831,28 @@ std::string check_recovered(Driver& d, const std::vector<State>& states) {
   }
   for (const auto& [path, ino] : found.files) names.insert(path);
   names.insert(found.dirs.begin(), found.dirs.end());
+  for (const State& s : states) {
+    for (const auto& [path, target] : s.links) names.insert(path);
+  }
+  for (const auto& [path, ino] : found.links) names.insert(path);
   names.erase("");
   for (const std::string& name : names) {
     const bool is_file = found.files.count(name) != 0;
     const bool is_dir = found.dirs.count(name) != 0;
+    // A symlink: one that existed under this name, with its whole target.
+    if (auto fl = found.links.find(name); fl != found.links.end()) {
+      const std::string* want = nullptr;
+      for (const State& s : states) {
+        if (auto it = s.links.find(name); it != s.links.end()) want = &it->second;
+      }
+      if (want == nullptr) return "symlink " + name + " is a state it never had";
+      auto got = ds.readlink(fl->second);
+      if (!got.ok()) return "readlink " + name + ": " + got.error().to_string();
+      if (*got != *want) return "symlink " + name + ": target differs";
+      continue;
+    }
+    bool was_link = false;
+    for (const State& s : states) was_link |= s.links.count(name) != 0;
     std::set<uint64_t> ids;  // the file this name named (names are never reused)
     bool had_absent = false, had_dir = false;
     for (const State& s : states) {
@@ -755,9 +861,15 @@ std::string check_recovered(Driver& d, const std::vector<State>& states) {
         ids.insert(f->second.id);
       } else if (s.dirs.count(name)) {
         had_dir = true;
-      } else {
+      } else if (!s.links.count(name)) {
         had_absent = true;
       }
+    }
+    if (was_link && !is_file && !is_dir) {
+      bool link_absent = false;
+      for (const State& s : states) link_absent |= !s.links.count(name);
+      if (!link_absent) return "symlink " + name + " is missing";
+      continue;
     }
     if (is_dir && !had_dir) return "directory " + name + " is a state it never had";
     if (!is_file && !is_dir && !had_absent) return name + " is missing";
@@ -776,6 +888,14 @@ std::string check_recovered(Driver& d, const std::vector<State>& states) {
       }
       std::string problem = check_file(d, name, found.files[name], versions);
       if (!problem.empty()) return problem;
+      // Its xattrs: one set it had (each change is one metadata change).
+      auto got = xattrs_of(ds, found.files[name]);
+      if (!got.ok()) return name + ": xattrs: " + got.error().to_string();
+      bool had = false;
+      for (const State& s : states) {
+        for (const auto& [path, f] : s.files) had |= ids.count(f.id) && *f.xattrs == *got;
+      }
+      if (!had) return name + ": its " + std::to_string(got->size()) + " xattrs are a set it never had";
     }
   }
   // Snapshots: exist or not as in some state; when they exist, exactly as frozen.
@@ -825,6 +945,18 @@ std::string check_recovered(Driver& d, const std::vector<State>& states) {
       auto got = d.read_all(fi->second);
       if (!got.ok()) return "snapshot " + n + ": read " + path + ": " + got.error().to_string();
       if (*got != *f.data) return "snapshot " + n + ": " + path + " differs from the frozen copy";
+      auto x = xattrs_of(ds, fi->second);
+      if (!x.ok() || *x != *f.xattrs) return "snapshot " + n + ": " + path + ": xattrs differ from the frozen ones";
+    }
+    if (in_snap.links.size() != frozen->links.size()) {
+      return "snapshot " + n + ": " + std::to_string(in_snap.links.size()) + " symlinks, frozen " +
+             std::to_string(frozen->links.size());
+    }
+    for (const auto& [path, target] : frozen->links) {
+      auto li = in_snap.links.find(path);
+      if (li == in_snap.links.end()) return "snapshot " + n + ": symlink " + path + " is missing";
+      auto got = ds.readlink(li->second);
+      if (!got.ok() || *got != target) return "snapshot " + n + ": symlink " + path + " differs";
     }
   }
   // Changed-block maps between every two snapshots that exist.
@@ -894,6 +1026,7 @@ struct Run {
   bool cut_in_allocate = false;  // the cut fell inside one
   uint64_t far_allocates = 0;
   bool cut_in_far_allocate = false;
+  uint64_t symlinks = 0, xattr_ops = 0;
 };
 
 // Runs the workload of `seed` with the power cut at IO `cut` (0: never).
@@ -918,6 +1051,8 @@ Run run_workload(uint64_t seed, uint64_t cut) {
   run.allocates = w.allocates();
   run.cut_in_allocate = w.cut_in_allocate();
   run.far_allocates = w.far_allocates();
+  run.symlinks = w.symlinks();
+  run.xattr_ops = w.xattr_ops();
   run.cut_in_far_allocate = w.cut_in_far_allocate();
   run.dead = raw->dead_io();
   const DatastoreStats st = ds->stats();
@@ -1028,6 +1163,8 @@ void run_seed(uint64_t seed, Coverage& cov) {
   cov.cuts_in_allocate += run.cut_in_allocate ? 1 : 0;
   cov.far_allocates += run.far_allocates;
   cov.cuts_in_far_allocate += run.cut_in_far_allocate ? 1 : 0;
+  cov.symlinks += run.symlinks;
+  cov.xattr_ops += run.xattr_ops;
   cov.seeds_wrapped += run.journal_bytes >= ring_bytes ? 1 : 0;
 
 
@@ -1108,7 +1245,8 @@ TEST(SimCrash, PowerCutsDuringWorkloadsAndRecovery) {
   }
   std::printf("sim-crash: %llu seeds, %llu failures; cuts by phase: %s; nested cuts=%llu; "
               "journal wraps=%llu; lifetime counts stored before the cut=%llu; "
-              "fallocates=%llu (many-piece %llu), cuts inside one=%llu (many-piece %llu)\n",
+              "fallocates=%llu (many-piece %llu), cuts inside one=%llu (many-piece %llu); "
+              "symlinks=%llu, xattr changes=%llu\n",
               static_cast<unsigned long long>(cov.seeds),
               static_cast<unsigned long long>(cov.failures), phases.c_str(),
               static_cast<unsigned long long>(cov.nested),
@@ -1117,7 +1255,9 @@ TEST(SimCrash, PowerCutsDuringWorkloadsAndRecovery) {
               static_cast<unsigned long long>(cov.allocates),
               static_cast<unsigned long long>(cov.far_allocates),
               static_cast<unsigned long long>(cov.cuts_in_allocate),
-              static_cast<unsigned long long>(cov.cuts_in_far_allocate));
+              static_cast<unsigned long long>(cov.cuts_in_far_allocate),
+              static_cast<unsigned long long>(cov.symlinks),
+              static_cast<unsigned long long>(cov.xattr_ops));
   std::fflush(stdout);
   // A run long enough to mean something must have reached every part of the space.
   if (cov.failures == 0 && cov.seeds >= 200) {
@@ -1128,6 +1268,8 @@ TEST(SimCrash, PowerCutsDuringWorkloadsAndRecovery) {
     EXPECT_GE(cov.seeds_wrapped * 2, cov.seeds) << "the journal wrapped in fewer than half";
     EXPECT_GT(cov.cuts_in_allocate, 0u) << "no power cut fell inside a fallocate";
     EXPECT_GT(cov.cuts_in_far_allocate, 0u) << "no power cut fell inside a many-piece fallocate";
+    EXPECT_GT(cov.symlinks, cov.seeds) << "too few symlinks";
+    EXPECT_GT(cov.xattr_ops, cov.seeds) << "too few xattr changes";
     EXPECT_GE(cov.lifetime_stored * 2, cov.seeds)
         << "in fewer than half the seeds did a superblock write store counts before the cut";
   }
