@@ -18,6 +18,7 @@
 
 #include "device/uring_device.h"
 #include "mount/closing_daemon.h"
+#include "mount/progress.h"
 #include "util/log.h"
 #include "vsfs/datastore.h"
 
@@ -54,43 +55,6 @@ void print_usage(FILE* out) {
 }
 
 void say(const std::string& line) { std::fprintf(stderr, "%s: %s\n", kProg, line.c_str()); }
-
-// -C FD: e2fsck's form, one line "PASS DONE TOTAL DEVICE" per report (TOTAL 0: not known
-// in advance), for a front end; with FD 0, a bar on standard error when it is a terminal.
-// At most ten reports a second, besides the first and last of each pass.
-class ProgressOut {
- public:
-  ProgressOut(int fd, std::string device) : fd_(fd), device_(std::move(device)) {}
-
-  void operator()(const vsfs::FsckProgress& p) {
-    const auto now = std::chrono::steady_clock::now();
-    const bool edge = p.pass != last_pass_ || p.done == p.total;
-    if (!edge && now - last_ < std::chrono::milliseconds(100)) return;
-    last_ = now;
-    last_pass_ = p.pass;
-    if (fd_ > 0) {
-      const std::string line = fmt::format("{} {} {} {}\n", p.pass, p.done, p.total, device_);
-      (void)!::write(fd_, line.data(), line.size());
-      return;
-    }
-    if (!::isatty(STDERR_FILENO)) return;
-    constexpr int kWidth = 30;
-    const int filled = p.total == 0 ? 0 : static_cast<int>(kWidth * p.done / p.total);
-    const std::string bar = std::string(filled, '=') + std::string(kWidth - filled, ' ');
-    std::fprintf(stderr, "\r%s: pass %d/%d %-18s [%s] %s", kProg, p.pass, p.passes, p.name,
-                 bar.c_str(),
-                 p.total == 0 ? fmt::format("{}", p.done).c_str()
-                              : fmt::format("{}%", p.done * 100 / p.total).c_str());
-    if (p.pass == p.passes && p.done == p.total) std::fputc('\n', stderr);
-    std::fflush(stderr);
-  }
-
- private:
-  int fd_;
-  std::string device_;
-  int last_pass_ = 0;
-  std::chrono::steady_clock::time_point last_{};
-};
 
 int cannot_run(const std::string& line) {
   std::fprintf(stderr, "%s: %s\n", kProg, line.c_str());
@@ -141,7 +105,7 @@ int main(int argc, char** argv) {
   }
   const std::string path = argv[optind];
   options.repair = repair;
-  if (progress_fd >= 0) options.progress = ProgressOut(progress_fd, path);
+  if (progress_fd >= 0) options.progress = vsfs::programs::ProgressOut(progress_fd, path, kProg, "pass");
   // Notes from the checker (journal, orphans) come through the log at info level.
   vsfs::set_log_level(quiet ? vsfs::LogLevel::kWarn : vsfs::LogLevel::kInfo);
 

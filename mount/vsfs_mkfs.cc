@@ -25,6 +25,7 @@
 
 #include "device/uring_device.h"
 #include "mount/closing_daemon.h"
+#include "mount/progress.h"
 #include "format/format.h"
 #include "meta/meta_store.h"
 #include "util/human.h"
@@ -41,7 +42,7 @@ constexpr const char* kProg = "vsfs-mkfs";
 
 void print_usage(FILE* out) {
   std::fprintf(out,
-               "usage: %s [-s SIZE] [-f] [-J JOURNAL_SIZE] DEVICE\n"
+               "usage: %s [-s SIZE] [-f] [-J JOURNAL_SIZE] [-C FD] DEVICE\n"
                "       %s --help | --version\n"
                "Makes a new, empty vsfs datastore on DEVICE (a block device or a file).\n"
                "\n"
@@ -50,6 +51,9 @@ void print_usage(FILE* out) {
                "                   grows a smaller file\n"
                "  -f               overwrite a datastore or filesystem already on DEVICE\n"
                "  -J JOURNAL_SIZE  journal size (default: 1/256 of the device, 8 MiB..1 GiB)\n"
+               "  -C FD            progress: lines \"STEP DONE TOTAL DEVICE\" (bytes) on\n"
+               "                   descriptor FD, or with FD 0 a progress bar on standard\n"
+               "                   error (a terminal)\n"
                "  -h, --help       this text\n"
                "  -V, --version\n"
                "See vsfs-mkfs(8).\n",
@@ -129,6 +133,7 @@ struct Args {
   std::optional<uint64_t> size_bytes;
   uint64_t journal_bytes = 0;
   bool force = false;
+  int progress_fd = -1;
   std::string device;
 };
 
@@ -139,11 +144,12 @@ int parse_args(int argc, char** argv, Args& args, bool& done) {
                                  {"size", required_argument, nullptr, 's'},
                                  {"force", no_argument, nullptr, 'f'},
                                  {"journal-size", required_argument, nullptr, 'J'},
+                                 {"progress", required_argument, nullptr, 'C'},
                                  {nullptr, 0, nullptr, 0}};
   done = false;
   int c;
   opterr = 0;
-  while ((c = getopt_long(argc, argv, ":s:fJ:hV", kLong, nullptr)) != -1) {
+  while ((c = getopt_long(argc, argv, ":s:fJ:C:hV", kLong, nullptr)) != -1) {
     switch (c) {
       case 's': {
         auto v = parse_size(optarg);
@@ -160,6 +166,16 @@ int parse_args(int argc, char** argv, Args& args, bool& done) {
         break;
       }
       case 'f': args.force = true; break;
+      case 'C': {
+        char* end = nullptr;
+        errno = 0;
+        const long fd = std::strtol(optarg, &end, 10);
+        if (errno != 0 || end == optarg || *end != '\0' || fd < 0 || fd > INT32_MAX) {
+          return fail(fmt::format("-C {}: expected a file descriptor number", optarg)) + 1;
+        }
+        args.progress_fd = static_cast<int>(fd);
+        break;
+      }
       case 'h':
         print_usage(stdout);
         done = true;
@@ -396,6 +412,9 @@ int run(const Args& args) {
   vsfs::MkfsOptions mo;
   mo.journal_bytes = args.journal_bytes;
   mo.force = true;  // the contents were checked above
+  if (args.progress_fd >= 0) {
+    mo.progress = vsfs::programs::ProgressOut(args.progress_fd, args.device, kProg, "step");
+  }
   auto made = vsfs::mkfs(*target, mo);
   if (!made.ok()) {
     auto r = fail(fmt::format("{}: {}", path, made.error().message));

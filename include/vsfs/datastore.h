@@ -402,9 +402,21 @@ class Datastore {
 Result<std::unique_ptr<Datastore>> open_datastore_path(const std::string& path,
                                                        const OpenOptions& options);
 
+// Where a long program is: pass `pass` of `passes` (1-based), `done` of `total` units of
+// it (total 0: not known in advance, as for fsck's walk of the trees). mkfs's passes are
+// its steps, in bytes.
+struct Progress {
+  int pass = 0, passes = 0;
+  const char* name = "";
+  uint64_t done = 0, total = 0;
+};
+
 struct MkfsOptions {
   uint64_t journal_bytes = 0;  // 0 = sized from the device
   bool force = false;          // overwrite an existing datastore or filesystem
+  // Called at the start and end of every step and after every chunk (1 GiB zeroed or
+  // discarded, 1 MiB of block table written), on the caller's thread.
+  std::function<void(const Progress&)> progress;
 };
 // Writes a new, empty datastore on `dev` (root directory inode 1).
 Result<void> mkfs(device::Device& dev, const MkfsOptions& options);
@@ -413,13 +425,7 @@ Result<void> mkfs(device::Device& dev, const MkfsOptions& options);
 // overwrite one without force; vsfs-mkfs asks libblkid about other contents).
 Result<std::string> probe_device_contents(device::Device& dev);
 
-// Where a check is: pass `pass` of `passes` (1-based), `done` of `total` units of it
-// (total 0: not known in advance, as for the walk of the trees).
-struct FsckProgress {
-  int pass = 0, passes = 0;
-  const char* name = "";
-  uint64_t done = 0, total = 0;
-};
+using FsckProgress = Progress;
 struct FsckOptions {
   bool repair = false;        // -y
   bool full_zero_check = false;

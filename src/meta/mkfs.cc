@@ -1,6 +1,7 @@
 // Making a new datastore, and recognising what a device already holds.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstring>
 #include <ctime>
 #include <random>
@@ -37,30 +38,46 @@ Result<void> mkfs(device::Device& dev, const MkfsOptions& options) {
   }
   const uint64_t now = realtime_ns();
   const uint64_t generation = 1;
+  const bool data_zeroed = dev.discard_zeroes();
 
+  // The steps, each reported in bytes as it goes (a large device takes long to zero or
+  // discard: the refcount table of a 64 TiB device is 32 GiB).
+  enum Step { kOldSuperblocks = 1, kJournal, kRefcounts, kDataArea, kBlockTable, kRoot, kSteps = kRoot };
+  static constexpr const char* kStepNames[] = {"", "superblocks", "journal", "refcount table",
+                                               "data area", "block table", "root"};
+  auto report = [&](int step, uint64_t done, uint64_t total) {
+    if (options.progress) options.progress(Progress{step, kSteps, kStepNames[step], done, total});
+  };
   // Zeros: a discard where the device reads discarded space as zeros (a hole punched
-  // in a file costs no space), else write-zeroes.
-  auto zero = [&](uint64_t offset, uint64_t length) {
-    return dev.discard_zeroes() ? device::discard_sync(dev, offset, length)
-                                : device::write_zeroes_sync(dev, offset, length);
+  // in a file costs no space), else write-zeroes; in chunks of 1 GiB.
+  auto zero = [&](int step, uint64_t offset, uint64_t length, bool discard) -> Result<void> {
+    constexpr uint64_t kChunk = 1ull << 30;
+    report(step, 0, length);
+    for (uint64_t done = 0; done < length;) {
+      const uint64_t n = std::min(kChunk, length - done);
+      VSFS_TRY(discard ? device::discard_sync(dev, offset + done, n)
+                       : device::write_zeroes_sync(dev, offset + done, n));
+      done += n;
+      report(step, done, length);
+    }
+    return ok_result();
   };
   // Old superblocks go first, so an interrupted mkfs never leaves a valid-looking mix.
-  VSFS_TRY(zero(0, kBlockBytes));
+  VSFS_TRY(zero(kOldSuperblocks, 0, kBlockBytes, data_zeroed));
   // The journal and the refcount table start as zeros (an all-zero refcount grain is an
   // empty one).
-  VSFS_TRY(zero(layout.journal_start_grain * kGrainBytes, layout.journal_grains * kGrainBytes));
-  VSFS_TRY(zero(layout.refcount_start_grain * kGrainBytes,
-                round_up(layout.refcount_grains * kGrainBytes, kBlockBytes)));
+  VSFS_TRY(zero(kJournal, layout.journal_start_grain * kGrainBytes,
+                layout.journal_grains * kGrainBytes, data_zeroed));
+  VSFS_TRY(zero(kRefcounts, layout.refcount_start_grain * kGrainBytes,
+                round_up(layout.refcount_grains * kGrainBytes, kBlockBytes), data_zeroed));
 
   // Free blocks start on the formatted list only where they really read zeros: the
   // data area is discarded where the device reads discarded space as zeros (a hole in a
   // file costs nothing); elsewhere they start to be formatted, and the background
   // formatter catches up.
-  const bool data_zeroed = dev.discard_zeroes();
-  if (data_zeroed) {
-    VSFS_TRY(device::discard_sync(dev, layout.first_data_block * kBlockBytes,
-                                  (layout.total_blocks - layout.first_data_block) * kBlockBytes));
-  }
+  VSFS_TRY(zero(kDataArea, layout.first_data_block * kBlockBytes,
+                data_zeroed ? (layout.total_blocks - layout.first_data_block) * kBlockBytes : 0,
+                true));
   // The fixed regions and the first metadata block get their backing storage now (a
   // hole punched above reads as zeros still): no metadata write of a datastore in a
   // sparse file may fail because the filesystem holding it filled up.
@@ -74,25 +91,40 @@ Result<void> mkfs(device::Device& dev, const MkfsOptions& options) {
   const uint64_t meta_block = layout.first_data_block;
   const uint64_t leaf_grain = first_grain_of(BlockIndex{meta_block}).v;
 
+  // The block table, written a storage block's worth of grains at a time.
+  {
+    constexpr uint64_t kBatch = kGrainsPerBlock;
+    AlignedBuffer batch(kBatch * kGrainBytes);
+    const uint64_t total = layout.block_table_grains * kGrainBytes;
+    report(kBlockTable, 0, total);
+    for (uint64_t first = 0; first < layout.block_table_grains; first += kBatch) {
+      const uint64_t n = std::min(kBatch, layout.block_table_grains - first);
+      for (uint64_t i = first; i < first + n; ++i) {
+        format::BlockTableGrain t;
+        for (uint64_t j = 0; j < format::kBlocksPerTableGrain; ++j) {
+          const uint64_t b = i * format::kBlocksPerTableGrain + j;
+          if (b >= layout.total_blocks) break;
+          if (b < layout.first_data_block) {
+            t.entries[j].state = BlockState::kReserved;
+          } else if (b == meta_block) {
+            t.entries[j] = format::BlockEntry{BlockState::kMeta, 1};
+          } else if (!data_zeroed) {
+            t.entries[j].state = BlockState::kToFormatFree;
+          }
+        }
+        const uint64_t self = layout.block_table_start_grain + i;
+        format::encode_block_table(
+            t, self, generation,
+            format::Grain(batch.data() + (i - first) * kGrainBytes, kGrainBytes));
+      }
+      VSFS_TRY(device::write_sync(dev, (layout.block_table_start_grain + first) * kGrainBytes,
+                                  batch.data(), n * kGrainBytes));
+      report(kBlockTable, (first + n) * kGrainBytes, total);
+    }
+  }
+  report(kRoot, 0, 1);
   AlignedBuffer g(kGrainBytes);
   auto grain = [&] { return format::Grain(g.data(), kGrainBytes); };
-  for (uint64_t i = 0; i < layout.block_table_grains; ++i) {
-    format::BlockTableGrain t;
-    for (uint64_t j = 0; j < format::kBlocksPerTableGrain; ++j) {
-      const uint64_t b = i * format::kBlocksPerTableGrain + j;
-      if (b >= layout.total_blocks) break;
-      if (b < layout.first_data_block) {
-        t.entries[j].state = BlockState::kReserved;
-      } else if (b == meta_block) {
-        t.entries[j] = format::BlockEntry{BlockState::kMeta, 1};
-      } else if (!data_zeroed) {
-        t.entries[j].state = BlockState::kToFormatFree;
-      }
-    }
-    const uint64_t self = layout.block_table_start_grain + i;
-    format::encode_block_table(t, self, generation, grain());
-    VSFS_TRY(device::write_sync(dev, self * kGrainBytes, g.data(), kGrainBytes));
-  }
   {
     format::RefcountGrain r;
     r.counts[leaf_grain % format::kGrainsPerRefcountGrain] = 1;
@@ -139,7 +171,9 @@ Result<void> mkfs(device::Device& dev, const MkfsOptions& options) {
   format::encode_superblock(sb, generation, grain());
   VSFS_TRY(device::write_sync(dev, format::kSuperblockCopyGrain * kGrainBytes, g.data(), kGrainBytes));
   VSFS_TRY(device::write_sync(dev, 0, g.data(), kGrainBytes));
-  return device::flush_sync(dev);
+  VSFS_TRY(device::flush_sync(dev));
+  report(kRoot, 1, 1);
+  return ok_result();
 }
 
 }  // namespace vsfs

@@ -57,7 +57,7 @@ const Template& datastore() {
     device::SimOptions o;
     o.size_bytes = kDeviceBytes;
     t.dev = std::make_unique<SimDevice>(o);
-    auto made = mkfs(*t.dev, MkfsOptions{.journal_bytes = kJournalBytes, .force = true});
+    auto made = mkfs(*t.dev, MkfsOptions{.journal_bytes = kJournalBytes, .force = true, .progress = {}});
     VSFS_FUZZ_CHECK(made.ok(), "mkfs: %s", made.error().message.c_str());
     alignas(8) Buf g{};
     t.dev->peek(0, g.data(), kGrainBytes);

@@ -233,7 +233,7 @@ Made make_datastore() {
   device::SimOptions o;
   o.size_bytes = kMinDeviceBytes;
   m.dev = std::make_unique<device::SimDevice>(o);
-  auto made = mkfs(*m.dev, MkfsOptions{.journal_bytes = 4ull << 20, .force = true});
+  auto made = mkfs(*m.dev, MkfsOptions{.journal_bytes = 4ull << 20, .force = true, .progress = {}});
   VSFS_FUZZ_CHECK(made.ok(), "mkfs: %s", made.error().message.c_str());
   alignas(8) Buf g{};
   m.dev->peek(0, g.data(), kGrainBytes);

@@ -200,9 +200,38 @@ else
   echo "skip: losetup could not attach a loop device; block-device part not tested"
 fi
 
+# mkfs -C FD: "STEP DONE TOTAL DEVICE" lines in bytes, the six steps in order, DONE never
+# above TOTAL, each step ending at its TOTAL; the data area's step covers the data area
+# (a 40 GiB sparse file: discarded in 1 GiB chunks, so several lines).
+img=$TMP/progress.img
+if "$MKFS" -s 40G -C 3 "$img" 3>"$TMP/mkfs-progress.txt" >/dev/null 2>&1; then
+  if python3 - "$TMP/mkfs-progress.txt" "$img" <<'PY'; then pass "mkfs -C 3 progress lines"; else fail "mkfs -C 3 progress lines: $(head -3 "$TMP/mkfs-progress.txt")"; fi
+import sys
+lines = [l.split() for l in open(sys.argv[1])]
+assert lines, "no progress lines"
+seen, last, count = [], {}, {}
+for f in lines:
+    assert len(f) == 4 and f[3] == sys.argv[2], f
+    p, done, total = int(f[0]), int(f[1]), int(f[2])
+    assert done <= total, f
+    if not seen or seen[-1] != p:
+        seen.append(p)
+    last[p] = (done, total)
+    count[p] = count.get(p, 0) + 1
+assert seen == list(range(1, 7)), seen
+for p, (done, total) in last.items():
+    assert done == total, (p, done, total)
+assert last[4][1] > 39 << 30, last[4]      # the data area, nearly all of 40 GiB
+assert count[4] >= 2, count                 # reported along the way
+PY
+else
+  fail "mkfs -s 40G -C 3 exited nonzero"
+fi
+expect_status 2 "mkfs -C with a bad descriptor number" -- "$MKFS" -s 1G -C x "$TMP/never2.img"
+rm -f "$img"
+
 # fsck -C FD: "PASS DONE TOTAL DEVICE" lines, every pass in order (7 checking, 8 with
 # -y), DONE never above TOTAL when TOTAL is known, each pass ending at its TOTAL.
-img=$TMP/progress.img
 expect_status 0 "mkfs for the progress check" -- "$MKFS" -s 1G "$img"
 for mode in -n -y; do
   if "$FSCK" "$mode" -C 3 "$img" 3>"$TMP/progress.txt" >/dev/null 2>&1; then

@@ -25,7 +25,7 @@ Ring small_datastore() {
   device::SimOptions o;
   o.size_bytes = format::kMinDeviceBytes;
   r.dev = std::make_unique<device::SimDevice>(o);
-  auto made = mkfs(*r.dev, MkfsOptions{.journal_bytes = 4ull << 20, .force = true});
+  auto made = mkfs(*r.dev, MkfsOptions{.journal_bytes = 4ull << 20, .force = true, .progress = {}});
   EXPECT_TRUE(made.ok()) << made.error().to_string();
   std::array<uint8_t, kGrainBytes> g{};
   r.dev->peek(0, g.data(), kGrainBytes);
