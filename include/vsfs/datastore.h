@@ -111,6 +111,11 @@ struct SpaceInfo {
   // has less room left (Device::backing_free_bytes).
   uint64_t available_bytes = 0;
   uint64_t formatted_blocks = 0;   // free and reading zeros
+  // The allocation window (vsfs-format(5), ro_compat bit 0): its durable end, a block
+  // number (0 without the feature), and how many formatted blocks the last recovery
+  // moved back to be formatted.
+  bool alloc_window = false;
+  uint64_t alloc_window_end = 0, crash_reformat_blocks = 0;
   uint64_t to_format_blocks = 0;   // free, to be formatted before reuse
   uint64_t formatted_bytes_total = 0;  // formatted by the background formatter
   uint64_t inodes = 0;           // live inodes
@@ -164,6 +169,9 @@ struct DatastoreStats {
   uint64_t in_place_grain_writes = 0, redirected_grain_writes = 0;
   // In place only because no grain was free: the disk alone held it, its stamp was stale.
   uint64_t restamped_grain_writes = 0;
+  // Writes that waited for a commit because their block was taken past the allocation
+  // window.
+  uint64_t window_waits = 0;
   uint64_t device_ops[6] = {};  // by device::OpKind
   uint64_t device_in_flight = 0, device_in_flight_peak = 0;
   uint64_t journal_commits = 0, journal_bytes = 0, checkpoints = 0;
@@ -201,6 +209,11 @@ struct OpenOptions {
   // Bound on the metadata cache: clean blocks beyond it are evicted, least recently used
   // first; blocks changed in the open transaction stay until it commits.
   uint64_t meta_cache_bytes = 128ull << 20;
+  // The allocation window's least size in storage blocks (vsfs-format(5)): after a crash
+  // at most this many formatted blocks, or twice what one commit interval took, are
+  // formatted again. A smaller one makes more first writes into a new block wait for a
+  // commit.
+  uint64_t alloc_window_blocks = 64;
   // Mark the superblock "mounted" while open; refuse a datastore marked mounted unless
   // force (the mark survives a crash; vsfs-mount's exclusive lock tells a live owner).
   bool mark_mounted = true;

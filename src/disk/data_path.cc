@@ -38,6 +38,7 @@ void DataPath::fill_stats_locked(DatastoreStats& s) const {
   s.in_place_grain_writes = counters_.in_place_grain_writes;
   s.redirected_grain_writes = counters_.redirected_grain_writes;
   s.restamped_grain_writes = counters_.restamped_grain_writes;
+  s.window_waits = counters_.writes_waiting_for_window;
   s.device_read_errors = counters_.read_errors;
   s.device_write_errors = counters_.write_errors;
   s.device_no_space = counters_.no_space;

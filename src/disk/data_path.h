@@ -50,6 +50,7 @@ struct DataCounters {
   uint64_t read_bytes = 0, write_bytes = 0;
   uint64_t in_place_grain_writes = 0, redirected_grain_writes = 0, restamped_grain_writes = 0;
   uint64_t read_errors = 0, write_errors = 0, no_space = 0;  // data IOs the device failed
+  uint64_t writes_waiting_for_window = 0;
 };
 
 class DataPath {

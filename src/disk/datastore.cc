@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <chrono>
 #include <future>
 #include <mutex>
 
@@ -314,6 +315,9 @@ class DatastoreImpl final : public Datastore {
     s.free_bytes = sp.free_grains * kGrainBytes;
     s.available_bytes = s.free_bytes;  // limit_to_backing, outside the mutex
     s.formatted_blocks = sp.formatted_blocks;
+    s.alloc_window = sp.window;
+    s.alloc_window_end = sp.window_end;
+    s.crash_reformat_blocks = sp.crash_reformat_blocks;
     s.to_format_blocks = sp.to_format_blocks;
     s.formatted_bytes_total = sp.formatted_bytes_total;
     s.inodes = ms_->live_inodes_locked();
@@ -346,6 +350,7 @@ Result<std::unique_ptr<Datastore>> Datastore::open(std::unique_ptr<device::Devic
   mo.mark_mounted = options.mark_mounted;
   mo.force = options.force;
   mo.cache_budget_bytes = options.meta_cache_bytes;
+  mo.alloc_window_blocks = options.alloc_window_blocks;
   VSFS_ASSIGN_OR_RETURN(auto ms, meta::MetaStore::open(*dev, mo));
   ms->set_snapshot_history_max(options.cbt_history);
   auto ds = std::make_unique<DatastoreImpl>(std::move(dev), std::move(ms), options);
@@ -362,38 +367,45 @@ Result<std::unique_ptr<Datastore>> open_datastore_path(const std::string& path,
 }
 
 namespace {
+// Waits for the answer. Without background threads an operation may wait for a commit
+// (a write into a block taken past the allocation window, a restamp): the caller's
+// thread runs the committer's rounds meanwhile, as an fsync does.
 template <typename T>
-Result<T> wait_for(const std::function<void(Done<T>)>& start) {
+Result<T> wait_for(Datastore& ds, const std::function<void(Done<T>)>& start) {
   std::promise<Result<T>> p;
   auto f = p.get_future();
   start([&p](Result<T> r) { p.set_value(std::move(r)); });
+  while (f.wait_for(std::chrono::milliseconds(1)) != std::future_status::ready) {
+    auto stepped = ds.run_background_step(BackgroundStep::kCommitIfWanted);
+    if (!stepped.ok() && stepped.error().errno_value == EINVAL) break;  // its own threads
+  }
   return f.get();
 }
 }  // namespace
 
 Result<uint64_t> Datastore::read_sync(Ino ino, uint64_t offset, uint64_t length, void* buf) {
-  return wait_for<uint64_t>([&](Done<uint64_t> d) { read(ino, offset, length, buf, std::move(d)); });
+  return wait_for<uint64_t>(*this, [&](Done<uint64_t> d) { read(ino, offset, length, buf, std::move(d)); });
 }
 Result<uint64_t> Datastore::write_sync(Ino ino, uint64_t offset, const void* data, uint64_t length) {
-  return wait_for<uint64_t>([&](Done<uint64_t> d) { write(ino, offset, data, length, std::move(d)); });
+  return wait_for<uint64_t>(*this, [&](Done<uint64_t> d) { write(ino, offset, data, length, std::move(d)); });
 }
 Result<void> Datastore::punch_hole_sync(Ino ino, uint64_t offset, uint64_t length) {
-  return wait_for<void>([&](Done<void> d) { punch_hole(ino, offset, length, std::move(d)); });
+  return wait_for<void>(*this, [&](Done<void> d) { punch_hole(ino, offset, length, std::move(d)); });
 }
 Result<void> Datastore::truncate_sync(Ino ino, uint64_t size) {
-  return wait_for<void>([&](Done<void> d) { truncate(ino, size, std::move(d)); });
+  return wait_for<void>(*this, [&](Done<void> d) { truncate(ino, size, std::move(d)); });
 }
 Result<void> Datastore::allocate_sync(Ino ino, uint64_t offset, uint64_t length, bool keep_size) {
-  return wait_for<void>([&](Done<void> d) { allocate(ino, offset, length, keep_size, std::move(d)); });
+  return wait_for<void>(*this, [&](Done<void> d) { allocate(ino, offset, length, keep_size, std::move(d)); });
 }
 Result<uint64_t> Datastore::clone_range_sync(Ino src, uint64_t src_offset, Ino dst,
                                              uint64_t dst_offset, uint64_t length) {
-  return wait_for<uint64_t>([&](Done<uint64_t> d) {
+  return wait_for<uint64_t>(*this, [&](Done<uint64_t> d) {
     clone_range(src, src_offset, dst, dst_offset, length, std::move(d));
   });
 }
 Result<void> Datastore::fsync_sync(Ino ino) {
-  return wait_for<void>([&](Done<void> d) { fsync(ino, std::move(d)); });
+  return wait_for<void>(*this, [&](Done<void> d) { fsync(ino, std::move(d)); });
 }
 
 }  // namespace vsfs

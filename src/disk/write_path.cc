@@ -143,7 +143,14 @@ void DataPath::start_write_locked(const std::shared_ptr<DataOp>& op) {
     }
   }
   counters_.restamped_grain_writes += restamped.size();
-  if (restamped.empty()) {
+  // A grain in a block taken past the allocation window is written once a commit covers
+  // the block (MetaStore::beyond_window_locked).
+  bool beyond_window = false;
+  for (uint64_t i = 0; i < n && !beyond_window; ++i) {
+    beyond_window = ms_.beyond_window_locked(op->target[i]);
+  }
+  if (beyond_window) ++counters_.writes_waiting_for_window;
+  if (restamped.empty() && !beyond_window) {
     defer([this, op] { write_fill_phase(op); });
     return;
   }
@@ -167,7 +174,8 @@ void DataPath::wait_for_space_locked(const std::shared_ptr<DataOp>& op) {
   });
 }
 
-// Writes the restamped grains once their new stamps are committed.
+// Writes the grains once their new stamps, or the allocation window covering their
+// block, are committed.
 void DataPath::after_restamp_commit(const std::shared_ptr<DataOp>& op) {
   Done<void> after = [this, op](Result<void> r) {
     if (r.ok()) return write_fill_phase(op);

@@ -278,6 +278,10 @@ namespace {
 // hostile values cannot overflow.
 Result<void> check_geometry(const Superblock& sb) {
   const std::string at = "superblock";
+  if (sb.alloc_window_end > sb.total_blocks) {
+    return bad(at, "alloc_window_end {} is past the last block {}", sb.alloc_window_end,
+               sb.total_blocks);
+  }
   if (sb.device_bytes < kMinDeviceBytes) {
     return bad(at, "device_bytes {} is below the minimum {}", sb.device_bytes,
                kMinDeviceBytes);
@@ -410,6 +414,7 @@ Result<Superblock> decode_superblock(ConstGrain buf) {
   sb.journal_tail_seq = load<uint64_t>(buf, kSbOffJournalTailSeq);
   sb.release_list = load<uint64_t>(buf, kSbOffReleaseList);
   sb.state = load<uint32_t>(buf, kSbOffState);
+  sb.alloc_window_end = load<uint32_t>(buf, kSbOffAllocWindow);
   sb.mount_count = load<uint64_t>(buf, kSbOffMountCount);
   sb.mkfs_time_ns = load<uint64_t>(buf, kSbOffMkfsTime);
   sb.snapshot_root = load<uint64_t>(buf, kSbOffSnapshotRoot);
@@ -429,7 +434,10 @@ Result<Superblock> decode_superblock(ConstGrain buf) {
 
   VSFS_TRY(check_zero(buf, kSbOffFormatVersion + 4, kSbOffCompat, at, "reserved"));
   VSFS_TRY(check_zero(buf, kSbOffInodeHeight + 1, kSbOffNextIno, at, "reserved"));
-  VSFS_TRY(check_zero(buf, kSbOffState + 4, kSbOffMountCount, at, "reserved"));
+  if ((sb.ro_compat & kRoCompatAllocWindow) == 0 && sb.alloc_window_end != 0) {
+    return bad(at, "alloc_window_end {} without ro_compat bit 0x{:x}", sb.alloc_window_end,
+               kRoCompatAllocWindow);
+  }
   if ((sb.state & ~(kStateClean | kStateMounted)) != 0) {
     return bad(at, "unknown state bits 0x{:x}", sb.state & ~(kStateClean | kStateMounted));
   }
@@ -463,6 +471,7 @@ void encode_superblock(const Superblock& sb, uint64_t generation, Grain buf) {
   store<uint64_t>(buf, kSbOffJournalTailSeq, sb.journal_tail_seq);
   store<uint64_t>(buf, kSbOffReleaseList, sb.release_list);
   store<uint32_t>(buf, kSbOffState, sb.state);
+  store<uint32_t>(buf, kSbOffAllocWindow, sb.alloc_window_end);
   store<uint64_t>(buf, kSbOffMountCount, sb.mount_count);
   store<uint64_t>(buf, kSbOffMkfsTime, sb.mkfs_time_ns);
   store<uint64_t>(buf, kSbOffSnapshotRoot, sb.snapshot_root);

@@ -99,7 +99,13 @@ inline constexpr uint64_t kIncompatSnapshotTakers = 1ull << 1;
 inline constexpr uint64_t kIncompatPosixInodes = 1ull << 2;
 inline constexpr uint64_t kIncompatKnown =
     kIncompatAllocated | kIncompatSnapshotTakers | kIncompatPosixInodes;
-inline constexpr uint64_t kRoCompatKnown = 0;
+// ro_compat bit 0: the superblock's alloc_window_end is kept. Each commit records the end
+// of the window of formatted free blocks the allocator may hand out before the next
+// commit; after a crash only formatted free blocks below it go back to the to-be-
+// formatted list. A vsfs that does not know the bit may read the datastore but must not
+// write it (it would leave a stale window behind).
+inline constexpr uint64_t kRoCompatAllocWindow = 1ull << 0;
+inline constexpr uint64_t kRoCompatKnown = kRoCompatAllocWindow;
 inline constexpr uint64_t kCompatKnown = 0;
 
 inline constexpr uint32_t kStateClean = 1u << 0;    // unmounted cleanly: journal empty
@@ -147,6 +153,9 @@ struct Superblock {
   uint64_t journal_tail_seq = 0;        // sequence number expected at the tail
   uint64_t release_list = 0;            // physical grain of the first release-list block
   uint32_t state = 0;                   // kState* bits
+  uint32_t alloc_window_end = 0;        // with kRoCompatAllocWindow: formatted free blocks
+                                        // below this may have been handed out since the
+                                        // commit that wrote it; 0 otherwise
   uint64_t mount_count = 0;
   uint64_t mkfs_time_ns = 0;            // CLOCK_REALTIME
   uint64_t snapshot_root = 0;           // first snapshot-list block, 0 = none
@@ -182,7 +191,8 @@ inline constexpr size_t kSbOffGeneration = 208;
 inline constexpr size_t kSbOffJournalTailGrain = 216;
 inline constexpr size_t kSbOffJournalTailSeq = 224;
 inline constexpr size_t kSbOffReleaseList = 232;
-inline constexpr size_t kSbOffState = 240;         // u32 (+4 reserved)
+inline constexpr size_t kSbOffState = 240;         // u32
+inline constexpr size_t kSbOffAllocWindow = 244;   // u32 (a block number)
 inline constexpr size_t kSbOffMountCount = 248;
 inline constexpr size_t kSbOffMkfsTime = 256;
 inline constexpr size_t kSbOffSnapshotRoot = 264;

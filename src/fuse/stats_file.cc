@@ -122,10 +122,14 @@ std::string render_stats_json(FuseFs& fs) {
                  "    \"available_bytes\": {},\n"
                  "    \"formatted_blocks\": {},\n"
                  "    \"to_format_blocks\": {},\n"
+                 "    \"alloc_window\": {},\n"
+                 "    \"alloc_window_end\": {},\n"
+                 "    \"crash_reformat_blocks\": {},\n"
                  "    \"inodes\": {}\n"
                  "  }},\n",
                  sp.total_bytes, sp.used_bytes, sp.free_bytes, sp.available_bytes, sp.formatted_blocks,
-                 sp.to_format_blocks, sp.inodes);
+                 sp.to_format_blocks, sp.alloc_window, sp.alloc_window_end,
+                 sp.crash_reformat_blocks, sp.inodes);
   fmt::format_to(it,
                  "  \"io\": {{\n"
                  "    \"read_requests\": {},\n"
@@ -135,6 +139,7 @@ std::string render_stats_json(FuseFs& fs) {
                  "    \"in_place_grain_writes\": {},\n"
                  "    \"redirected_grain_writes\": {},\n"
                  "    \"restamped_grain_writes\": {},\n"
+                 "    \"window_waits\": {},\n"
                  "    \"device_ops\": {{\n"
                  "      \"read\": {},\n"
                  "      \"write\": {},\n"
@@ -150,7 +155,7 @@ std::string render_stats_json(FuseFs& fs) {
                  "  }},\n",
                  s.read_requests, s.write_requests, s.read_bytes, s.write_bytes,
                  s.in_place_grain_writes, s.redirected_grain_writes,
-                 s.restamped_grain_writes, s.device_ops[0],
+                 s.restamped_grain_writes, s.window_waits, s.device_ops[0],
                  s.device_ops[1], s.device_ops[2], s.device_ops[3], s.device_ops[4],
                  s.device_ops[5],
                  s.device_in_flight, s.device_in_flight_peak, fs.requests().in_flight(),

@@ -353,6 +353,12 @@ class Checker {
   std::set<uint64_t> not_zero_;            // formatted-free blocks found holding data
   // The datastore was not cleanly unmounted (or its journal held transactions).
   bool crashed_ = false;
+  // Whether formatted free block `b` may hold data from writes a crash cut short: after
+  // a crash, one below the allocation window's end (all of them without the window).
+  bool in_crash_window(uint64_t b) const {
+    return crashed_ && ((sb_.ro_compat & format::kRoCompatAllocWindow) == 0 ||
+                        b < sb_.alloc_window_end);
+  }
   uint64_t crash_residue_ = 0;  // formatted blocks holding data from unfinished allocations
   uint64_t orphans_ = 0;
 };
@@ -1195,7 +1201,7 @@ Result<void> Checker::zero_check() {
     VSFS_TRY(device::read_sync(io(), b * kBlockBytes, buf.data(), kBlockBytes));
     if (!all_zero(buf.data(), kBlockBytes)) {
       not_zero_.insert(b);
-      if (crashed_) {
+      if (in_crash_window(b)) {
         // Data written into a block whose allocation had not committed when the
         // datastore stopped: expected after a crash, and never readable (a grain is
         // written in full before a map points at it). Repair still moves the block.
@@ -1203,7 +1209,11 @@ Result<void> Checker::zero_check() {
         continue;
       }
       problem(Fix::kBlockZero, b,
-              fmt::format("block table: block {} is on the formatted list but holds data", b));
+              fmt::format("block table: block {} is on the formatted list but holds data{}", b,
+                          crashed_ ? fmt::format(" (past the allocation window, which ended "
+                                                 "at block {})",
+                                                 sb_.alloc_window_end)
+                                   : ""));
     }
   }
   if (crash_residue_ > 0) {
@@ -1434,7 +1444,7 @@ Result<void> Checker::repair_block_table() {
           // After a crash a formatted one may too (see unformat_after_crash in
           // meta/space.cc): the sampled zero check cannot clear them all.
           if (cur.state != BlockState::kFormattedFree || !block_grain_ok_[i] ||
-              not_zero_.count(b) || crashed_) {
+              not_zero_.count(b) || in_crash_window(b)) {
             want.state = BlockState::kToFormatFree;
           }
         } else if (data == 0 || meta == 0) {
@@ -1442,7 +1452,8 @@ Result<void> Checker::repair_block_table() {
         } else if (cur.state != BlockState::kData && cur.state != BlockState::kMeta) {
           want.state = BlockState::kData;  // mixed: reported, not resolved; keep it in use
         }
-      } else if (not_zero_.count(b) || (crashed_ && cur.state == BlockState::kFormattedFree)) {
+      } else if (not_zero_.count(b) ||
+                 (in_crash_window(b) && cur.state == BlockState::kFormattedFree)) {
         want.state = BlockState::kToFormatFree;
       }
       t.entries[j] = want;
@@ -1455,7 +1466,7 @@ Result<void> Checker::repair_block_table() {
       }
       if (not_zero_.count(b)) fixed_zero.push_back(b);
       if (walk_complete_) fixed_blocks.push_back(b);
-      if (crashed_ && !not_zero_.count(b) && cur.state == BlockState::kFormattedFree &&
+      if (in_crash_window(b) && !not_zero_.count(b) && cur.state == BlockState::kFormattedFree &&
           want.state == BlockState::kToFormatFree && want.used_grains == cur.used_grains) {
         ++unformatted_after_crash;  // one summary line, not one per free block
         unformatted = true;
@@ -1623,6 +1634,16 @@ Result<FsckReport> Checker::run() {
     }
     const bool clean = std::none_of(problems_.begin(), problems_.end(),
                                     [](const Problem& p) { return !p.repaired; });
+    // An older datastore keeps the allocation window from now on (vsfs-format(5)): its
+    // formatted blocks were just settled, so the window starts empty.
+    if (clean && (sb_.ro_compat & format::kRoCompatAllocWindow) == 0) {
+      sb_.ro_compat |= format::kRoCompatAllocWindow;
+      sb_.alloc_window_end = 0;
+      sb_changed = true;
+      report_.repairs.push_back(
+          "superblock: the allocation window is kept from now on (ro_compat bit 0x1): after "
+          "a crash only the blocks it covers are formatted again");
+    }
     // A datastore checked clean, with its journal replayed, is cleanly unmounted.
     if (clean && ((sb_.state & format::kStateClean) == 0 ||
                   (sb_.state & format::kStateMounted) != 0)) {

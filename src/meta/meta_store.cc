@@ -100,6 +100,12 @@ Result<std::unique_ptr<MetaStore>> MetaStore::open(device::Device& dev,
     }
     VSFS_ASSIGN_OR_RETURN(sb, read_superblock(dev));
   }
+  if (!options.read_only && (sb.ro_compat & ~format::kRoCompatKnown) != 0) {
+    return make_error(EROFS, ErrorKind::kUnsupported,
+                      "superblock: features 0x{:x} this vsfs does not know allow reading only "
+                      "(mount read-only)",
+                      sb.ro_compat & ~format::kRoCompatKnown);
+  }
   if (!options.read_only && (sb.state & format::kStateMounted) && options.mark_mounted &&
       !options.force) {
     return make_error(EBUSY, ErrorKind::kBusy,
@@ -126,6 +132,8 @@ Result<std::unique_ptr<MetaStore>> MetaStore::open(device::Device& dev,
   ms->lifetime_at_open_ = lifetime_at_open;
   ms->lifetime_mount_ = lifetime_mount;
   ms->lifetime_stored_ = sb.lifetime;
+  ms->window_on_ = (sb.ro_compat & format::kRoCompatAllocWindow) != 0;
+  ms->window_durable_ = sb.alloc_window_end;
   if (!options.read_only) ms->read_write_since_ns_ = monotonic_ns();
   ms->journal_ = std::make_unique<Journal>(dev, sb.journal_start_grain, sb.journal_grains,
                                            sb.journal_tail_grain, sb.journal_tail_seq);
@@ -139,6 +147,16 @@ Result<std::unique_ptr<MetaStore>> MetaStore::open(device::Device& dev,
   if (!options.read_only) {
     std::lock_guard lock(ms->mu_);
     VSFS_TRY(ms->back_metadata_locked());
+  }
+  if (!options.read_only && ms->window_on_) {
+    // A window for the first writes, durable before any of them (else each would wait
+    // for the first commit). After a crash it comes after the recovery, which used the
+    // crashed mount's window.
+    {
+      std::lock_guard lock(ms->mu_);
+      ms->mark_sb_dirty_locked();
+    }
+    VSFS_TRY(ms->commit());
   }
   return ms;
 }
@@ -368,6 +386,11 @@ Result<void> MetaStore::commit_inner() {
       sbi.data = AlignedBuffer(kGrainBytes);
       images.push_back(std::move(sbi));
       sb_dirty_ = false;
+      if (window_on_) {
+        sb_.alloc_window_end = next_window_locked();
+        window_inflight_ = sb_.alloc_window_end;
+        taken_since_commit_ = 0;
+      }
       sb_image = sb_;
       sb_image.lifetime = lifetime_total_locked();
       VSFS_ASSERT(freed_committing_.empty());
@@ -424,6 +447,12 @@ Result<void> MetaStore::commit_inner() {
   std::lock_guard lock(mu_);
   committed_sb_ = sb_image;
   lifetime_stored_ = sb_image.lifetime;
+  if (window_on_) {
+    // Durable: blocks below it that the allocator takes are reformatted after a crash.
+    window_durable_ = sb_image.alloc_window_end;
+    window_inflight_.reset();
+    beyond_window_.erase(beyond_window_.begin(), beyond_window_.lower_bound(window_durable_));
+  }
   // The images are findable now: their blocks may be evicted.
   for (const JournalImage& img : images) {
     if (img.home != 0) cache_.finish_write(img.home);

@@ -62,6 +62,9 @@ struct MetaOptions {
   // Budget of the metadata cache (meta_cache.h): clean blocks beyond it are evicted,
   // least recently used first, when mu() is released.
   uint64_t cache_budget_bytes = 128ull << 20;
+  // The allocation window covers at least this many formatted free blocks (and twice
+  // what the allocator took between the last two commits).
+  uint64_t alloc_window_blocks = 64;
 };
 
 // What a lookup of one disk grain found.
@@ -246,6 +249,11 @@ class MetaStore {
   // reservation keeps it from everyone else until map_install or unreserve.
   Result<uint64_t> reserve_data_grain_locked(uint64_t& hint_block);
   void unreserve_locked(uint64_t grain);
+  // Whether data may not be written to `grain` before the next commit: its block was
+  // taken from the formatted list past the durable allocation window, so a crash before
+  // a commit covers it would leave data in a block recovery trusts to read zeros. The
+  // write waits for the next commit (Services::after_next_commit).
+  bool beyond_window_locked(uint64_t grain) const;
   // Whether a disk's map may lead a read or a write to `grain`: it must be a data grain
   // in use, inside the data area, in a storage block whose role is data (not metadata,
   // the fixed region, or a free block on either list), and not free inside that block.
@@ -358,6 +366,9 @@ class MetaStore {
     uint64_t free_grains = 0;  // what writes can have: not the metadata blocks' room
     uint64_t formatted_blocks = 0, to_format_blocks = 0;
     uint64_t formatted_bytes_total = 0;  // formatted by the formatter since open
+    bool window = false;                 // the allocation window is kept
+    uint64_t window_end = 0;             // ... its durable end (a block number)
+    uint64_t crash_reformat_blocks = 0;  // blocks the last recovery moved back to format
   };
   Space space_locked() const;
   MetaCounters counters_locked() const { return counters_; }
@@ -402,6 +413,13 @@ class MetaStore {
   // filesystem may be full), so that no metadata write ever fails for want of space;
   // when there is no room for one, the spare (below) is used, and ENOSPC when it is gone.
   Result<uint64_t> take_free_block_locked(format::BlockState kind);
+  // The window's end the allocator may use now: the smaller of the durable one and the
+  // one being committed (a crash may leave either as the last).
+  uint64_t window_allowed_locked() const;
+  // The end of the window the next commit records: past the lowest formatted free blocks
+  // (at least options_.alloc_window_blocks, twice what was taken since the last commit) and past
+  // every block taken beyond the last window.
+  uint64_t next_window_locked() const;
   // Backing storage for [first_block, +count) storage blocks: kNoSpace when the
   // filesystem holding the datastore is full.
   Result<void> back_blocks_locked(uint64_t first_block, uint64_t count);
@@ -521,6 +539,15 @@ class MetaStore {
   // Space: free lists built from the block table at open.
   std::set<uint64_t> formatted_free_;
   std::set<uint64_t> to_format_free_;
+  // The allocation window (ro_compat kRoCompatAllocWindow, space.cc): the allocator takes
+  // formatted free blocks below window_allowed_locked() first; a data block it takes at
+  // or past it waits in beyond_window_ until a durable window covers it.
+  bool window_on_ = false;
+  uint64_t window_durable_ = 0;                 // of the last durable superblock
+  std::optional<uint64_t> window_inflight_;     // of the commit being written
+  std::set<uint64_t> beyond_window_;
+  uint64_t taken_since_commit_ = 0;             // blocks taken since the last window
+  uint64_t crash_reformat_blocks_ = 0;
   uint64_t used_grains_ = 0;
   uint64_t meta_slack_grains_ = 0;       // unused grains of metadata blocks
   uint64_t formatting_ = 0;              // blocks taken by the formatter, in flight

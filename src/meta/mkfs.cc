@@ -167,6 +167,7 @@ Result<void> mkfs(device::Device& dev, const MkfsOptions& options) {
   sb.journal_tail_grain = 0;
   sb.journal_tail_seq = 1;
   sb.state = format::kStateClean;
+  sb.ro_compat = format::kRoCompatAllocWindow;  // window 0: nothing handed out yet
   sb.mkfs_time_ns = now;
   format::encode_superblock(sb, generation, grain());
   VSFS_TRY(device::write_sync(dev, format::kSuperblockCopyGrain * kGrainBytes, g.data(), kGrainBytes));

@@ -48,22 +48,29 @@ Result<void> MetaStore::load_block_table() {
   return ok_result();
 }
 
+// After a crash, the formatted free blocks the allocator may have handed out since the
+// last durable commit go back to the to-be-formatted list: with the allocation window,
+// those below its end (it takes the lowest first and never passes the window without a
+// commit covering the block first); without it, all of them.
 Result<void> MetaStore::unformat_after_crash() {
-  uint64_t count;
+  uint64_t count, end;
   {
     std::lock_guard lock(mu_);
-    count = formatted_free_.size();
+    end = window_on_ ? sb_.alloc_window_end : UINT64_MAX;
+    count = std::distance(formatted_free_.begin(), formatted_free_.lower_bound(end));
+    crash_reformat_blocks_ = count;
   }
   if (count == 0) return ok_result();
-  VSFS_LOG_INFO("the datastore was not closed cleanly: its {} formatted free block{} may "
-                "hold data from writes the stop cut short; they are formatted again in the "
+  VSFS_LOG_INFO("the datastore was not closed cleanly: {} formatted free block{} may "
+                "hold data from writes the stop cut short{}; formatted again in the "
                 "background",
-                count, count == 1 ? "" : "s");
+                count, count == 1 ? "" : "s",
+                window_on_ ? fmt::format(" (the allocation window ended at block {})", end) : "");
   for (;;) {
     bool big;
     {
       std::lock_guard lock(mu_);
-      if (formatted_free_.empty()) break;
+      if (formatted_free_.empty() || *formatted_free_.begin() >= end) break;
       const uint64_t block = *formatted_free_.begin();
       VSFS_ASSIGN_OR_RETURN(format::BlockEntry * e, block_entry_for_update_locked(block));
       VSFS_ASSERT(e->state == BlockState::kFormattedFree && e->used_grains == 0);
@@ -182,14 +189,39 @@ bool MetaStore::grain_available_locked(uint64_t grain) {
   return rc.ok() && *rc == 0;
 }
 
+uint64_t MetaStore::window_allowed_locked() const {
+  return window_inflight_ ? std::min(window_durable_, *window_inflight_) : window_durable_;
+}
+
+uint64_t MetaStore::next_window_locked() const {
+  const uint64_t want = std::max(options_.alloc_window_blocks, 2 * taken_since_commit_);
+  uint64_t end = 0, n = 0;
+  for (auto it = formatted_free_.begin(); it != formatted_free_.end() && n < want; ++it, ++n) {
+    end = *it + 1;
+  }
+  if (!beyond_window_.empty()) end = std::max(end, *beyond_window_.rbegin() + 1);
+  return std::min<uint64_t>(end, UINT32_MAX);  // a block number in 32 bits (4 PiB)
+}
+
+bool MetaStore::beyond_window_locked(uint64_t grain) const {
+  return !beyond_window_.empty() && beyond_window_.count(block_of(PhysGrain{grain}).v) != 0;
+}
+
 Result<uint64_t> MetaStore::take_free_block_locked(BlockState kind) {
   std::set<uint64_t>* list = nullptr;
-  if (!formatted_free_.empty()) {
+  bool beyond = false;
+  if (!formatted_free_.empty() &&
+      (!window_on_ || *formatted_free_.begin() < window_allowed_locked())) {
     list = &formatted_free_;
   } else if (!to_format_free_.empty()) {
     // Every grain handed out from it is written in full before a map points at it, so
     // the old contents can never be read: formatting on reallocation costs no IO here.
     list = &to_format_free_;
+  } else if (!formatted_free_.empty()) {
+    // Past the window: its data waits for a commit that covers it (beyond_window_locked).
+    // Metadata needs no wait: it reaches its home only after the commit that took it.
+    list = &formatted_free_;
+    beyond = kind == BlockState::kData;
   }
   Result<void> backed = ok_result();
   if (list != nullptr && kind == BlockState::kMeta) backed = back_blocks_locked(*list->begin(), 1);
@@ -213,6 +245,8 @@ Result<uint64_t> MetaStore::take_free_block_locked(BlockState kind) {
   VSFS_ASSIGN_OR_RETURN(format::BlockEntry * e, block_entry_for_update_locked(block));
   VSFS_ASSERT(e->used_grains == 0);
   e->state = kind;
+  ++taken_since_commit_;
+  if (beyond) beyond_window_.insert(block);
   if (kind == BlockState::kMeta) {
     meta_slack_grains_ += kGrainsPerBlock;
     keep_meta_spare_locked();  // after the spare went: another, if there is room
@@ -471,6 +505,9 @@ MetaStore::Space MetaStore::space_locked() const {
   s.to_format_blocks = to_format_free_.size() + blocks_freed_committed_.size() +
                        blocks_freed_committing_.size() + blocks_freed_open_.size() + formatting_;
   s.formatted_bytes_total = formatted_bytes_total_;
+  s.window = window_on_;
+  s.window_end = window_durable_;
+  s.crash_reformat_blocks = crash_reformat_blocks_;
   return s;
 }
 

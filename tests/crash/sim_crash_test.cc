@@ -37,7 +37,11 @@
 //  - the .cbt maps of every pair of snapshots are exact: every grain that differs is
 //    listed, and every grain listed was written or unmapped between the two (files made
 //    since the older one are listed in full); .cbt/B/full lists every non-zero grain;
-//  - fsck finds the image clean after every cut, nested ones included;
+//  - fsck finds the image clean after every cut, nested ones included, reading every
+//    formatted free block: one past the allocation window that holds data breaks the
+//    window rule (the datastore runs with a window of 2 blocks, so that writes pass it
+//    and wait for the commit that covers their block; the closing line counts them and
+//    the formatted blocks the final recoveries formatted again);
 //  - the lifetime counters the recovery finds are at least what the last superblock
 //    write before the cut stored and at most what the crashed mount had counted, and
 //    the recovery counts itself (and any recovery cut after its first superblock write)
@@ -141,6 +145,10 @@ struct Coverage {
   uint64_t allocates = 0, cuts_in_allocate = 0;  // fallocate ops run, cuts inside one
   uint64_t far_allocates = 0, cuts_in_far_allocate = 0;  // of those: many-piece ones
   uint64_t symlinks = 0, xattr_ops = 0;  // symlinks made, setxattr and removexattr run
+  // The final recoveries: formatted free blocks they moved back to be formatted, of the
+  // formatted free blocks they found.
+  uint64_t reformatted = 0, formatted_found = 0;
+  uint64_t window_waits = 0;  // writes that waited for a commit to cover their block
 };
 
 // What the workload is doing, for naming the phase of a cut.
@@ -158,12 +166,18 @@ class Driver {
   Result<T> await(const std::function<void(Done<T>)>& start) {
     std::optional<Result<T>> out;
     start([&out](Result<T> r) { out.emplace(std::move(r)); });
+    // A failed round (the power is off) answers the commit waiters it found; one that
+    // queued itself while the round ran is answered by the next, as the committer's
+    // next round does.
+    int failed_rounds = 0;
     for (;;) {
       const uint64_t ran = dev_.run_pending();
       if (out) return std::move(*out);
       auto stepped = ds_.run_background_step(BackgroundStep::kCommitIfWanted);
+      if (ran == 0 && !stepped.ok() && ++failed_rounds < 3) continue;
       if (ran == 0 && (!stepped.ok() || !*stepped)) {
-        ADD_FAILURE() << "an operation waits for nothing: it would never be answered";
+        ADD_FAILURE() << "an operation waits for nothing: it would never be answered"
+                      << (stepped.ok() ? "" : " (" + stepped.error().to_string() + ")");
         return make_error(EDEADLK, ErrorKind::kIo, "stuck");
       }
     }
@@ -996,6 +1010,10 @@ OpenOptions stepped_options() {
   o.force = true;  // a crashed image is marked mounted
   // A small cache: release steps and commits read metadata back from the device.
   o.meta_cache_bytes = 256 * 1024;
+  // A small allocation window, so that the allocator often passes it and writes wait for
+  // the commit that covers their block (the window rule is checked after every cut:
+  // fsck reads every formatted free block).
+  o.alloc_window_blocks = 2;
   return o;
 }
 
@@ -1027,6 +1045,7 @@ struct Run {
   uint64_t far_allocates = 0;
   bool cut_in_far_allocate = false;
   uint64_t symlinks = 0, xattr_ops = 0;
+  uint64_t window_waits = 0;
 };
 
 // Runs the workload of `seed` with the power cut at IO `cut` (0: never).
@@ -1059,6 +1078,7 @@ Run run_workload(uint64_t seed, uint64_t cut) {
   run.journal_bytes = st.journal_bytes;
   run.commits = st.journal_commits;
   run.lifetime = st.lifetime;
+  run.window_waits = st.window_waits;
   if (cut == 0) raw->die_at_io(1);  // the dry run only counts: no clean close
   (void)ds->close();
   raw->run_pending();
@@ -1074,9 +1094,13 @@ Run run_workload(uint64_t seed, uint64_t cut) {
 }
 
 // fsck of an image (on a copy: fsck -n does not write, but the copy keeps it so).
+// Every formatted free block is read: one past the allocation window that holds data is
+// a problem (the window rule), one inside it is expected residue of the cut.
 std::string fsck_clean(const SimDevice& image) {
   auto copy = image.clone();
-  auto report = fsck(*copy, FsckOptions{});
+  FsckOptions options;
+  options.full_zero_check = true;
+  auto report = fsck(*copy, options);
   if (!report.ok()) return "fsck could not run: " + report.error().to_string();
   if (!report->problems.empty()) return "fsck: " + report->problems.front();
   return "";
@@ -1165,6 +1189,7 @@ void run_seed(uint64_t seed, Coverage& cov) {
   cov.cuts_in_far_allocate += run.cut_in_far_allocate ? 1 : 0;
   cov.symlinks += run.symlinks;
   cov.xattr_ops += run.xattr_ops;
+  cov.window_waits += run.window_waits;
   cov.seeds_wrapped += run.journal_bytes >= ring_bytes ? 1 : 0;
 
 
@@ -1199,6 +1224,12 @@ void run_seed(uint64_t seed, Coverage& cov) {
   auto re = Datastore::open(std::move(image), stepped_options());
   ASSERT_TRUE(re.ok()) << re.error().to_string();
   auto ds = std::move(re).value();
+  {
+    const SpaceInfo sp = ds->stats().space;
+    ASSERT_TRUE(sp.alloc_window);
+    cov.reformatted += sp.crash_reformat_blocks;
+    cov.formatted_found += sp.crash_reformat_blocks + sp.formatted_blocks;
+  }
   // Before anything this mount counts itself.
   problem = check_lifetime(ds->stats().lifetime.total, run.lifetime, nested);
   ASSERT_EQ(problem, "") << "power cut at IO " << cut << " of " << dry.ios << ", " << nested
@@ -1246,7 +1277,8 @@ TEST(SimCrash, PowerCutsDuringWorkloadsAndRecovery) {
   std::printf("sim-crash: %llu seeds, %llu failures; cuts by phase: %s; nested cuts=%llu; "
               "journal wraps=%llu; lifetime counts stored before the cut=%llu; "
               "fallocates=%llu (many-piece %llu), cuts inside one=%llu (many-piece %llu); "
-              "symlinks=%llu, xattr changes=%llu\n",
+              "symlinks=%llu, xattr changes=%llu; formatted blocks reformatted after the "
+              "cut=%llu of %llu; writes that waited for the window=%llu\n",
               static_cast<unsigned long long>(cov.seeds),
               static_cast<unsigned long long>(cov.failures), phases.c_str(),
               static_cast<unsigned long long>(cov.nested),
@@ -1257,7 +1289,10 @@ TEST(SimCrash, PowerCutsDuringWorkloadsAndRecovery) {
               static_cast<unsigned long long>(cov.cuts_in_allocate),
               static_cast<unsigned long long>(cov.cuts_in_far_allocate),
               static_cast<unsigned long long>(cov.symlinks),
-              static_cast<unsigned long long>(cov.xattr_ops));
+              static_cast<unsigned long long>(cov.xattr_ops),
+              static_cast<unsigned long long>(cov.reformatted),
+              static_cast<unsigned long long>(cov.formatted_found),
+              static_cast<unsigned long long>(cov.window_waits));
   std::fflush(stdout);
   // A run long enough to mean something must have reached every part of the space.
   if (cov.failures == 0 && cov.seeds >= 200) {

@@ -219,8 +219,27 @@ TEST(DecodeSuperblock, FormatVersionZeroIsCorrupt) {
   EXPECT_TRUE(corrupt(decode_superblock(s), {"superblock", "format version 0"}));
 }
 
+// The allocation window's end is kept only with ro_compat bit 0, and lies inside the
+// device; the bit and the end round-trip.
+TEST(DecodeSuperblock, AllocationWindow) {
+  Superblock sb = sample_superblock();
+  sb.ro_compat = kRoCompatAllocWindow;
+  sb.alloc_window_end = static_cast<uint32_t>(sb.total_blocks);
+  Buf b{};
+  encode_superblock(sb, 1, b);
+  auto back = decode_superblock(b);
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(back->alloc_window_end, sb.total_blocks);
+  EXPECT_EQ(back->ro_compat, kRoCompatAllocWindow);
+  poke<uint32_t>(b, kSbOffAllocWindow, static_cast<uint32_t>(sb.total_blocks + 1));
+  EXPECT_TRUE(corrupt(decode_superblock(b), {"superblock", "alloc_window_end", "past the last block"}));
+  Buf s = superblock_buf();  // without the bit
+  poke<uint32_t>(s, kSbOffAllocWindow, 3);
+  EXPECT_TRUE(corrupt(decode_superblock(s), {"superblock", "alloc_window_end 3 without ro_compat"}));
+}
+
 TEST(DecodeSuperblock, NonzeroReservedBytes) {
-  for (size_t off : {kSbOffFormatVersion + 4, kSbOffInodeHeight + 1, kSbOffState + 7}) {
+  for (size_t off : {kSbOffFormatVersion + 4, kSbOffInodeHeight + 1}) {
     Buf s = superblock_buf();
     poke<uint8_t>(s, off, 1);
     EXPECT_TRUE(corrupt(decode_superblock(s), {"superblock", "reserved byte"})) << off;
