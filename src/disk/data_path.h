@@ -119,7 +119,7 @@ class DataPath {
                                      const std::vector<meta::GrainLookup>& map, uint64_t gen,
                                      std::vector<uint64_t>* restamped);
   void wait_for_space_locked(const std::shared_ptr<DataOp>& op);
-  void after_restamp_commit(const std::shared_ptr<DataOp>& op);
+  void after_commit_write(const std::shared_ptr<DataOp>& op, bool window_only);
   void fail_write_locked(const std::shared_ptr<DataOp>& op, Error err);
   void unreserve_all_locked(const std::shared_ptr<DataOp>& op);
   void write_fill_phase(const std::shared_ptr<DataOp>& op);

@@ -20,7 +20,6 @@
 #include <sys/stat.h>
 
 #include <atomic>
-#include <chrono>
 #include <future>
 #include <mutex>
 
@@ -367,45 +366,38 @@ Result<std::unique_ptr<Datastore>> open_datastore_path(const std::string& path,
 }
 
 namespace {
-// Waits for the answer. Without background threads an operation may wait for a commit
-// (a write into a block taken past the allocation window, a restamp): the caller's
-// thread runs the committer's rounds meanwhile, as an fsync does.
 template <typename T>
-Result<T> wait_for(Datastore& ds, const std::function<void(Done<T>)>& start) {
+Result<T> wait_for(const std::function<void(Done<T>)>& start) {
   std::promise<Result<T>> p;
   auto f = p.get_future();
   start([&p](Result<T> r) { p.set_value(std::move(r)); });
-  while (f.wait_for(std::chrono::milliseconds(1)) != std::future_status::ready) {
-    auto stepped = ds.run_background_step(BackgroundStep::kCommitIfWanted);
-    if (!stepped.ok() && stepped.error().errno_value == EINVAL) break;  // its own threads
-  }
   return f.get();
 }
 }  // namespace
 
 Result<uint64_t> Datastore::read_sync(Ino ino, uint64_t offset, uint64_t length, void* buf) {
-  return wait_for<uint64_t>(*this, [&](Done<uint64_t> d) { read(ino, offset, length, buf, std::move(d)); });
+  return wait_for<uint64_t>([&](Done<uint64_t> d) { read(ino, offset, length, buf, std::move(d)); });
 }
 Result<uint64_t> Datastore::write_sync(Ino ino, uint64_t offset, const void* data, uint64_t length) {
-  return wait_for<uint64_t>(*this, [&](Done<uint64_t> d) { write(ino, offset, data, length, std::move(d)); });
+  return wait_for<uint64_t>([&](Done<uint64_t> d) { write(ino, offset, data, length, std::move(d)); });
 }
 Result<void> Datastore::punch_hole_sync(Ino ino, uint64_t offset, uint64_t length) {
-  return wait_for<void>(*this, [&](Done<void> d) { punch_hole(ino, offset, length, std::move(d)); });
+  return wait_for<void>([&](Done<void> d) { punch_hole(ino, offset, length, std::move(d)); });
 }
 Result<void> Datastore::truncate_sync(Ino ino, uint64_t size) {
-  return wait_for<void>(*this, [&](Done<void> d) { truncate(ino, size, std::move(d)); });
+  return wait_for<void>([&](Done<void> d) { truncate(ino, size, std::move(d)); });
 }
 Result<void> Datastore::allocate_sync(Ino ino, uint64_t offset, uint64_t length, bool keep_size) {
-  return wait_for<void>(*this, [&](Done<void> d) { allocate(ino, offset, length, keep_size, std::move(d)); });
+  return wait_for<void>([&](Done<void> d) { allocate(ino, offset, length, keep_size, std::move(d)); });
 }
 Result<uint64_t> Datastore::clone_range_sync(Ino src, uint64_t src_offset, Ino dst,
                                              uint64_t dst_offset, uint64_t length) {
-  return wait_for<uint64_t>(*this, [&](Done<uint64_t> d) {
+  return wait_for<uint64_t>([&](Done<uint64_t> d) {
     clone_range(src, src_offset, dst, dst_offset, length, std::move(d));
   });
 }
 Result<void> Datastore::fsync_sync(Ino ino) {
-  return wait_for<void>(*this, [&](Done<void> d) { fsync(ino, std::move(d)); });
+  return wait_for<void>([&](Done<void> d) { fsync(ino, std::move(d)); });
 }
 
 }  // namespace vsfs

@@ -156,7 +156,8 @@ void DataPath::start_write_locked(const std::shared_ptr<DataOp>& op) {
   }
   // After the commit (the committer's lock comes before the metadata mutex: queue the
   // wait once this one is released).
-  defer([this, op] { after_restamp_commit(op); });
+  const bool window_only = restamped.empty();
+  defer([this, op, window_only] { after_commit_write(op, window_only); });
 }
 
 // Freed space is waiting for the releaser or a checkpoint: the committer reclaims it
@@ -175,8 +176,11 @@ void DataPath::wait_for_space_locked(const std::shared_ptr<DataOp>& op) {
 }
 
 // Writes the grains once their new stamps, or the allocation window covering their
-// block, are committed.
-void DataPath::after_restamp_commit(const std::shared_ptr<DataOp>& op) {
+// block, are committed. A restamp waits for the committer's next round (without
+// background threads, the owner's next commit step); a block past the window asks for
+// a commit as an fsync does (without background threads, on this thread at once), so
+// that a writer never waits for a step nobody takes.
+void DataPath::after_commit_write(const std::shared_ptr<DataOp>& op, bool window_only) {
   Done<void> after = [this, op](Result<void> r) {
     if (r.ok()) return write_fill_phase(op);
     {
@@ -185,6 +189,7 @@ void DataPath::after_restamp_commit(const std::shared_ptr<DataOp>& op) {
     }
     run_deferred();
   };
+  if (window_only) return services_.fsync(std::move(after));
   if (services_.after_next_commit(after)) return;
   // No committer (closing): nothing will commit the stamp.
   after(make_error(EIO, ErrorKind::kIo, "the datastore is closing"));
