@@ -117,6 +117,11 @@ struct SpaceInfo {
   bool alloc_window = false;
   uint64_t alloc_window_end = 0, crash_reformat_blocks = 0;
   uint64_t to_format_blocks = 0;   // free, to be formatted before reuse
+  // The space summary (vsfs-format(5), ro_compat bit 1) is kept: only the block-table
+  // grains of space in use are held in memory (table_grains_loaded of table_grains);
+  // without it, all of them.
+  bool space_summary = false;
+  uint64_t table_grains = 0, table_grains_loaded = 0;
   uint64_t formatted_bytes_total = 0;  // formatted by the background formatter
   uint64_t inodes = 0;           // live inodes
 };

@@ -317,6 +317,9 @@ class DatastoreImpl final : public Datastore {
     s.alloc_window = sp.window;
     s.alloc_window_end = sp.window_end;
     s.crash_reformat_blocks = sp.crash_reformat_blocks;
+    s.space_summary = sp.summary;
+    s.table_grains = sp.table_grains;
+    s.table_grains_loaded = sp.table_grains_loaded;
     s.to_format_blocks = sp.to_format_blocks;
     s.formatted_bytes_total = sp.formatted_bytes_total;
     s.inodes = ms_->live_inodes_locked();

@@ -229,6 +229,7 @@ const char* block_type_name(BlockType type) {
     case BlockType::kReleaseList: return "release list";
     case BlockType::kSnapshotList: return "snapshot list";
     case BlockType::kInodeExtra: return "inode extra";
+    case BlockType::kSpaceSummary: return "space summary";
   }
   return "unknown block";
 }
@@ -331,6 +332,11 @@ Result<void> check_geometry(const Superblock& sb) {
   if (sb.block_table_grains * kBlocksPerTableGrain < sb.total_blocks) {
     return bad(at, "block table of {} grains cannot describe {} storage blocks",
                sb.block_table_grains, sb.total_blocks);
+  }
+  if ((sb.ro_compat & kRoCompatSpaceSummary) != 0 && !space_summary_fits(sb)) {
+    return bad(at, "the space summary ({} grains after the block table) does not fit "
+               "before the refcount table",
+               space_summary_grains(sb.block_table_grains));
   }
   if (sb.refcount_grains * kGrainsPerRefcountGrain < total_grains) {
     return bad(at, "refcount table of {} grains cannot count {} grains", sb.refcount_grains,
@@ -955,6 +961,30 @@ void encode_block_table(const BlockTableGrain& t, uint64_t self, uint64_t genera
   seal(buf);
 }
 
+// ---- Space summary ----
+
+bool space_summary_fits(const Superblock& sb) {
+  return space_summary_start(sb) + space_summary_grains(sb.block_table_grains) <=
+         sb.refcount_start_grain;
+}
+
+Result<SpaceSummaryGrain> decode_space_summary(ConstGrain buf, uint64_t self) {
+  const std::string at = where(BlockType::kSpaceSummary, self);
+  VSFS_ASSIGN_OR_RETURN(MetaHeader h, check_header(buf, {BlockType::kSpaceSummary}, self, at));
+  VSFS_TRY(check_length(h, static_cast<uint32_t>(kPayloadBytes), at));
+  VSFS_TRY(check_no_owner(h, at));
+  SpaceSummaryGrain s;
+  for (size_t i = 0; i < s.words.size(); ++i) s.words[i] = load<uint64_t>(buf, kHeaderBytes + i * 8);
+  return s;
+}
+
+void encode_space_summary(const SpaceSummaryGrain& s, uint64_t self, uint64_t generation,
+                          Grain buf) {
+  begin_block(buf, BlockType::kSpaceSummary, static_cast<uint32_t>(kPayloadBytes), 0, generation, self, 0);
+  for (size_t i = 0; i < s.words.size(); ++i) store<uint64_t>(buf, kHeaderBytes + i * 8, s.words[i]);
+  seal(buf);
+}
+
 // ---- Reference counts ----
 
 Result<RefcountGrain> decode_refcounts(ConstGrain buf, uint64_t self) {
@@ -1169,7 +1199,9 @@ Result<Layout> compute_layout(uint64_t device_bytes, uint64_t journal_bytes_over
 
   l.block_table_start_grain = l.journal_start_grain + l.journal_grains;
   l.block_table_grains = div_round_up(l.total_blocks, kBlocksPerTableGrain);
-  const uint64_t table_blocks = div_round_up(l.block_table_grains, kGrainsPerBlock);
+  l.space_summary_grains = space_summary_grains(l.block_table_grains);
+  const uint64_t table_blocks =
+      div_round_up(l.block_table_grains + l.space_summary_grains, kGrainsPerBlock);
 
   l.refcount_start_grain = l.block_table_start_grain + table_blocks * kGrainsPerBlock;
   l.refcount_grains =

@@ -48,6 +48,7 @@ enum class BlockType : uint16_t {
   kReleaseList = 11,    // trees waiting to be released in the background
   kSnapshotList = 12,   // snapshot records (superblock.snapshot_root heads the chain)
   kInodeExtra = 13,     // an inode's symlink target and xattrs (a chain of these)
+  kSpaceSummary = 14,   // one bit per block-table grain: describes a block in use
 };
 const char* block_type_name(BlockType type);
 
@@ -105,7 +106,11 @@ inline constexpr uint64_t kIncompatKnown =
 // formatted list. A vsfs that does not know the bit may read the datastore but must not
 // write it (it would leave a stale window behind).
 inline constexpr uint64_t kRoCompatAllocWindow = 1ull << 0;
-inline constexpr uint64_t kRoCompatKnown = kRoCompatAllocWindow;
+// ro_compat bit 1: the space summary is kept (grains right after the block table, in the
+// block table's region; see SpaceSummaryGrain). A vsfs that does not know the bit may
+// read the datastore but must not write it (it would leave the summary stale).
+inline constexpr uint64_t kRoCompatSpaceSummary = 1ull << 1;
+inline constexpr uint64_t kRoCompatKnown = kRoCompatAllocWindow | kRoCompatSpaceSummary;
 inline constexpr uint64_t kCompatKnown = 0;
 
 inline constexpr uint32_t kStateClean = 1u << 0;    // unmounted cleanly: journal empty
@@ -218,6 +223,12 @@ inline constexpr size_t kSbPayloadEnd = 352;       // length_bytes = 352 - 64 = 
 // order, not overlapping, sizes matching total_blocks), pointers inside the device.
 Result<Superblock> decode_superblock(ConstGrain buf);
 void encode_superblock(const Superblock& sb, uint64_t generation, Grain buf);
+// The space summary's first grain, and whether the block table's region has room for it
+// (a datastore made before it existed may not: then it cannot be turned on).
+inline uint64_t space_summary_start(const Superblock& sb) {
+  return sb.block_table_start_grain + sb.block_table_grains;
+}
+bool space_summary_fits(const Superblock& sb);
 
 // ---- Radix tree nodes (grain maps and the inode table's interior) ----
 inline constexpr size_t kSlotBytes = 16;
@@ -393,6 +404,33 @@ struct BlockTableGrain {
 Result<BlockTableGrain> decode_block_table(ConstGrain buf, uint64_t self);
 void encode_block_table(const BlockTableGrain& t, uint64_t self, uint64_t generation, Grain buf);
 
+// ---- Space summary (type 14, ro_compat kRoCompatSpaceSummary) ----
+// Bit i of the summary (bit i % 64 of word i / 64 of grain i / kGroupsPerSummaryGrain) is
+// set when block-table grain i describes a storage block that is not formatted free
+// (in use, to be formatted, or reserved). A mount reads the summary and only the
+// block-table grains it marks: the rest of the device is formatted free space, whose
+// grains are read when the allocator first takes a block there. Journaled with the
+// block table, in the same transactions. The summary of a device of N storage blocks
+// takes space_summary_grains(ceil(N / 504)) grains (one grain covers 15.5 TiB).
+inline constexpr size_t kGroupsPerSummaryGrain = kPayloadBytes * 8;  // 32256
+struct SpaceSummaryGrain {
+  std::array<uint64_t, kPayloadBytes / 8> words{};
+  bool test(size_t i) const { return (words[i / 64] >> (i % 64)) & 1; }
+  void set(size_t i, bool on) {
+    if (on) {
+      words[i / 64] |= 1ull << (i % 64);
+    } else {
+      words[i / 64] &= ~(1ull << (i % 64));
+    }
+  }
+};
+Result<SpaceSummaryGrain> decode_space_summary(ConstGrain buf, uint64_t self);
+void encode_space_summary(const SpaceSummaryGrain& s, uint64_t self, uint64_t generation,
+                          Grain buf);
+inline uint64_t space_summary_grains(uint64_t block_table_grains) {
+  return (block_table_grains + kGroupsPerSummaryGrain - 1) / kGroupsPerSummaryGrain;
+}
+
 // ---- Reference count table: u16 per grain ----
 inline constexpr size_t kGrainsPerRefcountGrain = kPayloadBytes / 2;  // 2016
 struct RefcountGrain {
@@ -486,13 +524,14 @@ struct Layout {
   uint64_t total_blocks = 0;
   uint64_t journal_start_grain = 0, journal_grains = 0;
   uint64_t block_table_start_grain = 0, block_table_grains = 0;
+  uint64_t space_summary_grains = 0;  // right after the block table, in its region
   uint64_t refcount_start_grain = 0, refcount_grains = 0;
   uint64_t first_data_block = 0;
 };
 inline constexpr uint64_t kMinDeviceBytes = 64ull << 20;  // smallest datastore: 64 MiB
 // Computes the fixed regions for a device: block 0 superblocks, then the journal
-// (device/256 clamped to [8 MiB, 1 GiB], whole blocks), then the block table and the
-// refcount table, each rounded up to whole storage blocks. A nonzero
+// (device/256 clamped to [8 MiB, 1 GiB], whole blocks), then the block table followed by
+// the space summary, then the refcount table, each rounded up to whole storage blocks. A nonzero
 // journal_bytes_override replaces the journal size (rounded up to whole blocks, at least
 // 4 MiB). Fails with kInvalidArgument when the device is smaller than kMinDeviceBytes or
 // fewer than 16 storage blocks would remain for data.

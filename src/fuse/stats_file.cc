@@ -125,11 +125,15 @@ std::string render_stats_json(FuseFs& fs) {
                  "    \"alloc_window\": {},\n"
                  "    \"alloc_window_end\": {},\n"
                  "    \"crash_reformat_blocks\": {},\n"
+                 "    \"space_summary\": {},\n"
+                 "    \"block_table_grains\": {},\n"
+                 "    \"block_table_grains_loaded\": {},\n"
                  "    \"inodes\": {}\n"
                  "  }},\n",
                  sp.total_bytes, sp.used_bytes, sp.free_bytes, sp.available_bytes, sp.formatted_blocks,
                  sp.to_format_blocks, sp.alloc_window, sp.alloc_window_end,
-                 sp.crash_reformat_blocks, sp.inodes);
+                 sp.crash_reformat_blocks, sp.space_summary, sp.table_grains,
+                 sp.table_grains_loaded, sp.inodes);
   fmt::format_to(it,
                  "  \"io\": {{\n"
                  "    \"read_requests\": {},\n"

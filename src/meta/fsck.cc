@@ -191,6 +191,7 @@ enum class Fix : uint8_t {
   kBlockZero,   // key: storage block on the formatted list that is not zero
   kBlockGrain,  // key: index of a block-table grain that did not decode
   kInode,       // key: inode number
+  kSummary,     // key: 0 (the space summary disagrees with the block table)
 };
 
 struct Problem {
@@ -289,8 +290,11 @@ class Checker {
   Result<void> check_block_table();
   Result<void> check_namespace();
   Result<void> zero_check();
+  Result<void> check_space_summary();
   Result<void> repair_block_table();
   Result<void> repair_inodes();
+  // Writes the space summary from grain_in_use_ (every grain of it).
+  Result<void> write_space_summary();
   Result<void> write_superblocks(const format::Superblock& sb);
 
   // the walk
@@ -348,6 +352,9 @@ class Checker {
   // Block table and refcount table as found.
   std::vector<format::BlockEntry> blocks_;
   std::vector<bool> block_grain_ok_;       // per block-table grain: decoded
+  // Per block-table grain: describes a block not formatted free (what its bit in the
+  // space summary must say); after repairs, as repaired.
+  std::vector<bool> grain_in_use_;
   std::vector<uint16_t> table_used_;       // per block: grains with nonzero table refcount
   std::vector<bool> refcount_grain_ok_;    // per refcount-table grain: decoded (or all zero)
   std::set<uint64_t> not_zero_;            // formatted-free blocks found holding data
@@ -1107,12 +1114,18 @@ Result<void> Checker::check_refcounts() {
 Result<void> Checker::check_block_table() {
   blocks_.assign(sb_.total_blocks, format::BlockEntry{});
   block_grain_ok_.assign(sb_.block_table_grains, true);
+  grain_in_use_.assign(sb_.block_table_grains, true);  // unknown: as a mount would read it
   AlignedBuffer buf(kGrainBytes, false);
   for (uint64_t i = 0; i < sb_.block_table_grains; ++i) {
     tick(i);
     const uint64_t self = sb_.block_table_start_grain + i;
     VSFS_TRY(read_grain(self, buf));
     auto t = format::decode_block_table(cg(buf), self);
+    if (t.ok()) {
+      grain_in_use_[i] = std::any_of(t->entries.begin(), t->entries.end(), [](const auto& e) {
+        return e.state != BlockState::kFormattedFree;
+      });
+    }
     if (!t.ok()) {
       block_grain_ok_[i] = false;
       problem(Fix::kBlockGrain, i, fmt::format("block table: {}", t.error().message));
@@ -1478,6 +1491,9 @@ Result<void> Checker::repair_block_table() {
                                   format::block_state_name(cur.state), cur.used_grains));
     }
     if (block_grain_ok_[i] && lines.empty() && !unformatted) continue;
+    grain_in_use_[i] = std::any_of(t.entries.begin(), t.entries.end(), [](const auto& e) {
+      return e.state != BlockState::kFormattedFree;
+    });
     format::encode_block_table(t, self, sb_.generation, format::Grain(buf.data(), kGrainBytes));
     VSFS_TRY(write_grain(self, buf));
     changed_any = true;
@@ -1502,6 +1518,62 @@ Result<void> Checker::repair_block_table() {
   }
   if (changed_any) VSFS_TRY(device::flush_sync(real_));
   return ok_result();
+}
+
+// A mount reads only the block-table grains whose summary bit is set: a clear bit over
+// a grain that describes blocks in use would hide them (the mount finds it out when it
+// first allocates there, and fails). A set bit over free space only costs memory, but
+// the daemon never leaves one, so it is reported too.
+Result<void> Checker::check_space_summary() {
+  if ((sb_.ro_compat & format::kRoCompatSpaceSummary) == 0) return ok_result();
+  AlignedBuffer buf(kGrainBytes, false);
+  const uint64_t start = format::space_summary_start(sb_);
+  const uint64_t grains = format::space_summary_grains(sb_.block_table_grains);
+  uint64_t wrong = 0, first_wrong = 0;
+  for (uint64_t k = 0; k < grains; ++k) {
+    VSFS_TRY(read_grain(start + k, buf));
+    auto s = format::decode_space_summary(cg(buf), start + k);
+    if (!s.ok()) {
+      problem(Fix::kSummary, 0, fmt::format("space summary: {}", s.error().message));
+      continue;
+    }
+    for (uint64_t j = 0; j < format::kGroupsPerSummaryGrain; ++j) {
+      const uint64_t i = k * format::kGroupsPerSummaryGrain + j;
+      const bool want = i < sb_.block_table_grains && grain_in_use_[i];
+      if (s->test(j) != want) {
+        if (wrong++ == 0) first_wrong = i;
+        if (!want || i >= sb_.block_table_grains) continue;
+        problem(Fix::kSummary, 0,
+                fmt::format("space summary: block-table grain {} describes blocks in use, but "
+                            "its bit is clear (a mount would take them for formatted free space)",
+                            i));
+      }
+    }
+  }
+  if (wrong > 0) {
+    problem(Fix::kSummary, 0,
+            fmt::format("space summary: {} bit{} disagree{} with the block table (the first "
+                        "for block-table grain {})",
+                        wrong, wrong == 1 ? "" : "s", wrong == 1 ? "s" : "", first_wrong));
+  }
+  return ok_result();
+}
+
+Result<void> Checker::write_space_summary() {
+  AlignedBuffer buf(kGrainBytes, false);
+  const uint64_t start = format::space_summary_start(sb_);
+  const uint64_t grains = format::space_summary_grains(sb_.block_table_grains);
+  for (uint64_t k = 0; k < grains; ++k) {
+    format::SpaceSummaryGrain s;
+    for (uint64_t j = 0; j < format::kGroupsPerSummaryGrain; ++j) {
+      const uint64_t i = k * format::kGroupsPerSummaryGrain + j;
+      if (i < sb_.block_table_grains && grain_in_use_[i]) s.set(j, true);
+    }
+    format::encode_space_summary(s, start + k, sb_.generation,
+                                 format::Grain(buf.data(), kGrainBytes));
+    VSFS_TRY(write_grain(start + k, buf));
+  }
+  return device::flush_sync(real_);
 }
 
 Result<void> Checker::repair_inodes() {
@@ -1609,6 +1681,7 @@ Result<FsckReport> Checker::run() {
   end_pass();
   begin_pass("block table", sb_.block_table_grains);
   VSFS_TRY(check_block_table());
+  VSFS_TRY(check_space_summary());
   end_pass();
   begin_pass("free blocks", sb_.total_blocks);
   VSFS_TRY(zero_check());
@@ -1620,6 +1693,16 @@ Result<FsckReport> Checker::run() {
     begin_pass("repairs", 1);
     VSFS_TRY(repair_block_table());
     VSFS_TRY(repair_inodes());
+    // The summary follows the block table as repaired.
+    if ((sb_.ro_compat & format::kRoCompatSpaceSummary) != 0 &&
+        std::any_of(problems_.begin(), problems_.end(), [](const Problem& p) {
+          return p.fix == Fix::kSummary || p.fix == Fix::kBlock || p.fix == Fix::kBlockGrain;
+        })) {
+      VSFS_TRY(write_space_summary());
+      bool had = false;
+      for (const Problem& p : problems_) had = had || (p.fix == Fix::kSummary && !p.repaired);
+      if (had) repaired(Fix::kSummary, 0, "space summary rewritten from the block table");
+    }
     bool sb_changed = false;
     for (const Problem& p : problems_) {
       if (p.fix == Fix::kSuperblock && p.key == 2 && !p.repaired) {
@@ -1643,6 +1726,17 @@ Result<FsckReport> Checker::run() {
       report_.repairs.push_back(
           "superblock: the allocation window is kept from now on (ro_compat bit 0x1): after "
           "a crash only the blocks it covers are formatted again");
+    }
+    // And the space summary, where the block table's region has room for it (a
+    // datastore made before it, whose table filled its storage blocks, has none).
+    if (clean && (sb_.ro_compat & format::kRoCompatSpaceSummary) == 0 &&
+        format::space_summary_fits(sb_)) {
+      VSFS_TRY(write_space_summary());
+      sb_.ro_compat |= format::kRoCompatSpaceSummary;
+      sb_changed = true;
+      report_.repairs.push_back(
+          "superblock: the space summary is kept from now on (ro_compat bit 0x2): a mount "
+          "reads only the block-table grains of space in use");
     }
     // A datastore checked clean, with its journal replayed, is cleanly unmounted.
     if (clean && ((sb_.state & format::kStateClean) == 0 ||

@@ -191,6 +191,14 @@ void MetaCache::pin(uint64_t grain) {
   settle(*e, was_evictable, e->dirty);
 }
 
+void MetaCache::unpin(uint64_t grain) {
+  Entry* e = entry(grain);
+  if (e == nullptr || !e->pinned) return;
+  const bool was_evictable = e->evictable();
+  e->pinned = false;
+  settle(*e, was_evictable, e->dirty);
+}
+
 void MetaCache::trim() {
   const uint64_t low_water = budget_ - std::min(budget_ / 8, kTrimSlackBytesMax);
   while (bytes_ + outside_bytes_ > low_water && evictable_blocks_ > kKeepRecentBlocks) {
@@ -240,6 +248,10 @@ void encode_cached(const CachedBlock& b, uint64_t self, uint64_t generation, for
       return;
     case BlockType::kInodeExtra:
       format::encode_extra_block(std::get<format::ExtraBlock>(b.v), self, generation, out);
+      return;
+    case BlockType::kSpaceSummary:
+      format::encode_space_summary(std::get<format::SpaceSummaryGrain>(b.v), self, generation,
+                                   out);
       return;
     default:
       VSFS_ASSERT(false && "not a cacheable block type");
@@ -306,6 +318,11 @@ Result<CachedBlock> decode_cached(format::ConstGrain in, uint64_t self, BlockTyp
       VSFS_ASSIGN_OR_RETURN(auto e, format::decode_extra_block(in, self));
       b.owner = e.owner;
       b.v = std::move(e);
+      return b;
+    }
+    case BlockType::kSpaceSummary: {
+      VSFS_ASSIGN_OR_RETURN(auto s, format::decode_space_summary(in, self));
+      b.v = std::move(s);
       return b;
     }
     default:

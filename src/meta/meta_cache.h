@@ -43,7 +43,7 @@ struct CachedBlock {
   uint64_t owner = 0;
   std::variant<format::TreeNode, format::InodeLeaf, format::DirBlock,
                format::BlockTableGrain, format::RefcountGrain, format::ReleaseList,
-               format::SnapshotList, format::ExtraBlock>
+               format::SnapshotList, format::ExtraBlock, format::SpaceSummaryGrain>
       v;
 
   format::TreeNode& node() { return std::get<format::TreeNode>(v); }
@@ -53,6 +53,7 @@ struct CachedBlock {
   format::RefcountGrain& refs() { return std::get<format::RefcountGrain>(v); }
   format::ReleaseList& releases() { return std::get<format::ReleaseList>(v); }
   format::ExtraBlock& extra() { return std::get<format::ExtraBlock>(v); }
+  format::SpaceSummaryGrain& summary() { return std::get<format::SpaceSummaryGrain>(v); }
 };
 
 // Encodes a cached block into its on-disk grain.
@@ -109,8 +110,9 @@ class MetaCache final : public Trimmable {
   // The commit is durable and the image can be found in the journal's pending images:
   // the block may go (unless it was dirtied again meanwhile). No-op when not writing.
   void finish_write(uint64_t grain);
-  // The block is never evicted.
+  // The block is never evicted, or may be again.
   void pin(uint64_t grain);
+  void unpin(uint64_t grain);
 
   bool over_budget() const override { return bytes_ + outside_bytes_ > budget_; }
   // Metadata memory held outside the cache that shares its budget (the journal's

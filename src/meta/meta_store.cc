@@ -196,10 +196,7 @@ Result<CachedBlock*> MetaStore::get_locked(uint64_t grain, BlockType type, uint6
   VSFS_ASSIGN_OR_RETURN(auto block,
                         decode_cached(format::ConstGrain(buf.data(), kGrainBytes), grain, type,
                                       first_ino));
-  CachedBlock* b = cache_.insert(grain, std::move(block));
-  // The allocator reads the block table where it cannot fail (block_entry_locked).
-  if (type == BlockType::kBlockTable) cache_.pin(grain);
-  return b;
+  return cache_.insert(grain, std::move(block));
 }
 
 void MetaStore::mark_dirty_locked(uint64_t grain) {
@@ -367,6 +364,7 @@ Result<void> MetaStore::commit_inner() {
       images.clear();
     } else {
       generation = sb_.generation;
+      update_space_summary_locked();  // may dirty a summary grain
       images.reserve(dirty_.size() + 1);
       for (uint64_t g : dirty_) {
         // The block stays in the cache until its image is in pending() (below).
@@ -561,7 +559,9 @@ Result<void> MetaStore::checkpoint_inner(bool clean) {
   journal_->checkpointed();
   account_outside_locked();
   for (uint64_t b : blocks_freed_committed_) {
-    if (block_entry_locked(b).state == format::BlockState::kToFormatFree) to_format_free_.insert(b);
+    if (block_entry_locked(b).state == format::BlockState::kToFormatFree) {
+      free_.insert(FreeBlocks::kToFormat, b);
+    }
   }
   blocks_freed_committed_.clear();
   ++counters_.checkpoints;

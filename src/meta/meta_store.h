@@ -43,6 +43,7 @@
 
 #include "device/device.h"
 #include "format/format.h"
+#include "meta/free_blocks.h"
 #include "meta/journal.h"
 #include "meta/meta_cache.h"
 #include "meta/meta_mutex.h"
@@ -369,6 +370,9 @@ class MetaStore {
     bool window = false;                 // the allocation window is kept
     uint64_t window_end = 0;             // ... its durable end (a block number)
     uint64_t crash_reformat_blocks = 0;  // blocks the last recovery moved back to format
+    bool summary = false;                // the space summary is kept
+    uint64_t table_grains = 0;           // of the block table
+    uint64_t table_grains_loaded = 0;    // ... held in memory (describing space in use)
   };
   Space space_locked() const;
   MetaCounters counters_locked() const { return counters_; }
@@ -404,8 +408,23 @@ class MetaStore {
   // After a crash: every formatted free block to the to-be-formatted list (space.cc),
   // committed in transactions the journal can hold. From open(), before other threads.
   Result<void> unformat_after_crash();
+  // The block's entry, to change: its block-table grain is loaded first (the free lists'
+  // group made explicit), and the space summary follows at the next commit.
   Result<format::BlockEntry*> block_entry_for_update_locked(uint64_t block);
+  // Costs no IO: a block whose grain is not loaded is formatted free.
   format::BlockEntry block_entry_locked(uint64_t block) const;
+  // Loads block-table grain `group` into the free lists (open, and fsck's view).
+  Result<void> load_group_locked(uint64_t group);
+  // Makes the block's group explicit, reading its block-table grain (which must say
+  // every block there is formatted free) when it is not loaded yet. Changes nothing on
+  // failure.
+  Result<void> ensure_group_locked(uint64_t block);
+  // Before a commit takes the dirty blocks: the space summary's bit of every changed
+  // block-table grain, and groups that are all formatted free again go back to implicit.
+  void update_space_summary_locked();
+  // The block after `block`, skipping groups not loaded (formatted free: nothing in use
+  // there); total_blocks at the end. For walks over the blocks in use.
+  uint64_t next_loaded_block_locked(uint64_t block) const;
   Result<uint16_t> incref_locked(uint64_t grain);
   Result<uint16_t> decref_locked(uint64_t grain);  // frees at 0 (quarantined)
   Result<uint64_t> alloc_meta_grain_locked();      // refcount 1, not yet written
@@ -536,9 +555,12 @@ class MetaStore {
   std::unordered_set<uint64_t> reserved_;           // data grains reserved for in-flight writes
   std::unordered_map<uint64_t, uint32_t> block_reserved_;  // reservations per block
 
-  // Space: free lists built from the block table at open.
-  std::set<uint64_t> formatted_free_;
-  std::set<uint64_t> to_format_free_;
+  // Space: the free lists (free_blocks.h). Their explicit groups are the block-table
+  // grains loaded (and pinned): at open, those the space summary marks (all of them
+  // without it); later, a grain as the allocator first takes a block it describes.
+  FreeBlocks free_;
+  bool summary_on_ = false;             // ro_compat kRoCompatSpaceSummary
+  std::set<uint64_t> groups_changed_;   // block-table grains changed since the last commit
   // The allocation window (ro_compat kRoCompatAllocWindow, space.cc): the allocator takes
   // formatted free blocks below window_allowed_locked() first; a data block it takes at
   // or past it waits in beyond_window_ until a durable window covers it.

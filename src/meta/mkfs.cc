@@ -91,7 +91,10 @@ Result<void> mkfs(device::Device& dev, const MkfsOptions& options) {
   const uint64_t meta_block = layout.first_data_block;
   const uint64_t leaf_grain = first_grain_of(BlockIndex{meta_block}).v;
 
-  // The block table, written a storage block's worth of grains at a time.
+  // The block table, written a storage block's worth of grains at a time, and the space
+  // summary after it: a bit for each table grain that describes a block not formatted
+  // free.
+  std::vector<format::SpaceSummaryGrain> summary(layout.space_summary_grains);
   {
     constexpr uint64_t kBatch = kGrainsPerBlock;
     AlignedBuffer batch(kBatch * kGrainBytes);
@@ -111,6 +114,10 @@ Result<void> mkfs(device::Device& dev, const MkfsOptions& options) {
           } else if (!data_zeroed) {
             t.entries[j].state = BlockState::kToFormatFree;
           }
+          if (t.entries[j].state != BlockState::kFormattedFree) {
+            summary[i / format::kGroupsPerSummaryGrain].set(i % format::kGroupsPerSummaryGrain,
+                                                            true);
+          }
         }
         const uint64_t self = layout.block_table_start_grain + i;
         format::encode_block_table(
@@ -125,6 +132,11 @@ Result<void> mkfs(device::Device& dev, const MkfsOptions& options) {
   report(kRoot, 0, 1);
   AlignedBuffer g(kGrainBytes);
   auto grain = [&] { return format::Grain(g.data(), kGrainBytes); };
+  for (uint64_t i = 0; i < summary.size(); ++i) {
+    const uint64_t self = layout.block_table_start_grain + layout.block_table_grains + i;
+    format::encode_space_summary(summary[i], self, generation, grain());
+    VSFS_TRY(device::write_sync(dev, self * kGrainBytes, g.data(), kGrainBytes));
+  }
   {
     format::RefcountGrain r;
     r.counts[leaf_grain % format::kGrainsPerRefcountGrain] = 1;
@@ -167,7 +179,8 @@ Result<void> mkfs(device::Device& dev, const MkfsOptions& options) {
   sb.journal_tail_grain = 0;
   sb.journal_tail_seq = 1;
   sb.state = format::kStateClean;
-  sb.ro_compat = format::kRoCompatAllocWindow;  // window 0: nothing handed out yet
+  // Window 0: nothing handed out yet.
+  sb.ro_compat = format::kRoCompatAllocWindow | format::kRoCompatSpaceSummary;
   sb.mkfs_time_ns = now;
   format::encode_superblock(sb, generation, grain());
   VSFS_TRY(device::write_sync(dev, format::kSuperblockCopyGrain * kGrainBytes, g.data(), kGrainBytes));

@@ -23,18 +23,44 @@ using format::BlockState;
 using format::BlockType;
 
 Result<void> MetaStore::load_block_table() {
-  for (uint64_t b = 0; b < sb_.total_blocks; ++b) {
-    const uint64_t tg = block_table_grain_of(b);
-    VSFS_ASSIGN_OR_RETURN(CachedBlock * t, get_locked(tg, BlockType::kBlockTable));
-    auto& e = t->blocks().entries[b % format::kBlocksPerTableGrain];
+  free_ = FreeBlocks(sb_.first_data_block, sb_.total_blocks);
+  summary_on_ = (sb_.ro_compat & format::kRoCompatSpaceSummary) != 0;
+  const uint64_t summary_start = format::space_summary_start(sb_);
+  if (summary_on_) {
+    for (uint64_t i = 0; i < format::space_summary_grains(sb_.block_table_grains); ++i) {
+      VSFS_TRY(get_locked(summary_start + i, BlockType::kSpaceSummary));
+      cache_.pin(summary_start + i);
+    }
+  }
+  for (uint64_t g = 0; g < free_.groups(); ++g) {
+    if (summary_on_) {
+      const CachedBlock* s = cache_.peek(summary_start + g / format::kGroupsPerSummaryGrain);
+      if (!std::get<format::SpaceSummaryGrain>(s->v).test(g % format::kGroupsPerSummaryGrain)) {
+        continue;  // all formatted free: read when the allocator gets there
+      }
+    }
+    VSFS_TRY(load_group_locked(g));
+  }
+  return ok_result();
+}
+
+Result<void> MetaStore::load_group_locked(uint64_t g) {
+  VSFS_ASSIGN_OR_RETURN(CachedBlock * t, get_locked(sb_.block_table_start_grain + g,
+                                                     BlockType::kBlockTable));
+  cache_.pin(sb_.block_table_start_grain + g);  // block_entry_locked reads it without IO
+  free_.make_explicit_empty(g);
+  for (uint64_t j = 0; j < format::kBlocksPerTableGrain; ++j) {
+    const uint64_t b = g * format::kBlocksPerTableGrain + j;
+    if (b >= sb_.total_blocks) break;
+    const auto& e = t->blocks().entries[j];
     const bool fixed = b < sb_.first_data_block;
     if (fixed != (e.state == BlockState::kReserved)) {
       return corruption(fmt::format("block table: storage block {} is {} but should {}be reserved",
                                     b, static_cast<int>(e.state), fixed ? "" : "not "));
     }
     switch (e.state) {
-      case BlockState::kFormattedFree: formatted_free_.insert(b); break;
-      case BlockState::kToFormatFree: to_format_free_.insert(b); break;
+      case BlockState::kFormattedFree: free_.insert(FreeBlocks::kFormatted, b); break;
+      case BlockState::kToFormatFree: free_.insert(FreeBlocks::kToFormat, b); break;
       case BlockState::kData:
         used_grains_ += e.used_grains;
         break;
@@ -48,6 +74,54 @@ Result<void> MetaStore::load_block_table() {
   return ok_result();
 }
 
+Result<void> MetaStore::ensure_group_locked(uint64_t block) {
+  const uint64_t g = FreeBlocks::group_of(block);
+  if (free_.is_explicit(g)) return ok_result();
+  const uint64_t tg = sb_.block_table_start_grain + g;
+  VSFS_ASSIGN_OR_RETURN(CachedBlock * t, get_locked(tg, BlockType::kBlockTable));
+  for (uint64_t j = 0; j < format::kBlocksPerTableGrain; ++j) {
+    const uint64_t b = g * format::kBlocksPerTableGrain + j;
+    if (b >= sb_.total_blocks) break;
+    const auto& e = t->blocks().entries[j];
+    if (b >= sb_.first_data_block && e.state == BlockState::kFormattedFree) continue;
+    cache_.unpin(tg);
+    return corruption(fmt::format("space summary: block-table grain {} is marked as "
+                                  "describing formatted free blocks only, but storage block "
+                                  "{} is {}",
+                                  g, b, format::block_state_name(e.state)));
+  }
+  cache_.pin(tg);  // also when it was cached already (written, not yet evicted)
+  free_.make_explicit(g);
+  return ok_result();
+}
+
+void MetaStore::update_space_summary_locked() {
+  const uint64_t summary_start = format::space_summary_start(sb_);
+  for (uint64_t g : groups_changed_) {
+    const CachedBlock* t = cache_.peek(sb_.block_table_start_grain + g);
+    VSFS_ASSERT(t != nullptr);  // changed: dirty or being written
+    bool in_use = false;
+    for (const auto& e : std::get<format::BlockTableGrain>(t->v).entries) {
+      in_use = in_use || e.state != BlockState::kFormattedFree;
+    }
+    if (summary_on_) {
+      const uint64_t sg = summary_start + g / format::kGroupsPerSummaryGrain;
+      CachedBlock* s = cache_.peek(sg);
+      VSFS_ASSERT(s != nullptr);  // pinned at open
+      if (s->summary().test(g % format::kGroupsPerSummaryGrain) != in_use) {
+        s->summary().set(g % format::kGroupsPerSummaryGrain, in_use);
+        mark_dirty_locked(sg);
+      }
+    }
+    // Every block formatted free, and on the formatted list (none held back): the
+    // group's grain may leave memory once written.
+    if (!in_use && free_.is_explicit(g) && free_.try_make_implicit(g)) {
+      cache_.unpin(sb_.block_table_start_grain + g);
+    }
+  }
+  groups_changed_.clear();
+}
+
 // After a crash, the formatted free blocks the allocator may have handed out since the
 // last durable commit go back to the to-be-formatted list: with the allocation window,
 // those below its end (it takes the lowest first and never passes the window without a
@@ -57,7 +131,7 @@ Result<void> MetaStore::unformat_after_crash() {
   {
     std::lock_guard lock(mu_);
     end = window_on_ ? sb_.alloc_window_end : UINT64_MAX;
-    count = std::distance(formatted_free_.begin(), formatted_free_.lower_bound(end));
+    count = free_.count_below(FreeBlocks::kFormatted, end);
     crash_reformat_blocks_ = count;
   }
   if (count == 0) return ok_result();
@@ -70,13 +144,14 @@ Result<void> MetaStore::unformat_after_crash() {
     bool big;
     {
       std::lock_guard lock(mu_);
-      if (formatted_free_.empty() || *formatted_free_.begin() >= end) break;
-      const uint64_t block = *formatted_free_.begin();
+      const auto first = free_.first(FreeBlocks::kFormatted);
+      if (!first || *first >= end) break;
+      const uint64_t block = *first;
       VSFS_ASSIGN_OR_RETURN(format::BlockEntry * e, block_entry_for_update_locked(block));
       VSFS_ASSERT(e->state == BlockState::kFormattedFree && e->used_grains == 0);
       e->state = BlockState::kToFormatFree;
-      formatted_free_.erase(formatted_free_.begin());
-      to_format_free_.insert(block);
+      free_.erase(FreeBlocks::kFormatted, block);
+      free_.insert(FreeBlocks::kToFormat, block);
       big = wants_commit_locked();
     }
     if (big) VSFS_TRY(commit());
@@ -85,16 +160,19 @@ Result<void> MetaStore::unformat_after_crash() {
 }
 
 format::BlockEntry MetaStore::block_entry_locked(uint64_t block) const {
+  if (!free_.is_explicit(FreeBlocks::group_of(block))) return format::BlockEntry{};
   const CachedBlock* t = cache_.peek(block_table_grain_of(block));
-  VSFS_ASSERT(t != nullptr);  // the whole block table is loaded at open, and pinned
+  VSFS_ASSERT(t != nullptr);  // an explicit group's grain is pinned
   return std::get<format::BlockTableGrain>(t->v).entries[block % format::kBlocksPerTableGrain];
 }
 
 Result<format::BlockEntry*> MetaStore::block_entry_for_update_locked(uint64_t block) {
   VSFS_ASSERT(block < sb_.total_blocks);
+  VSFS_TRY(ensure_group_locked(block));
   const uint64_t tg = block_table_grain_of(block);
   VSFS_ASSIGN_OR_RETURN(CachedBlock * t, get_locked(tg, BlockType::kBlockTable));
   mark_dirty_locked(tg);
+  groups_changed_.insert(FreeBlocks::group_of(block));
   return &t->blocks().entries[block % format::kBlocksPerTableGrain];
 }
 
@@ -196,8 +274,9 @@ uint64_t MetaStore::window_allowed_locked() const {
 uint64_t MetaStore::next_window_locked() const {
   const uint64_t want = std::max(options_.alloc_window_blocks, 2 * taken_since_commit_);
   uint64_t end = 0, n = 0;
-  for (auto it = formatted_free_.begin(); it != formatted_free_.end() && n < want; ++it, ++n) {
-    end = *it + 1;
+  for (auto b = free_.first(FreeBlocks::kFormatted); b && n < want;
+       b = free_.first(FreeBlocks::kFormatted, *b + 1), ++n) {
+    end = *b + 1;
   }
   if (!beyond_window_.empty()) end = std::max(end, *beyond_window_.rbegin() + 1);
   return std::min<uint64_t>(end, UINT32_MAX);  // a block number in 32 bits (4 PiB)
@@ -208,27 +287,30 @@ bool MetaStore::beyond_window_locked(uint64_t grain) const {
 }
 
 Result<uint64_t> MetaStore::take_free_block_locked(BlockState kind) {
-  std::set<uint64_t>* list = nullptr;
+  std::optional<uint64_t> pick;
+  FreeBlocks::Kind list = FreeBlocks::kFormatted;
   bool beyond = false;
-  if (!formatted_free_.empty() &&
-      (!window_on_ || *formatted_free_.begin() < window_allowed_locked())) {
-    list = &formatted_free_;
-  } else if (!to_format_free_.empty()) {
+  const auto formatted = free_.first(FreeBlocks::kFormatted);
+  if (formatted && (!window_on_ || *formatted < window_allowed_locked())) {
+    pick = formatted;
+  } else if (auto to_format = free_.first(FreeBlocks::kToFormat)) {
     // Every grain handed out from it is written in full before a map points at it, so
     // the old contents can never be read: formatting on reallocation costs no IO here.
-    list = &to_format_free_;
-  } else if (!formatted_free_.empty()) {
+    pick = to_format;
+    list = FreeBlocks::kToFormat;
+  } else if (formatted) {
     // Past the window: its data waits for a commit that covers it (beyond_window_locked).
     // Metadata needs no wait: it reaches its home only after the commit that took it.
-    list = &formatted_free_;
+    pick = formatted;
     beyond = kind == BlockState::kData;
   }
   Result<void> backed = ok_result();
-  if (list != nullptr && kind == BlockState::kMeta) backed = back_blocks_locked(*list->begin(), 1);
+  if (pick && kind == BlockState::kMeta) backed = back_blocks_locked(*pick, 1);
   uint64_t block;
-  if (list != nullptr && backed.ok()) {
-    block = *list->begin();
-    list->erase(list->begin());
+  if (pick && backed.ok()) {
+    VSFS_TRY(ensure_group_locked(*pick));  // before anything changes
+    block = *pick;
+    free_.erase(list, block);
   } else if (kind == BlockState::kMeta && meta_spare_ != 0) {
     // The filesystem holding the datastore is full (or the free lists are empty): the
     // spare, backed already, takes this metadata.
@@ -269,11 +351,12 @@ Result<void> MetaStore::back_blocks_locked(uint64_t first_block, uint64_t count)
 
 void MetaStore::keep_meta_spare_locked() {
   if (meta_spare_ != 0 || options_.read_only) return;
-  for (std::set<uint64_t>* list : {&formatted_free_, &to_format_free_}) {
-    if (list->empty()) continue;
-    const uint64_t block = *list->rbegin();  // the end of the device: data fills from the start
-    if (!back_blocks_locked(block, 1).ok()) return;
-    list->erase(block);
+  for (FreeBlocks::Kind list : {FreeBlocks::kFormatted, FreeBlocks::kToFormat}) {
+    const auto last = free_.last(list);
+    if (!last) continue;
+    const uint64_t block = *last;  // the end of the device: data fills from the start
+    if (!ensure_group_locked(block).ok() || !back_blocks_locked(block, 1).ok()) return;
+    free_.erase(list, block);
     meta_spare_ = block;
     meta_slack_grains_ += kGrainsPerBlock;
     return;
@@ -284,7 +367,7 @@ Result<void> MetaStore::back_metadata_locked() {
   // The fixed regions were backed before the replay (MetaStore::open).
   for (uint64_t b = sb_.first_data_block; b < sb_.total_blocks;) {
     if (block_entry_locked(b).state != BlockState::kMeta) {
-      ++b;
+      b = next_loaded_block_locked(b);
       continue;
     }
     uint64_t end = b + 1;
@@ -294,6 +377,16 @@ Result<void> MetaStore::back_metadata_locked() {
   }
   keep_meta_spare_locked();
   return ok_result();
+}
+
+uint64_t MetaStore::next_loaded_block_locked(uint64_t block) const {
+  const uint64_t next = block + 1;
+  const uint64_t g = FreeBlocks::group_of(next);
+  if (free_.is_explicit(g)) return next;
+  for (uint64_t h = g + 1; h < free_.groups(); ++h) {
+    if (free_.is_explicit(h)) return h * FreeBlocks::kGroupBlocks;
+  }
+  return sb_.total_blocks;
 }
 
 // Looks for a free grain inside `block` (a block of `kind` already in use).
@@ -319,7 +412,8 @@ Result<uint64_t> MetaStore::reserve_data_grain_locked(uint64_t& hint_block) {
       g = first_grain_of(BlockIndex{hint_block}).v;
     } else {
       // No free block: reuse free grains inside blocks in use (a nearly full datastore).
-      for (uint64_t b = sb_.first_data_block; b < sb_.total_blocks && g == kNone; ++b) {
+      for (uint64_t b = sb_.first_data_block; b < sb_.total_blocks && g == kNone;
+           b = next_loaded_block_locked(b)) {
         g = try_block(b);
         if (g != kNone) hint_block = b;
       }
@@ -418,7 +512,7 @@ Result<uint64_t> MetaStore::alloc_meta_grain_locked() {
     meta_cursor_ = 0;
   }
   // No free block: look for a free grain in any metadata block.
-  for (uint64_t b = sb_.first_data_block; b < sb_.total_blocks; ++b) {
+  for (uint64_t b = sb_.first_data_block; b < sb_.total_blocks; b = next_loaded_block_locked(b)) {
     auto e = block_entry_locked(b);
     if (e.state != BlockState::kMeta || e.used_grains >= kGrainsPerBlock) continue;
     const uint64_t first = first_grain_of(BlockIndex{b}).v;
@@ -434,9 +528,10 @@ Result<uint64_t> MetaStore::alloc_meta_grain_locked() {
 }
 
 uint64_t MetaStore::take_block_to_format_locked() {
-  if (to_format_free_.empty()) return 0;
-  const uint64_t block = *to_format_free_.begin();
-  to_format_free_.erase(to_format_free_.begin());
+  const auto first = free_.first(FreeBlocks::kToFormat);
+  if (!first) return 0;
+  const uint64_t block = *first;
+  free_.erase(FreeBlocks::kToFormat, block);
   ++formatting_;
   return block;
 }
@@ -447,7 +542,7 @@ Result<void> MetaStore::block_formatted_locked(uint64_t block) {
   VSFS_ASSIGN_OR_RETURN(format::BlockEntry * e, block_entry_for_update_locked(block));
   VSFS_ASSERT(e->state == BlockState::kToFormatFree && e->used_grains == 0);
   e->state = BlockState::kFormattedFree;
-  formatted_free_.insert(block);
+  free_.insert(FreeBlocks::kFormatted, block);
   formatted_bytes_total_ += kBlockBytes;
   return ok_result();
 }
@@ -455,7 +550,7 @@ Result<void> MetaStore::block_formatted_locked(uint64_t block) {
 void MetaStore::block_format_failed_locked(uint64_t block) {
   VSFS_ASSERT(formatting_ > 0);
   --formatting_;
-  to_format_free_.insert(block);
+  free_.insert(FreeBlocks::kToFormat, block);
 }
 
 bool MetaStore::space_reclaimable_locked() {
@@ -501,13 +596,16 @@ MetaStore::Space MetaStore::space_locked() const {
   s.used_grains = used_grains_;
   // The unused grains of metadata blocks are metadata's room: a write cannot have them.
   s.free_grains = s.data_blocks * kGrainsPerBlock - used_grains_ - meta_slack_grains_;
-  s.formatted_blocks = formatted_free_.size();
-  s.to_format_blocks = to_format_free_.size() + blocks_freed_committed_.size() +
+  s.formatted_blocks = free_.count(FreeBlocks::kFormatted);
+  s.to_format_blocks = free_.count(FreeBlocks::kToFormat) + blocks_freed_committed_.size() +
                        blocks_freed_committing_.size() + blocks_freed_open_.size() + formatting_;
   s.formatted_bytes_total = formatted_bytes_total_;
   s.window = window_on_;
   s.window_end = window_durable_;
   s.crash_reformat_blocks = crash_reformat_blocks_;
+  s.summary = summary_on_;
+  s.table_grains = sb_.block_table_grains;
+  s.table_grains_loaded = free_.explicit_groups();
   return s;
 }
 

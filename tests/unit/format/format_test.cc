@@ -502,6 +502,7 @@ void expect_layout(uint64_t device_bytes, const Layout& want) {
   EXPECT_EQ(l->journal_grains, want.journal_grains);
   EXPECT_EQ(l->block_table_start_grain, want.block_table_start_grain);
   EXPECT_EQ(l->block_table_grains, want.block_table_grains);
+  EXPECT_EQ(l->space_summary_grains, want.space_summary_grains);
   EXPECT_EQ(l->refcount_start_grain, want.refcount_start_grain);
   EXPECT_EQ(l->refcount_grains, want.refcount_grains);
   EXPECT_EQ(l->first_data_block, want.first_data_block);
@@ -509,20 +510,21 @@ void expect_layout(uint64_t device_bytes, const Layout& want) {
 
 TEST(Layout, Min64MiB) {
   // Journal clamped up to 8 MiB; one block each for the tables.
-  expect_layout(64ull << 20, {64, 256, 2048, 2304, 1, 2560, 9, 11});
+  expect_layout(64ull << 20, {64, 256, 2048, 2304, 1, 1, 2560, 9, 11});
 }
 
-TEST(Layout, OneGiB) { expect_layout(1ull << 30, {1024, 256, 2048, 2304, 3, 2560, 131, 11}); }
+TEST(Layout, OneGiB) { expect_layout(1ull << 30, {1024, 256, 2048, 2304, 3, 1, 2560, 131, 11}); }
 
 TEST(Layout, SixtyFourGiB) {
   // Journal device/256 = 256 MiB; refcounts 8323 grains = 33 blocks.
-  expect_layout(64ull << 30, {65536, 256, 65536, 65792, 131, 66048, 8323, 291});
+  expect_layout(64ull << 30, {65536, 256, 65536, 65792, 131, 1, 66048, 8323, 291});
 }
 
 TEST(Layout, SixtyFourTiB) {
-  // Journal clamped down to 1 GiB; block table 133153 grains = 521 blocks.
+  // Journal clamped down to 1 GiB; block table 133153 grains and a space summary of 5
+  // grains = 521 blocks.
   expect_layout(64ull << 40,
-                {67108864, 256, 262144, 262400, 133153, 395776, 8521761, 34835});
+                {67108864, 256, 262144, 262400, 133153, 5, 395776, 8521761, 34835});
 }
 
 TEST(Layout, TooSmall) {
@@ -553,7 +555,9 @@ TEST(Layout, TooFewDataBlocks) {
 
 TEST(Layout, EveryLayoutMakesADecodableSuperblock) {
   for (uint64_t bytes : {64ull << 20, (64ull << 20) + 12345, 100ull << 20, 1ull << 30,
-                         (3ull << 30) + 4096, 64ull << 30, 1ull << 40, 64ull << 40}) {
+                         (3ull << 30) + 4096, 64ull << 30, 1ull << 40, 64ull << 40,
+                         // a block table that fills its storage blocks exactly
+                         (504ull * 256) << 20}) {
     auto l = compute_layout(bytes);
     ASSERT_TRUE(l.ok()) << l.error().message;
     Superblock sb;
@@ -566,11 +570,61 @@ TEST(Layout, EveryLayoutMakesADecodableSuperblock) {
     sb.refcount_start_grain = l->refcount_start_grain;
     sb.refcount_grains = l->refcount_grains;
     sb.first_data_block = l->first_data_block;
+    sb.ro_compat = kRoCompatSpaceSummary;
+    EXPECT_TRUE(space_summary_fits(sb));
+    EXPECT_EQ(space_summary_start(sb) + l->space_summary_grains, sb.block_table_start_grain +
+                                                                    sb.block_table_grains +
+                                                                    l->space_summary_grains);
     Buf buf{};
     encode_superblock(sb, 1, buf);
     auto out = decode_superblock(buf);
     EXPECT_TRUE(out.ok()) << bytes << ": " << out.error().message;
   }
+}
+
+// A datastore made before the space summary whose block table filled its storage blocks
+// has no room for it: the bit is refused there.
+TEST(DecodeSuperblock, SpaceSummaryWithoutRoom) {
+  auto l = compute_layout((504ull * 256) << 20);
+  ASSERT_TRUE(l.ok());
+  Superblock sb;
+  sb.device_bytes = (504ull * 256) << 20;
+  sb.total_blocks = l->total_blocks;
+  sb.journal_start_grain = l->journal_start_grain;
+  sb.journal_grains = l->journal_grains;
+  sb.block_table_start_grain = l->block_table_start_grain;
+  sb.block_table_grains = l->block_table_grains;
+  ASSERT_EQ(sb.block_table_grains % kGrainsPerBlock, 0u);
+  // The old layout: the refcount table right after the block table's last block.
+  sb.refcount_start_grain = sb.block_table_start_grain + sb.block_table_grains;
+  sb.refcount_grains = l->refcount_grains;
+  sb.first_data_block = sb.refcount_start_grain / kGrainsPerBlock +
+                        div_round_up(sb.refcount_grains, kGrainsPerBlock);
+  Buf buf{};
+  encode_superblock(sb, 1, buf);
+  EXPECT_TRUE(decode_superblock(buf).ok());
+  EXPECT_FALSE(space_summary_fits(sb));
+  sb.ro_compat = kRoCompatSpaceSummary;
+  encode_superblock(sb, 1, buf);
+  EXPECT_TRUE(testing::fails_with(decode_superblock(buf), ErrorKind::kCorruption,
+                                  {"space summary", "does not fit"}));
+}
+
+TEST(SpaceSummary, RoundTrip) {
+  SpaceSummaryGrain in;
+  in.set(0, true);
+  in.set(777, true);
+  in.set(kGroupsPerSummaryGrain - 1, true);
+  Buf buf = dirty_buf();
+  encode_space_summary(in, 2304, 3, buf);
+  auto out = decode_space_summary(buf, 2304);
+  ASSERT_TRUE(out.ok()) << out.error().message;
+  for (size_t i = 0; i < kGroupsPerSummaryGrain; ++i) {
+    EXPECT_EQ(out->test(i), i == 0 || i == 777 || i == kGroupsPerSummaryGrain - 1) << i;
+  }
+  EXPECT_FALSE(decode_space_summary(buf, 2305).ok());  // self
+  buf[kHeaderBytes + 5] ^= 1;
+  EXPECT_FALSE(decode_space_summary(buf, 2304).ok());  // crc
 }
 
 }  // namespace

@@ -318,7 +318,8 @@ TEST(Fsck, FormattedBlockHoldingDataAfterACrash) {
     SCOPED_TRACE(variant == 0 ? "inside the window" : variant == 1 ? "past it" : "no window");
     auto dev = fresh_device();
     auto sb = superblock(*dev);
-    ASSERT_EQ(sb.ro_compat, format::kRoCompatAllocWindow);  // vsfs-mkfs turns it on
+    // vsfs-mkfs turns both on.
+    ASSERT_EQ(sb.ro_compat, format::kRoCompatAllocWindow | format::kRoCompatSpaceSummary);
     const uint64_t b = sb.first_data_block + 1;
     sb.state = format::kStateMounted;  // not cleanly unmounted
     sb.alloc_window_end = variant == 0 ? static_cast<uint32_t>(b + 1) : 0;
@@ -348,8 +349,11 @@ TEST(Fsck, FormattedBlockHoldingDataAfterACrash) {
               variant == 2 ? BlockState::kToFormatFree : BlockState::kFormattedFree);
     const auto after = superblock(*dev);
     EXPECT_TRUE(after.state & format::kStateClean);
-    EXPECT_EQ(after.ro_compat, format::kRoCompatAllocWindow);  // -y turned it on
+    // -y turned them on.
+    EXPECT_EQ(after.ro_compat, format::kRoCompatAllocWindow | format::kRoCompatSpaceSummary);
     EXPECT_EQ(has_line(y.repairs, "the allocation window is kept from now on"), variant == 2)
+        << joined(y.repairs);
+    EXPECT_EQ(has_line(y.repairs, "the space summary is kept from now on"), variant == 2)
         << joined(y.repairs);
     EXPECT_CLEAN(check(*dev, false, true));
   }
