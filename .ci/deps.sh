@@ -2,7 +2,7 @@
 # Installs what vsfs needs to build and test on Debian 12, only what is missing.
 set -euo pipefail
 pkgs=(cmake g++ make pkg-config libfuse3-dev fuse3 liburing-dev libfmt-dev
-      libtomlplusplus-dev libgtest-dev libblkid-dev libmount-dev libsystemd-dev fio qemu-utils python3 e2fsprogs util-linux fdisk attr
+      libtomlplusplus-dev libgtest-dev libblkid-dev libmount-dev libsystemd-dev fio qemu-utils python3 e2fsprogs util-linux fdisk attr xz-utils
       clang libclang-rt-14-dev)  # clang 14 and its libFuzzer runtime: tests/fuzz
 missing=()
 for p in "${pkgs[@]}"; do

@@ -33,6 +33,7 @@ const char* target_name(Target t) {
     case Target::kReleaseList: return "release list";
     case Target::kSnapshotList: return "snapshot list";
     case Target::kInodeExtra: return "inode extra";
+    case Target::kSpaceSummary: return "space summary";
     case Target::kCount: break;
   }
   return "?";
@@ -168,6 +169,13 @@ void run(const BlockInput& in) {
                      VSFS_FUZZ_CHECK(encode_inode_extra(*content) == b.piece,
                                      "inode extra: content re-encodes differently");
                    }
+                 });
+      return;
+    case Target::kSpaceSummary:
+      round_trip(target, in.grain, what, wrong_self,
+                 [&] { return decode_space_summary(g, self); },
+                 [&](const SpaceSummaryGrain& s, Buf& out) {
+                   encode_space_summary(s, self, gen, out);
                  });
       return;
     case Target::kCount:

@@ -54,6 +54,7 @@ enum class FormatTarget : uint8_t {
   kReleaseList,
   kSnapshotList,
   kInodeExtra,
+  kSpaceSummary,
   kCount,
 };
 

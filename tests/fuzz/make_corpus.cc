@@ -188,6 +188,12 @@ std::vector<NamedBlock> sample_blocks() {
   add("inode_extra", FormatTarget::kInodeExtra,
       [&](Buf& g) { encode_extra_block(eb, kSelf, kGeneration, g); });
 
+  SpaceSummaryGrain summary;
+  summary.set(0, true);
+  summary.set(130, true);
+  add("space_summary", FormatTarget::kSpaceSummary,
+      [&](Buf& g) { encode_space_summary(summary, kSelf, kGeneration, g); });
+
   // The header decoder, on one block of each kind of header (owner, level).
   for (const char* from : {"map_interior", "dir_block"}) {
     for (const NamedBlock& b : std::vector<NamedBlock>(out)) {

@@ -21,21 +21,22 @@ namespace vsfs::fuzz {
 namespace {
 
 // The block types the cache holds; the others must be refused.
-constexpr std::array<format::BlockType, 10> kCacheable = {
+constexpr std::array<format::BlockType, 11> kCacheable = {
     format::BlockType::kMapInterior, format::BlockType::kMapLeaf,
     format::BlockType::kInodeInterior, format::BlockType::kInodeLeaf,
     format::BlockType::kDirBlock, format::BlockType::kBlockTable,
     format::BlockType::kRefcountTable, format::BlockType::kReleaseList,
-    format::BlockType::kSnapshotList, format::BlockType::kInodeExtra};
+    format::BlockType::kSnapshotList, format::BlockType::kInodeExtra,
+    format::BlockType::kSpaceSummary};
 BlockCounts<kCacheable.size()> g_counts(
     "meta cache", {"map interior", "map leaf", "inode interior", "inode leaf", "dir block",
                    "block table", "refcount table", "release list", "snapshot list",
-                   "inode extra"});
+                   "inode extra", "space summary"});
 
 void run(const BlockInput& in) {
   using format::BlockType;
   // Every block type, the ones the cache does not hold included (they must be refused).
-  const auto type = static_cast<BlockType>(1 + in.selector % 13);
+  const auto type = static_cast<BlockType>(1 + in.selector % 14);
   const format::ConstGrain g(in.grain.data(), kGrainBytes);
   const uint64_t self = header_self(in.grain) + ((in.flags & kFlagWrongSelf) ? 1 : 0);
   const uint64_t gen = header_generation(in.grain);
