@@ -138,7 +138,7 @@ struct MetaCacheInfo {
   uint64_t bytes = 0;              // estimated memory of the cached blocks
   uint64_t budget_bytes = 0;
   uint64_t unevictable_bytes = 0;  // of bytes: blocks changed and not yet committed,
-                                   // and the block table (never evicted)
+                                   // and the block-table grains of space in use
   uint64_t blocks = 0;
   uint64_t hits = 0, misses = 0;   // lookups of a block; a miss reads it from the device
   uint64_t evictions = 0;

@@ -12,8 +12,9 @@
 //   - writing: its image is in the transaction a commit is writing, so it is neither at
 //     its home nor among the journal's pending images until that commit is done (after
 //     a failed commit it stays, so reads keep seeing what they saw);
-//   - pinned: the block table, which the allocator reads where it cannot fail (one
-//     block per 504 MiB of device).
+//   - pinned: the space summary, and the block-table grains that describe space in use
+//     (one grain per 504 MiB), which the allocator and the data path read where they
+//     cannot fail or wait.
 // An evicted block is read again on its next use, from the journal's pending images
 // when its newest image is committed but not yet checkpointed, else from its home: one
 // 4 KiB read, synchronous under the metadata lock (MetaStore::get_locked), or for the

@@ -107,7 +107,7 @@ class MetaStore {
   MetaStore& operator=(const MetaStore&) = delete;
 
   // Reads the superblock (falling back to its copy), replays the journal, loads the
-  // block table. Refuses unknown incompat features and, unless force, a datastore
+  // block table (the grains of space in use, with the space summary). Refuses unknown incompat features and, unless force, a datastore
   // marked mounted.
   static Result<std::unique_ptr<MetaStore>> open(device::Device& dev, const MetaOptions& options);
 

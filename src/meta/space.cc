@@ -10,7 +10,13 @@
 // whose allocation had not committed yet leaves data there while the block table still
 // says formatted. So a datastore opened after a crash moves every formatted free block
 // to the to-be-formatted list (unformat_after_crash) and the formatter zeroes them again
-// in the background; allocation takes them meanwhile like any to-be-formatted block.
+// in the background; allocation takes them meanwhile like any to-be-formatted block
+// (with the allocation window, only those the allocator may have handed out).
+//
+// The free lists are a FreeBlocks (free_blocks.h): the block-table grains loaded (and
+// pinned) are those the space summary marks at open and those the allocator has taken
+// blocks from since; every other grain describes formatted free blocks only. The
+// summary's bits follow the table at each commit (update_space_summary_locked).
 #include <algorithm>
 
 #include "device/device.h"

@@ -115,7 +115,8 @@ reported=
 alive() {
 	local state
 	state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-	[ -n "$state" ] && [ "$state" != Z ] && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$2"
+	# (the process may exit between the two reads: no message then either)
+	[ -n "$state" ] && [ "$state" != Z ] && { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null | grep -qF -- "$2"
 }
 mounted() { grep -qF " $1 " /proc/mounts; }
 
