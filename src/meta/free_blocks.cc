@@ -71,28 +71,27 @@ bool FreeBlocks::contains(Kind kind, uint64_t block) const {
   return (it->second[kind][i / 64] >> (i % 64)) & 1;
 }
 
-void FreeBlocks::insert(Kind kind, uint64_t block) {
+FreeBlocks::Bits& FreeBlocks::bits_of(uint64_t block) {
   VSFS_ASSERT(block >= first_ && block < end_);
-  const uint64_t g = group_of(block);
-  auto it = bits_.find(g);
-  VSFS_ASSERT(it != bits_.end());
-  const uint64_t i = block - g * kGroupBlocks;
-  const uint64_t bit = 1ull << (i % 64);
-  VSFS_ASSERT(((it->second[0][i / 64] | it->second[1][i / 64]) & bit) == 0);
-  it->second[kind][i / 64] |= bit;
-  set_count(kind, g, count_[kind][g] + 1);
+  auto it = bits_.find(group_of(block));
+  VSFS_ASSERT(it != bits_.end());  // explicit
+  return it->second;
+}
+
+void FreeBlocks::insert(Kind kind, uint64_t block) {
+  Bits& b = bits_of(block);
+  const uint64_t i = block % kGroupBlocks, bit = 1ull << (i % 64);
+  VSFS_ASSERT(((b[0][i / 64] | b[1][i / 64]) & bit) == 0);
+  b[kind][i / 64] |= bit;
+  set_count(kind, group_of(block), count_[kind][group_of(block)] + 1);
 }
 
 void FreeBlocks::erase(Kind kind, uint64_t block) {
-  VSFS_ASSERT(block >= first_ && block < end_);
-  const uint64_t g = group_of(block);
-  auto it = bits_.find(g);
-  VSFS_ASSERT(it != bits_.end());
-  const uint64_t i = block - g * kGroupBlocks;
-  const uint64_t bit = 1ull << (i % 64);
-  VSFS_ASSERT((it->second[kind][i / 64] & bit) != 0);
-  it->second[kind][i / 64] &= ~bit;
-  set_count(kind, g, count_[kind][g] - 1);
+  Bits& b = bits_of(block);
+  const uint64_t i = block % kGroupBlocks, bit = 1ull << (i % 64);
+  VSFS_ASSERT((b[kind][i / 64] & bit) != 0);
+  b[kind][i / 64] &= ~bit;
+  set_count(kind, group_of(block), count_[kind][group_of(block)] - 1);
 }
 
 std::optional<uint64_t> FreeBlocks::first_in(Kind kind, uint64_t g, uint64_t from) const {

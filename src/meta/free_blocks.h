@@ -68,6 +68,7 @@ class FreeBlocks {
   uint64_t group_end(uint64_t g) const;
   uint64_t group_size(uint64_t g) const { return group_end(g) - group_begin(g); }
   void set_count(Kind kind, uint64_t g, uint64_t n);
+  Bits& bits_of(uint64_t block);  // of the block's group, which must be explicit
   // Within group g (explicit or not), the lowest / highest block of the list at or
   // after `from` / at all.
   std::optional<uint64_t> first_in(Kind kind, uint64_t g, uint64_t from) const;
