@@ -252,6 +252,9 @@ enum class BackgroundStep {
 template <typename T>
 using Done = std::function<void(Result<T>)>;
 
+struct Progress;
+struct GrowReport;
+
 class Datastore {
  public:
   virtual ~Datastore() = default;
@@ -403,6 +406,18 @@ class Datastore {
   // again. A datastore opened read-only stays so (EROFS when asked for read-write).
   virtual Result<void> set_read_only(bool read_only) = 0;
 
+  // Grows the datastore onto space its device gained (a file, LV or LUN made larger):
+  // to `new_bytes`, or with 0 to the device's size, read again. The new storage blocks
+  // take their tables from their own first blocks, and are free once this returns (df
+  // shows them); data, snapshots and changed-block maps are unchanged. Where the device
+  // reads discarded space as zeros they are discarded and formatted at once, else the
+  // background formatter formats them. Errors: kInvalidArgument for a size below the
+  // datastore's (shrinking is not supported), above the device's, or a growth too small
+  // to hold its tables; EROFS read-only; kUnsupported without the space summary.
+  // `progress` (may be empty) hears the zeroing in bytes. Not on a completion thread.
+  virtual Result<GrowReport> grow(uint64_t new_bytes,
+                                  std::function<void(const Progress&)> progress) = 0;
+
   // ---- blocking helpers ----
   Result<uint64_t> read_sync(Ino ino, uint64_t offset_bytes, uint64_t length_bytes, void* buf);
   Result<uint64_t> write_sync(Ino ino, uint64_t offset_bytes, const void* data,
@@ -429,8 +444,16 @@ struct Progress {
   uint64_t done = 0, total = 0;
 };
 
+struct GrowReport {
+  uint64_t old_bytes = 0, new_bytes = 0;  // equal: the datastore filled the device already
+  uint64_t table_bytes = 0;               // of the added space, taken by its tables
+  bool formatted = false;                 // the added space read zeros at once
+};
+
 struct MkfsOptions {
   uint64_t journal_bytes = 0;  // 0 = sized from the device
+  uint64_t size_bytes = 0;     // the datastore's size: 0 = the whole device (vsfs-grow
+                               // can take in the rest later)
   bool force = false;          // overwrite an existing datastore or filesystem
   // Called at the start and end of every step and after every chunk (1 GiB zeroed or
   // discarded, 1 MiB of block table written), on the caller's thread.

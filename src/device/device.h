@@ -94,6 +94,9 @@ class Device {
   Device& operator=(const Device&) = delete;
 
   virtual uint64_t size_bytes() const = 0;
+  // Reads the size again (a file, LV or LUN may have grown since open) and returns it;
+  // size_bytes() follows a growth, never a shrink. Any thread.
+  virtual Result<uint64_t> refresh_size() { return size_bytes(); }
   virtual uint32_t alignment_bytes() const = 0;
   // True when a discarded range reads back as zeros (a hole punched in a file).
   virtual bool discard_zeroes() const = 0;

@@ -161,7 +161,7 @@ struct Finished {
 class UringDevice final : public Device {
  public:
   explicit UringDevice(OpenedFile file)
-      : file_(std::move(file)), slots_(file_.queue_depth) {
+      : file_(std::move(file)), size_bytes_(file_.size_bytes), slots_(file_.queue_depth) {
     free_slots_.reserve(slots_.size());
     for (uint32_t i = static_cast<uint32_t>(slots_.size()); i > 0; --i) {
       free_slots_.push_back(i - 1);
@@ -211,7 +211,29 @@ class UringDevice final : public Device {
     return ok_result();
   }
 
-  uint64_t size_bytes() const override { return file_.size_bytes; }
+  uint64_t size_bytes() const override { return size_bytes_.load(std::memory_order_acquire); }
+  Result<uint64_t> refresh_size() override {
+    uint64_t size = 0;
+    if (file_.block) {
+      if (::ioctl(file_.fd.get(), BLKGETSIZE64, &size) != 0) {
+        return make_error(errno, ErrorKind::kIo, "{}: cannot read its size: {}", file_.path,
+                          std::strerror(errno));
+      }
+    } else {
+      struct stat st {};
+      if (::fstat(file_.fd.get(), &st) != 0) {
+        return make_error(errno, ErrorKind::kIo, "{}: cannot read its size: {}", file_.path,
+                          std::strerror(errno));
+      }
+      size = static_cast<uint64_t>(st.st_size);
+    }
+    // A device only grows under a datastore: a shrunk one keeps the old bound, and the
+    // IO past its end fails as it would anyway.
+    uint64_t old = size_bytes_.load(std::memory_order_acquire);
+    while (size > old && !size_bytes_.compare_exchange_weak(old, size)) {
+    }
+    return size_bytes_.load(std::memory_order_acquire);
+  }
   uint32_t alignment_bytes() const override { return file_.alignment_bytes; }
   bool discard_zeroes() const override { return file_.discard_zeroes; }
 
@@ -298,7 +320,7 @@ class UringDevice final : public Device {
   // The completion thread itself needs a block (a metadata cache miss while handling a
   // completion): plain system calls on the same fd, outside the ring.
   int64_t execute_inline(const IoRequest& r) override {
-    int invalid = detail::validate_request(r, file_.size_bytes, file_.alignment_bytes);
+    int invalid = detail::validate_request(r, size_bytes(), file_.alignment_bytes);
     if (invalid == 0 && file_.read_only && detail::is_write_kind(r.kind)) invalid = -EROFS;
     int64_t result = invalid;
     const int fd = file_.fd.get();
@@ -467,7 +489,7 @@ class UringDevice final : public Device {
     while (!fifo_.empty() && counters_.in_flight < file_.queue_depth) {
       IoRequest r = std::move(fifo_.front());
       fifo_.pop_front();
-      int invalid = detail::validate_request(r, file_.size_bytes, file_.alignment_bytes);
+      int invalid = detail::validate_request(r, size_bytes(), file_.alignment_bytes);
       if (invalid == 0 && file_.read_only && detail::is_write_kind(r.kind)) invalid = -EROFS;
       if (invalid != 0 || (r.kind != OpKind::kFlush && r.length_bytes == 0)) {
         finished.push_back({std::move(r.done), r.kind, invalid, false});
@@ -724,6 +746,7 @@ class UringDevice final : public Device {
   }
 
   const OpenedFile file_;
+  std::atomic<uint64_t> size_bytes_;  // file_.size_bytes, raised by refresh_size()
 
   // Completion thread only. Commands are declared before the ring so that their
   // callbacks (which may own buffers the kernel writes into) outlive it.

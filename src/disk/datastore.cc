@@ -258,6 +258,21 @@ class DatastoreImpl final : public Datastore {
   // end, writes waiting for space fail, the releaser and formatter pause, kept times are
   // written and a checkpoint leaves the journal empty, so that the device no longer
   // changes. Read-write: changes and the background work go on.
+  Result<GrowReport> grow(uint64_t new_bytes,
+                          std::function<void(const Progress&)> progress) override {
+    std::lock_guard switching(switch_mu_);  // not while turning read-only
+    if (closed_) return make_error(EIO, ErrorKind::kState, "the datastore is closed");
+    if (read_only_) return make_error(EROFS, ErrorKind::kState, "the datastore is read-only");
+    VSFS_ASSIGN_OR_RETURN(const meta::MetaStore::Grown g,
+                          ms_->grow(new_bytes, [&](uint64_t done, uint64_t total) {
+                            if (progress) progress(Progress{1, 1, "new space", done, total});
+                          }));
+    // Writes waiting for space retry at the next commit round; the formatter finds
+    // blocks to format.
+    services_.wake();
+    return GrowReport{g.old_bytes, g.new_bytes, g.region_blocks * kBlockBytes, g.formatted};
+  }
+
   Result<void> set_read_only(bool read_only) override {
     std::lock_guard switching(switch_mu_);
     if (options_.read_only) {

@@ -295,14 +295,35 @@ Result<void> check_geometry(const Superblock& sb) {
                sb.total_blocks, sb.device_bytes, sb.device_bytes / kBlockBytes);
   }
   const uint64_t total_grains = sb.total_blocks * kGrainsPerBlock;
+  if (sb.growths.empty() != ((sb.incompat & kIncompatGrown) == 0)) {
+    return bad(at, "{} growths with incompat bit 0x{:x} {}", sb.growths.size(), kIncompatGrown,
+               (sb.incompat & kIncompatGrown) ? "set" : "clear");
+  }
+  if (sb.growths.size() > kMaxGrowths) {
+    return bad(at, "{} growths, more than {}", sb.growths.size(), kMaxGrowths);
+  }
+  // The fixed regions hold what the growths do not.
+  uint64_t grown_table = 0, grown_summary = 0, grown_refcount = 0;
+  for (const Growth& g : sb.growths) {
+    grown_table += g.table_grains;
+    grown_summary += g.summary_grains;
+    grown_refcount += g.refcount_grains;
+  }
+  if (grown_table >= sb.block_table_grains || grown_refcount >= sb.refcount_grains ||
+      grown_summary > space_summary_grains(sb.block_table_grains)) {
+    return bad(at, "growths hold {} block-table, {} summary and {} refcount grains, not "
+               "fewer than the tables' {}, {} and {}",
+               grown_table, grown_summary, grown_refcount, sb.block_table_grains,
+               space_summary_grains(sb.block_table_grains), sb.refcount_grains);
+  }
   struct Region {
     const char* name;
     uint64_t start, grains;
   };
   const Region regions[] = {
       {"journal", sb.journal_start_grain, sb.journal_grains},
-      {"block table", sb.block_table_start_grain, sb.block_table_grains},
-      {"refcount table", sb.refcount_start_grain, sb.refcount_grains},
+      {"block table", sb.block_table_start_grain, sb.block_table_grains - grown_table},
+      {"refcount table", sb.refcount_start_grain, sb.refcount_grains - grown_refcount},
   };
   uint64_t prev_end = kGrainsPerBlock;  // block 0 holds the superblocks
   const char* prev_name = "storage block 0";
@@ -328,6 +349,19 @@ Result<void> check_geometry(const Superblock& sb) {
     return bad(at, "first_data_block {} is not after the refcount table (ends at grain {}) "
                "and inside the device ({} blocks)",
                sb.first_data_block, prev_end, sb.total_blocks);
+  }
+  // Each growth's region starts where the datastore ended before it, after the one
+  // before, and holds what it says.
+  uint64_t end = sb.first_data_block + 1;
+  for (const Growth& g : sb.growths) {
+    const uint64_t blocks = growth_region_blocks(g);
+    if (g.region_block < end || blocks == 0 ||
+        g.region_block >= sb.total_blocks || blocks > sb.total_blocks - g.region_block) {
+      return bad(at, "growth region at block {} ({} blocks) is not after block {} and inside "
+                 "the device ({} blocks)",
+                 g.region_block, blocks, end, sb.total_blocks);
+    }
+    end = g.region_block + blocks;
   }
   if (sb.block_table_grains * kBlocksPerTableGrain < sb.total_blocks) {
     return bad(at, "block table of {} grains cannot describe {} storage blocks",
@@ -358,7 +392,8 @@ Result<void> check_geometry(const Superblock& sb) {
                               {"release_list", sb.release_list},
                               {"snapshot_root", sb.snapshot_root}};
   for (const Pointer& p : pointers) {
-    if (p.grain != 0 && (p.grain < data_start || p.grain >= total_grains)) {
+    if (p.grain != 0 && (p.grain < data_start || p.grain >= total_grains ||
+                         reserved_block(sb, p.grain / kGrainsPerBlock))) {
       return bad(at, "{} {} is outside the allocatable grains [{}, {})", p.name, p.grain,
                  data_start, total_grains);
     }
@@ -399,7 +434,21 @@ Result<Superblock> decode_superblock(ConstGrain buf) {
   }
   // The short payload is a superblock written before the lifetime counters: they were
   // never counted, so they read as zero.
-  if (h.length_bytes != kSbShortLength) VSFS_TRY(check_length(h, kSbLength, at));
+  if ((sb.incompat & kIncompatGrown) != 0) {
+    const uint32_t count = load<uint32_t>(buf, kSbOffGrowthCount);
+    if (count == 0 || count > kMaxGrowths) {
+      return bad(at, "growth count {} is not 1..{}", count, kMaxGrowths);
+    }
+    VSFS_TRY(check_length(h, static_cast<uint32_t>(kSbLength + 8 + kSbGrowthBytes * count), at));
+    VSFS_TRY(check_zero(buf, kSbOffGrowthCount + 4, kSbOffGrowths, at, "reserved"));
+    for (uint32_t i = 0; i < count; ++i) {
+      const size_t off = kSbOffGrowths + i * kSbGrowthBytes;
+      sb.growths.push_back(Growth{load<uint64_t>(buf, off), load<uint64_t>(buf, off + 8),
+                                  load<uint64_t>(buf, off + 16), load<uint64_t>(buf, off + 24)});
+    }
+  } else if (h.length_bytes != kSbShortLength) {
+    VSFS_TRY(check_length(h, kSbLength, at));
+  }
   VSFS_TRY(check_no_owner(h, at));
   VSFS_TRY(check_tail(buf, h, at));
   std::memcpy(sb.uuid.data(), buf.data() + kSbOffUuid, sb.uuid.size());
@@ -424,7 +473,7 @@ Result<Superblock> decode_superblock(ConstGrain buf) {
   sb.mount_count = load<uint64_t>(buf, kSbOffMountCount);
   sb.mkfs_time_ns = load<uint64_t>(buf, kSbOffMkfsTime);
   sb.snapshot_root = load<uint64_t>(buf, kSbOffSnapshotRoot);
-  if (h.length_bytes == kSbLength) {
+  if (h.length_bytes != kSbShortLength) {
     LifetimeCounters& l = sb.lifetime;
     l.read_bytes = load<uint64_t>(buf, kSbOffLifeReadBytes);
     l.write_bytes = load<uint64_t>(buf, kSbOffLifeWriteBytes);
@@ -454,7 +503,11 @@ Result<Superblock> decode_superblock(ConstGrain buf) {
 void encode_superblock(const Superblock& sb, uint64_t generation, Grain buf) {
   VSFS_ASSERT(sb.format_version == kFormatVersion);
   VSFS_ASSERT((sb.state & ~(kStateClean | kStateMounted)) == 0);
-  begin_block(buf, BlockType::kSuperblock, kSbLength, 0, generation, 0, 0);
+  VSFS_ASSERT(sb.growths.size() <= kMaxGrowths);
+  const uint32_t length =
+      sb.growths.empty() ? kSbLength
+                         : static_cast<uint32_t>(kSbLength + 8 + kSbGrowthBytes * sb.growths.size());
+  begin_block(buf, BlockType::kSuperblock, length, 0, generation, 0, 0);
   store<uint32_t>(buf, kSbOffFormatVersion, sb.format_version);
   store<uint64_t>(buf, kSbOffCompat, sb.compat);
   store<uint64_t>(buf, kSbOffRoCompat, sb.ro_compat);
@@ -492,7 +545,81 @@ void encode_superblock(const Superblock& sb, uint64_t generation, Grain buf) {
   store<uint64_t>(buf, kSbOffLifeSnapshotsDeleted, l.snapshots_deleted);
   store<uint64_t>(buf, kSbOffLifeFormattedBytes, l.formatted_bytes);
   store<uint64_t>(buf, kSbOffLifeMountedSeconds, l.mounted_seconds);
+  if (!sb.growths.empty()) {
+    store<uint32_t>(buf, kSbOffGrowthCount, static_cast<uint32_t>(sb.growths.size()));
+    for (size_t i = 0; i < sb.growths.size(); ++i) {
+      const size_t off = kSbOffGrowths + i * kSbGrowthBytes;
+      const Growth& g = sb.growths[i];
+      store<uint64_t>(buf, off, g.region_block);
+      store<uint64_t>(buf, off + 8, g.table_grains);
+      store<uint64_t>(buf, off + 16, g.summary_grains);
+      store<uint64_t>(buf, off + 24, g.refcount_grains);
+    }
+  }
   seal(buf);
+}
+
+// ---- Growths and where the tables live ----
+
+uint64_t growth_region_blocks(const Growth& g) {
+  return div_round_up(g.table_grains + g.summary_grains + g.refcount_grains, kGrainsPerBlock);
+}
+
+bool reserved_block(const Superblock& sb, uint64_t b) {
+  if (b < sb.first_data_block) return true;
+  for (const Growth& g : sb.growths) {
+    if (b >= g.region_block && b - g.region_block < growth_region_blocks(g)) return true;
+  }
+  return false;
+}
+
+uint64_t growth_reserved_blocks(const Superblock& sb) {
+  uint64_t n = 0;
+  for (const Growth& g : sb.growths) n += growth_region_blocks(g);
+  return n;
+}
+
+uint64_t table_grains(const Superblock& sb, Table table) {
+  switch (table) {
+    case Table::kBlockTable: return sb.block_table_grains;
+    case Table::kSpaceSummary: return space_summary_grains(sb.block_table_grains);
+    case Table::kRefcount: return sb.refcount_grains;
+  }
+  return 0;
+}
+
+TableRun table_run(const Superblock& sb, Table table, uint64_t index) {
+  VSFS_ASSERT(index < table_grains(sb, table));
+  auto grown = [&](const Growth& g) {
+    switch (table) {
+      case Table::kBlockTable: return g.table_grains;
+      case Table::kSpaceSummary: return g.summary_grains;
+      case Table::kRefcount: return g.refcount_grains;
+    }
+    return uint64_t{0};
+  };
+  // Logical grains [fixed, total) are in the growths, in order.
+  uint64_t fixed = table_grains(sb, table);
+  for (const Growth& g : sb.growths) fixed -= grown(g);
+  if (index < fixed) {
+    const uint64_t start = table == Table::kBlockTable   ? sb.block_table_start_grain
+                           : table == Table::kRefcount ? sb.refcount_start_grain
+                                                       : space_summary_start(sb);
+    return TableRun{start + index, fixed - index};
+  }
+  uint64_t first = fixed;
+  for (const Growth& g : sb.growths) {
+    const uint64_t n = grown(g);
+    if (index - first < n) {
+      uint64_t at = g.region_block * kGrainsPerBlock;
+      if (table != Table::kBlockTable) at += g.table_grains;
+      if (table == Table::kRefcount) at += g.summary_grains;
+      return TableRun{at + (index - first), n - (index - first)};
+    }
+    first += n;
+  }
+  VSFS_ASSERT(false);
+  return TableRun{};
 }
 
 // ---- Radix tree nodes ----
@@ -963,8 +1090,16 @@ void encode_block_table(const BlockTableGrain& t, uint64_t self, uint64_t genera
 
 // ---- Space summary ----
 
+uint64_t space_summary_start(const Superblock& sb) {
+  uint64_t grown = 0;
+  for (const Growth& g : sb.growths) grown += g.table_grains;
+  return sb.block_table_start_grain + sb.block_table_grains - grown;
+}
+
 bool space_summary_fits(const Superblock& sb) {
-  return space_summary_start(sb) + space_summary_grains(sb.block_table_grains) <=
+  uint64_t grown = 0;
+  for (const Growth& g : sb.growths) grown += g.summary_grains;
+  return space_summary_start(sb) + space_summary_grains(sb.block_table_grains) - grown <=
          sb.refcount_start_grain;
 }
 

@@ -98,8 +98,12 @@ inline constexpr uint64_t kIncompatSnapshotTakers = 1ull << 1;
 // devices), a device number (rdev) and an extra-block chain (a symlink's target, xattrs)
 // in inode records. Set when the first such inode or xattr is stored.
 inline constexpr uint64_t kIncompatPosixInodes = 1ull << 2;
+// Bit 3: the datastore grew after mkfs (vsfs-grow): the tables describing the storage
+// blocks it gained live in growth regions (Superblock::growths) instead of all in the
+// fixed regions. Set by the first growth.
+inline constexpr uint64_t kIncompatGrown = 1ull << 3;
 inline constexpr uint64_t kIncompatKnown =
-    kIncompatAllocated | kIncompatSnapshotTakers | kIncompatPosixInodes;
+    kIncompatAllocated | kIncompatSnapshotTakers | kIncompatPosixInodes | kIncompatGrown;
 // ro_compat bit 0: the superblock's alloc_window_end is kept. Each commit records the end
 // of the window of formatted free blocks the allocator may hand out before the next
 // commit; after a crash only formatted free blocks below it go back to the to-be-
@@ -137,6 +141,21 @@ struct LifetimeCounters {
 };
 LifetimeCounters operator+(LifetimeCounters a, const LifetimeCounters& b);
 
+// One growth of the datastore (vsfs-grow). The block table, the space summary and the
+// refcount table are arrays of grains indexed as if they were contiguous (grain i of the
+// block table describes blocks [504 i, 504 i + 504)); mkfs places the first part of each
+// in the fixed regions, and each growth appends the grains it needs for the blocks it
+// adds in a region of its own: the first storage blocks of the space it added, reserved,
+// holding its block-table grains, then its summary grains, then its refcount grains.
+struct Growth {
+  uint64_t region_block = 0;     // first storage block of the region (the old end)
+  uint64_t table_grains = 0;     // block-table grains it appends
+  uint64_t summary_grains = 0;   // space-summary grains it appends
+  uint64_t refcount_grains = 0;  // refcount-table grains it appends
+  bool operator==(const Growth&) const = default;
+};
+inline constexpr size_t kMaxGrowths = 64;
+
 struct Superblock {
   uint32_t format_version = kFormatVersion;
   uint64_t compat = 0, ro_compat = 0, incompat = 0;
@@ -165,7 +184,32 @@ struct Superblock {
   uint64_t mkfs_time_ns = 0;            // CLOCK_REALTIME
   uint64_t snapshot_root = 0;           // first snapshot-list block, 0 = none
   LifetimeCounters lifetime;            // zero when read from a short superblock
+  // With kIncompatGrown: the growths, oldest first. block_table_grains and
+  // refcount_grains above count every grain of the table, in the fixed region or not.
+  std::vector<Growth> growths;
 };
+
+// The storage blocks a growth's region takes.
+uint64_t growth_region_blocks(const Growth& g);
+// Whether storage block `b` belongs to a fixed region or a growth region: never handed
+// out, reserved in the block table.
+bool reserved_block(const Superblock& sb, uint64_t b);
+// Storage blocks in growth regions (reserved past first_data_block).
+uint64_t growth_reserved_blocks(const Superblock& sb);
+
+// Where the grains of a table live. table_run returns the physical grain of logical
+// grain `index` and how many logical grains from it lie contiguously there.
+enum class Table : uint8_t { kBlockTable, kSpaceSummary, kRefcount };
+struct TableRun {
+  uint64_t grain = 0;
+  uint64_t count = 0;
+};
+TableRun table_run(const Superblock& sb, Table table, uint64_t index);
+inline uint64_t table_grain(const Superblock& sb, Table table, uint64_t index) {
+  return table_run(sb, table, index).grain;
+}
+// Grains of the table in all (the space summary's whether or not it is kept).
+uint64_t table_grains(const Superblock& sb, Table table);
 
 // Whether a device of `device_bytes` can hold a datastore at all (an empty image
 // cannot). Errors: kCorruption naming its size (read_superblock and fsck say the same).
@@ -216,18 +260,25 @@ inline constexpr size_t kSbOffLifeSnapshotsDeleted = 328;// snapshots
 inline constexpr size_t kSbOffLifeFormattedBytes = 336;  // bytes
 inline constexpr size_t kSbOffLifeMountedSeconds = 344;  // seconds
 inline constexpr size_t kSbPayloadEnd = 352;       // length_bytes = 352 - 64 = 288
+// With kIncompatGrown the payload goes on: u32 growth count (1..kMaxGrowths), u32
+// reserved, then per growth four u64 (region_block, table_grains, summary_grains,
+// refcount_grains); length_bytes = 288 + 8 + 32 * count.
+inline constexpr size_t kSbOffGrowthCount = 352;
+inline constexpr size_t kSbOffGrowths = 360;
+inline constexpr size_t kSbGrowthBytes = 32;
 
 // Checks, beyond the header: format version == 1, known incompat bits only (else
 // kUnsupported naming the bits), a payload length of 288 (or 208: written before the
-// lifetime counters, which then read as zero), geometry consistent (regions inside the device, in
-// order, not overlapping, sizes matching total_blocks), pointers inside the device.
+// lifetime counters, which then read as zero; 296 + 32 per growth with kIncompatGrown),
+// geometry consistent (regions inside the device, in order, not overlapping, sizes
+// matching total_blocks, growth regions each at the end of the datastore it grew),
+// pointers inside the device.
 Result<Superblock> decode_superblock(ConstGrain buf);
 void encode_superblock(const Superblock& sb, uint64_t generation, Grain buf);
-// The space summary's first grain, and whether the block table's region has room for it
-// (a datastore made before it existed may not: then it cannot be turned on).
-inline uint64_t space_summary_start(const Superblock& sb) {
-  return sb.block_table_start_grain + sb.block_table_grains;
-}
+// The space summary's first grain in the fixed region (after the block table's grains
+// there), and whether the block table's region has room for its grains (a datastore made
+// before it existed may not: then it cannot be turned on).
+uint64_t space_summary_start(const Superblock& sb);
 bool space_summary_fits(const Superblock& sb);
 
 // ---- Radix tree nodes (grain maps and the inode table's interior) ----

@@ -18,6 +18,19 @@ FreeBlocks::FreeBlocks(uint64_t first_block, uint64_t end_block)
   for (uint64_t g = 0; g < groups; ++g) set_count(kFormatted, g, group_size(g));
 }
 
+void FreeBlocks::grow(uint64_t end_block) {
+  VSFS_ASSERT(end_block >= end_);
+  VSFS_ASSERT(end_ % kGroupBlocks == 0 || is_explicit(group_of(end_)));
+  const uint64_t old_groups = groups();
+  end_ = end_block;
+  const uint64_t groups = (end_block + kGroupBlocks - 1) / kGroupBlocks;
+  for (int k = 0; k < 2; ++k) {
+    count_[k].resize(groups, 0);
+    has_[k].resize((groups + 63) / 64, 0);
+  }
+  for (uint64_t g = old_groups; g < groups; ++g) set_count(kFormatted, g, group_size(g));
+}
+
 uint64_t FreeBlocks::group_begin(uint64_t g) const {
   return std::min(std::max(g * kGroupBlocks, first_), end_);
 }

@@ -45,6 +45,11 @@ class FreeBlocks {
   // formatted; returns whether it did.
   bool try_make_implicit(uint64_t group);
 
+  // The data area now ends at `end_block` (the datastore grew). The group holding the
+  // old end, if the end falls inside one, must be explicit: its new blocks are on no
+  // list until inserted. Groups wholly past the old end start implicit.
+  void grow(uint64_t end_block);
+
   bool contains(Kind kind, uint64_t block) const;
   // The block's group must be explicit; insert: on neither list; erase: on `kind`'s.
   void insert(Kind kind, uint64_t block);

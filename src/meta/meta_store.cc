@@ -86,6 +86,10 @@ Result<std::unique_ptr<MetaStore>> MetaStore::open(device::Device& dev,
                         "it ({}); free {} MiB there",
                         backed.error().message, sb.first_data_block * kBlockBytes >> 20);
     }
+    for (const format::Growth& g : sb.growths) {
+      VSFS_TRY(device::allocate_now(dev, g.region_block * kBlockBytes,
+                                    format::growth_region_blocks(g) * kBlockBytes));
+    }
   }
   VSFS_ASSIGN_OR_RETURN(auto replay,
                         Journal::replay(dev, sb.journal_start_grain, sb.journal_grains,
@@ -162,11 +166,18 @@ Result<std::unique_ptr<MetaStore>> MetaStore::open(device::Device& dev,
 }
 
 uint64_t MetaStore::refcount_grain_of(uint64_t grain) const {
-  return sb_.refcount_start_grain + grain / format::kGrainsPerRefcountGrain;
+  return format::table_grain(sb_, format::Table::kRefcount,
+                             grain / format::kGrainsPerRefcountGrain);
 }
 
 uint64_t MetaStore::block_table_grain_of(uint64_t block) const {
-  return sb_.block_table_start_grain + block / format::kBlocksPerTableGrain;
+  return format::table_grain(sb_, format::Table::kBlockTable,
+                             block / format::kBlocksPerTableGrain);
+}
+
+uint64_t MetaStore::summary_grain_of(uint64_t group) const {
+  return format::table_grain(sb_, format::Table::kSpaceSummary,
+                             group / format::kGroupsPerSummaryGrain);
 }
 
 Result<CachedBlock*> MetaStore::get_locked(uint64_t grain, BlockType type, uint64_t first_ino) {

@@ -361,6 +361,22 @@ class MetaStore {
   // allocatable again. Takes the locks itself; never call it on a completion thread.
   Result<void> reclaim_space();
 
+  // ---- growing (grow.cc) ----
+  struct Grown {
+    uint64_t old_bytes = 0, new_bytes = 0;
+    uint64_t region_blocks = 0;  // storage blocks the new tables took
+    bool formatted = false;      // the new blocks read zeros already (else: to format)
+  };
+  // Grows the datastore to `new_bytes` (0: the device's size, read again), which the
+  // device must hold: the new blocks get their tables in a region of their own
+  // (format::Growth), are zeroed by discard where the device reads discarded space as
+  // zeros and otherwise go on the to-be-formatted list, and one commit makes them part
+  // of the datastore. Refused for a smaller size (kInvalidArgument: shrinking is not
+  // supported), for one below a minimal growth, read-only, and without the space
+  // summary. `progress` (may be empty) hears the zeroing, as mkfs's steps. Takes the
+  // locks itself; any thread but a completion thread.
+  Result<Grown> grow(uint64_t new_bytes, const std::function<void(uint64_t done, uint64_t total)>& progress);
+
   // ---- space ----
   struct Space {
     uint64_t data_blocks = 0, used_grains = 0;
@@ -515,11 +531,14 @@ class MetaStore {
   void mark_sb_dirty_locked() { sb_dirty_ = true; }
   uint64_t refcount_grain_of(uint64_t grain) const;
   uint64_t block_table_grain_of(uint64_t block) const;
+  // The space-summary grain holding group (block-table grain) `group`'s bit.
+  uint64_t summary_grain_of(uint64_t group) const;
 
   device::Device& dev_;
   MetaOptions options_;
 
   std::mutex commit_mu_;  // serialises commit/checkpoint; taken before mu_
+  std::mutex grow_mu_;    // one grow() at a time; taken before commit_mu_ and mu_
   // Device writes, discards and write-zeroes that had completed when the last successful
   // flush was issued (flush_device_inner). Guarded by commit_mu_.
   uint64_t flushed_writes_ = 0;

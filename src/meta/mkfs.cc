@@ -27,8 +27,14 @@ Result<std::string> probe_device_contents(device::Device& dev) {
 }
 
 Result<void> mkfs(device::Device& dev, const MkfsOptions& options) {
+  if (options.size_bytes > dev.size_bytes()) {
+    return make_error(EINVAL, ErrorKind::kInvalidArgument,
+                      "a datastore of {} bytes does not fit the {}-byte device",
+                      options.size_bytes, dev.size_bytes());
+  }
+  const uint64_t size = options.size_bytes != 0 ? options.size_bytes : dev.size_bytes();
   VSFS_ASSIGN_OR_RETURN(format::Layout layout,
-                        format::compute_layout(dev.size_bytes(), options.journal_bytes));
+                        format::compute_layout(size, options.journal_bytes));
   if (!options.force) {
     VSFS_ASSIGN_OR_RETURN(std::string found, probe_device_contents(dev));
     if (!found.empty()) {

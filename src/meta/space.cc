@@ -31,16 +31,16 @@ using format::BlockType;
 Result<void> MetaStore::load_block_table() {
   free_ = FreeBlocks(sb_.first_data_block, sb_.total_blocks);
   summary_on_ = (sb_.ro_compat & format::kRoCompatSpaceSummary) != 0;
-  const uint64_t summary_start = format::space_summary_start(sb_);
   if (summary_on_) {
     for (uint64_t i = 0; i < format::space_summary_grains(sb_.block_table_grains); ++i) {
-      VSFS_TRY(get_locked(summary_start + i, BlockType::kSpaceSummary));
-      cache_.pin(summary_start + i);
+      const uint64_t sg = format::table_grain(sb_, format::Table::kSpaceSummary, i);
+      VSFS_TRY(get_locked(sg, BlockType::kSpaceSummary));
+      cache_.pin(sg);
     }
   }
   for (uint64_t g = 0; g < free_.groups(); ++g) {
     if (summary_on_) {
-      const CachedBlock* s = cache_.peek(summary_start + g / format::kGroupsPerSummaryGrain);
+      const CachedBlock* s = cache_.peek(summary_grain_of(g));
       if (!std::get<format::SpaceSummaryGrain>(s->v).test(g % format::kGroupsPerSummaryGrain)) {
         continue;  // all formatted free: read when the allocator gets there
       }
@@ -51,15 +51,15 @@ Result<void> MetaStore::load_block_table() {
 }
 
 Result<void> MetaStore::load_group_locked(uint64_t g) {
-  VSFS_ASSIGN_OR_RETURN(CachedBlock * t, get_locked(sb_.block_table_start_grain + g,
-                                                     BlockType::kBlockTable));
-  cache_.pin(sb_.block_table_start_grain + g);  // block_entry_locked reads it without IO
+  const uint64_t tg = block_table_grain_of(g * format::kBlocksPerTableGrain);
+  VSFS_ASSIGN_OR_RETURN(CachedBlock * t, get_locked(tg, BlockType::kBlockTable));
+  cache_.pin(tg);  // block_entry_locked reads it without IO
   free_.make_explicit_empty(g);
   for (uint64_t j = 0; j < format::kBlocksPerTableGrain; ++j) {
     const uint64_t b = g * format::kBlocksPerTableGrain + j;
     if (b >= sb_.total_blocks) break;
     const auto& e = t->blocks().entries[j];
-    const bool fixed = b < sb_.first_data_block;
+    const bool fixed = format::reserved_block(sb_, b);
     if (fixed != (e.state == BlockState::kReserved)) {
       return corruption(fmt::format("block table: storage block {} is {} but should {}be reserved",
                                     b, static_cast<int>(e.state), fixed ? "" : "not "));
@@ -83,7 +83,7 @@ Result<void> MetaStore::load_group_locked(uint64_t g) {
 Result<void> MetaStore::ensure_group_locked(uint64_t block) {
   const uint64_t g = FreeBlocks::group_of(block);
   if (free_.is_explicit(g)) return ok_result();
-  const uint64_t tg = sb_.block_table_start_grain + g;
+  const uint64_t tg = block_table_grain_of(block);
   VSFS_ASSIGN_OR_RETURN(CachedBlock * t, get_locked(tg, BlockType::kBlockTable));
   for (uint64_t j = 0; j < format::kBlocksPerTableGrain; ++j) {
     const uint64_t b = g * format::kBlocksPerTableGrain + j;
@@ -102,16 +102,16 @@ Result<void> MetaStore::ensure_group_locked(uint64_t block) {
 }
 
 void MetaStore::update_space_summary_locked() {
-  const uint64_t summary_start = format::space_summary_start(sb_);
   for (uint64_t g : groups_changed_) {
-    const CachedBlock* t = cache_.peek(sb_.block_table_start_grain + g);
+    const uint64_t tg = block_table_grain_of(g * format::kBlocksPerTableGrain);
+    const CachedBlock* t = cache_.peek(tg);
     VSFS_ASSERT(t != nullptr);  // changed: dirty or being written
     bool in_use = false;
     for (const auto& e : std::get<format::BlockTableGrain>(t->v).entries) {
       in_use = in_use || e.state != BlockState::kFormattedFree;
     }
     if (summary_on_) {
-      const uint64_t sg = summary_start + g / format::kGroupsPerSummaryGrain;
+      const uint64_t sg = summary_grain_of(g);
       CachedBlock* s = cache_.peek(sg);
       VSFS_ASSERT(s != nullptr);  // pinned at open
       if (s->summary().test(g % format::kGroupsPerSummaryGrain) != in_use) {
@@ -122,7 +122,7 @@ void MetaStore::update_space_summary_locked() {
     // Every block formatted free, and on the formatted list (none held back): the
     // group's grain may leave memory once written.
     if (!in_use && free_.is_explicit(g) && free_.try_make_implicit(g)) {
-      cache_.unpin(sb_.block_table_start_grain + g);
+      cache_.unpin(tg);
     }
   }
   groups_changed_.clear();
@@ -598,7 +598,7 @@ Result<void> MetaStore::check_room_for_allocation_locked(uint64_t grains) const 
 
 MetaStore::Space MetaStore::space_locked() const {
   Space s;
-  s.data_blocks = sb_.total_blocks - sb_.first_data_block;
+  s.data_blocks = sb_.total_blocks - sb_.first_data_block - format::growth_reserved_blocks(sb_);
   s.used_grains = used_grains_;
   // The unused grains of metadata blocks are metadata's room: a write cannot have them.
   s.free_grains = s.data_blocks * kGrainsPerBlock - used_grains_ - meta_slack_grains_;
