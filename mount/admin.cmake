@@ -1,4 +1,4 @@
-# The administration programs vsfs-mkfs and vsfs-fsck. Included from mount/CMakeLists.txt;
+# The administration programs vsfs-mkfs, vsfs-fsck and vsfs-grow. Included from mount/CMakeLists.txt;
 # paths are relative to this file so the fragment works from any including directory.
 # What the programs share: the mount table and the daemons holding a device, waiting for
 # a daemon that is still closing a datastore, umount(8)'s helper record, remount.
@@ -10,15 +10,17 @@ target_include_directories(vsfs_programs PUBLIC ${vsfs_programs_repo_dir}
 # libmount (util-linux): the utab entry that makes umount(8) run umount.vsfs.
 pkg_check_modules(MOUNT REQUIRED IMPORTED_TARGET mount)
 target_link_libraries(vsfs_programs PUBLIC vsfs_device PRIVATE PkgConfig::MOUNT)
-foreach(prog mkfs fsck)
+foreach(prog mkfs fsck grow)
   add_executable(vsfs-${prog} ${CMAKE_CURRENT_LIST_DIR}/vsfs_${prog}.cc)
   target_link_libraries(vsfs-${prog} PRIVATE vsfs_meta vsfs_programs)
   target_compile_definitions(vsfs-${prog} PRIVATE VSFS_VERSION="${PROJECT_VERSION}")
 endforeach()
+# vsfs-grow opens the datastore itself when it is not mounted.
+target_link_libraries(vsfs-grow PRIVATE vsfs_disk)
 # vsfs-mkfs asks libblkid what a device holds before it overwrites anything.
 pkg_check_modules(BLKID REQUIRED IMPORTED_TARGET blkid)
 target_link_libraries(vsfs-mkfs PRIVATE PkgConfig::BLKID)
-install(TARGETS vsfs-mkfs vsfs-fsck DESTINATION ${CMAKE_INSTALL_SBINDIR})
+install(TARGETS vsfs-mkfs vsfs-fsck vsfs-grow DESTINATION ${CMAKE_INSTALL_SBINDIR})
 # mkfs(8) and fsck(8) run mkfs.TYPE and fsck.TYPE (mkfs -t vsfs, fstab's pass number).
 # The prefix is read when installing: `cmake --install --prefix` may change it.
 if(IS_ABSOLUTE ${CMAKE_INSTALL_SBINDIR})

@@ -122,13 +122,16 @@ std::optional<MountEntry> mount_at(const std::string& dir) {
   return found;
 }
 
-bool is_mount_source(const std::string& path) {
+std::optional<MountEntry> mount_from(const std::string& path) {
   const std::string real = real_path(path);
-  for (const MountEntry& e : mount_table()) {
-    if (e.source == real) return true;
+  std::optional<MountEntry> found;
+  for (MountEntry& e : mount_table()) {
+    if (e.source == real) found = std::move(e);
   }
-  return false;
+  return found;
 }
+
+bool is_mount_source(const std::string& path) { return mount_from(path).has_value(); }
 
 std::vector<pid_t> daemons_holding(const std::string& path) {
   const std::string real = real_path(path);

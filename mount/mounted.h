@@ -27,7 +27,9 @@ std::string real_path(const std::string& path);
 
 // The mount whose mount point is `dir` (the last one mounted there), if any.
 std::optional<MountEntry> mount_at(const std::string& dir);
-// Whether a mount in this namespace has `path` as its source (any filesystem type).
+// The mount whose source is `path` (the last one mounted from it, any filesystem type).
+std::optional<MountEntry> mount_from(const std::string& path);
+// Whether a mount in this namespace has `path` as its source.
 bool is_mount_source(const std::string& path);
 
 // vsfs-mount processes that hold `path` (the same file or device) open.

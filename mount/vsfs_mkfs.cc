@@ -26,6 +26,7 @@
 #include "device/uring_device.h"
 #include "mount/closing_daemon.h"
 #include "mount/progress.h"
+#include "mount/size_arg.h"
 #include "format/format.h"
 #include "meta/meta_store.h"
 #include "util/human.h"
@@ -65,70 +66,6 @@ int fail(const std::string& line) {
   return 1;
 }
 
-// "64M", "1G", "1.5T" is not accepted: sizes are whole numbers of a unit.
-std::optional<uint64_t> parse_size(const std::string& text) {
-  if (text.empty() || text[0] < '0' || text[0] > '9') return std::nullopt;
-  errno = 0;
-  char* end = nullptr;
-  const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
-  if (errno != 0) return std::nullopt;
-  std::string suffix(end);
-  for (auto& c : suffix) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  if (suffix.size() >= 2 && suffix.substr(suffix.size() - 2) == "IB") {
-    suffix.resize(suffix.size() - 2);
-  } else if (suffix.size() == 2 && suffix[1] == 'B') {
-    suffix.resize(1);
-  }
-  unsigned shift = 0;
-  if (suffix.empty() || suffix == "B") {
-    shift = 0;
-  } else if (suffix == "K") {
-    shift = 10;
-  } else if (suffix == "M") {
-    shift = 20;
-  } else if (suffix == "G") {
-    shift = 30;
-  } else if (suffix == "T") {
-    shift = 40;
-  } else {
-    return std::nullopt;
-  }
-  if (shift > 0 && v > (UINT64_MAX >> shift)) return std::nullopt;
-  return static_cast<uint64_t>(v) << shift;
-}
-
-// Presents the first `limit` bytes of a device: a datastore smaller than its device
-// (-s SIZE on a larger file or block device). Everything else is forwarded.
-class LimitDevice final : public vsfs::device::Device {
- public:
-  LimitDevice(std::unique_ptr<vsfs::device::Device> base, uint64_t limit)
-      : base_(std::move(base)), limit_(limit) {}
-  uint64_t size_bytes() const override { return limit_; }
-  uint32_t alignment_bytes() const override { return base_->alignment_bytes(); }
-  bool discard_zeroes() const override { return base_->discard_zeroes(); }
-  vsfs::device::DeviceCounters counters() const override { return base_->counters(); }
-  std::string describe() const override { return base_->describe(); }
-  bool in_completion_context() const override { return base_->in_completion_context(); }
-  int64_t execute_inline(const vsfs::device::IoRequest& r) override {
-    return base_->execute_inline(r);
-  }
-  void submit(std::span<vsfs::device::IoRequest> requests) override {
-    // mkfs stays inside the datastore it computed from size_bytes(); anything past the
-    // limit would be a bug there, and the base device would still bound it.
-    for (const auto& r : requests) {
-      if (r.kind != vsfs::device::OpKind::kFlush && r.offset_bytes + r.length_bytes > limit_) {
-        std::fprintf(stderr, "%s: internal error: IO past the datastore's end\n", kProg);
-        std::abort();
-      }
-    }
-    base_->submit(requests);
-  }
-
- private:
-  std::unique_ptr<vsfs::device::Device> base_;
-  uint64_t limit_;
-};
-
 struct Args {
   std::optional<uint64_t> size_bytes;
   uint64_t journal_bytes = 0;
@@ -152,13 +89,13 @@ int parse_args(int argc, char** argv, Args& args, bool& done) {
   while ((c = getopt_long(argc, argv, ":s:fJ:C:hV", kLong, nullptr)) != -1) {
     switch (c) {
       case 's': {
-        auto v = parse_size(optarg);
+        auto v = vsfs::programs::parse_size(optarg);
         if (!v) return fail(fmt::format("invalid size '{}' (examples: 1G, 512M, 2T)", optarg)) + 1;
         args.size_bytes = *v;
         break;
       }
       case 'J': {
-        auto v = parse_size(optarg);
+        auto v = vsfs::programs::parse_size(optarg);
         if (!v || *v == 0) {
           return fail(fmt::format("invalid journal size '{}' (examples: 16M, 1G)", optarg)) + 1;
         }
@@ -397,9 +334,6 @@ int run(const Args& args) {
     if (!dev) return status;
   }
   std::unique_ptr<vsfs::device::Device> target = std::move(dev);
-  if (target->size_bytes() > size) {
-    target = std::make_unique<LimitDevice>(std::move(target), size);
-  }
 
   // What a forced mkfs overwrites leaves no signature behind (nothing was found
   // without -f).
@@ -411,6 +345,7 @@ int run(const Args& args) {
 
   vsfs::MkfsOptions mo;
   mo.journal_bytes = args.journal_bytes;
+  mo.size_bytes = size;  // less than the device with -s: vsfs-grow takes the rest later
   mo.force = true;  // the contents were checked above
   if (args.progress_fd >= 0) {
     mo.progress = vsfs::programs::ProgressOut(args.progress_fd, args.device, kProg, "step");

@@ -90,9 +90,10 @@ Result<MetaStore::Grown> MetaStore::grow(
   const uint64_t region_blocks = format::growth_region_blocks(growth);
   if (new_total - old_total < region_blocks + kMinGrowthDataBlocks) {
     return make_error(EINVAL, ErrorKind::kInvalidArgument,
-                      "growing by {} MiB is too little: the new space needs {} MiB for its "
-                      "tables and at least {} MiB for data",
-                      new_total - old_total, region_blocks, kMinGrowthDataBlocks);
+                      "growing by {} MiB is too little: a growth takes at least {} MiB ({} "
+                      "for its tables, {} for data)",
+                      new_total - old_total, region_blocks + kMinGrowthDataBlocks,
+                      region_blocks, kMinGrowthDataBlocks);
   }
   format::Superblock grown = sb;
   grown.incompat |= format::kIncompatGrown;
