@@ -14,7 +14,7 @@ fail() { echo "install: FAIL: $*" >&2; exit 1; }
 cmake --install "$build" --prefix "$T/inst" >"$T/install.log" 2>&1 ||
 	{ cat "$T/install.log" >&2; fail "cmake --install failed"; }
 sbin=$T/inst/sbin
-for p in vsfs-mount vsfs-mkfs vsfs-fsck vsfs-backup vsfs-restore mount.vsfs mkfs.vsfs fsck.vsfs \
+for p in vsfs-mount vsfs-mkfs vsfs-fsck vsfs-grow vsfs-backup vsfs-restore mount.vsfs mkfs.vsfs fsck.vsfs \
 	mount.fuse.vsfs umount.vsfs; do
 	[ -x "$sbin/$p" ] || fail "$p is not installed in sbin/"
 done
@@ -27,7 +27,7 @@ for e in vsfs.toml quickstart.sh; do
 done
 [ -x "$T/inst/share/vsfs/examples/quickstart.sh" ] || fail "examples/quickstart.sh is not executable"
 for m in man5/vsfs-format.5 man5/vsfs.toml.5 man7/vsfs.7 man8/vsfs-mount.8 man8/vsfs-mkfs.8 \
-	man8/vsfs-fsck.8 man8/vsfs-backup.8 man8/vsfs-restore.8; do
+	man8/vsfs-fsck.8 man8/vsfs-grow.8 man8/vsfs-backup.8 man8/vsfs-restore.8; do
 	[ -f "$T/inst/share/man/$m" ] || fail "man page $m is not installed"
 done
 # vsfs(7) sends backups to the programs that make them.
