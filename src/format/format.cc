@@ -579,6 +579,25 @@ uint64_t growth_reserved_blocks(const Superblock& sb) {
   return n;
 }
 
+Superblock grown_superblock(const Superblock& sb, uint64_t new_blocks) {
+  VSFS_ASSERT(new_blocks > sb.total_blocks);
+  const uint64_t table = div_round_up(new_blocks, kBlocksPerTableGrain);
+  const uint64_t refcount = div_round_up(new_blocks * kGrainsPerBlock, kGrainsPerRefcountGrain);
+  Growth g;
+  g.region_block = sb.total_blocks;
+  g.table_grains = table - sb.block_table_grains;
+  g.summary_grains = space_summary_grains(table) - space_summary_grains(sb.block_table_grains);
+  g.refcount_grains = refcount - sb.refcount_grains;
+  Superblock out = sb;
+  out.incompat |= kIncompatGrown;
+  out.growths.push_back(g);
+  out.total_blocks = new_blocks;
+  out.device_bytes = new_blocks * kBlockBytes;
+  out.block_table_grains = table;
+  out.refcount_grains = refcount;
+  return out;
+}
+
 uint64_t table_grains(const Superblock& sb, Table table) {
   switch (table) {
     case Table::kBlockTable: return sb.block_table_grains;

@@ -210,6 +210,9 @@ inline uint64_t table_grain(const Superblock& sb, Table table, uint64_t index) {
 }
 // Grains of the table in all (the space summary's whether or not it is kept).
 uint64_t table_grains(const Superblock& sb, Table table);
+// The superblock of `sb` grown to `new_blocks` storage blocks (more than it has): the
+// growth's region at the old end, the tables' sizes, device_bytes and the incompat bit.
+Superblock grown_superblock(const Superblock& sb, uint64_t new_blocks);
 
 // Whether a device of `device_bytes` can hold a datastore at all (an empty image
 // cannot). Errors: kCorruption naming its size (read_superblock and fsck say the same).

@@ -77,16 +77,10 @@ Result<MetaStore::Grown> MetaStore::grow(
     return Grown{sb.device_bytes, sb.device_bytes, 0, false};
   }
 
-  // The grains each table needs for the new size, past what it has.
-  format::Growth growth;
-  growth.region_block = old_total;
-  const uint64_t new_table = div_round_up(new_total, format::kBlocksPerTableGrain);
-  const uint64_t new_refcount =
-      div_round_up(new_total * kGrainsPerBlock, format::kGrainsPerRefcountGrain);
-  growth.table_grains = new_table - sb.block_table_grains;
-  growth.summary_grains = format::space_summary_grains(new_table) -
-                          format::space_summary_grains(sb.block_table_grains);
-  growth.refcount_grains = new_refcount - sb.refcount_grains;
+  // The grains each table needs for the new size, past what it has, in a region at
+  // the old end.
+  const format::Superblock grown = format::grown_superblock(sb, new_total);
+  const format::Growth& growth = grown.growths.back();
   const uint64_t region_blocks = format::growth_region_blocks(growth);
   if (new_total - old_total < region_blocks + kMinGrowthDataBlocks) {
     return make_error(EINVAL, ErrorKind::kInvalidArgument,
@@ -95,14 +89,8 @@ Result<MetaStore::Grown> MetaStore::grow(
                       new_total - old_total, region_blocks + kMinGrowthDataBlocks,
                       region_blocks, kMinGrowthDataBlocks);
   }
-  format::Superblock grown = sb;
-  grown.incompat |= format::kIncompatGrown;
-  grown.growths.push_back(growth);
-  grown.total_blocks = new_total;
-  grown.device_bytes = new_total * kBlockBytes;
-  grown.block_table_grains = new_table;
-  grown.refcount_grains = new_refcount;
   const uint64_t region_end = old_total + region_blocks;
+  const uint64_t new_table = grown.block_table_grains;
   const bool formatted = dev_.discard_zeroes();
 
   // Step 1: the added space, prepared where nothing points yet.

@@ -101,6 +101,12 @@ std::vector<NamedBlock> sample_blocks() {
     seal(g);
   });
 
+  // A datastore that grew twice (incompat bit 3): the payload lists the growths.
+  add("superblock_grown", FormatTarget::kSuperblock, [&](Buf& g) {
+    Superblock grown = grown_superblock(grown_superblock(sb, 3000), 70000);
+    encode_superblock(grown, kGeneration, g);
+  });
+
   TreeNode leaf;
   leaf.type = BlockType::kMapLeaf;
   leaf.owner = 17;

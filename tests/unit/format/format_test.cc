@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <set>
 #include <string>
 #include <utility>
 
@@ -608,6 +609,117 @@ TEST(DecodeSuperblock, SpaceSummaryWithoutRoom) {
   encode_superblock(sb, 1, buf);
   EXPECT_TRUE(testing::fails_with(decode_superblock(buf), ErrorKind::kCorruption,
                                   {"space summary", "does not fit"}));
+}
+
+Superblock laid_out(uint64_t bytes) {
+  auto l = compute_layout(bytes);
+  EXPECT_TRUE(l.ok());
+  Superblock sb;
+  sb.device_bytes = l->total_blocks * kBlockBytes;
+  sb.total_blocks = l->total_blocks;
+  sb.journal_start_grain = l->journal_start_grain;
+  sb.journal_grains = l->journal_grains;
+  sb.block_table_start_grain = l->block_table_start_grain;
+  sb.block_table_grains = l->block_table_grains;
+  sb.refcount_start_grain = l->refcount_start_grain;
+  sb.refcount_grains = l->refcount_grains;
+  sb.first_data_block = l->first_data_block;
+  sb.ro_compat = kRoCompatSpaceSummary;
+  return sb;
+}
+
+// Growths (incompat bit 3): the payload grows by 32 bytes each, the tables' later grains
+// are found in the growth regions, and the blocks of those regions are reserved.
+TEST(Superblock, GrowthsRoundTripAndPlaceTheTables) {
+  Superblock sb = laid_out(1ull << 30);  // 1024 blocks: 3 table grains, the last partial
+  const uint64_t table0 = sb.block_table_grains, refcount0 = sb.refcount_grains;
+  Superblock g1 = grown_superblock(sb, 5000);
+  Superblock g2 = grown_superblock(g1, 40ull << 20);  // 40 Ti blocks: a 2nd summary grain
+  ASSERT_EQ(g2.growths.size(), 2u);
+  EXPECT_EQ(g2.incompat, kIncompatGrown);
+  EXPECT_EQ(g2.growths[0].region_block, 1024u);
+  EXPECT_EQ(g2.growths[0].table_grains, div_round_up(5000, 504) - table0);
+  EXPECT_EQ(g2.growths[0].summary_grains, 0u);
+  EXPECT_EQ(g2.growths[1].region_block, 5000u);
+  EXPECT_EQ(g2.growths[1].summary_grains, 2u);
+  Buf buf = dirty_buf();
+  encode_superblock(g2, 9, buf);
+  auto h = decode_header(buf, BlockType::kSuperblock, 0);
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->length_bytes, kSbPayloadEnd - kHeaderBytes + 8 + 2 * kSbGrowthBytes);
+  auto out = decode_superblock(buf);
+  ASSERT_TRUE(out.ok()) << out.error().message;
+  EXPECT_EQ(out->growths, g2.growths);
+  EXPECT_EQ(out->total_blocks, 40ull << 20);
+  Buf again = dirty_buf();
+  encode_superblock(*out, 9, again);
+  EXPECT_EQ(again, buf);
+
+  // Where each table's grains are: the fixed region first, then each growth's region.
+  EXPECT_EQ(table_grain(g2, Table::kBlockTable, 0), sb.block_table_start_grain);
+  EXPECT_EQ(table_run(g2, Table::kBlockTable, table0 - 1).count, 1u);
+  EXPECT_EQ(table_grain(g2, Table::kBlockTable, table0), 1024 * kGrainsPerBlock);
+  const uint64_t g1_table = g2.growths[0].table_grains;
+  EXPECT_EQ(table_grain(g2, Table::kRefcount, refcount0 - 1), sb.refcount_start_grain + refcount0 - 1);
+  EXPECT_EQ(table_grain(g2, Table::kRefcount, refcount0), 1024 * kGrainsPerBlock + g1_table);
+  EXPECT_EQ(table_grain(g2, Table::kBlockTable, table0 + g1_table), 5000 * kGrainsPerBlock);
+  EXPECT_EQ(table_grain(g2, Table::kSpaceSummary, 0), space_summary_start(g2));
+  EXPECT_EQ(space_summary_start(g2), sb.block_table_start_grain + table0);
+  EXPECT_EQ(table_grain(g2, Table::kSpaceSummary, 1),
+            5000 * kGrainsPerBlock + g2.growths[1].table_grains);
+  EXPECT_EQ(table_run(g2, Table::kSpaceSummary, 1).count, 2u);
+  EXPECT_EQ(table_grain(g2, Table::kRefcount, refcount0 + g2.growths[0].refcount_grains),
+            5000 * kGrainsPerBlock + g2.growths[1].table_grains + 2);
+  // Every grain of every table is somewhere, none in two places, none in the data area.
+  std::set<uint64_t> seen;
+  for (Table t : {Table::kBlockTable, Table::kSpaceSummary, Table::kRefcount}) {
+    for (uint64_t i = 0; i < table_grains(g2, t); ++i) {
+      const uint64_t at = table_grain(g2, t, i);
+      ASSERT_TRUE(seen.insert(at).second) << at;
+      ASSERT_TRUE(reserved_block(g2, at / kGrainsPerBlock)) << at;
+    }
+  }
+  EXPECT_TRUE(reserved_block(g2, 1024));
+  EXPECT_FALSE(reserved_block(g2, 1024 + growth_region_blocks(g2.growths[0])));
+  EXPECT_EQ(growth_reserved_blocks(g2),
+            growth_region_blocks(g2.growths[0]) + growth_region_blocks(g2.growths[1]));
+}
+
+TEST(DecodeSuperblock, GrowthsThatDoNotAddUp) {
+  const Superblock good = grown_superblock(laid_out(1ull << 30), 3000);
+  auto refused = [&](Superblock sb, std::initializer_list<std::string_view> says) {
+    Buf buf{};
+    encode_superblock(sb, 1, buf);
+    EXPECT_TRUE(testing::fails_with(decode_superblock(buf), ErrorKind::kCorruption, says));
+  };
+  Superblock sb = good;
+  sb.incompat = 0;  // growths without the bit: written as a plain superblock, too long
+  {
+    Buf buf{};
+    encode_superblock(good, 1, buf);
+    store_le<uint64_t>(buf.data() + kSbOffIncompat, 0);
+    seal(buf);
+    EXPECT_TRUE(testing::fails_with(decode_superblock(buf), ErrorKind::kCorruption, {"length"}));
+  }
+  sb = good;
+  sb.growths[0].region_block = 500;  // not at the old end: inside the data area
+  sb.growths.push_back(sb.growths[0]);
+  sb.growths[0].region_block = 1100;
+  sb.growths[0].table_grains = 0;
+  sb.growths[0].refcount_grains = 1;
+  refused(sb, {"growth region at block 500"});
+  sb = good;
+  sb.growths[0].region_block = 3000;  // past the end
+  refused(sb, {"growth region"});
+  sb = good;
+  sb.growths[0].table_grains = sb.block_table_grains;  // the fixed region would hold none
+  refused(sb, {"growths hold"});
+  // A bit without growths: a count of 0.
+  Buf buf{};
+  encode_superblock(laid_out(1ull << 30), 1, buf);
+  store_le<uint64_t>(buf.data() + kSbOffIncompat, kIncompatGrown);
+  seal(buf);
+  EXPECT_TRUE(testing::fails_with(decode_superblock(buf), ErrorKind::kCorruption, {"growth count 0"}));
 }
 
 TEST(SpaceSummary, RoundTrip) {

@@ -33,11 +33,12 @@ TEST(FreeBlocks, StartsWithTheWholeDataAreaFormattedAndNothingStored) {
 // step, with every query at random points. Counts each kind of operation and fails if
 // one never ran.
 TEST(FreeBlocks, MatchesAModelOfTwoOrderedSets) {
+  uint64_t grows = 0;
   for (uint32_t seed = 1; seed <= 40; ++seed) {
     SCOPED_TRACE(seed);
     std::mt19937_64 rng(seed);
     const uint64_t first = rng() % (2 * G);
-    const uint64_t end = first + G + rng() % (6 * G);
+    uint64_t end = first + G + rng() % (6 * G);
     FreeBlocks f(first, end);
     std::set<uint64_t> model[2];
     for (uint64_t b = first; b < end; ++b) model[0].insert(b);
@@ -117,6 +118,24 @@ TEST(FreeBlocks, MatchesAModelOfTwoOrderedSets) {
           ++done[5];
           break;
         }
+        case 7: {  // the datastore grows: the group of the old end first explicit
+          if (end > first + 12 * G || rng() % 4 != 0) break;
+          const uint64_t old_end = end;
+          if (old_end % G != 0 && !f.is_explicit(FreeBlocks::group_of(old_end))) {
+            f.make_explicit(FreeBlocks::group_of(old_end));
+            explicit_groups.insert(FreeBlocks::group_of(old_end));
+          }
+          end += 1 + rng() % (2 * G);
+          f.grow(end);
+          // New blocks in an explicit group are on no list until inserted; those of
+          // new groups are formatted.
+          for (uint64_t b = old_end; b < end; ++b) {
+            if (f.is_explicit(FreeBlocks::group_of(b))) f.insert(FreeBlocks::kFormatted, b);
+            model[0].insert(b);
+          }
+          ++done[6];
+          break;
+        }
         default: break;
       }
       // Queries.
@@ -140,7 +159,9 @@ TEST(FreeBlocks, MatchesAModelOfTwoOrderedSets) {
       ASSERT_EQ(f.explicit_groups(), explicit_groups.size());
     }
     for (int i = 0; i < 6; ++i) EXPECT_GT(done[i], 0u) << "operation kind " << i << " never ran";
+    grows += done[6];
   }
+  EXPECT_GT(grows, 0u);
 }
 
 }  // namespace
