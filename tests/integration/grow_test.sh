@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # vsfs-grow on a mounted datastore and on one that is not: after the image file grew,
-# df shows the new size at once, the disks, a snapshot and the .cbt map between two
+# df shows the new size at once (the online growth runs under fio's verified writes), the disks, a snapshot and the .cbt map between two
 # snapshots read as before, a write that needs the new space works, and fsck finds the
 # grown datastore clean. Shrinking, a size past the device and a growth too small for
 # its tables are refused with a message and change no byte of the image.
@@ -38,10 +38,19 @@ refused "shrinking" "$m" 128M
 refused "grow the device" "$m" 2G       # the file is still 256 MiB
 [ "$(df_bytes)" = "$small" ] || fail "a refused growth changed df"
 
-# Online: the file grows, the daemon takes it in.
+# Online: the file grows, the daemon takes it in while fio writes and verifies a disk.
+command -v fio >/dev/null || fail "fio is not installed (see README: install step)"
 truncate -s 1G "$T/ds.img" || fail truncate
 refused "too little" "$m" 257M
+fio --name=busy --filename="$m/vm/busy.img" --size=48M --ioengine=io_uring --direct=1 \
+	--rw=randwrite --bs=4k --iodepth=16 --verify=crc32c --randrepeat=1 --loops=6 \
+	--verify_state_save=0 >"$T/fio.log" 2>&1 &
+fio_pid=$!
+PIDS+=("$fio_pid")
+sleep 1
 "$VSFS_GROW" "$m" >"$T/grow.out" 2>&1 || { cat "$T/grow.out" >&2; fail "vsfs-grow $m"; }
+kill -0 "$fio_pid" 2>/dev/null || echo "note: fio ended before the growth" >&2
+wait "$fio_pid" || { cat "$T/fio.log" >&2; fail "fio across the online growth"; }
 grep -q "grown from 256.00 MiB to 1.00 GiB" "$T/grow.out" || { cat "$T/grow.out" >&2; fail "vsfs-grow's line"; }
 big=$(df_bytes)
 [ "$big" -gt $((small + 700 * 1048576)) ] || fail "df shows $big bytes after growing from $small"
