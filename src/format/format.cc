@@ -230,6 +230,7 @@ const char* block_type_name(BlockType type) {
     case BlockType::kSnapshotList: return "snapshot list";
     case BlockType::kInodeExtra: return "inode extra";
     case BlockType::kSpaceSummary: return "space summary";
+    case BlockType::kLease: return "lease";
   }
   return "unknown block";
 }
@@ -556,6 +557,60 @@ void encode_superblock(const Superblock& sb, uint64_t generation, Grain buf) {
       store<uint64_t>(buf, off + 24, g.refcount_grains);
     }
   }
+  seal(buf);
+}
+
+// ---- Lease ----
+
+namespace {
+constexpr size_t kLeaseOffState = kHeaderBytes, kLeaseOffTime = kHeaderBytes + 4,
+                 kLeaseOffNonce = kHeaderBytes + 8, kLeaseOffCounter = kHeaderBytes + 16,
+                 kLeaseOffRenewed = kHeaderBytes + 24, kLeaseOffMachine = kHeaderBytes + 32,
+                 kLeaseOffBoot = kHeaderBytes + 48, kLeaseOffPidNs = kHeaderBytes + 64,
+                 kLeaseOffPid = kHeaderBytes + 72, kLeaseOffHost = kHeaderBytes + 80;
+constexpr uint32_t kLeaseLength = 144;
+}  // namespace
+
+Result<LeaseRecord> decode_lease(ConstGrain buf) {
+  if (first_nonzero(buf, 0, kGrainBytes) == kGrainBytes) return LeaseRecord{};
+  const std::string at = where(BlockType::kLease, kLeaseGrain);
+  VSFS_ASSIGN_OR_RETURN(MetaHeader h, check_header(buf, {BlockType::kLease}, kLeaseGrain, at));
+  VSFS_TRY(check_length(h, kLeaseLength, at));
+  VSFS_TRY(check_no_owner(h, at));
+  VSFS_TRY(check_tail(buf, h, at));
+  LeaseRecord r;
+  const uint32_t state = load<uint32_t>(buf, kLeaseOffState);
+  if (state > static_cast<uint32_t>(LeaseState::kHeld)) return bad(at, "state {} is unknown", state);
+  r.state = static_cast<LeaseState>(state);
+  r.lease_ms = load<uint32_t>(buf, kLeaseOffTime);
+  r.nonce = load<uint64_t>(buf, kLeaseOffNonce);
+  r.counter = load<uint64_t>(buf, kLeaseOffCounter);
+  r.renewed_ns = load<uint64_t>(buf, kLeaseOffRenewed);
+  std::memcpy(r.machine_id.data(), buf.data() + kLeaseOffMachine, 16);
+  std::memcpy(r.boot_id.data(), buf.data() + kLeaseOffBoot, 16);
+  r.pid_ns = load<uint64_t>(buf, kLeaseOffPidNs);
+  r.pid = load<uint32_t>(buf, kLeaseOffPid);
+  VSFS_TRY(check_zero(buf, kLeaseOffPid + 4, kLeaseOffHost, at, "reserved"));
+  const char* host = reinterpret_cast<const char*>(buf.data() + kLeaseOffHost);
+  r.hostname.assign(host, strnlen(host, kLeaseHostnameBytes));
+  VSFS_TRY(check_zero(buf, kLeaseOffHost + r.hostname.size(), kLeaseOffHost + kLeaseHostnameBytes,
+                      at, "hostname padding"));
+  return r;
+}
+
+void encode_lease(const LeaseRecord& r, Grain buf) {
+  begin_block(buf, BlockType::kLease, kLeaseLength, 0, 0, kLeaseGrain, 0);
+  store<uint32_t>(buf, kLeaseOffState, static_cast<uint32_t>(r.state));
+  store<uint32_t>(buf, kLeaseOffTime, r.lease_ms);
+  store<uint64_t>(buf, kLeaseOffNonce, r.nonce);
+  store<uint64_t>(buf, kLeaseOffCounter, r.counter);
+  store<uint64_t>(buf, kLeaseOffRenewed, r.renewed_ns);
+  std::memcpy(buf.data() + kLeaseOffMachine, r.machine_id.data(), 16);
+  std::memcpy(buf.data() + kLeaseOffBoot, r.boot_id.data(), 16);
+  store<uint64_t>(buf, kLeaseOffPidNs, r.pid_ns);
+  store<uint32_t>(buf, kLeaseOffPid, r.pid);
+  std::memcpy(buf.data() + kLeaseOffHost, r.hostname.data(),
+              std::min(r.hostname.size(), kLeaseHostnameBytes));
   seal(buf);
 }
 

@@ -49,6 +49,7 @@ enum class BlockType : uint16_t {
   kSnapshotList = 12,   // snapshot records (superblock.snapshot_root heads the chain)
   kInodeExtra = 13,     // an inode's symlink target and xattrs (a chain of these)
   kSpaceSummary = 14,   // one bit per block-table grain: describes a block in use
+  kLease = 15,          // who writes the datastore, and its heartbeat (grain kLeaseGrain)
 };
 const char* block_type_name(BlockType type);
 
@@ -114,7 +115,13 @@ inline constexpr uint64_t kRoCompatAllocWindow = 1ull << 0;
 // block table's region; see SpaceSummaryGrain). A vsfs that does not know the bit may
 // read the datastore but must not write it (it would leave the summary stale).
 inline constexpr uint64_t kRoCompatSpaceSummary = 1ull << 1;
-inline constexpr uint64_t kRoCompatKnown = kRoCompatAllocWindow | kRoCompatSpaceSummary;
+// ro_compat bit 2: the lease (LeaseRecord, grain kLeaseGrain) is kept: a vsfs that writes
+// the datastore holds it and renews it, and stops writing when it cannot. A vsfs that does
+// not know the bit may read the datastore but must not write it (it would write without
+// the lease, beside its holder).
+inline constexpr uint64_t kRoCompatLease = 1ull << 2;
+inline constexpr uint64_t kRoCompatKnown =
+    kRoCompatAllocWindow | kRoCompatSpaceSummary | kRoCompatLease;
 inline constexpr uint64_t kCompatKnown = 0;
 
 inline constexpr uint32_t kStateClean = 1u << 0;    // unmounted cleanly: journal empty
@@ -283,6 +290,32 @@ void encode_superblock(const Superblock& sb, uint64_t generation, Grain buf);
 // before it existed may not: then it cannot be turned on).
 uint64_t space_summary_start(const Superblock& sb);
 bool space_summary_fits(const Superblock& sb);
+
+// ---- Lease (type 15): grain 1, in storage block 0 beside the superblocks ----
+// The delta lease of the one writer (vsfs-format(5)): its holder's identity, a nonce
+// per mount and a counter it raises at every renewal. An all-zero grain is a free lease
+// (a datastore made before the lease). Written directly, never through the journal.
+inline constexpr uint64_t kLeaseGrain = 1;
+enum class LeaseState : uint32_t { kFree = 0, kHeld = 1 };
+struct LeaseRecord {
+  LeaseState state = LeaseState::kFree;
+  uint32_t lease_ms = 0;        // the holder's lease time
+  uint64_t nonce = 0;           // random, per mount
+  uint64_t counter = 0;         // raised by every renewal
+  uint64_t renewed_ns = 0;      // CLOCK_REALTIME of the last renewal, by the holder's clock
+  std::array<uint8_t, 16> machine_id{};  // /etc/machine-id
+  std::array<uint8_t, 16> boot_id{};     // /proc/sys/kernel/random/boot_id
+  uint64_t pid_ns = 0;          // inode of the holder's pid namespace
+  uint32_t pid = 0;
+  std::string hostname;         // up to 64 bytes
+  bool operator==(const LeaseRecord&) const = default;
+};
+inline constexpr size_t kLeaseHostnameBytes = 64;
+// Payload: u32 state, u32 lease_ms, u64 nonce, u64 counter, u64 renewed_ns, 16 bytes
+// machine_id, 16 bytes boot_id, u64 pid_ns, u32 pid, u32 reserved, 64 bytes hostname
+// (NUL-padded): 144 bytes. Decoding accepts an all-zero grain as a free lease.
+Result<LeaseRecord> decode_lease(ConstGrain buf);
+void encode_lease(const LeaseRecord& r, Grain buf);
 
 // ---- Radix tree nodes (grain maps and the inode table's interior) ----
 inline constexpr size_t kSlotBytes = 16;

@@ -722,6 +722,40 @@ TEST(DecodeSuperblock, GrowthsThatDoNotAddUp) {
   EXPECT_TRUE(testing::fails_with(decode_superblock(buf), ErrorKind::kCorruption, {"growth count 0"}));
 }
 
+TEST(Lease, RoundTripAndAZeroGrainIsFree) {
+  Buf buf{};
+  auto free = decode_lease(buf);
+  ASSERT_TRUE(free.ok());
+  EXPECT_EQ(free->state, LeaseState::kFree);
+  LeaseRecord r;
+  r.state = LeaseState::kHeld;
+  r.lease_ms = 8000;
+  r.nonce = 0x1234'5678'9abc'def0ull;
+  r.counter = 99;
+  r.renewed_ns = 1'700'000'000'000'000'000ull;
+  r.machine_id[0] = 1;
+  r.machine_id[15] = 0xff;
+  r.boot_id[3] = 7;
+  r.pid_ns = 4026531836ull;
+  r.pid = 31337;
+  r.hostname = std::string(kLeaseHostnameBytes, 'h');  // a name that fills its field
+  buf = dirty_buf();
+  encode_lease(r, buf);
+  auto out = decode_lease(buf);
+  ASSERT_TRUE(out.ok()) << out.error().message;
+  EXPECT_EQ(*out, r);
+  r.hostname = "host-a";
+  encode_lease(r, buf);
+  EXPECT_EQ(decode_lease(buf).value(), r);
+  store_le<uint32_t>(buf.data() + kHeaderBytes, 2);  // an unknown state
+  seal(buf);
+  EXPECT_TRUE(testing::fails_with(decode_lease(buf), ErrorKind::kCorruption, {"state 2"}));
+  encode_lease(r, buf);
+  buf[kHeaderBytes + 80 + 10] = 'x';  // past the name's NUL
+  seal(buf);
+  EXPECT_TRUE(testing::fails_with(decode_lease(buf), ErrorKind::kCorruption, {"hostname padding"}));
+}
+
 TEST(SpaceSummary, RoundTrip) {
   SpaceSummaryGrain in;
   in.set(0, true);
