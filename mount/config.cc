@@ -86,6 +86,8 @@ constexpr KeySpec kKeys[] = {
      [](Config& c) -> Field { return &c.coalesce.max_combined_kib; }},
     {"format", "rate_mib_s", KeyType::kInteger, 0, 100000,
      [](Config& c) -> Field { return &c.format.rate_mib_s; }},
+    {"lease", "time_ms", KeyType::kInteger, 1000, 600000,
+     [](Config& c) -> Field { return &c.lease.time_ms; }},
     {"cbt", "history", KeyType::kInteger, 16, 65536,
      [](Config& c) -> Field { return &c.cbt.history; }},
     {"cbt", "text_cache_mib", KeyType::kInteger, 1, 65536,

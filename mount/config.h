@@ -48,6 +48,11 @@ struct FormatConfig {
   uint32_t rate_mib_s = 256;        // [format] rate_mib_s: background formatting, 0 = off (0..100000)
 };
 
+// The datastore's lease (meta/lease.h, vsfs(7) "One writer").
+struct LeaseConfig {
+  uint32_t time_ms = 8000;          // [lease] time_ms: renewed every time_ms / 4 (1000..600000)
+};
+
 struct CbtConfig {
   uint32_t history = 1024;          // [cbt] history: deleted snapshots kept on record (16..65536)
   uint32_t text_cache_mib = 32;     // [cbt] text_cache_mib: .cbt texts kept in memory (1..65536)
@@ -72,6 +77,7 @@ struct Config {
   JournalConfig journal;
   CoalesceConfig coalesce;
   FormatConfig format;
+  LeaseConfig lease;
   CbtConfig cbt;
   SnapshotsConfig snapshots;
   LogConfig log;

@@ -17,7 +17,9 @@
 #include <string>
 
 #include "device/uring_device.h"
+#include "meta/lease.h"
 #include "mount/closing_daemon.h"
+#include "mount/leased.h"
 #include "mount/progress.h"
 #include "util/log.h"
 #include "vsfs/datastore.h"
@@ -120,7 +122,22 @@ int main(int argc, char** argv) {
     if (e.errno_value == EROFS && repair) return cannot_run(e.message + "; check it without repairs (-n)");
     return cannot_run(path + ": " + e.message);
   }
-  auto result = vsfs::fsck(**dev, options);
+  // A repair writes: it takes the datastore's lease, and refuses while anyone renews it
+  // (through another path, or another host). A check only reads: it says who holds it.
+  std::unique_ptr<vsfs::device::Device> device = std::move(dev).value();
+  if (repair) {
+    auto leased = vsfs::mount::take_lease(std::move(device), vsfs::mount::kDefaultLeaseMs,
+                                          [](const std::string& line) { say(line); });
+    if (!leased.ok()) return cannot_run(path + ": " + leased.error().message + "; nothing was written");
+    device = std::move(leased).value();
+  } else if (auto lease = vsfs::meta::read_lease(*device); !lease.ok()) {
+    say("the datastore's lease record does not decode (" + lease.error().message + ")");
+  } else if (lease->state == vsfs::format::LeaseState::kHeld) {
+    say("the datastore's lease is held by " + vsfs::meta::lease_holder_text(*lease) +
+        " (not released: mounted there, or stopped without unmounting); if it still writes "
+        "the datastore, this check sees it changing");
+  }
+  auto result = vsfs::fsck(*device, options);
   if (!result.ok()) return cannot_run(path + ": " + result.error().message);
   const vsfs::FsckReport& r = *result;
 

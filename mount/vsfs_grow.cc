@@ -16,6 +16,7 @@
 #include <string>
 
 #include "device/uring_device.h"
+#include "mount/leased.h"
 #include "mount/mounted.h"
 #include "mount/progress.h"
 #include "mount/size_arg.h"
@@ -105,9 +106,15 @@ int grow_device(const std::string& path, uint64_t size, bool quiet, int progress
     }
     return fail(fmt::format("{}: {}", path, e.message));
   }
+  // It writes: the lease first, as a mount takes it.
+  auto leased = vsfs::mount::take_lease(std::move(dev).value(), vsfs::mount::kDefaultLeaseMs,
+                                        [](const std::string& line) {
+                                          std::fprintf(stderr, "%s: %s\n", kProg, line.c_str());
+                                        });
+  if (!leased.ok()) return fail(fmt::format("{}: {}", path, leased.error().message));
   vsfs::OpenOptions o;
   o.start_background = false;  // nothing to serve: open, grow, close
-  auto ds = vsfs::Datastore::open(std::move(dev).value(), o);
+  auto ds = vsfs::Datastore::open(std::move(leased).value(), o);
   if (!ds.ok()) return fail(fmt::format("{}: {}", path, ds.error().message));
   std::function<void(const vsfs::Progress&)> progress;
   if (progress_fd >= 0) progress = vsfs::programs::ProgressOut(progress_fd, path, kProg, "step");

@@ -25,6 +25,8 @@
 
 #include "device/uring_device.h"
 #include "mount/closing_daemon.h"
+#include "meta/lease.h"
+#include "mount/leased.h"
 #include "mount/progress.h"
 #include "mount/size_arg.h"
 #include "format/format.h"
@@ -287,7 +289,24 @@ int run(const Args& args) {
     remove_created();
     return status;
   }
-  // Refusals first: nothing has been written to an existing device yet.
+  // Refusals first: nothing has been written to an existing device yet. Not even with
+  // -f over a datastore that someone writes now, whatever path they reach it by: its
+  // lease is renewed.
+  if (args.force && !created) {
+    auto found = vsfs::probe_device_contents(*dev);
+    if (!found.ok()) return fail(fmt::format("{}: {}", path, found.error().message));
+    if (!found->empty()) {
+      auto live = vsfs::meta::live_lease_holder(
+          *dev, vsfs::mount::kDefaultLeaseMs,
+          [](const std::string& line) { std::fprintf(stderr, "%s: %s\n", kProg, line.c_str()); });
+      if (!live.ok()) return fail(fmt::format("{}: {}", path, live.error().message));
+      if (live->has_value()) {
+        return fail(fmt::format("{}: the datastore is in use by {}, which renews its lease; "
+                                "nothing was written",
+                                path, vsfs::meta::lease_holder_text(**live)));
+      }
+    }
+  }
   if (!args.force && !created) {
     auto found = vsfs::probe_device_contents(*dev);
     if (!found.ok()) return fail(fmt::format("{}: {}", path, found.error().message));

@@ -44,6 +44,7 @@
 #include "fuse/session.h"
 #include "mount/closing_daemon.h"
 #include "mount/config.h"
+#include "mount/leased.h"
 #include "mount/mounted.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -192,7 +193,18 @@ vsfs::Result<std::unique_ptr<vsfs::device::Device>> open_device(const std::strin
     }
     return vsfs::make_error(e.errno_value, e.kind, "{}: {}", path, e.message);
   }
-  return dev;
+  if (c.read_only) return dev;
+  // One writer, whatever the path to the bytes (another name, a loop device, another
+  // host on a shared LUN): the datastore's lease.
+  auto leased = vsfs::mount::take_lease(std::move(dev).value(), c.lease.time_ms,
+                                        [](const std::string& line) {
+                                          std::fprintf(stderr, "%s: %s\n", kProg, line.c_str());
+                                        });
+  if (!leased.ok()) {
+    const vsfs::Error& e = leased.error();
+    return vsfs::make_error(e.errno_value, e.kind, "{}: {}", path, e.message);
+  }
+  return leased;
 }
 
 std::string datastore_error_line(const std::string& path, const vsfs::Error& e) {

@@ -402,8 +402,10 @@ class Datastore {
 
   // Turns a datastore opened read-write read-only (every change then fails with EROFS,
   // and once this returns the device no longer changes: changes in progress ended, the
-  // journal is checkpointed, background release and formatting pause) or read-write
-  // again. A datastore opened read-only stays so (EROFS when asked for read-write).
+  // journal is checkpointed, background release and formatting pause, the device's lease
+  // is given up: Device::set_writer) or read-write again (the lease taken back first:
+  // kBusy when another writer holds it now). A datastore opened read-only stays so
+  // (EROFS when asked for read-write).
   virtual Result<void> set_read_only(bool read_only) = 0;
 
   // Grows the datastore onto space its device gained (a file, LV or LUN made larger):

@@ -94,6 +94,14 @@ class Device {
   Device& operator=(const Device&) = delete;
 
   virtual uint64_t size_bytes() const = 0;
+  // For a device that guards writes with the datastore's lease (meta::FencedDevice):
+  // false gives the lease up (a datastore turned read-only: reads go on, writes fail with
+  // EROFS), true takes it again, which may wait or fail (kBusy: someone else holds it
+  // now). Other devices have nothing to do.
+  virtual Result<void> set_writer(bool writer) {
+    (void)writer;
+    return ok_result();
+  }
   // Reads the size again (a file, LV or LUN may have grown since open) and returns it;
   // size_bytes() follows a growth, never a shrink. Any thread.
   virtual Result<uint64_t> refresh_size() { return size_bytes(); }

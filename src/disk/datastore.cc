@@ -254,10 +254,6 @@ class DatastoreImpl final : public Datastore {
     return services_.run_step(step);
   }
 
-  // Read-only: changes are refused from now on; those that passed their check first
-  // end, writes waiting for space fail, the releaser and formatter pause, kept times are
-  // written and a checkpoint leaves the journal empty, so that the device no longer
-  // changes. Read-write: changes and the background work go on.
   Result<GrowReport> grow(uint64_t new_bytes,
                           std::function<void(const Progress&)> progress) override {
     std::lock_guard switching(switch_mu_);  // not while turning read-only
@@ -273,6 +269,11 @@ class DatastoreImpl final : public Datastore {
     return GrowReport{g.old_bytes, g.new_bytes, g.region_blocks * kBlockBytes, g.formatted};
   }
 
+  // Read-only: changes are refused from now on; those that passed their check first
+  // end, writes waiting for space fail, the releaser and formatter pause, kept times are
+  // written and a checkpoint leaves the journal empty, so that the device no longer
+  // changes, and the lease is given up. Read-write: the lease is taken again (refused
+  // when someone else holds it now), and changes and the background work go on.
   Result<void> set_read_only(bool read_only) override {
     std::lock_guard switching(switch_mu_);
     if (options_.read_only) {
@@ -283,6 +284,8 @@ class DatastoreImpl final : public Datastore {
     }
     if (closed_) return make_error(EIO, ErrorKind::kState, "the datastore is closed");
     if (!read_only) {
+      // A writer again: the lease first (someone may have taken it meanwhile).
+      if (read_only_) VSFS_TRY(dev_->set_writer(true));
       {
         std::lock_guard lock(ms_->mu());
         read_only_ = false;
@@ -311,7 +314,9 @@ class DatastoreImpl final : public Datastore {
       VSFS_TRY(inodes_.persist_all_times_locked());
     }
     VSFS_TRY(ms_->checkpoint(false));
-    return ms_->commit();  // flushes the checkpoint's last writes (the superblock)
+    VSFS_TRY(ms_->commit());  // flushes the checkpoint's last writes (the superblock)
+    // Not a writer any more: the lease goes, so that another mount may take it.
+    return dev_->set_writer(false);
   }
 
  private:

@@ -68,10 +68,21 @@ bool same_host(const LeaseRecord& a, const LeaseRecord& b) {
          a.machine_id != std::array<uint8_t, 16>{};
 }
 
+// Whether process `pid` of this pid namespace has exited (a zombie waiting for its
+// parent has: it runs no code and its IO has ended).
+bool process_gone(pid_t pid) {
+  if (::kill(pid, 0) != 0) return errno == ESRCH;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return true;
+  const size_t close = line.rfind(')');  // the command may hold spaces and parentheses
+  return close != std::string::npos && close + 2 < line.size() &&
+         (line[close + 2] == 'Z' || line[close + 2] == 'X');
+}
+
 // On this host and its process is gone: certainly not writing.
 bool holder_gone(const LeaseRecord& r, const LeaseRecord& self) {
-  return same_host(r, self) && r.pid != self.pid && ::kill(static_cast<pid_t>(r.pid), 0) != 0 &&
-         errno == ESRCH;
+  return same_host(r, self) && r.pid != self.pid && process_gone(static_cast<pid_t>(r.pid));
 }
 
 Result<void> write_lease(device::Device& dev, const LeaseRecord& r) {
@@ -86,7 +97,7 @@ Error busy(const std::string& what) { return make_error(EBUSY, ErrorKind::kBusy,
 std::string heartbeat_age(const LeaseRecord& r) {
   const uint64_t now = realtime_ns();
   if (r.renewed_ns == 0 || r.renewed_ns > now) return "";
-  return fmt::format("; its last heartbeat {:.1f} s ago", (now - r.renewed_ns) / 1e9);
+  return fmt::format(" (last heartbeat {:.1f} s ago by its clock)", (now - r.renewed_ns) / 1e9);
 }
 
 // Watches a held lease for its lease time (at least `lease_ms`). Returns the record
@@ -146,7 +157,7 @@ Result<std::unique_ptr<Lease>> Lease::acquire(device::Device& dev, const LeaseOp
     } else {
       VSFS_ASSIGN_OR_RETURN(auto moved, watch(dev, found, o.lease_ms, o.say));
       if (moved && moved->state == LeaseState::kHeld) {
-        return busy(fmt::format("the datastore is in use by {}: its lease's heartbeat advances{}",
+        return busy(fmt::format("the datastore is in use by {}, which renews its lease{}",
                                 lease_holder_text(*moved), heartbeat_age(*moved)));
       }
       if (!moved) {
@@ -290,43 +301,83 @@ Result<void> Lease::release() {
 // ---- FencedDevice ----
 
 FencedDevice::~FencedDevice() {
-  if (auto r = lease_->release(); !r.ok() && lease_->lost_reason() != "released") {
-    VSFS_LOG_WARN("lease: not released: {}", r.error().message);
+  std::shared_ptr<Lease> lease;
+  {
+    std::lock_guard lock(lease_mu_);
+    lease = std::move(lease_);
   }
+  if (!lease) return;
+  if (auto r = lease->release(); !r.ok()) VSFS_LOG_WARN("lease: not released: {}", r.error().message);
 }
 
-bool FencedDevice::may_do_io() {
-  if (lease_->valid()) return true;
+Result<void> FencedDevice::set_writer(bool writer) {
+  std::shared_ptr<Lease> lease;
+  {
+    std::lock_guard lock(lease_mu_);
+    lease = lease_;
+  }
+  if (writer) {
+    if (lease && lease->valid()) return ok_result();
+    VSFS_ASSIGN_OR_RETURN(auto taken, Lease::acquire(*base_, options_));
+    std::lock_guard lock(lease_mu_);
+    lease_ = std::move(taken);
+    told_ = false;
+    return ok_result();
+  }
+  if (!lease) return ok_result();
+  {
+    std::lock_guard lock(lease_mu_);
+    lease_.reset();
+  }
+  return lease->release();
+}
+
+int FencedDevice::refusal(device::OpKind kind) {
+  std::shared_ptr<Lease> lease;
+  {
+    std::lock_guard lock(lease_mu_);
+    lease = lease_;
+  }
+  const bool changes = kind != device::OpKind::kRead && kind != device::OpKind::kFlush;
+  if (!lease) return changes ? -EROFS : 0;
+  if (lease->valid()) return 0;
   if (!told_.exchange(true)) {
-    const std::string why = lease_->lost_reason();
+    const std::string why = lease->lost_reason();
     VSFS_LOG_ERROR("lost the datastore's lease ({}): every IO fails with EIO from now on",
                    why.empty() ? "it expired" : why);
   }
-  return false;
+  return -EIO;
 }
 
 void FencedDevice::submit(std::span<device::IoRequest> requests) {
-  if (may_do_io()) {
+  bool all = true;
+  for (const auto& r : requests) all = all && refusal(r.kind) == 0;
+  if (all) {
     base_->submit(requests);
     return;
   }
-  // Each request becomes a flush of the device below (it writes nothing) whose
-  // completion reports EIO, so that completions still come the usual way.
+  // A refused request becomes a flush of the device below (it writes nothing) whose
+  // completion reports the refusal, so that completions still come the usual way.
   for (auto& r : requests) {
+    const int refused = refusal(r.kind);
+    if (refused == 0) {
+      base_->submit_one(std::move(r));
+      continue;
+    }
     fenced_.fetch_add(1);
     device::IoRequest f;
     f.kind = device::OpKind::kFlush;
-    f.done = [done = std::move(r.done)](int64_t) {
-      if (done) done(-EIO);
+    f.done = [done = std::move(r.done), refused](int64_t) {
+      if (done) done(refused);
     };
     base_->submit_one(std::move(f));
   }
 }
 
 int64_t FencedDevice::execute_inline(const device::IoRequest& r) {
-  if (!may_do_io()) {
+  if (const int refused = refusal(r.kind); refused != 0) {
     fenced_.fetch_add(1);
-    return -EIO;
+    return refused;
   }
   return base_->execute_inline(r);
 }

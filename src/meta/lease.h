@@ -108,11 +108,16 @@ class Lease {
 // A device that fails every IO with EIO once its lease is no longer valid (self-fencing),
 // and releases the lease when it is destroyed (after the datastore above it closed).
 // Everything else is forwarded to the device it owns.
+// set_writer(false) releases the lease (reads go on, writes fail with EROFS) and
+// set_writer(true) takes it again with the same options.
 class FencedDevice final : public device::Device {
  public:
-  FencedDevice(std::unique_ptr<device::Device> base, std::unique_ptr<Lease> lease)
-      : base_(std::move(base)), lease_(std::move(lease)) {}
+  FencedDevice(std::unique_ptr<device::Device> base, std::unique_ptr<Lease> lease,
+               const LeaseOptions& options)
+      : base_(std::move(base)), lease_(std::move(lease)), options_(options) {}
   ~FencedDevice() override;
+
+  Result<void> set_writer(bool writer) override;
 
   uint64_t size_bytes() const override { return base_->size_bytes(); }
   Result<uint64_t> refresh_size() override { return base_->refresh_size(); }
@@ -135,13 +140,16 @@ class FencedDevice final : public device::Device {
     base_->submit_command(std::move(command));
   }
 
-  Lease& lease() { return *lease_; }
+  // 0, or the error every request of `kind` gets now (logs a loss once).
+  int refusal(device::OpKind kind);
 
  private:
-  bool may_do_io();  // logs the loss once
-
   std::unique_ptr<device::Device> base_;
-  std::unique_ptr<Lease> lease_;
+  // Null while released (set_writer(false)). Swapped only by set_writer, which runs when
+  // the datastore above issues no IO (turned read-only, or about to turn read-write).
+  std::shared_ptr<Lease> lease_;
+  mutable std::mutex lease_mu_;
+  const LeaseOptions options_;
   std::atomic<bool> told_{false};
   std::atomic<uint64_t> fenced_{0};  // IOs failed for want of the lease
 };

@@ -124,6 +124,9 @@ Result<std::unique_ptr<MetaStore>> MetaStore::open(device::Device& dev,
   if (!options.read_only) {
     sb.state &= ~format::kStateClean;
     if (options.mark_mounted) sb.state |= format::kStateMounted;
+    // Every vsfs that writes a datastore holds its lease from now on (vsfs-format(5)):
+    // an older vsfs, which would write without it, may only read.
+    sb.ro_compat |= format::kRoCompatLease;
     ++sb.mount_count;
     lifetime_mount.unclean_mounts = crashed ? 1 : 0;
     sb.lifetime = lifetime_at_open + lifetime_mount;

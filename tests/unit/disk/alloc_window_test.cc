@@ -124,8 +124,10 @@ TEST(AllocWindow, DatastoreWithoutTheWindow) {
   EXPECT_TRUE(fixed->problems.empty());
   auto sb = meta::read_superblock(*raw);
   ASSERT_TRUE(sb.ok());
-  // The space summary too: the old datastore's block table region has room for it.
-  EXPECT_EQ(sb->ro_compat, format::kRoCompatAllocWindow | format::kRoCompatSpaceSummary);
+  // The space summary too: the old datastore's block table region has room for it (and
+  // the lease bit, which the mounts above set).
+  EXPECT_EQ(sb->ro_compat, format::kRoCompatAllocWindow | format::kRoCompatSpaceSummary |
+                               format::kRoCompatLease);
   auto again = std::move(Datastore::open(std::make_unique<BorrowedDevice>(*raw), quiet())).value();
   EXPECT_TRUE(again->stats().space.alloc_window);
   ASSERT_TRUE(again->close().ok());

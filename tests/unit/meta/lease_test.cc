@@ -215,7 +215,7 @@ TEST(Lease, AFrozenHolderIsFencedBeforeTheTakerWrites) {
     auto a = Lease::acquire(*gate, quick());
     ASSERT_TRUE(a.ok());
     Lease* a_lease = a->get();
-    FencedDevice fenced(std::move(gate_owned), std::move(a).value());
+    FencedDevice fenced(std::move(gate_owned), std::move(a).value(), quick());
     AlignedBuffer buf(kGrainBytes);
     std::memset(buf.data(), 0xa1, kGrainBytes);
     ASSERT_TRUE(device::write_sync(fenced, 100 * kGrainBytes, buf.data(), kGrainBytes).ok());

@@ -71,6 +71,7 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.coalesce.hold_us_max, b.coalesce.hold_us_max);
   EXPECT_EQ(a.coalesce.max_combined_kib, b.coalesce.max_combined_kib);
   EXPECT_EQ(a.format.rate_mib_s, b.format.rate_mib_s);
+  EXPECT_EQ(a.lease.time_ms, b.lease.time_ms);
   EXPECT_EQ(a.cbt.history, b.cbt.history);
   EXPECT_EQ(a.cbt.text_cache_mib, b.cbt.text_cache_mib);
   EXPECT_EQ(a.snapshots.takers, b.snapshots.takers);
