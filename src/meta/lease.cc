@@ -92,6 +92,13 @@ Result<void> write_lease(device::Device& dev, const LeaseRecord& r) {
   return device::flush_sync(dev);
 }
 
+// How long after a successful renewal was issued its holder may write. A taker writes
+// no sooner than the lease time and a quarter after its claim, which came at least the
+// lease time and a quarter after the last renewal it saw move the counter; a renewal that
+// landed just after that (unseen) is found overwritten at the holder's next one. Three
+// quarters of the lease time leaves room for renewals slowed by a loaded device.
+int64_t valid_window(uint32_t lease_ms) { return int64_t{lease_ms} * 3 / 4; }
+
 Error busy(const std::string& what) { return make_error(EBUSY, ErrorKind::kBusy, "{}", what); }
 
 std::string heartbeat_age(const LeaseRecord& r) {
@@ -197,7 +204,7 @@ Result<std::unique_ptr<Lease>> Lease::acquire(device::Device& dev, const LeaseOp
     last_ok = issued;
     if (confirmed) break;
   }
-  std::unique_ptr<Lease> lease(new Lease(dev, o, mine, previous, last_ok + o.lease_ms / 2));
+  std::unique_ptr<Lease> lease(new Lease(dev, o, mine, previous, last_ok + valid_window(o.lease_ms)));
   lease->thread_ = std::thread([l = lease.get()] { l->run(); });
   return lease;
 }
@@ -262,7 +269,7 @@ void Lease::run() {
       } else {
         // Only forward, and never once lost.
         int64_t was = until;
-        const int64_t want = issued + options_.lease_ms / 2;
+        const int64_t want = issued + valid_window(options_.lease_ms);
         while (was != 0 && was < want &&
                !valid_until_ms_.compare_exchange_weak(was, want, std::memory_order_acq_rel)) {
         }

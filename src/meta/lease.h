@@ -12,7 +12,7 @@
 // process is gone is stale at once (the same machine, boot and pid namespace).
 //
 // Self-fencing: the holder may write only while its last successful renewal, counted
-// from when it was issued, is younger than half the lease time. A renewal that fails or
+// from when it was issued, is younger than three quarters of the lease time. A renewal that fails or
 // comes late, or finds another holder's record, ends the lease for good: FencedDevice
 // fails every IO with EIO from then on, and says why once. A taker waits at least the
 // lease time and a quarter after its claim, so a holder that was frozen (SIGSTOP, a VM
@@ -44,7 +44,7 @@
 namespace vsfs::meta {
 
 struct LeaseOptions {
-  uint32_t lease_ms = 8000;  // renewed every lease_ms / 4; writes stop past lease_ms / 2
+  uint32_t lease_ms = 8000;  // renewed every lease_ms / 4; writes stop past 3/4 of it
   uint32_t settle_ms = 250;  // after claiming a free lease, before reading it back
   // One line when taking the lease makes the caller wait (watching a holder, waiting
   // out a stale one). May be empty.
