@@ -5,6 +5,8 @@
 // the IO inline instead.
 #include "device/device.h"
 
+#include <algorithm>
+
 #include <cstring>
 #include <future>
 
@@ -102,6 +104,19 @@ Result<void> discard_sync(Device& dev, uint64_t offset_bytes, uint64_t length_by
 
 Result<void> write_zeroes_sync(Device& dev, uint64_t offset_bytes, uint64_t length_bytes) {
   return run_sync(dev, OpKind::kWriteZeroes, offset_bytes, nullptr, length_bytes);
+}
+
+Result<void> zero_range(Device& dev, uint64_t offset_bytes, uint64_t length_bytes, bool discard,
+                        const std::function<void(uint64_t done)>& progress) {
+  constexpr uint64_t kChunk = 1ull << 30;
+  for (uint64_t done = 0; done < length_bytes;) {
+    const uint64_t n = std::min(kChunk, length_bytes - done);
+    VSFS_TRY(discard ? discard_sync(dev, offset_bytes + done, n)
+                     : write_zeroes_sync(dev, offset_bytes + done, n));
+    done += n;
+    if (progress) progress(done);
+  }
+  return ok_result();
 }
 
 Result<void> allocate_now(Device& dev, uint64_t offset_bytes, uint64_t length_bytes) {

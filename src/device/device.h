@@ -167,6 +167,11 @@ Result<void> read_now(Device& dev, uint64_t offset_bytes, void* buf, uint64_t le
 Result<void> flush_sync(Device& dev);
 Result<void> discard_sync(Device& dev, uint64_t offset_bytes, uint64_t length_bytes);
 Result<void> write_zeroes_sync(Device& dev, uint64_t offset_bytes, uint64_t length_bytes);
+// Zeros [offset, +length) in chunks of 1 GiB: discards when `discard` (a device that reads
+// discarded space as zeros), else write-zeroes. `progress` (may be empty) hears the bytes
+// done so far after each chunk. For large ranges (mkfs, a growth).
+Result<void> zero_range(Device& dev, uint64_t offset_bytes, uint64_t length_bytes, bool discard,
+                        const std::function<void(uint64_t done)>& progress);
 // kAllocate, run now on the calling thread (execute_inline): for callers that hold a
 // lock no completion may need.
 Result<void> allocate_now(Device& dev, uint64_t offset_bytes, uint64_t length_bytes);

@@ -96,17 +96,12 @@ Result<MetaStore::Grown> MetaStore::grow(
   // Step 1: the added space, prepared where nothing points yet.
   const uint64_t zero_bytes =
       region_blocks * kBlockBytes + (formatted ? (new_total - region_end) * kBlockBytes : 0);
-  uint64_t zeroed = 0;
+  uint64_t zeroed = 0;  // by the ranges before
   auto zero = [&](uint64_t offset, uint64_t length, bool discard) -> Result<void> {
-    constexpr uint64_t kChunk = 1ull << 30;
-    for (uint64_t done = 0; done < length;) {
-      const uint64_t n = std::min(kChunk, length - done);
-      VSFS_TRY(discard ? device::discard_sync(dev_, offset + done, n)
-                       : device::write_zeroes_sync(dev_, offset + done, n));
-      done += n;
-      zeroed += n;
-      if (progress) progress(zeroed, zero_bytes);
-    }
+    VSFS_TRY(device::zero_range(dev_, offset, length, discard, [&](uint64_t done) {
+      if (progress) progress(zeroed + done, zero_bytes);
+    }));
+    zeroed += length;
     return ok_result();
   };
   if (progress) progress(0, zero_bytes);

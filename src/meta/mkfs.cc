@@ -55,18 +55,11 @@ Result<void> mkfs(device::Device& dev, const MkfsOptions& options) {
     if (options.progress) options.progress(Progress{step, kSteps, kStepNames[step], done, total});
   };
   // Zeros: a discard where the device reads discarded space as zeros (a hole punched
-  // in a file costs no space), else write-zeroes; in chunks of 1 GiB.
+  // in a file costs no space), else write-zeroes.
   auto zero = [&](int step, uint64_t offset, uint64_t length, bool discard) -> Result<void> {
-    constexpr uint64_t kChunk = 1ull << 30;
     report(step, 0, length);
-    for (uint64_t done = 0; done < length;) {
-      const uint64_t n = std::min(kChunk, length - done);
-      VSFS_TRY(discard ? device::discard_sync(dev, offset + done, n)
-                       : device::write_zeroes_sync(dev, offset + done, n));
-      done += n;
-      report(step, done, length);
-    }
-    return ok_result();
+    return device::zero_range(dev, offset, length, discard,
+                              [&](uint64_t done) { report(step, done, length); });
   };
   // Old superblocks go first, so an interrupted mkfs never leaves a valid-looking mix.
   VSFS_TRY(zero(kOldSuperblocks, 0, kBlockBytes, data_zeroed));
