@@ -43,10 +43,12 @@
 
 #include <algorithm>
 #include <bitset>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <tuple>
@@ -93,6 +95,9 @@ class OverlayDevice final : public device::Device {
   // Everything runs inline on the caller's thread already.
   bool in_completion_context() const override { return false; }
   int64_t execute_inline(const device::IoRequest& r) override { return run(r); }
+
+  // Whether grain `g` was written here (else a read of it reads the base device).
+  bool holds(uint64_t g) const { return grains_.count(g) != 0; }
 
   void submit(std::span<device::IoRequest> requests) override {
     for (auto& r : requests) {
@@ -287,7 +292,19 @@ class Checker {
   }
 
   Result<void> read_grain(uint64_t grain, AlignedBuffer& buf) {
+    if (auto it = prefetched_.find(grain); it != prefetched_.end()) {
+      std::memcpy(buf.data(), it->second.data(), kGrainBytes);
+      prefetched_.erase(it);
+      return ok_result();
+    }
     return device::read_sync(io(), grain * kGrainBytes, buf.data(), kGrainBytes);
+  }
+  // Reads these grains of the data area all at once, for read_grain to take: the walk
+  // fetches a node's children together rather than waiting for each in turn. A read
+  // that fails is left for read_grain to do again and report.
+  void prefetch(const std::vector<uint64_t>& wanted);
+  void drop_prefetched(const std::vector<uint64_t>& grains) {
+    for (uint64_t g : grains) prefetched_.erase(g);
   }
   Result<void> write_grain(uint64_t grain, const AlignedBuffer& buf) {
     return device::write_sync(real_, grain * kGrainBytes, buf.data(), kGrainBytes);
@@ -359,6 +376,9 @@ class Checker {
   device::Device& real_;
   FsckOptions options_;
   OverlayDevice overlay_;
+  // Grains read ahead by prefetch(): at most a node's children for each level of the
+  // path the walk is on.
+  std::unordered_map<uint64_t, AlignedBuffer> prefetched_;
   FsckReport report_;
   FsckProgress progress_;
   std::vector<Problem> problems_;
@@ -482,6 +502,52 @@ class Checker {
   // The memory the structures above hold per block and per grain, for FsckReport.
   uint64_t tracked_bytes() const;
 };
+
+void Checker::prefetch(const std::vector<uint64_t>& wanted) {
+  // The overlay reads one grain at a time: the grains it does not hold come from the
+  // device underneath, which takes them all at once.
+  device::Device& dev = real_;
+  std::vector<uint64_t> grains;
+  for (uint64_t g : wanted) {
+    if (options_.repair || !overlay_.holds(g)) grains.push_back(g);
+  }
+  // A device whose completions run only when its caller drives them reads one by one.
+  if (grains.size() < 2 || dev.in_completion_context()) return;
+  struct Read {
+    AlignedBuffer buf{kGrainBytes, false};
+    iovec iov{};
+    int64_t result = -EIO;
+  };
+  std::vector<Read> reads(grains.size());
+  std::vector<device::IoRequest> requests(grains.size());
+  std::mutex mu;
+  std::condition_variable all_done;
+  size_t left = grains.size();
+  for (size_t i = 0; i < grains.size(); ++i) {
+    reads[i].iov = iovec{reads[i].buf.data(), kGrainBytes};
+    device::IoRequest& r = requests[i];
+    r.kind = device::OpKind::kRead;
+    r.offset_bytes = grains[i] * kGrainBytes;
+    r.length_bytes = kGrainBytes;
+    r.iov = &reads[i].iov;
+    r.iovcnt = 1;
+    r.done = [&, i](int64_t result) {
+      std::lock_guard lock(mu);
+      reads[i].result = result;
+      if (--left == 0) all_done.notify_all();
+    };
+  }
+  dev.submit(requests);
+  {
+    std::unique_lock lock(mu);
+    all_done.wait(lock, [&] { return left == 0; });
+  }
+  for (size_t i = 0; i < grains.size(); ++i) {
+    if (reads[i].result == static_cast<int64_t>(kGrainBytes)) {
+      prefetched_.insert_or_assign(grains[i], std::move(reads[i].buf));
+    }
+  }
+}
 
 // ---- pass 1: superblock --------------------------------------------------------------
 
@@ -681,6 +747,16 @@ Result<NodeMemo> Checker::map_node(uint64_t grain, int level, TreeKind kind, uin
   }
   if (count) tick(++report_.tree_nodes);
   const uint64_t span = pow_fanout(static_cast<unsigned>(level));  // map indexes per slot
+  std::vector<uint64_t> ahead;  // the children this visit will read
+  if (level > 0) {
+    for (const Slot& s : node.slots) {
+      if (s.state != SlotState::kMapped || !in_data_area(s.grain)) continue;
+      if (memo_.count(s.grain) == 0 || (live != nullptr && kind == TreeKind::kDirMap)) {
+        ahead.push_back(s.grain);
+      }
+    }
+    prefetch(ahead);
+  }
   for (size_t i = 0; i < kTreeFanout; ++i) {
     const Slot& s = node.slots[i];
     memo.max_stamp = std::max(memo.max_stamp, s.stamp);
@@ -788,6 +864,7 @@ Result<NodeMemo> Checker::map_node(uint64_t grain, int level, TreeKind kind, uin
     if (child.mapped > 0) memo.extent = i * span + child.extent;
     memo.complete = memo.complete && child.complete;
   }
+  drop_prefetched(ahead);
   return memo;
 }
 
@@ -972,6 +1049,12 @@ Result<NodeMemo> Checker::inode_node(uint64_t grain, int level, uint64_t base_le
   }
   if (count) tick(++report_.tree_nodes);
   const uint64_t span = pow_fanout(static_cast<unsigned>(level - 1));  // leaves per slot
+  std::vector<uint64_t> ahead;  // the children this visit will read
+  for (const Slot& s : node.slots) {
+    if (s.state != SlotState::kMapped || !in_data_area(s.grain)) continue;
+    if (memo_.count(s.grain) == 0 || live) ahead.push_back(s.grain);
+  }
+  prefetch(ahead);
   for (size_t i = 0; i < kTreeFanout; ++i) {
     const Slot& s = node.slots[i];
     memo.max_stamp = std::max(memo.max_stamp, s.stamp);
@@ -1020,6 +1103,7 @@ Result<NodeMemo> Checker::inode_node(uint64_t grain, int level, uint64_t base_le
     }
     memo.complete = memo.complete && child.complete;
   }
+  drop_prefetched(ahead);
   return memo;
 }
 
