@@ -33,7 +33,8 @@
 // where a grain of the block is metadata, a byte per grain for its role; an exact count
 // per grain referenced more than once. Per block-table grain describing anything but
 // fresh space: its 504 entries. Per block-table grain of the device: four bits. Besides
-// those, the tree nodes, live inodes and directory entries. What is read: the summary,
+// those, the tree nodes, live inodes and directory entries, and the children of the
+// nodes on the path the walk is on, read ahead together. What is read: the summary,
 // the block-table and refcount-table grains of the space in use, and of a sample of the
 // free space capped at kZeroSampleMax blocks (see pass 4); the whole tables only
 // without a summary or with full_zero_check. Threading: fsck runs on the calling thread
