@@ -481,6 +481,13 @@ struct FsckReport {
   std::vector<std::string> repairs;    // what was repaired
   uint64_t inodes = 0, files = 0, dirs = 0, tree_nodes = 0, data_grains = 0;
   bool replayed_journal = false;
+  // What the check cost, which follows the metadata in use, not the device's size:
+  // block-table and refcount-table grains read, formatted free blocks read for the zero
+  // check, storage blocks whose grains the walk referenced, and the bytes of fsck's
+  // per-block and per-grain bookkeeping (an estimate; the trees, inodes and directory
+  // entries it also holds are not counted).
+  uint64_t table_grains_read = 0, refcount_grains_read = 0, blocks_zero_checked = 0;
+  uint64_t blocks_tracked = 0, tracked_bytes = 0;
 };
 // Checks (and with repair, repairs) the datastore on `dev`, which must not be open.
 Result<FsckReport> fsck(device::Device& dev, const FsckOptions& options);

@@ -12,9 +12,14 @@
 //   3. a walk of everything reachable (inode table, every inode's map, directory blocks,
 //      the release list and the trees it holds) counting references per grain and
 //      recording what each grain is used as;
-//   4. the reference count table and the block table against those counts;
-//   5. the namespace (entries, link counts, parents, reachability, sizes);
-//   6. with repair, what can be repaired safely is rewritten at its home and flushed.
+//   4. the block table, where the space summary says it describes space in use and
+//      where the walk found references, and the summary against it;
+//   5. the reference count table of those blocks, and the block table, against the
+//      counts found;
+//   6. formatted free blocks read as zeros: a bounded sample, the allocation window
+//      after a crash, or every one;
+//   7. the namespace (entries, link counts, parents, reachability, sizes);
+//   8. with repair, what can be repaired safely is rewritten at its home and flushed.
 //
 // Reference counting: a tree node, directory block, inode leaf or release-list block
 // gets one reference per parent slot (or root pointer, or release entry) that names it;
@@ -23,16 +28,28 @@
 // only repaired when the walk was complete: an unreadable node hides references, and
 // lowering counts to what was seen would free grains still in use.
 //
-// Memory: three bytes per grain of the device (counted references and role), plus the
-// tree nodes, live inodes and directory entries. Threading: fsck runs on the calling
-// thread and does blocking IO; the device must not be in use by anyone else.
+// Memory and time follow the metadata in use, not the size of the device. Per storage
+// block the walk reached: two bits per grain (referenced once, more than once) and,
+// where a grain of the block is metadata, a byte per grain for its role; an exact count
+// per grain referenced more than once. Per block-table grain describing anything but
+// fresh space: its 504 entries. Per block-table grain of the device: four bits. Besides
+// those, the tree nodes, live inodes and directory entries, and the children of the
+// nodes on the path the walk is on, read ahead together. What is read: the summary,
+// the block-table and refcount-table grains of the space in use, and of a sample of the
+// free space capped at kZeroSampleMax blocks (see pass 4); the whole tables only
+// without a summary or with full_zero_check. Threading: fsck runs on the calling thread
+// and does blocking IO; the device must not be in use by anyone else.
 #include <dirent.h>
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <bitset>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <tuple>
@@ -79,6 +96,9 @@ class OverlayDevice final : public device::Device {
   // Everything runs inline on the caller's thread already.
   bool in_completion_context() const override { return false; }
   int64_t execute_inline(const device::IoRequest& r) override { return run(r); }
+
+  // Whether grain `g` was written here (else a read of it reads the base device).
+  bool holds(uint64_t g) const { return grains_.count(g) != 0; }
 
   void submit(std::span<device::IoRequest> requests) override {
     for (auto& r : requests) {
@@ -166,10 +186,8 @@ uint64_t pow_fanout(unsigned e) {
 }
 
 bool all_zero(const uint8_t* p, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    if (p[i] != 0) return false;
-  }
-  return true;
+  // Each byte equal to the next and the first zero: memcmp's wide loads do the work.
+  return n == 0 || (p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0);
 }
 
 // What a grain was found to be used as. Metadata roles are the BlockType values.
@@ -275,7 +293,19 @@ class Checker {
   }
 
   Result<void> read_grain(uint64_t grain, AlignedBuffer& buf) {
+    if (auto it = prefetched_.find(grain); it != prefetched_.end()) {
+      std::memcpy(buf.data(), it->second.data(), kGrainBytes);
+      prefetched_.erase(it);
+      return ok_result();
+    }
     return device::read_sync(io(), grain * kGrainBytes, buf.data(), kGrainBytes);
+  }
+  // Reads these grains of the data area all at once, for read_grain to take: the walk
+  // fetches a node's children together rather than waiting for each in turn. A read
+  // that fails is left for read_grain to do again and report.
+  void prefetch(const std::vector<uint64_t>& wanted);
+  void drop_prefetched(const std::vector<uint64_t>& grains) {
+    for (uint64_t g : grains) prefetched_.erase(g);
   }
   Result<void> write_grain(uint64_t grain, const AlignedBuffer& buf) {
     return device::write_sync(real_, grain * kGrainBytes, buf.data(), kGrainBytes);
@@ -286,11 +316,16 @@ class Checker {
   Result<void> load_superblock();
   Result<void> replay_journal();
   Result<void> walk();
+  Result<void> read_space_summary();
+  Result<void> read_block_table();
+  // Reads the block-table grains of these groups (sorted, distinct), keeping what
+  // is not fresh.
+  Result<void> read_groups(const std::vector<uint64_t>& groups);
   Result<void> check_refcounts();
-  Result<void> check_block_table();
+  void check_blocks();
   Result<void> check_namespace();
   Result<void> zero_check();
-  Result<void> check_space_summary();
+  void check_space_summary();
   Result<void> repair_block_table();
   Result<void> repair_inodes();
   // Writes the space summary from grain_in_use_ (every grain of it).
@@ -319,9 +354,32 @@ class Checker {
     return grain >= data_start_grain_ && grain < total_grains_;
   }
 
+  // Where the tables live. Every address of a block-table, refcount-table or summary
+  // grain is computed here, and every multi-grain read of them goes through
+  // read_indexed(), so a datastore whose tables are not one run each needs only these.
+  uint64_t table_grain(uint64_t i) const { return sb_.block_table_start_grain + i; }
+  uint64_t refcount_grain(uint64_t i) const { return sb_.refcount_start_grain + i; }
+  uint64_t summary_grain(uint64_t k) const { return format::space_summary_start(sb_) + k; }
+  uint64_t table_grains() const { return sb_.block_table_grains; }
+  uint64_t refcount_grains() const { return sb_.refcount_grains; }
+  bool fixed_block(uint64_t b) const { return b < sb_.first_data_block; }
+  static uint64_t group_of(uint64_t b) { return b / format::kBlocksPerTableGrain; }
+  // The refcount-table grains holding the counts of block b's grains.
+  static std::pair<uint64_t, uint64_t> refcount_grains_of(uint64_t b) {
+    return {b * kGrainsPerBlock / kGrainsPerRefcountGrain,
+            ((b + 1) * kGrainsPerBlock - 1) / kGrainsPerRefcountGrain};
+  }
+  // Reads the grains where(i) for the sorted, distinct indexes, as few large reads as
+  // their adjacency allows, and hands each to visit(i, bytes).
+  template <typename Where, typename Visit>
+  Result<void> read_indexed(const std::vector<uint64_t>& indexes, Where where, Visit visit);
+
   device::Device& real_;
   FsckOptions options_;
   OverlayDevice overlay_;
+  // Grains read ahead by prefetch(): at most a node's children for each level of the
+  // path the walk is on.
+  std::unordered_map<uint64_t, AlignedBuffer> prefetched_;
   FsckReport report_;
   FsckProgress progress_;
   std::vector<Problem> problems_;
@@ -332,9 +390,50 @@ class Checker {
   uint64_t total_grains_ = 0;
   uint64_t data_start_grain_ = 0;
 
-  std::vector<uint16_t> refs_;   // references counted, saturating at UINT16_MAX
-  std::vector<uint8_t> role_;    // kRole* or BlockType
-  std::unordered_set<uint64_t> refs_overflow_;
+  // References found by the walk, only for the storage blocks it reached: which grains
+  // are referenced once, which more (their counts in multi_), and, once a grain of the
+  // block is referenced as metadata, the role of each (data grains need none).
+  struct BlockRefs {
+    std::bitset<kGrainsPerBlock> once;
+    std::bitset<kGrainsPerBlock> more;
+    std::unique_ptr<std::array<uint8_t, kGrainsPerBlock>> roles;  // kRole* or BlockType
+  };
+  std::unordered_map<uint64_t, BlockRefs> refs_;   // by storage block
+  std::unordered_map<uint64_t, uint32_t> multi_;   // grain -> references, when 2 or more
+  uint64_t role_arrays_ = 0;
+  const BlockRefs* refs_of(uint64_t b) const {
+    auto it = refs_.find(b);
+    return it == refs_.end() ? nullptr : &it->second;
+  }
+  uint32_t refs(uint64_t grain) const {
+    const BlockRefs* r = refs_of(grain / kGrainsPerBlock);
+    if (r == nullptr) return 0;
+    const size_t i = grain % kGrainsPerBlock;
+    if (r->once[i]) return 1;
+    if (!r->more[i]) return 0;
+    return multi_.at(grain);
+  }
+  static uint8_t role_in(const BlockRefs& r, size_t i) {
+    if (!r.once[i] && !r.more[i]) return kRoleNone;
+    return r.roles ? (*r.roles)[i] : kRoleData;
+  }
+  // Referenced grains of block b: all, as data, as metadata.
+  struct BlockUse {
+    uint64_t referenced = 0, data = 0, meta = 0;
+  };
+  BlockUse use_of(uint64_t b) const {
+    BlockUse u;
+    const BlockRefs* r = refs_of(b);
+    if (r == nullptr) return u;
+    for (size_t i = 0; i < kGrainsPerBlock; ++i) {
+      const uint8_t role = role_in(*r, i);
+      if (role == kRoleNone) continue;
+      ++u.referenced;
+      ++(role == kRoleData ? u.data : u.meta);
+    }
+    return u;
+  }
+
   std::unordered_map<uint64_t, NodeMemo> memo_;
   std::map<uint64_t, LiveInode> live_;            // the live inode table, by inode number
   std::unordered_map<uint64_t, format::DirBlock> dir_blocks_;  // live directories' blocks
@@ -349,26 +448,107 @@ class Checker {
     return false;
   }
 
-  // Block table and refcount table as found.
-  std::vector<format::BlockEntry> blocks_;
-  std::vector<bool> block_grain_ok_;       // per block-table grain: decoded
+  // The block table as found. A group is the blocks one table grain describes. Only the
+  // groups that hold an entry other than a fresh datastore's (reserved in the fixed
+  // regions, formatted free with no grain in use elsewhere) are kept; a group read and
+  // not kept, or not read at all (its summary bit clear), reads as that.
+  using GroupEntries = std::array<format::BlockEntry, format::kBlocksPerTableGrain>;
+  std::unordered_map<uint64_t, GroupEntries> groups_;
+  format::BlockEntry pristine(uint64_t b) const {
+    return b < sb_.total_blocks && fixed_block(b) ? format::BlockEntry{BlockState::kReserved, 0}
+                                                  : format::BlockEntry{};
+  }
+  format::BlockEntry entry(uint64_t b) const {
+    auto it = groups_.find(group_of(b));
+    return it == groups_.end() ? pristine(b) : it->second[b % format::kBlocksPerTableGrain];
+  }
+  std::vector<bool> summary_bit_;          // per block-table grain, as the summary says
+  std::vector<bool> summary_ok_;           // per summary grain: decoded
+  uint64_t summary_wrong_ = 0;             // bits set past the last block-table grain
+  uint64_t summary_first_wrong_ = 0;
+  std::vector<bool> table_read_;           // per block-table grain: read
+  std::vector<bool> block_grain_ok_;       // per block-table grain: decoded (or not read)
+  std::vector<uint64_t> bad_groups_;       // block-table grains that did not decode
   // Per block-table grain: describes a block not formatted free (what its bit in the
-  // space summary must say); after repairs, as repaired.
+  // space summary must say); for a grain not read, what the summary says; after
+  // repairs, as repaired.
   std::vector<bool> grain_in_use_;
-  std::vector<uint16_t> table_used_;       // per block: grains with nonzero table refcount
-  std::vector<bool> refcount_grain_ok_;    // per refcount-table grain: decoded (or all zero)
+  // Formatted free blocks read for the zero check and whose refcounts are read though
+  // nothing else asks for them: a sample spread over the device, and the first ones
+  // the allocator will take.
+  std::vector<uint64_t> sample_;
+  uint64_t ahead_end_ = 0;                 // the block after the last of the latter
+
+  // The refcount table, where read: per refcount-table grain read, whether it decoded
+  // (or was all zero); per block, its grains with a nonzero count (blocks with none
+  // are left out).
+  std::unordered_map<uint64_t, bool> refcount_read_;
+  std::unordered_map<uint64_t, uint16_t> table_used_;
+  bool refcounts_known(uint64_t b) const {
+    const auto [lo, hi] = refcount_grains_of(b);
+    auto a = refcount_read_.find(lo), z = refcount_read_.find(hi);
+    return a != refcount_read_.end() && a->second && z != refcount_read_.end() && z->second;
+  }
   std::set<uint64_t> not_zero_;            // formatted-free blocks found holding data
   // The datastore was not cleanly unmounted (or its journal held transactions).
   bool crashed_ = false;
+  bool window_on() const { return (sb_.ro_compat & format::kRoCompatAllocWindow) != 0; }
   // Whether formatted free block `b` may hold data from writes a crash cut short: after
   // a crash, one below the allocation window's end (all of them without the window).
   bool in_crash_window(uint64_t b) const {
-    return crashed_ && ((sb_.ro_compat & format::kRoCompatAllocWindow) == 0 ||
-                        b < sb_.alloc_window_end);
+    return crashed_ && (!window_on() || b < sb_.alloc_window_end);
   }
   uint64_t crash_residue_ = 0;  // formatted blocks holding data from unfinished allocations
   uint64_t orphans_ = 0;
+  // The memory the structures above hold per block and per grain, for FsckReport.
+  uint64_t tracked_bytes() const;
 };
+
+void Checker::prefetch(const std::vector<uint64_t>& wanted) {
+  // The overlay reads one grain at a time: the grains it does not hold come from the
+  // device underneath, which takes them all at once.
+  device::Device& dev = real_;
+  std::vector<uint64_t> grains;
+  for (uint64_t g : wanted) {
+    if (options_.repair || !overlay_.holds(g)) grains.push_back(g);
+  }
+  // A device whose completions run only when its caller drives them reads one by one.
+  if (grains.size() < 2 || dev.in_completion_context()) return;
+  struct Read {
+    AlignedBuffer buf{kGrainBytes, false};
+    iovec iov{};
+    int64_t result = -EIO;
+  };
+  std::vector<Read> reads(grains.size());
+  std::vector<device::IoRequest> requests(grains.size());
+  std::mutex mu;
+  std::condition_variable all_done;
+  size_t left = grains.size();
+  for (size_t i = 0; i < grains.size(); ++i) {
+    reads[i].iov = iovec{reads[i].buf.data(), kGrainBytes};
+    device::IoRequest& r = requests[i];
+    r.kind = device::OpKind::kRead;
+    r.offset_bytes = grains[i] * kGrainBytes;
+    r.length_bytes = kGrainBytes;
+    r.iov = &reads[i].iov;
+    r.iovcnt = 1;
+    r.done = [&, i](int64_t result) {
+      std::lock_guard lock(mu);
+      reads[i].result = result;
+      if (--left == 0) all_done.notify_all();
+    };
+  }
+  dev.submit(requests);
+  {
+    std::unique_lock lock(mu);
+    all_done.wait(lock, [&] { return left == 0; });
+  }
+  for (size_t i = 0; i < grains.size(); ++i) {
+    if (reads[i].result == static_cast<int64_t>(kGrainBytes)) {
+      prefetched_.insert_or_assign(grains[i], std::move(reads[i].buf));
+    }
+  }
+}
 
 // ---- pass 1: superblock --------------------------------------------------------------
 
@@ -505,20 +685,34 @@ RefResult Checker::add_ref(uint64_t grain, uint8_t role, const std::string& from
     walk_complete_ = false;
     return RefResult::kBad;
   }
-  if (refs_[grain] == UINT16_MAX) {
-    refs_overflow_.insert(grain);
-  } else {
-    ++refs_[grain];
-  }
-  uint8_t& r = role_[grain];
-  if (r == kRoleNone) {
-    r = role;
+  BlockRefs& r = refs_[grain / kGrainsPerBlock];
+  const size_t i = grain % kGrainsPerBlock;
+  if (!r.once[i] && !r.more[i]) {
+    r.once.set(i);
+    if (role != kRoleData && !r.roles) {
+      // The block's first metadata grain: from now on each grain's role is kept.
+      r.roles = std::make_unique<std::array<uint8_t, kGrainsPerBlock>>();
+      for (size_t k = 0; k < kGrainsPerBlock; ++k) {
+        (*r.roles)[k] = r.once[k] || r.more[k] ? kRoleData : kRoleNone;
+      }
+      ++role_arrays_;
+    }
+    if (r.roles) (*r.roles)[i] = role;
     return RefResult::kFirst;
   }
-  if (r != role) {
+  if (r.once[i]) {
+    r.once.reset(i);
+    r.more.set(i);
+    multi_[grain] = 2;
+  } else {
+    uint32_t& n = multi_[grain];
+    if (n < UINT32_MAX) ++n;
+  }
+  const uint8_t seen = role_in(r, i);
+  if (seen != role) {
     problem(Fix::kNone, 0,
             fmt::format("grain {} is referenced as a {} (by {}) but also as a {}", grain,
-                        role_name(role), from, role_name(r)));
+                        role_name(role), from, role_name(seen)));
     return RefResult::kConflict;
   }
   return RefResult::kSeen;
@@ -554,6 +748,16 @@ Result<NodeMemo> Checker::map_node(uint64_t grain, int level, TreeKind kind, uin
   }
   if (count) tick(++report_.tree_nodes);
   const uint64_t span = pow_fanout(static_cast<unsigned>(level));  // map indexes per slot
+  std::vector<uint64_t> ahead;  // the children this visit will read
+  if (level > 0) {
+    for (const Slot& s : node.slots) {
+      if (s.state != SlotState::kMapped || !in_data_area(s.grain)) continue;
+      if (memo_.count(s.grain) == 0 || (live != nullptr && kind == TreeKind::kDirMap)) {
+        ahead.push_back(s.grain);
+      }
+    }
+    prefetch(ahead);
+  }
   for (size_t i = 0; i < kTreeFanout; ++i) {
     const Slot& s = node.slots[i];
     memo.max_stamp = std::max(memo.max_stamp, s.stamp);
@@ -661,6 +865,7 @@ Result<NodeMemo> Checker::map_node(uint64_t grain, int level, TreeKind kind, uin
     if (child.mapped > 0) memo.extent = i * span + child.extent;
     memo.complete = memo.complete && child.complete;
   }
+  drop_prefetched(ahead);
   return memo;
 }
 
@@ -845,6 +1050,12 @@ Result<NodeMemo> Checker::inode_node(uint64_t grain, int level, uint64_t base_le
   }
   if (count) tick(++report_.tree_nodes);
   const uint64_t span = pow_fanout(static_cast<unsigned>(level - 1));  // leaves per slot
+  std::vector<uint64_t> ahead;  // the children this visit will read
+  for (const Slot& s : node.slots) {
+    if (s.state != SlotState::kMapped || !in_data_area(s.grain)) continue;
+    if (memo_.count(s.grain) == 0 || live) ahead.push_back(s.grain);
+  }
+  prefetch(ahead);
   for (size_t i = 0; i < kTreeFanout; ++i) {
     const Slot& s = node.slots[i];
     memo.max_stamp = std::max(memo.max_stamp, s.stamp);
@@ -893,6 +1104,7 @@ Result<NodeMemo> Checker::inode_node(uint64_t grain, int level, uint64_t base_le
     }
     memo.complete = memo.complete && child.complete;
   }
+  drop_prefetched(ahead);
   return memo;
 }
 
@@ -978,8 +1190,6 @@ Result<void> Checker::walk_release_list() {
 }
 
 Result<void> Checker::walk() {
-  refs_.assign(total_grains_, 0);
-  role_.assign(total_grains_, kRoleNone);
   if (sb_.inode_root == 0) {
     problem(Fix::kNone, 0, "superblock: the inode table is empty (inode_root is 0)");
     walk_complete_ = false;
@@ -1032,202 +1242,425 @@ Result<void> Checker::walk_snapshot_list() {
       });
 }
 
-// ---- pass 4: reference counts and the block table ------------------------------------
+// ---- pass 4: the block table and the space summary -----------------------------------
+//
+// What is read, so that time and memory follow the metadata in use, not the device:
+// the summary; the block-table grains it marks, those of blocks the walk referenced,
+// those of the zero check's sample and of the crash window, and those of the blocks the
+// allocator takes next (every grain without a summary, after a crash without the
+// window, or with full_zero_check). A grain not read is taken to describe formatted
+// free blocks only, as a mount takes it.
 
-Result<void> Checker::check_refcounts() {
-  table_used_.assign(sb_.total_blocks, 0);
-  refcount_grain_ok_.assign(sb_.refcount_grains, true);
-  const uint64_t chunk = kGrainsPerBlock;
-  AlignedBuffer buf(chunk * kGrainBytes, false);
-  uint64_t fixed_grains = 0;
-  for (uint64_t first = 0; first < sb_.refcount_grains; first += chunk) {
-    const uint64_t n = std::min(chunk, sb_.refcount_grains - first);
-    VSFS_TRY(device::read_sync(io(), (sb_.refcount_start_grain + first) * kGrainBytes,
-                               buf.data(), n * kGrainBytes));
-    tick(first);
-    for (uint64_t j = 0; j < n; ++j) {
-      const uint64_t index = first + j;
-      const uint64_t self = sb_.refcount_start_grain + index;
-      const uint8_t* p = buf.data() + j * kGrainBytes;
-      format::RefcountGrain table;  // all zero: how mkfs leaves an unused refcount grain
-      bool decoded = true;
-      if (!all_zero(p, kGrainBytes)) {
-        auto r = format::decode_refcounts(ConstGrain(p, kGrainBytes), self);
-        if (r.ok()) {
-          table = *r;
-        } else {
-          decoded = false;
-          refcount_grain_ok_[index] = false;
-          problem(Fix::kRefcount, self, fmt::format("refcount table: {}", r.error().message));
-        }
-      }
-      bool grain_wrong = !decoded;
-      for (uint64_t k = 0; k < kGrainsPerRefcountGrain; ++k) {
-        const uint64_t grain = index * kGrainsPerRefcountGrain + k;
-        const uint16_t want = grain < total_grains_ ? refs_[grain] : 0;
-        const uint16_t have = table.counts[k];
-        if (decoded && have != 0 && grain < total_grains_) ++table_used_[grain / kGrainsPerBlock];
-        if (!decoded) continue;
-        if (grain < total_grains_ && refs_overflow_.count(grain)) {
-          problem(Fix::kNone, 0,
-                  fmt::format("grain {} has more than {} references", grain, UINT16_MAX));
-          continue;
-        }
-        if (have == want) continue;
-        // With parts of the walk unreadable, fewer references may have been seen than
-        // exist: only a count below what was found is then certainly wrong.
-        if (!walk_complete_ && have > want) continue;
-        grain_wrong = true;
-        if (grain >= total_grains_) {
-          problem(Fix::kRefcount, self,
-                  fmt::format("refcount table: grain {} is past the end of the datastore but "
-                              "has count {}",
-                              grain, have));
-        } else {
-          problem(Fix::kRefcount, self,
-                  fmt::format("refcount of grain {} is {} but {} reference{} found", grain,
-                              have, want, want == 1 ? " was" : "s were"));
-        }
-      }
-      if (grain_wrong && options_.repair && walk_complete_) {
-        format::RefcountGrain fixed;
-        for (uint64_t k = 0; k < kGrainsPerRefcountGrain; ++k) {
-          const uint64_t grain = index * kGrainsPerRefcountGrain + k;
-          fixed.counts[k] = grain < total_grains_ ? refs_[grain] : 0;
-        }
-        AlignedBuffer out(kGrainBytes);
-        format::encode_refcounts(fixed, self, sb_.generation, format::Grain(out.data(), kGrainBytes));
-        VSFS_TRY(write_grain(self, out));
-        repaired(Fix::kRefcount, self,
-                 fmt::format("refcount table grain {} rewritten with the counted references "
-                             "(grains {}..{})",
-                             self, index * kGrainsPerRefcountGrain,
-                             (index + 1) * kGrainsPerRefcountGrain - 1));
-        ++fixed_grains;
+// The zero check reads a sample of the formatted free blocks: one block in
+// kZeroSampleStride of the data area, at most kZeroSampleMax of them, evenly spread.
+constexpr uint64_t kZeroSampleStride = 16;
+constexpr uint64_t kZeroSampleMax = 1024;
+// After a crash every formatted free block of the allocation window is read, up to this
+// many (the window is alloc_window_blocks long, 64 by default).
+constexpr uint64_t kWindowReadMax = 4096;
+// The refcounts of the first formatted free blocks the allocator will take are read.
+constexpr uint64_t kAheadBlocks = 1024;
+// Reads of the tables go in runs of at most this many grains (1 MiB).
+constexpr uint64_t kReadChunkGrains = 256;
+
+template <typename Where, typename Visit>
+Result<void> Checker::read_indexed(const std::vector<uint64_t>& indexes, Where where,
+                                   Visit visit) {
+  AlignedBuffer buf(kReadChunkGrains * kGrainBytes, false);
+  for (size_t k = 0; k < indexes.size();) {
+    const uint64_t first = where(indexes[k]);
+    size_t n = 1;
+    while (k + n < indexes.size() && n < kReadChunkGrains && where(indexes[k + n]) == first + n) {
+      ++n;
+    }
+    VSFS_TRY(device::read_sync(io(), first * kGrainBytes, buf.data(), n * kGrainBytes));
+    for (size_t j = 0; j < n; ++j) VSFS_TRY(visit(indexes[k + j], buf.data() + j * kGrainBytes));
+    k += n;
+  }
+  return ok_result();
+}
+
+Result<void> Checker::read_space_summary() {
+  summary_bit_.assign(table_grains(), true);  // without a summary every grain is read
+  if ((sb_.ro_compat & format::kRoCompatSpaceSummary) == 0) return ok_result();
+  const uint64_t grains = format::space_summary_grains(table_grains());
+  summary_ok_.assign(grains, true);
+  AlignedBuffer buf(kGrainBytes, false);
+  for (uint64_t k = 0; k < grains; ++k) {
+    VSFS_TRY(read_grain(summary_grain(k), buf));
+    auto s = format::decode_space_summary(cg(buf), summary_grain(k));
+    if (!s.ok()) {
+      summary_ok_[k] = false;  // its grains stay marked: all are read
+      problem(Fix::kSummary, 0, fmt::format("space summary: {}", s.error().message));
+      continue;
+    }
+    for (uint64_t j = 0; j < format::kGroupsPerSummaryGrain; ++j) {
+      const uint64_t i = k * format::kGroupsPerSummaryGrain + j;
+      if (i < table_grains()) {
+        summary_bit_[i] = s->test(j);
+      } else if (s->test(j)) {
+        if (summary_wrong_++ == 0) summary_first_wrong_ = i;
       }
     }
   }
+  return ok_result();
+}
+
+Result<void> Checker::read_groups(const std::vector<uint64_t>& groups) {
+  progress_.total += groups.size();
+  return read_indexed(
+      groups, [&](uint64_t i) { return table_grain(i); },
+      [&](uint64_t i, const uint8_t* p) -> Result<void> {
+        tick(++report_.table_grains_read);
+        table_read_[i] = true;
+        auto t = format::decode_block_table(ConstGrain(p, kGrainBytes), table_grain(i));
+        if (!t.ok()) {
+          block_grain_ok_[i] = false;
+          grain_in_use_[i] = true;  // unknown: as a mount would read it
+          bad_groups_.push_back(i);
+          problem(Fix::kBlockGrain, i, fmt::format("block table: {}", t.error().message));
+          return ok_result();
+        }
+        bool keep = false, in_use = false;
+        for (uint64_t j = 0; j < format::kBlocksPerTableGrain; ++j) {
+          const uint64_t b = i * format::kBlocksPerTableGrain + j;
+          const format::BlockEntry& e = t->entries[j];
+          const format::BlockEntry want = pristine(b);
+          in_use = in_use || e.state != BlockState::kFormattedFree;
+          if (e.state == want.state && e.used_grains == want.used_grains) continue;
+          keep = true;
+          if (b >= sb_.total_blocks) {
+            problem(Fix::kBlock, b,
+                    fmt::format("block table: entry for block {} past the end of the datastore "
+                                "is {}",
+                                b, format::block_state_name(e.state)));
+          }
+        }
+        grain_in_use_[i] = in_use;
+        if (keep) groups_[i] = t->entries;
+        return ok_result();
+      });
+}
+
+Result<void> Checker::read_block_table() {
+  const uint64_t n = table_grains();
+  table_read_.assign(n, false);
+  block_grain_ok_.assign(n, true);
+  grain_in_use_ = summary_bit_;  // a grain not read is what the summary says
+  const bool summary_on = (sb_.ro_compat & format::kRoCompatSpaceSummary) != 0;
+  // Without the window a crash puts every formatted free block in question.
+  const bool all = !summary_on || options_.full_zero_check || (crashed_ && !window_on());
+  if (!options_.full_zero_check && sb_.first_data_block < sb_.total_blocks) {
+    const uint64_t data_blocks = sb_.total_blocks - sb_.first_data_block;
+    const uint64_t stride =
+        std::max(kZeroSampleStride, (data_blocks + kZeroSampleMax - 1) / kZeroSampleMax);
+    for (uint64_t b = sb_.first_data_block; b < sb_.total_blocks; b += stride) {
+      sample_.push_back(b);
+    }
+  }
+  std::vector<uint64_t> want;
+  if (all) {
+    want.resize(n);
+    for (uint64_t i = 0; i < n; ++i) want[i] = i;
+  } else {
+    for (uint64_t i = 0; i < n; ++i) {
+      if (summary_bit_[i]) want.push_back(i);
+    }
+    for (const auto& [b, r] : refs_) want.push_back(group_of(b));
+    for (uint64_t b : sample_) want.push_back(group_of(b));
+    const uint64_t window_end = std::min<uint64_t>(sb_.alloc_window_end, sb_.total_blocks);
+    if (crashed_ && window_end > sb_.first_data_block) {
+      for (uint64_t g = group_of(sb_.first_data_block); g <= group_of(window_end - 1); ++g) {
+        want.push_back(g);
+      }
+    }
+    std::sort(want.begin(), want.end());
+    want.erase(std::unique(want.begin(), want.end()), want.end());
+  }
+  VSFS_TRY(read_groups(want));
+
+  // The allocator takes the lowest formatted free block first: the next kAheadBlocks
+  // it will take get their refcounts read (check_refcounts), and the table grains that
+  // describe them, when not read yet, are read to see they are formatted free.
+  std::vector<uint64_t> more;
+  uint64_t found = 0;
+  for (uint64_t g = group_of(sb_.first_data_block); g < n && found < kAheadBlocks; ++g) {
+    if (!table_read_[g]) more.push_back(g);
+    const uint64_t begin = std::max(g * format::kBlocksPerTableGrain, sb_.first_data_block);
+    const uint64_t end = std::min((g + 1) * format::kBlocksPerTableGrain, sb_.total_blocks);
+    for (uint64_t b = begin; b < end && found < kAheadBlocks; ++b) {
+      if (entry(b).state != BlockState::kFormattedFree) continue;
+      ++found;
+      ahead_end_ = b + 1;
+    }
+  }
+  return read_groups(more);
+}
+
+// A mount reads only the block-table grains whose summary bit is set: a clear bit over
+// a grain that describes blocks in use would hide them (the mount finds it out when it
+// first allocates there, and fails). A set bit over free space only costs memory, but
+// the daemon never leaves one, so it is reported too. Only the grains read are
+// compared: the others are what the summary says.
+void Checker::check_space_summary() {
+  if ((sb_.ro_compat & format::kRoCompatSpaceSummary) == 0) return;
+  uint64_t wrong = summary_wrong_, first_wrong = summary_first_wrong_;
+  for (uint64_t i = 0; i < table_grains(); ++i) {
+    if (!table_read_[i] || !summary_ok_[i / format::kGroupsPerSummaryGrain]) continue;
+    if (summary_bit_[i] == grain_in_use_[i]) continue;
+    if (wrong++ == 0 || i < first_wrong) first_wrong = i;
+    if (!grain_in_use_[i]) continue;
+    problem(Fix::kSummary, 0,
+            fmt::format("space summary: block-table grain {} describes blocks in use, but its "
+                        "bit is clear (a mount would take them for formatted free space)",
+                        i));
+  }
+  if (wrong > 0) {
+    problem(Fix::kSummary, 0,
+            fmt::format("space summary: {} bit{} disagree{} with the block table (the first "
+                        "for block-table grain {})",
+                        wrong, wrong == 1 ? "" : "s", wrong == 1 ? "s" : "", first_wrong));
+  }
+}
+
+// ---- pass 5: reference counts, and the block table against them ----------------------
+//
+// The refcount-table grains read are those of the blocks the block table says are not
+// fresh (in use, to be formatted, or with a wrong count), of the blocks the walk
+// referenced, of the zero check's sample and of the blocks the allocator takes next
+// (every grain with full_zero_check). A stale count in a grain not read is not seen:
+// see vsfs-fsck(8) for what it costs.
+
+Result<void> Checker::check_refcounts() {
+  std::vector<uint64_t> want;
+  auto add_block = [&](uint64_t b) {
+    const auto [lo, hi] = refcount_grains_of(b);
+    for (uint64_t x = lo; x <= hi && x < refcount_grains(); ++x) want.push_back(x);
+  };
+  if (options_.full_zero_check) {
+    want.resize(refcount_grains());
+    for (uint64_t x = 0; x < refcount_grains(); ++x) want[x] = x;
+  } else {
+    for (const auto& [g, entries] : groups_) {
+      for (uint64_t j = 0; j < format::kBlocksPerTableGrain; ++j) {
+        const uint64_t b = g * format::kBlocksPerTableGrain + j;
+        if (b >= sb_.total_blocks || fixed_block(b)) continue;
+        if (entries[j].state != BlockState::kFormattedFree || entries[j].used_grains != 0) {
+          add_block(b);
+        }
+      }
+    }
+    for (const auto& [b, r] : refs_) add_block(b);
+    for (uint64_t b : sample_) add_block(b);
+    // The blocks the allocator takes next: the formatted free ones below ahead_end_.
+    for (uint64_t g = group_of(sb_.first_data_block);
+         ahead_end_ > 0 && g <= group_of(ahead_end_ - 1); ++g) {
+      const uint64_t begin = std::max(g * format::kBlocksPerTableGrain, sb_.first_data_block);
+      const uint64_t end = std::min((g + 1) * format::kBlocksPerTableGrain, ahead_end_);
+      auto kept = groups_.find(g);
+      for (uint64_t b = begin; b < end; ++b) {
+        if (kept == groups_.end() ||
+            kept->second[b % format::kBlocksPerTableGrain].state == BlockState::kFormattedFree) {
+          add_block(b);
+        }
+      }
+    }
+    std::sort(want.begin(), want.end());
+    want.erase(std::unique(want.begin(), want.end()), want.end());
+  }
+  progress_.total = want.size();
+  uint64_t fixed_grains = 0;
+  VSFS_TRY(read_indexed(
+      want, [&](uint64_t x) { return refcount_grain(x); },
+      [&](uint64_t index, const uint8_t* p) -> Result<void> {
+        tick(++report_.refcount_grains_read);
+        const uint64_t self = refcount_grain(index);
+        format::RefcountGrain table;  // all zero: how mkfs leaves an unused refcount grain
+        bool decoded = true;
+        if (!all_zero(p, kGrainBytes)) {
+          auto r = format::decode_refcounts(ConstGrain(p, kGrainBytes), self);
+          if (r.ok()) {
+            table = *r;
+          } else {
+            decoded = false;
+            problem(Fix::kRefcount, self, fmt::format("refcount table: {}", r.error().message));
+          }
+        }
+        refcount_read_[index] = decoded;
+        // References counted, per grain of this refcount grain (read block by block).
+        std::array<uint32_t, kGrainsPerRefcountGrain> counted{};
+        const BlockRefs* br = nullptr;
+        uint64_t br_block = UINT64_MAX;
+        for (uint64_t k = 0; k < kGrainsPerRefcountGrain; ++k) {
+          const uint64_t grain = index * kGrainsPerRefcountGrain + k;
+          if (grain >= total_grains_) break;
+          if (grain / kGrainsPerBlock != br_block) {
+            br_block = grain / kGrainsPerBlock;
+            br = refs_of(br_block);
+          }
+          if (br == nullptr) continue;
+          const size_t i = grain % kGrainsPerBlock;
+          counted[k] = br->once[i] ? 1 : br->more[i] ? multi_.at(grain) : 0;
+        }
+        bool grain_wrong = !decoded;
+        for (uint64_t k = 0; decoded && k < kGrainsPerRefcountGrain; ++k) {
+          const uint64_t grain = index * kGrainsPerRefcountGrain + k;
+          const uint32_t want_count = counted[k];
+          const uint16_t have = table.counts[k];
+          if (have != 0 && grain < total_grains_) ++table_used_[grain / kGrainsPerBlock];
+          if (want_count > UINT16_MAX) {
+            problem(Fix::kNone, 0,
+                    fmt::format("grain {} has more than {} references", grain, UINT16_MAX));
+            continue;
+          }
+          if (have == want_count) continue;
+          // With parts of the walk unreadable, fewer references may have been seen than
+          // exist: only a count below what was found is then certainly wrong.
+          if (!walk_complete_ && have > want_count) continue;
+          grain_wrong = true;
+          if (grain >= total_grains_) {
+            problem(Fix::kRefcount, self,
+                    fmt::format("refcount table: grain {} is past the end of the datastore "
+                                "but has count {}",
+                                grain, have));
+          } else {
+            problem(Fix::kRefcount, self,
+                    fmt::format("refcount of grain {} is {} but {} reference{} found", grain,
+                                have, want_count, want_count == 1 ? " was" : "s were"));
+          }
+        }
+        if (grain_wrong && options_.repair && walk_complete_) {
+          format::RefcountGrain fixed;
+          for (uint64_t k = 0; k < kGrainsPerRefcountGrain; ++k) {
+            fixed.counts[k] = static_cast<uint16_t>(std::min<uint32_t>(counted[k], UINT16_MAX));
+          }
+          AlignedBuffer out(kGrainBytes);
+          format::encode_refcounts(fixed, self, sb_.generation,
+                                   format::Grain(out.data(), kGrainBytes));
+          VSFS_TRY(write_grain(self, out));
+          repaired(Fix::kRefcount, self,
+                   fmt::format("refcount table grain {} rewritten with the counted references "
+                               "(grains {}..{})",
+                               self, index * kGrainsPerRefcountGrain,
+                               (index + 1) * kGrainsPerRefcountGrain - 1));
+          ++fixed_grains;
+        }
+        return ok_result();
+      }));
   if (fixed_grains > 0) VSFS_TRY(device::flush_sync(real_));
   return ok_result();
 }
 
-Result<void> Checker::check_block_table() {
-  blocks_.assign(sb_.total_blocks, format::BlockEntry{});
-  block_grain_ok_.assign(sb_.block_table_grains, true);
-  grain_in_use_.assign(sb_.block_table_grains, true);  // unknown: as a mount would read it
-  AlignedBuffer buf(kGrainBytes, false);
-  for (uint64_t i = 0; i < sb_.block_table_grains; ++i) {
-    tick(i);
-    const uint64_t self = sb_.block_table_start_grain + i;
-    VSFS_TRY(read_grain(self, buf));
-    auto t = format::decode_block_table(cg(buf), self);
-    if (t.ok()) {
-      grain_in_use_[i] = std::any_of(t->entries.begin(), t->entries.end(), [](const auto& e) {
-        return e.state != BlockState::kFormattedFree;
-      });
-    }
-    if (!t.ok()) {
-      block_grain_ok_[i] = false;
-      problem(Fix::kBlockGrain, i, fmt::format("block table: {}", t.error().message));
-      continue;
-    }
+// Each block the table says is not fresh, each the walk referenced and each with a
+// nonzero count, against the references found and the refcount table.
+void Checker::check_blocks() {
+  std::vector<uint64_t> blocks;
+  for (const auto& [g, entries] : groups_) {
     for (uint64_t j = 0; j < format::kBlocksPerTableGrain; ++j) {
-      const uint64_t b = i * format::kBlocksPerTableGrain + j;
-      if (b < sb_.total_blocks) {
-        blocks_[b] = t->entries[j];
-      } else if (t->entries[j].state != BlockState::kFormattedFree ||
-                 t->entries[j].used_grains != 0) {
-        problem(Fix::kBlock, b,
-                fmt::format("block table: entry for block {} past the end of the datastore is "
-                            "{}",
-                            b, format::block_state_name(t->entries[j].state)));
-      }
+      const uint64_t b = g * format::kBlocksPerTableGrain + j;
+      if (b < sb_.total_blocks) blocks.push_back(b);
     }
   }
+  for (const auto& [b, r] : refs_) blocks.push_back(b);
+  for (const auto& [b, n] : table_used_) blocks.push_back(b);
+  std::sort(blocks.begin(), blocks.end());
+  blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
+  report_.blocks_tracked = refs_.size();
+
   // A data block holding metadata grains, or the other way round.
   auto holds_other = [&](uint64_t b, const char* kind, const char* other, uint64_t n) {
     problem(Fix::kBlock, b,
             fmt::format("block table: block {} is a {} block but holds {} {} grain{}", b, kind,
                         n, other, n == 1 ? "" : "s"));
   };
-  for (uint64_t b = 0; b < sb_.total_blocks; ++b) {
-    if (!block_grain_ok_[b / format::kBlocksPerTableGrain]) continue;
-    const format::BlockEntry& e = blocks_[b];
-    const bool fixed = b < sb_.first_data_block;
+  for (uint64_t b : blocks) {
+    if (b >= sb_.total_blocks || !block_grain_ok_[group_of(b)]) continue;
+    const format::BlockEntry e = entry(b);
+    const bool fixed = fixed_block(b);
     if (fixed != (e.state == BlockState::kReserved)) {
       problem(Fix::kBlock, b,
               fmt::format("block table: block {} is {} but should {}be reserved", b,
                           format::block_state_name(e.state), fixed ? "" : "not "));
     }
     if (fixed) continue;
-    uint64_t referenced = 0, data = 0, meta = 0;
-    const uint64_t first = b * kGrainsPerBlock;
-    for (uint64_t g = first; g < first + kGrainsPerBlock; ++g) {
-      if (refs_[g] == 0) continue;
-      ++referenced;
-      if (role_[g] == kRoleData) {
-        ++data;
-      } else {
-        ++meta;
-      }
-    }
-    const bool rc_known = refcount_grain_ok_[first / kGrainsPerRefcountGrain] &&
-                          refcount_grain_ok_[(first + kGrainsPerBlock - 1) /
-                                             kGrainsPerRefcountGrain];
-    if (rc_known && e.used_grains != table_used_[b]) {
+    const BlockUse u = use_of(b);
+    auto used = table_used_.find(b);
+    const uint64_t table_used = used == table_used_.end() ? 0 : used->second;
+    if (refcounts_known(b) && e.used_grains != table_used) {
       problem(Fix::kBlock, b,
               fmt::format("block table: block {} has used_grains {} but {} of its grains have "
                           "a nonzero refcount",
-                          b, e.used_grains, table_used_[b]));
+                          b, e.used_grains, table_used));
     }
     switch (e.state) {
       case BlockState::kFormattedFree:
       case BlockState::kToFormatFree:
-        if (referenced > 0) {
+        if (u.referenced > 0) {
           problem(Fix::kBlock, b,
                   fmt::format("block table: block {} is {} but has {} grain{} in use", b,
-                              format::block_state_name(e.state), referenced, referenced == 1 ? "" : "s"));
+                              format::block_state_name(e.state), u.referenced,
+                              u.referenced == 1 ? "" : "s"));
         }
         break;
       case BlockState::kData:
-        if (meta > 0) holds_other(b, "data", "metadata", meta);
+        if (u.meta > 0) holds_other(b, "data", "metadata", u.meta);
         break;
       case BlockState::kMeta:
-        if (data > 0) holds_other(b, "metadata", "data", data);
+        if (u.data > 0) holds_other(b, "metadata", "data", u.data);
         break;
       case BlockState::kReserved:
         break;
     }
   }
-  return ok_result();
 }
 
+// ---- pass 6: formatted free blocks read as zeros -------------------------------------
+
 Result<void> Checker::zero_check() {
+  auto formatted = [&](uint64_t b) {
+    return block_grain_ok_[group_of(b)] && entry(b).state == BlockState::kFormattedFree;
+  };
   AlignedBuffer buf(kBlockBytes, false);
-  uint64_t formatted = 0;
-  for (uint64_t b = sb_.first_data_block; b < sb_.total_blocks; ++b) {
-    tick(b);
-    if (!block_grain_ok_[b / format::kBlocksPerTableGrain]) continue;
-    if (blocks_[b].state != BlockState::kFormattedFree) continue;
-    // Sampled unless asked for all: one formatted block in 16.
-    if (!options_.full_zero_check && formatted++ % 16 != 0) continue;
+  auto check = [&](uint64_t b) -> Result<void> {
+    tick(++report_.blocks_zero_checked);
     VSFS_TRY(device::read_sync(io(), b * kBlockBytes, buf.data(), kBlockBytes));
-    if (!all_zero(buf.data(), kBlockBytes)) {
-      not_zero_.insert(b);
-      if (in_crash_window(b)) {
-        // Data written into a block whose allocation had not committed when the
-        // datastore stopped: expected after a crash, and never readable (a grain is
-        // written in full before a map points at it). Repair still moves the block.
-        ++crash_residue_;
-        continue;
-      }
-      problem(Fix::kBlockZero, b,
-              fmt::format("block table: block {} is on the formatted list but holds data{}", b,
-                          crashed_ ? fmt::format(" (past the allocation window, which ended "
-                                                 "at block {})",
-                                                 sb_.alloc_window_end)
-                                   : ""));
+    if (all_zero(buf.data(), kBlockBytes)) return ok_result();
+    not_zero_.insert(b);
+    if (in_crash_window(b)) {
+      // Data written into a block whose allocation had not committed when the
+      // datastore stopped: expected after a crash, and never readable (a grain is
+      // written in full before a map points at it). Repair still moves the block.
+      ++crash_residue_;
+      return ok_result();
     }
+    problem(Fix::kBlockZero, b,
+            fmt::format("block table: block {} is on the formatted list but holds data{}", b,
+                        crashed_ ? fmt::format(" (past the allocation window, which ended "
+                                               "at block {})",
+                                               sb_.alloc_window_end)
+                                 : ""));
+    return ok_result();
+  };
+  if (options_.full_zero_check) {
+    progress_.total = sb_.total_blocks - std::min(sb_.first_data_block, sb_.total_blocks);
+    for (uint64_t b = sb_.first_data_block; b < sb_.total_blocks; ++b) {
+      if (formatted(b)) VSFS_TRY(check(b));
+    }
+  } else {
+    std::vector<uint64_t> blocks;
+    if (crashed_ && window_on()) {
+      const uint64_t end = std::min<uint64_t>(sb_.alloc_window_end, sb_.total_blocks);
+      for (uint64_t b = sb_.first_data_block; b < end && blocks.size() < kWindowReadMax; ++b) {
+        if (formatted(b)) blocks.push_back(b);
+      }
+    }
+    for (uint64_t b : sample_) {
+      if (formatted(b)) blocks.push_back(b);
+    }
+    std::sort(blocks.begin(), blocks.end());
+    blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
+    progress_.total = blocks.size();
+    for (uint64_t b : blocks) VSFS_TRY(check(b));
   }
   if (crash_residue_ > 0) {
     VSFS_LOG_INFO("{} formatted free block{} hold{} data from writes the last crash cut "
@@ -1238,7 +1671,7 @@ Result<void> Checker::zero_check() {
   return ok_result();
 }
 
-// ---- pass 5: the namespace -----------------------------------------------------------
+// ---- pass 7: the namespace -----------------------------------------------------------
 
 Result<void> Checker::check_namespace() {
   // Inode number -> how many entries name it; directories -> who names them.
@@ -1419,14 +1852,37 @@ Result<void> Checker::check_namespace() {
   return ok_result();
 }
 
-// ---- pass 6: repairs -----------------------------------------------------------------
+// ---- pass 8: repairs -----------------------------------------------------------------
 
 Result<void> Checker::repair_block_table() {
   bool changed_any = false;
   uint64_t unformatted_after_crash = 0;  // formatted blocks moved after a crash
   AlignedBuffer buf(kGrainBytes, false);
-  for (uint64_t i = 0; i < sb_.block_table_grains; ++i) {
-    const uint64_t self = sb_.block_table_start_grain + i;
+  // The groups a repair may change: those kept, those holding referenced grains or
+  // nonzero counts, those that did not decode, those with a formatted block found
+  // holding data, and after a crash those of the allocation window (every group,
+  // without one: all of them were read).
+  std::vector<uint64_t> todo;
+  if (crashed_ && !window_on()) {
+    todo.resize(table_grains());
+    for (uint64_t i = 0; i < table_grains(); ++i) todo[i] = i;
+  } else {
+    for (const auto& [g, entries] : groups_) todo.push_back(g);
+    for (const auto& [b, r] : refs_) todo.push_back(group_of(b));
+    for (const auto& [b, n] : table_used_) todo.push_back(group_of(b));
+    for (uint64_t b : not_zero_) todo.push_back(group_of(b));
+    todo.insert(todo.end(), bad_groups_.begin(), bad_groups_.end());
+    const uint64_t window_end = std::min<uint64_t>(sb_.alloc_window_end, sb_.total_blocks);
+    if (crashed_ && window_end > sb_.first_data_block) {
+      for (uint64_t g = group_of(sb_.first_data_block); g <= group_of(window_end - 1); ++g) {
+        todo.push_back(g);
+      }
+    }
+    std::sort(todo.begin(), todo.end());
+    todo.erase(std::unique(todo.begin(), todo.end()), todo.end());
+  }
+  for (uint64_t i : todo) {
+    const uint64_t self = table_grain(i);
     // A table grain that did not decode is rebuilt only from a complete walk.
     if (!block_grain_ok_[i] && !walk_complete_) continue;
     format::BlockTableGrain t;
@@ -1436,21 +1892,13 @@ Result<void> Checker::repair_block_table() {
     for (uint64_t j = 0; j < format::kBlocksPerTableGrain; ++j) {
       const uint64_t b = i * format::kBlocksPerTableGrain + j;
       if (b >= sb_.total_blocks) break;
-      const format::BlockEntry cur = block_grain_ok_[i] ? blocks_[b] : format::BlockEntry{};
+      const format::BlockEntry cur = block_grain_ok_[i] ? entry(b) : format::BlockEntry{};
       format::BlockEntry want = cur;
-      if (b < sb_.first_data_block) {
+      if (fixed_block(b)) {
         want = format::BlockEntry{BlockState::kReserved, 0};
       } else if (walk_complete_) {
-        uint64_t used = 0, data = 0, meta = 0;
-        for (uint64_t g = b * kGrainsPerBlock; g < (b + 1) * kGrainsPerBlock; ++g) {
-          if (refs_[g] == 0) continue;
-          ++used;
-          if (role_[g] == kRoleData) {
-            ++data;
-          } else {
-            ++meta;
-          }
-        }
+        const BlockUse u = use_of(b);
+        const uint64_t used = u.referenced, data = u.data, meta = u.meta;
         want.used_grains = static_cast<uint16_t>(used);
         if (used == 0) {
           // Leaked (an allocation a crash interrupted) or free: it may hold old data.
@@ -1520,58 +1968,18 @@ Result<void> Checker::repair_block_table() {
   return ok_result();
 }
 
-// A mount reads only the block-table grains whose summary bit is set: a clear bit over
-// a grain that describes blocks in use would hide them (the mount finds it out when it
-// first allocates there, and fails). A set bit over free space only costs memory, but
-// the daemon never leaves one, so it is reported too.
-Result<void> Checker::check_space_summary() {
-  if ((sb_.ro_compat & format::kRoCompatSpaceSummary) == 0) return ok_result();
-  AlignedBuffer buf(kGrainBytes, false);
-  const uint64_t start = format::space_summary_start(sb_);
-  const uint64_t grains = format::space_summary_grains(sb_.block_table_grains);
-  uint64_t wrong = 0, first_wrong = 0;
-  for (uint64_t k = 0; k < grains; ++k) {
-    VSFS_TRY(read_grain(start + k, buf));
-    auto s = format::decode_space_summary(cg(buf), start + k);
-    if (!s.ok()) {
-      problem(Fix::kSummary, 0, fmt::format("space summary: {}", s.error().message));
-      continue;
-    }
-    for (uint64_t j = 0; j < format::kGroupsPerSummaryGrain; ++j) {
-      const uint64_t i = k * format::kGroupsPerSummaryGrain + j;
-      const bool want = i < sb_.block_table_grains && grain_in_use_[i];
-      if (s->test(j) != want) {
-        if (wrong++ == 0) first_wrong = i;
-        if (!want || i >= sb_.block_table_grains) continue;
-        problem(Fix::kSummary, 0,
-                fmt::format("space summary: block-table grain {} describes blocks in use, but "
-                            "its bit is clear (a mount would take them for formatted free space)",
-                            i));
-      }
-    }
-  }
-  if (wrong > 0) {
-    problem(Fix::kSummary, 0,
-            fmt::format("space summary: {} bit{} disagree{} with the block table (the first "
-                        "for block-table grain {})",
-                        wrong, wrong == 1 ? "" : "s", wrong == 1 ? "s" : "", first_wrong));
-  }
-  return ok_result();
-}
-
 Result<void> Checker::write_space_summary() {
   AlignedBuffer buf(kGrainBytes, false);
-  const uint64_t start = format::space_summary_start(sb_);
-  const uint64_t grains = format::space_summary_grains(sb_.block_table_grains);
+  const uint64_t grains = format::space_summary_grains(table_grains());
   for (uint64_t k = 0; k < grains; ++k) {
     format::SpaceSummaryGrain s;
     for (uint64_t j = 0; j < format::kGroupsPerSummaryGrain; ++j) {
       const uint64_t i = k * format::kGroupsPerSummaryGrain + j;
-      if (i < sb_.block_table_grains && grain_in_use_[i]) s.set(j, true);
+      if (i < table_grains() && grain_in_use_[i]) s.set(j, true);
     }
-    format::encode_space_summary(s, start + k, sb_.generation,
+    format::encode_space_summary(s, summary_grain(k), sb_.generation,
                                  format::Grain(buf.data(), kGrainBytes));
-    VSFS_TRY(write_grain(start + k, buf));
+    VSFS_TRY(write_grain(summary_grain(k), buf));
   }
   return device::flush_sync(real_);
 }
@@ -1589,7 +1997,7 @@ Result<void> Checker::repair_inodes() {
   bool wrote = false;
   for (auto& [leaf_grain, keys] : by_leaf) {
     // A leaf shared with a snapshot would change the snapshot too: leave it.
-    if (refs_[leaf_grain] != 1) continue;
+    if (refs(leaf_grain) != 1) continue;
     const uint64_t first_ino = live_.at(keys.front() / 4).rec.ino / kInodesPerLeaf * kInodesPerLeaf;
     AlignedBuffer buf(kGrainBytes, false);
     VSFS_TRY(read_grain(leaf_grain, buf));
@@ -1664,6 +2072,17 @@ Result<void> Checker::repair_inodes() {
   return ok_result();
 }
 
+uint64_t Checker::tracked_bytes() const {
+  constexpr uint64_t kNode = 32;  // a hash-table node's link and hash, and its bucket
+  return refs_.size() * (sizeof(uint64_t) + sizeof(BlockRefs) + kNode) +
+         role_arrays_ * kGrainsPerBlock + multi_.size() * (16 + kNode) +
+         groups_.size() * (sizeof(uint64_t) + sizeof(GroupEntries) + kNode) +
+         refcount_read_.size() * (16 + kNode) + table_used_.size() * (16 + kNode) +
+         (summary_bit_.size() + table_read_.size() + block_grain_ok_.size() +
+          grain_in_use_.size()) / 8 +
+         (sample_.size() + bad_groups_.size()) * sizeof(uint64_t) + not_zero_.size() * 48;
+}
+
 // ---- the driver ----------------------------------------------------------------------
 
 Result<FsckReport> Checker::run() {
@@ -1676,14 +2095,16 @@ Result<FsckReport> Checker::run() {
   begin_pass("trees", 0);
   VSFS_TRY(walk());
   end_pass();
-  begin_pass("reference counts", sb_.refcount_grains);
+  begin_pass("block table", 0);
+  VSFS_TRY(read_space_summary());
+  VSFS_TRY(read_block_table());
+  check_space_summary();
+  end_pass();
+  begin_pass("reference counts", 0);
   VSFS_TRY(check_refcounts());
+  check_blocks();
   end_pass();
-  begin_pass("block table", sb_.block_table_grains);
-  VSFS_TRY(check_block_table());
-  VSFS_TRY(check_space_summary());
-  end_pass();
-  begin_pass("free blocks", sb_.total_blocks);
+  begin_pass("free blocks", 0);
   VSFS_TRY(zero_check());
   end_pass();
   begin_pass("namespace", live_.size());
@@ -1750,6 +2171,7 @@ Result<FsckReport> Checker::run() {
   for (auto& p : problems_) {
     if (!p.repaired) report_.problems.push_back(std::move(p.text));
   }
+  report_.tracked_bytes = tracked_bytes();
   return std::move(report_);
 }
 

@@ -280,10 +280,11 @@ report() {
 	done
 	[ -n "$small" ] && [ "$small" != "$large" ] || return 0
 	echo
-	printf "%-20s %8s %14s %16s %8s\n" "ratio $large/$small" mount_s rss_mount_MiB rss_written_MiB fsck_s
+	printf "%-20s %8s %14s %16s %8s %13s\n" "ratio $large/$small" mount_s rss_mount_MiB rss_written_MiB \
+		fsck_s fsck_rss_MiB
 	for ph in empty written; do
 		line=$(printf "%-20s" "$ph")
-		for k in mount_s:8 rss_mount:14 rss_written:16 fsck_s:8; do
+		for k in mount_s:8 rss_mount:14 rss_written:16 fsck_s:8 fsck_rss:13; do
 			line+=$(awk -v a="${V[$small/$ph/${k%:*}]:-}" -v b="${V[$large/$ph/${k%:*}]:-}" -v w="${k#*:}" 'BEGIN {
 				if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && a > 0) printf " %*.2f", w, b / a
 				else printf " %*s", w, "n/a" }')

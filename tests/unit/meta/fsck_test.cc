@@ -1109,5 +1109,178 @@ TEST(FsckLifetime, RepairsKeepTheCounters) {
   EXPECT_EQ(peek_grain(*dev, 0), peek_grain(*dev, format::kSuperblockCopyGrain));
 }
 
+// ---- what fsck reads and holds ----
+
+// The summary grain's bit for block-table grain `i`, set or cleared and resealed.
+void poke_summary_bit(SimDevice& dev, uint64_t i, bool on) {
+  const auto sb = superblock(dev);
+  const uint64_t self = format::space_summary_start(sb) + i / format::kGroupsPerSummaryGrain;
+  auto raw = peek_grain(dev, self);
+  auto s = format::decode_space_summary(cg(raw), self);
+  ASSERT_TRUE(s.ok()) << s.error().to_string();
+  s->set(i % format::kGroupsPerSummaryGrain, on);
+  format::encode_space_summary(*s, self, sb.generation, mg(raw));
+  dev.poke(self * kGrainBytes, raw.data(), kGrainBytes);
+}
+
+bool summary_bit(SimDevice& dev, uint64_t i) {
+  const auto sb = superblock(dev);
+  const uint64_t self = format::space_summary_start(sb) + i / format::kGroupsPerSummaryGrain;
+  auto raw = peek_grain(dev, self);
+  auto s = format::decode_space_summary(cg(raw), self);
+  EXPECT_TRUE(s.ok()) << s.error().to_string();
+  return s.ok() && s->test(i % format::kGroupsPerSummaryGrain);
+}
+
+// The same files on a datastore of 64 GiB and of 4 TiB (a sparse simulated device):
+// fsck reads and holds what the metadata in use needs, plus a sample of the free space
+// whose size is capped, not a share of the device. A 4 TiB device has 8 323 block-table
+// grains, 520 000 refcount-table grains and 4 million storage blocks.
+TEST(FsckScale, WhatFsckReadsAndHoldsFollowsTheDataNotTheDevice) {
+  auto fill = [](uint64_t size_bytes) -> std::pair<FsckReport, format::Superblock> {
+    auto e = open_engine(fresh_device(size_bytes));
+    EXPECT_TRUE(e.ds);
+    if (!e.ds) return {};
+    auto& ds = *e.ds;
+    auto dir = ds.mkdir(kRootIno, "vm", 0755, 0, 0);
+    EXPECT_TRUE(dir.ok());
+    auto img = ds.create(dir->ino, "disk.img", 0644, 0, 0);
+    EXPECT_TRUE(img.ok());
+    auto data = pattern(8ull << 20, 5);
+    EXPECT_TRUE(ds.write_sync(img->ino, 0, data.data(), data.size()).ok());
+    EXPECT_TRUE(ds.allocate_sync(img->ino, 1ull << 30, 64ull << 20).ok());
+    for (int i = 0; i < 40; ++i) {
+      auto f = ds.create(dir->ino, fmt::format("f{}", i), 0644, 0, 0);
+      EXPECT_TRUE(f.ok());
+      EXPECT_TRUE(ds.write_sync(f->ino, 0, data.data(), 3 * kGrainBytes).ok());
+    }
+    EXPECT_TRUE(ds.close().ok());
+    auto r = check(*e.dev, false);
+    EXPECT_CLEAN(r);
+    return {r, superblock(*e.dev)};
+  };
+  const auto [small, small_sb] = fill(64ull << 30);
+  const auto [big, big_sb] = fill(4ull << 40);
+  ASSERT_EQ(big_sb.block_table_grains, 8323u);
+  EXPECT_EQ(big.files, small.files);
+  EXPECT_EQ(big.data_grains, small.data_grains);
+  EXPECT_EQ(big.tree_nodes, small.tree_nodes);
+  // The blocks the walk reached are the same, and nothing else is held per block.
+  EXPECT_GT(small.blocks_tracked, 72u);
+  EXPECT_EQ(big.blocks_tracked, small.blocks_tracked);
+  EXPECT_LE(big.tracked_bytes, small.tracked_bytes + (32u << 10))
+      << small.tracked_bytes << " bytes at 64 GiB";
+  EXPECT_LT(big.tracked_bytes, 1u << 20);
+  // Reads: the table grains of space in use and of the sample, at most 1024 of those;
+  // refcount grains of the blocks in use, of the sample and of the next 1024 blocks to
+  // be allocated; at most 1024 free blocks read for zeros.
+  EXPECT_LE(big.table_grains_read, 1024u + 64u);
+  EXPECT_LE(big.refcount_grains_read, small.refcount_grains_read + 256u)
+      << small.refcount_grains_read << " at 64 GiB";
+  EXPECT_LE(big.refcount_grains_read, 4096u);
+  EXPECT_GT(big.blocks_zero_checked, 900u);
+  EXPECT_LE(big.blocks_zero_checked, 1024u);
+  EXPECT_LE(small.blocks_zero_checked, 1024u);
+}
+
+// A nonzero count on a grain of a formatted free block: the daemon, taking that block,
+// would find the grain referenced already. fsck reads the refcounts of the blocks the
+// allocator takes next, those of the sample (one block in 16 of the data area, from
+// the first, on a device this small), and with -f every one.
+TEST(Fsck, StaleCountsOverFreeSpaceAreFound) {
+  auto dev = fresh_device(2ull << 30);  // 5 block-table grains, one marked
+  const auto sb = superblock(*dev);
+  ASSERT_TRUE(summary_bit(*dev, 0));
+  ASSERT_FALSE(summary_bit(*dev, 2));
+  const uint64_t next = sb.first_data_block + 1;    // after the first metadata block
+  const uint64_t sampled = sb.first_data_block + 16 * 70;  // block-table grain 2
+  const uint64_t elsewhere = sampled + 8;  // neither: its counts are in another grain
+  ASSERT_EQ(sampled / format::kBlocksPerTableGrain, 2u);
+  ASSERT_EQ(block_entry(*dev, next).state, BlockState::kFormattedFree);
+  poke_refcount(*dev, next * kGrainsPerBlock, 1);
+  poke_refcount(*dev, sampled * kGrainsPerBlock + 100, 3);
+  poke_refcount(*dev, elsewhere * kGrainsPerBlock + 200, 2);
+  auto n = check(*dev, false);
+  EXPECT_TRUE(has_line(n.problems, fmt::format("refcount of grain {} is 1 but 0 references",
+                                               next * kGrainsPerBlock)))
+      << joined(n.problems);
+  EXPECT_TRUE(has_line(n.problems, fmt::format("refcount of grain {} is 3 but 0 references",
+                                               sampled * kGrainsPerBlock + 100)))
+      << joined(n.problems);
+  EXPECT_TRUE(has_line(n.problems, fmt::format("block table: block {} has used_grains 0 but 1",
+                                               sampled)))
+      << joined(n.problems);
+  auto f = check(*dev, false, /*full_zero=*/true);
+  EXPECT_TRUE(has_line(f.problems, fmt::format("refcount of grain {} is 2 but 0 references",
+                                               elsewhere * kGrainsPerBlock + 200)))
+      << joined(f.problems);
+  EXPECT_EQ(f.refcount_grains_read, sb.refcount_grains);
+  auto y = check(*dev, true, true);
+  EXPECT_TRUE(y.problems.empty()) << joined(y.problems);
+  EXPECT_CLEAN(check(*dev, false, true));
+  // The daemon takes the block whose count was stale and writes there.
+  auto e = open_engine(std::move(dev));
+  ASSERT_TRUE(e.ds);
+  auto file = e.ds->create(kRootIno, "a", 0644, 0, 0);
+  ASSERT_TRUE(file.ok());
+  auto data = pattern(2 * kBlockBytes, 1);
+  ASSERT_TRUE(e.ds->write_sync(file->ino, 0, data.data(), data.size()).ok());
+  ASSERT_TRUE(e.ds->close().ok());
+  EXPECT_CLEAN(check(*e.dev, false, true));
+}
+
+// A block that is not formatted free in a block-table grain whose summary bit is clear:
+// a mount would take it for formatted free space. Found where fsck reads the grain (the
+// sample reaches every grain of a device this small), and -y sets the bit.
+TEST(Fsck, BlockInUseUnderAClearSummaryBit) {
+  auto dev = fresh_device(2ull << 30);
+  const auto sb = superblock(*dev);
+  const uint64_t b = sb.first_data_block + 16 * 70 + 3;  // block-table grain 2, not sampled
+  const uint64_t g = b / format::kBlocksPerTableGrain;
+  ASSERT_EQ(g, 2u);
+  poke_block_entry(*dev, b, format::BlockEntry{BlockState::kToFormatFree, 0});
+  auto n = check(*dev, false);
+  EXPECT_TRUE(has_line(n.problems, fmt::format("space summary: block-table grain {} describes "
+                                               "blocks in use, but its bit is clear",
+                                               g)))
+      << joined(n.problems);
+  EXPECT_FALSE(summary_bit(*dev, g));
+  auto y = check(*dev, true);
+  EXPECT_TRUE(y.problems.empty()) << joined(y.problems);
+  EXPECT_TRUE(has_line(y.repairs, "space summary rewritten")) << joined(y.repairs);
+  EXPECT_TRUE(summary_bit(*dev, g));
+  EXPECT_EQ(block_entry(*dev, b).state, BlockState::kToFormatFree);
+  EXPECT_CLEAN(check(*dev, false));
+}
+
+// A clear bit over a block-table grain whose blocks hold metadata and data the walk
+// reaches: reported by -n, the bit set again by -y.
+TEST(Fsck, ClearSummaryBitOverBlocksInUseIsRepaired) {
+  for (uint64_t g : {0u, 2u}) {
+    SCOPED_TRACE(fmt::format("block-table grain {}", g));
+    auto e = open_engine(fresh_device(8ull << 30));
+    ASSERT_TRUE(e.ds);
+    auto f = e.ds->create(kRootIno, "big", 0644, 0, 0);
+    ASSERT_TRUE(f.ok());
+    ASSERT_TRUE(e.ds->allocate_sync(f->ino, 0, 1536ull << 20).ok());  // grains 0 to 3
+    ASSERT_TRUE(e.ds->close().ok());
+    EXPECT_CLEAN(check(*e.dev, false));
+    ASSERT_TRUE(summary_bit(*e.dev, g));
+    poke_summary_bit(*e.dev, g, false);
+    auto n = check(*e.dev, false);
+    EXPECT_TRUE(has_line(n.problems, fmt::format("space summary: block-table grain {} describes "
+                                                 "blocks in use, but its bit is clear",
+                                                 g)))
+        << joined(n.problems);
+    EXPECT_TRUE(has_line(n.problems, "space summary: 1 bit disagrees")) << joined(n.problems);
+    auto y = check(*e.dev, true);
+    EXPECT_TRUE(y.problems.empty()) << joined(y.problems);
+    EXPECT_TRUE(has_line(y.repairs, "space summary rewritten from the block table"))
+        << joined(y.repairs);
+    EXPECT_TRUE(summary_bit(*e.dev, g));
+    EXPECT_CLEAN(check(*e.dev, false));
+  }
+}
+
 }  // namespace
 }  // namespace vsfs
