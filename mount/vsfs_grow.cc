@@ -16,6 +16,7 @@
 #include <string>
 
 #include "device/uring_device.h"
+#include "meta/meta_store.h"
 #include "mount/leased.h"
 #include "mount/mounted.h"
 #include "mount/progress.h"
@@ -106,6 +107,13 @@ int grow_device(const std::string& path, uint64_t size, bool quiet, int progress
     }
     return fail(fmt::format("{}: {}", path, e.message));
   }
+  // What can be refused is refused before anything is written (opening the datastore
+  // writes its superblock).
+  auto sb = vsfs::meta::read_superblock(**dev);
+  if (!sb.ok()) return fail(fmt::format("{}: not a vsfs datastore, or damaged ({})", path, sb.error().message));
+  auto planned = vsfs::format::plan_growth(*sb, (*dev)->size_bytes(), size);
+  if (!planned.ok()) return fail(fmt::format("{}: {}", path, planned.error().message));
+  if (!*planned) return report(quiet, path, sb->device_bytes, sb->device_bytes, 0, true);
   // It writes: the lease first, as a mount takes it.
   auto leased = vsfs::mount::take_lease(std::move(dev).value(), vsfs::mount::kDefaultLeaseMs,
                                         [](const std::string& line) {

@@ -653,6 +653,46 @@ Superblock grown_superblock(const Superblock& sb, uint64_t new_blocks) {
   return out;
 }
 
+Result<std::optional<Superblock>> plan_growth(const Superblock& sb, uint64_t device_bytes,
+                                              uint64_t new_bytes) {
+  constexpr uint64_t kMinGrowthDataBlocks = 16;
+  if ((sb.ro_compat & kRoCompatSpaceSummary) == 0) {
+    return make_error(EOPNOTSUPP, ErrorKind::kUnsupported,
+                      "the datastore has no space summary (made by an older vsfs); run "
+                      "vsfs-fsck -y on it first, which adds one where the block table's "
+                      "region has room");
+  }
+  if (new_bytes == 0) new_bytes = device_bytes;
+  const uint64_t new_total = new_bytes / kBlockBytes;
+  if (new_bytes > device_bytes) {
+    return make_error(EINVAL, ErrorKind::kInvalidArgument,
+                      "the device is {} bytes, less than the {} asked for: grow the device "
+                      "(the file, LV or LUN) first",
+                      device_bytes, new_bytes);
+  }
+  if (new_total < sb.total_blocks) {
+    return make_error(EINVAL, ErrorKind::kInvalidArgument,
+                      "the datastore is {} bytes; shrinking it to {} is not supported",
+                      sb.device_bytes, new_total * kBlockBytes);
+  }
+  if (new_total == sb.total_blocks) return std::optional<Superblock>();
+  if (sb.growths.size() >= kMaxGrowths) {
+    return make_error(ENOSPC, ErrorKind::kNoSpace,
+                      "the datastore grew {} times already, the most its superblock records",
+                      sb.growths.size());
+  }
+  Superblock grown = grown_superblock(sb, new_total);
+  const uint64_t region_blocks = growth_region_blocks(grown.growths.back());
+  if (new_total - sb.total_blocks < region_blocks + kMinGrowthDataBlocks) {
+    return make_error(EINVAL, ErrorKind::kInvalidArgument,
+                      "growing by {} MiB is too little: a growth takes at least {} MiB ({} "
+                      "for its tables, {} for data)",
+                      new_total - sb.total_blocks, region_blocks + kMinGrowthDataBlocks,
+                      region_blocks, kMinGrowthDataBlocks);
+  }
+  return std::optional<Superblock>(std::move(grown));
+}
+
 uint64_t table_grains(const Superblock& sb, Table table) {
   switch (table) {
     case Table::kBlockTable: return sb.block_table_grains;

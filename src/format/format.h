@@ -12,6 +12,7 @@
 #pragma once
 
 #include <array>
+#include <optional>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -220,6 +221,13 @@ uint64_t table_grains(const Superblock& sb, Table table);
 // The superblock of `sb` grown to `new_blocks` storage blocks (more than it has): the
 // growth's region at the old end, the tables' sizes, device_bytes and the incompat bit.
 Superblock grown_superblock(const Superblock& sb, uint64_t new_blocks);
+// A growth of `sb` to `new_bytes` (0: all of a device of `device_bytes`), checked: the
+// grown superblock, or nullopt when the datastore has that size already. Errors
+// (kInvalidArgument unless said): a size smaller than the datastore's (shrinking is not
+// supported) or larger than the device, a growth too small for its region and 16 MiB of
+// data; kUnsupported without the space summary; kNoSpace past kMaxGrowths.
+Result<std::optional<Superblock>> plan_growth(const Superblock& sb, uint64_t device_bytes,
+                                              uint64_t new_bytes);
 
 // Whether a device of `device_bytes` can hold a datastore at all (an empty image
 // cannot). Errors: kCorruption naming its size (read_superblock and fsck say the same).

@@ -350,19 +350,28 @@ class Checker {
   Result<void> walk_chain(uint64_t first, BlockType type, const char* what, std::string from,
                           Decode decode, Visit visit);
 
+  // Grains a map or list may point at: in the data area, outside growth regions.
   bool in_data_area(uint64_t grain) const {
-    return grain >= data_start_grain_ && grain < total_grains_;
+    return grain >= data_start_grain_ && grain < total_grains_ &&
+           !format::reserved_block(sb_, grain / kGrainsPerBlock);
   }
 
   // Where the tables live. Every address of a block-table, refcount-table or summary
   // grain is computed here, and every multi-grain read of them goes through
-  // read_indexed(), so a datastore whose tables are not one run each needs only these.
-  uint64_t table_grain(uint64_t i) const { return sb_.block_table_start_grain + i; }
-  uint64_t refcount_grain(uint64_t i) const { return sb_.refcount_start_grain + i; }
-  uint64_t summary_grain(uint64_t k) const { return format::space_summary_start(sb_) + k; }
+  // read_indexed(): the grains a growth appended live in its region (format::Growth).
+  uint64_t table_grain(uint64_t i) const {
+    return format::table_grain(sb_, format::Table::kBlockTable, i);
+  }
+  uint64_t refcount_grain(uint64_t i) const {
+    return format::table_grain(sb_, format::Table::kRefcount, i);
+  }
+  uint64_t summary_grain(uint64_t k) const {
+    return format::table_grain(sb_, format::Table::kSpaceSummary, k);
+  }
   uint64_t table_grains() const { return sb_.block_table_grains; }
   uint64_t refcount_grains() const { return sb_.refcount_grains; }
-  bool fixed_block(uint64_t b) const { return b < sb_.first_data_block; }
+  // In a fixed region or a growth region: reserved in the block table.
+  bool fixed_block(uint64_t b) const { return format::reserved_block(sb_, b); }
   static uint64_t group_of(uint64_t b) { return b / format::kBlocksPerTableGrain; }
   // The refcount-table grains holding the counts of block b's grains.
   static std::pair<uint64_t, uint64_t> refcount_grains_of(uint64_t b) {
@@ -658,13 +667,24 @@ Result<void> Checker::replay_journal() {
     return make_error(EUCLEAN, ErrorKind::kCorruption,
                       "superblock after journal replay: {}", replayed.error().message);
   }
+  // The log may also carry a growth (vsfs-grow): more blocks, one more growth, nothing
+  // else of the geometry changed.
+  const format::Superblock before = sb_;
   sb_ = *replayed;
-  if (sb_.device_bytes > real_.size_bytes() ||
-      sb_.total_blocks * kGrainsPerBlock != total_grains_ ||
+  const bool grown_only =
+      sb_.total_blocks >= before.total_blocks && sb_.growths.size() >= before.growths.size() &&
+      std::equal(before.growths.begin(), before.growths.end(), sb_.growths.begin()) &&
+      sb_.journal_start_grain == before.journal_start_grain &&
+      sb_.journal_grains == before.journal_grains &&
+      sb_.block_table_start_grain == before.block_table_start_grain &&
+      sb_.refcount_start_grain == before.refcount_start_grain &&
+      (sb_.total_blocks != before.total_blocks || sb_.growths.size() == before.growths.size());
+  if (sb_.device_bytes > real_.size_bytes() || !grown_only ||
       sb_.first_data_block * kGrainsPerBlock != data_start_grain_) {
     return make_error(EUCLEAN, ErrorKind::kCorruption,
                       "the journal's superblock image changes the datastore's geometry");
   }
+  total_grains_ = sb_.total_blocks * kGrainsPerBlock;
   sb_.journal_tail_grain = r.end_grain;
   sb_.journal_tail_seq = r.end_seq;
   if (options_.repair) {

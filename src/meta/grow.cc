@@ -29,13 +29,6 @@ namespace vsfs::meta {
 using format::BlockState;
 using format::BlockType;
 
-namespace {
-
-// A growth smaller than its region plus this many data blocks is refused.
-constexpr uint64_t kMinGrowthDataBlocks = 16;
-
-}  // namespace
-
 Result<MetaStore::Grown> MetaStore::grow(
     uint64_t new_bytes, const std::function<void(uint64_t done, uint64_t total)>& progress) {
   std::lock_guard growing(grow_mu_);
@@ -47,48 +40,17 @@ Result<MetaStore::Grown> MetaStore::grow(
     std::lock_guard lock(mu_);
     sb = sb_;
   }
-  if ((sb.ro_compat & format::kRoCompatSpaceSummary) == 0) {
-    return make_error(EOPNOTSUPP, ErrorKind::kUnsupported,
-                      "the datastore has no space summary (made by an older vsfs); run "
-                      "vsfs-fsck -y on it first, which adds one where the block table's "
-                      "region has room");
-  }
-  if (sb.growths.size() >= format::kMaxGrowths) {
-    return make_error(ENOSPC, ErrorKind::kNoSpace,
-                      "the datastore grew {} times already, the most its superblock records",
-                      sb.growths.size());
-  }
   VSFS_ASSIGN_OR_RETURN(const uint64_t device_bytes, dev_.refresh_size());
-  if (new_bytes == 0) new_bytes = device_bytes;
-  const uint64_t old_total = sb.total_blocks;
-  const uint64_t new_total = new_bytes / kBlockBytes;
-  if (new_bytes > device_bytes) {
-    return make_error(EINVAL, ErrorKind::kInvalidArgument,
-                      "the device is {} bytes, less than the {} asked for: grow the device "
-                      "(the file, LV or LUN) first",
-                      device_bytes, new_bytes);
-  }
-  if (new_total < old_total) {
-    return make_error(EINVAL, ErrorKind::kInvalidArgument,
-                      "the datastore is {} bytes; shrinking it to {} is not supported",
-                      sb.device_bytes, new_total * kBlockBytes);
-  }
-  if (new_total == old_total) {
-    return Grown{sb.device_bytes, sb.device_bytes, 0, false};
-  }
-
+  VSFS_ASSIGN_OR_RETURN(const std::optional<format::Superblock> planned,
+                        format::plan_growth(sb, device_bytes, new_bytes));
+  if (!planned) return Grown{sb.device_bytes, sb.device_bytes, 0, false};
   // The grains each table needs for the new size, past what it has, in a region at
   // the old end.
-  const format::Superblock grown = format::grown_superblock(sb, new_total);
+  const format::Superblock& grown = *planned;
   const format::Growth& growth = grown.growths.back();
   const uint64_t region_blocks = format::growth_region_blocks(growth);
-  if (new_total - old_total < region_blocks + kMinGrowthDataBlocks) {
-    return make_error(EINVAL, ErrorKind::kInvalidArgument,
-                      "growing by {} MiB is too little: a growth takes at least {} MiB ({} "
-                      "for its tables, {} for data)",
-                      new_total - old_total, region_blocks + kMinGrowthDataBlocks,
-                      region_blocks, kMinGrowthDataBlocks);
-  }
+  const uint64_t old_total = sb.total_blocks;
+  const uint64_t new_total = grown.total_blocks;
   const uint64_t region_end = old_total + region_blocks;
   const uint64_t new_table = grown.block_table_grains;
   const bool formatted = dev_.discard_zeroes();
