@@ -373,6 +373,15 @@ class Checker {
   // In a fixed region or a growth region: reserved in the block table.
   bool fixed_block(uint64_t b) const { return format::reserved_block(sb_, b); }
   static uint64_t group_of(uint64_t b) { return b / format::kBlocksPerTableGrain; }
+  // After a crash, the groups of the allocation window's blocks (those that may hold
+  // data from writes the crash cut short) go to `groups` too.
+  void add_window_groups(std::vector<uint64_t>& groups) const {
+    const uint64_t window_end = std::min<uint64_t>(sb_.alloc_window_end, sb_.total_blocks);
+    if (!crashed_ || window_end <= sb_.first_data_block) return;
+    for (uint64_t g = group_of(sb_.first_data_block); g <= group_of(window_end - 1); ++g) {
+      groups.push_back(g);
+    }
+  }
   // The refcount-table grains holding the counts of block b's grains.
   static std::pair<uint64_t, uint64_t> refcount_grains_of(uint64_t b) {
     return {b * kGrainsPerBlock / kGrainsPerRefcountGrain,
@@ -1388,12 +1397,7 @@ Result<void> Checker::read_block_table() {
     }
     for (const auto& [b, r] : refs_) want.push_back(group_of(b));
     for (uint64_t b : sample_) want.push_back(group_of(b));
-    const uint64_t window_end = std::min<uint64_t>(sb_.alloc_window_end, sb_.total_blocks);
-    if (crashed_ && window_end > sb_.first_data_block) {
-      for (uint64_t g = group_of(sb_.first_data_block); g <= group_of(window_end - 1); ++g) {
-        want.push_back(g);
-      }
-    }
+    add_window_groups(want);
     std::sort(want.begin(), want.end());
     want.erase(std::unique(want.begin(), want.end()), want.end());
   }
@@ -1892,12 +1896,7 @@ Result<void> Checker::repair_block_table() {
     for (const auto& [b, n] : table_used_) todo.push_back(group_of(b));
     for (uint64_t b : not_zero_) todo.push_back(group_of(b));
     todo.insert(todo.end(), bad_groups_.begin(), bad_groups_.end());
-    const uint64_t window_end = std::min<uint64_t>(sb_.alloc_window_end, sb_.total_blocks);
-    if (crashed_ && window_end > sb_.first_data_block) {
-      for (uint64_t g = group_of(sb_.first_data_block); g <= group_of(window_end - 1); ++g) {
-        todo.push_back(g);
-      }
-    }
+    add_window_groups(todo);
     std::sort(todo.begin(), todo.end());
     todo.erase(std::unique(todo.begin(), todo.end()), todo.end());
   }

@@ -554,6 +554,24 @@ TEST(Layout, TooFewDataBlocks) {
   EXPECT_FALSE(compute_layout(64ull << 20, 1ull << 40).ok());
 }
 
+// The superblock mkfs writes for a device of `bytes` (the space summary on).
+Superblock laid_out(uint64_t bytes) {
+  auto l = compute_layout(bytes);
+  EXPECT_TRUE(l.ok());
+  Superblock sb;
+  sb.device_bytes = l->total_blocks * kBlockBytes;
+  sb.total_blocks = l->total_blocks;
+  sb.journal_start_grain = l->journal_start_grain;
+  sb.journal_grains = l->journal_grains;
+  sb.block_table_start_grain = l->block_table_start_grain;
+  sb.block_table_grains = l->block_table_grains;
+  sb.refcount_start_grain = l->refcount_start_grain;
+  sb.refcount_grains = l->refcount_grains;
+  sb.first_data_block = l->first_data_block;
+  sb.ro_compat = kRoCompatSpaceSummary;
+  return sb;
+}
+
 TEST(Layout, EveryLayoutMakesADecodableSuperblock) {
   for (uint64_t bytes : {64ull << 20, (64ull << 20) + 12345, 100ull << 20, 1ull << 30,
                          (3ull << 30) + 4096, 64ull << 30, 1ull << 40, 64ull << 40,
@@ -561,17 +579,7 @@ TEST(Layout, EveryLayoutMakesADecodableSuperblock) {
                          (504ull * 256) << 20}) {
     auto l = compute_layout(bytes);
     ASSERT_TRUE(l.ok()) << l.error().message;
-    Superblock sb;
-    sb.device_bytes = bytes;
-    sb.total_blocks = l->total_blocks;
-    sb.journal_start_grain = l->journal_start_grain;
-    sb.journal_grains = l->journal_grains;
-    sb.block_table_start_grain = l->block_table_start_grain;
-    sb.block_table_grains = l->block_table_grains;
-    sb.refcount_start_grain = l->refcount_start_grain;
-    sb.refcount_grains = l->refcount_grains;
-    sb.first_data_block = l->first_data_block;
-    sb.ro_compat = kRoCompatSpaceSummary;
+    Superblock sb = laid_out(bytes);
     EXPECT_TRUE(space_summary_fits(sb));
     EXPECT_EQ(space_summary_start(sb) + l->space_summary_grains, sb.block_table_start_grain +
                                                                     sb.block_table_grains +
@@ -611,22 +619,6 @@ TEST(DecodeSuperblock, SpaceSummaryWithoutRoom) {
                                   {"space summary", "does not fit"}));
 }
 
-Superblock laid_out(uint64_t bytes) {
-  auto l = compute_layout(bytes);
-  EXPECT_TRUE(l.ok());
-  Superblock sb;
-  sb.device_bytes = l->total_blocks * kBlockBytes;
-  sb.total_blocks = l->total_blocks;
-  sb.journal_start_grain = l->journal_start_grain;
-  sb.journal_grains = l->journal_grains;
-  sb.block_table_start_grain = l->block_table_start_grain;
-  sb.block_table_grains = l->block_table_grains;
-  sb.refcount_start_grain = l->refcount_start_grain;
-  sb.refcount_grains = l->refcount_grains;
-  sb.first_data_block = l->first_data_block;
-  sb.ro_compat = kRoCompatSpaceSummary;
-  return sb;
-}
 
 // Growths (incompat bit 3): the payload grows by 32 bytes each, the tables' later grains
 // are found in the growth regions, and the blocks of those regions are reserved.
