@@ -307,46 +307,39 @@ Result<void> Lease::release() {
 
 // ---- FencedDevice ----
 
+FencedDevice::FencedDevice(std::unique_ptr<device::Device> base, std::unique_ptr<Lease> lease,
+                           const LeaseOptions& options)
+    : base_(std::move(base)), options_(options) {
+  lease_.store(lease.get(), std::memory_order_release);
+  leases_.push_back(std::move(lease));
+}
+
 FencedDevice::~FencedDevice() {
-  std::shared_ptr<Lease> lease;
-  {
-    std::lock_guard lock(lease_mu_);
-    lease = std::move(lease_);
-  }
-  if (!lease) return;
+  Lease* lease = lease_.exchange(nullptr);
+  if (lease == nullptr) return;
   if (auto r = lease->release(); !r.ok()) VSFS_LOG_WARN("lease: not released: {}", r.error().message);
 }
 
 Result<void> FencedDevice::set_writer(bool writer) {
-  std::shared_ptr<Lease> lease;
-  {
-    std::lock_guard lock(lease_mu_);
-    lease = lease_;
-  }
+  std::lock_guard lock(leases_mu_);
+  Lease* lease = lease_.load(std::memory_order_acquire);
   if (writer) {
-    if (lease && lease->valid()) return ok_result();
+    if (lease != nullptr && lease->valid()) return ok_result();
     VSFS_ASSIGN_OR_RETURN(auto taken, Lease::acquire(*base_, options_));
-    std::lock_guard lock(lease_mu_);
-    lease_ = std::move(taken);
     told_ = false;
+    lease_.store(taken.get(), std::memory_order_release);
+    leases_.push_back(std::move(taken));
     return ok_result();
   }
-  if (!lease) return ok_result();
-  {
-    std::lock_guard lock(lease_mu_);
-    lease_.reset();
-  }
+  if (lease == nullptr) return ok_result();
+  lease_.store(nullptr, std::memory_order_release);
   return lease->release();
 }
 
 int FencedDevice::refusal(device::OpKind kind) {
-  std::shared_ptr<Lease> lease;
-  {
-    std::lock_guard lock(lease_mu_);
-    lease = lease_;
-  }
+  const Lease* lease = lease_.load(std::memory_order_acquire);
   const bool changes = kind != device::OpKind::kRead && kind != device::OpKind::kFlush;
-  if (!lease) return changes ? -EROFS : 0;
+  if (lease == nullptr) return changes ? -EROFS : 0;
   if (lease->valid()) return 0;
   if (!told_.exchange(true)) {
     const std::string why = lease->lost_reason();

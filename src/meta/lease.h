@@ -36,6 +36,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "device/device.h"
 #include "format/format.h"
@@ -113,8 +114,7 @@ class Lease {
 class FencedDevice final : public device::Device {
  public:
   FencedDevice(std::unique_ptr<device::Device> base, std::unique_ptr<Lease> lease,
-               const LeaseOptions& options)
-      : base_(std::move(base)), lease_(std::move(lease)), options_(options) {}
+               const LeaseOptions& options);
   ~FencedDevice() override;
 
   Result<void> set_writer(bool writer) override;
@@ -145,11 +145,13 @@ class FencedDevice final : public device::Device {
 
  private:
   std::unique_ptr<device::Device> base_;
-  // Null while released (set_writer(false)). Swapped only by set_writer, which runs when
-  // the datastore above issues no IO (turned read-only, or about to turn read-write).
-  std::shared_ptr<Lease> lease_;
-  mutable std::mutex lease_mu_;
   const LeaseOptions options_;
+  // The lease held now, null while released (set_writer(false)); read on every IO
+  // without a lock. Every lease taken stays in leases_ until the device goes, so that a
+  // request checking an older one never reads freed memory.
+  std::atomic<Lease*> lease_{nullptr};
+  std::mutex leases_mu_;  // set_writer and the destructor
+  std::vector<std::unique_ptr<Lease>> leases_;
   std::atomic<bool> told_{false};
   std::atomic<uint64_t> fenced_{0};  // IOs failed for want of the lease
 };
