@@ -69,6 +69,16 @@ inline std::unique_ptr<Datastore> open_after_power_loss(std::unique_ptr<SimDevic
   return open_ds(std::move(image), o);
 }
 
+// The whole of a file, as read_sync reads it.
+inline std::vector<uint8_t> read_all(Datastore& ds, Ino ino) {
+  auto a = ds.getattr(ino);
+  EXPECT_TRUE(a.ok());
+  if (!a.ok()) return {};
+  std::vector<uint8_t> v(a->size_bytes);
+  EXPECT_TRUE(ds.read_sync(ino, 0, v.size(), v.data()).ok());
+  return v;
+}
+
 inline std::vector<uint8_t> pattern(size_t n, uint32_t seed) {
   std::vector<uint8_t> v(n);
   std::mt19937 rng(seed);

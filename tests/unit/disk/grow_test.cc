@@ -37,15 +37,6 @@ std::unique_ptr<SimDevice> small_datastore(uint64_t device_bytes, uint64_t ds_by
   return dev;
 }
 
-std::vector<uint8_t> read_all(Datastore& ds, Ino ino) {
-  auto a = ds.getattr(ino);
-  EXPECT_TRUE(a.ok());
-  std::vector<uint8_t> v(a->size_bytes);
-  auto r = ds.read_sync(ino, 0, v.size(), v.data());
-  EXPECT_TRUE(r.ok());
-  return v;
-}
-
 format::Superblock superblock_of(SimDevice& dev) {
   AlignedBuffer buf(kGrainBytes);
   dev.peek(0, buf.data(), kGrainBytes);

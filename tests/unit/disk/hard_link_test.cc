@@ -18,14 +18,6 @@ using testing::BorrowedDevice;
 
 int err(const Result<Attr>& r) { return r.ok() ? 0 : r.error().errno_value; }
 
-std::vector<uint8_t> read_all(Datastore& ds, Ino ino) {
-  auto a = ds.getattr(ino);
-  EXPECT_TRUE(a.ok());
-  std::vector<uint8_t> v(a->size_bytes);
-  EXPECT_TRUE(ds.read_sync(ino, 0, v.size(), v.data()).ok());
-  return v;
-}
-
 TEST(HardLink, OneDiskTwoNames) {
   auto sim = fresh_device();
   auto ds = std::move(Datastore::open(std::make_unique<BorrowedDevice>(*sim), quiet())).value();
