@@ -415,7 +415,8 @@ class Datastore {
   // reads discarded space as zeros they are discarded and formatted at once, else the
   // background formatter formats them. Errors: kInvalidArgument for a size below the
   // datastore's (shrinking is not supported), above the device's, or a growth too small
-  // to hold its tables; EROFS read-only; kUnsupported without the space summary.
+  // to hold its tables; EROFS read-only; kUnsupported without the space summary; kNoSpace
+  // after format::kMaxGrowths growths.
   // `progress` (may be empty) hears the zeroing in bytes. Not on a completion thread.
   virtual Result<GrowReport> grow(uint64_t new_bytes,
                                   std::function<void(const Progress&)> progress) = 0;
