@@ -84,26 +84,37 @@ Result<MetaStore::Grown> MetaStore::grow(
     const uint64_t first = g * format::kBlocksPerTableGrain;
     return first < region_end || (!formatted && first < new_total);
   };
-  AlignedBuffer buf(kGrainBytes);
-  for (uint64_t i = sb.block_table_grains; i < new_table; ++i) {
-    format::BlockTableGrain t;
-    for (uint64_t j = 0; j < format::kBlocksPerTableGrain; ++j) {
-      t.entries[j] = format::BlockEntry{state_of(i * format::kBlocksPerTableGrain + j), 0};
-    }
-    const uint64_t self = format::table_grain(grown, format::Table::kBlockTable, i);
-    format::encode_block_table(t, self, grown.generation, format::Grain(buf.data(), kGrainBytes));
-    VSFS_TRY(device::write_sync(dev_, self * kGrainBytes, buf.data(), kGrainBytes));
-  }
+  // The growth's block-table grains and then its summary grains lie one after the other
+  // at the start of its region: encoded a storage block's worth at a time, one write each.
   const uint64_t old_summary = format::space_summary_grains(sb.block_table_grains);
-  for (uint64_t k = old_summary; k < old_summary + growth.summary_grains; ++k) {
-    format::SpaceSummaryGrain s;
-    for (uint64_t j = 0; j < format::kGroupsPerSummaryGrain; ++j) {
-      const uint64_t g = k * format::kGroupsPerSummaryGrain + j;
-      if (g < new_table && group_in_use(g)) s.set(j, true);
+  const uint64_t region_grains = growth.table_grains + growth.summary_grains;
+  AlignedBuffer batch(kGrainsPerBlock * kGrainBytes);
+  for (uint64_t first = 0; first < region_grains; first += kGrainsPerBlock) {
+    const uint64_t n = std::min<uint64_t>(kGrainsPerBlock, region_grains - first);
+    for (uint64_t k = first; k < first + n; ++k) {
+      const uint64_t self = old_total * kGrainsPerBlock + k;
+      format::Grain out(batch.data() + (k - first) * kGrainBytes, kGrainBytes);
+      if (k < growth.table_grains) {
+        const uint64_t i = sb.block_table_grains + k;
+        VSFS_ASSERT(self == format::table_grain(grown, format::Table::kBlockTable, i));
+        format::BlockTableGrain t;
+        for (uint64_t j = 0; j < format::kBlocksPerTableGrain; ++j) {
+          t.entries[j] = format::BlockEntry{state_of(i * format::kBlocksPerTableGrain + j), 0};
+        }
+        format::encode_block_table(t, self, grown.generation, out);
+      } else {
+        const uint64_t i = old_summary + (k - growth.table_grains);
+        VSFS_ASSERT(self == format::table_grain(grown, format::Table::kSpaceSummary, i));
+        format::SpaceSummaryGrain sg;
+        for (uint64_t j = 0; j < format::kGroupsPerSummaryGrain; ++j) {
+          const uint64_t g = i * format::kGroupsPerSummaryGrain + j;
+          if (g < new_table && group_in_use(g)) sg.set(j, true);
+        }
+        format::encode_space_summary(sg, self, grown.generation, out);
+      }
     }
-    const uint64_t self = format::table_grain(grown, format::Table::kSpaceSummary, k);
-    format::encode_space_summary(s, self, grown.generation, format::Grain(buf.data(), kGrainBytes));
-    VSFS_TRY(device::write_sync(dev_, self * kGrainBytes, buf.data(), kGrainBytes));
+    VSFS_TRY(device::write_sync(dev_, (old_total * kGrainsPerBlock + first) * kGrainBytes,
+                                batch.data(), n * kGrainBytes));
   }
   VSFS_TRY(device::flush_sync(dev_));
 

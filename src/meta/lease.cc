@@ -350,16 +350,18 @@ int FencedDevice::refusal(device::OpKind kind) {
 }
 
 void FencedDevice::submit(std::span<device::IoRequest> requests) {
-  bool all = true;
-  for (const auto& r : requests) all = all && refusal(r.kind) == 0;
-  if (all) {
+  // One check per batch: what reads and what changes get now.
+  const int reads = refusal(device::OpKind::kRead);
+  const int changes = refusal(device::OpKind::kWrite);
+  if (reads == 0 && changes == 0) {
     base_->submit(requests);
     return;
   }
   // A refused request becomes a flush of the device below (it writes nothing) whose
   // completion reports the refusal, so that completions still come the usual way.
   for (auto& r : requests) {
-    const int refused = refusal(r.kind);
+    const bool read = r.kind == device::OpKind::kRead || r.kind == device::OpKind::kFlush;
+    const int refused = read ? reads : changes;
     if (refused == 0) {
       base_->submit_one(std::move(r));
       continue;
