@@ -20,7 +20,7 @@ Result<std::unique_ptr<device::Device>> open_after_closing_daemons(
   bool told = false;
   bool last_try = false;
   for (;;) {
-    auto dev = device::open_uring_device(path, options);
+    auto dev = device::open_device(path, options);
     if (dev.ok() || dev.error().kind != ErrorKind::kBusy || last_try) return dev;
     const std::vector<pid_t> daemons = closing_daemons(path);
     if (std::chrono::steady_clock::now() >= deadline) return dev;

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "device/uring_device.h"
+#include "device/open.h"
 #include "util/result.h"
 
 namespace vsfs::mount {
@@ -24,7 +24,7 @@ namespace vsfs::mount {
 // has it as its source: daemons closing it.
 std::vector<pid_t> closing_daemons(const std::string& path);
 
-// open_uring_device, waiting up to `wait` while the device is busy because closing
+// device::open_device, waiting up to `wait` while the device is busy because closing
 // daemons hold it; `say` gets one line when the wait begins.
 Result<std::unique_ptr<device::Device>> open_after_closing_daemons(
     const std::string& path, const device::UringOptions& options, std::chrono::seconds wait,

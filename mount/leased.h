@@ -24,4 +24,10 @@ Result<std::unique_ptr<device::Device>> take_lease(std::unique_ptr<device::Devic
                                                    uint32_t lease_ms,
                                                    const std::function<void(const std::string&)>& say);
 
+// Why the device `name` is in use, for a refusal: for an image on Ceph RBD whose
+// exclusive lock another client holds (`busy`, kBusy), the holder its lease names and
+// the age of its last heartbeat, read without taking anything; `busy`'s own message
+// otherwise.
+std::string in_use_text(const std::string& name, const Error& busy);
+
 }  // namespace vsfs::mount

@@ -134,7 +134,8 @@ std::optional<MountEntry> mount_from(const std::string& path) {
 bool is_mount_source(const std::string& path) { return mount_from(path).has_value(); }
 
 std::vector<pid_t> daemons_holding(const std::string& path) {
-  const std::string real = real_path(path);
+  const bool rbd = path.starts_with("rbd:");
+  const std::string real = rbd ? path : real_path(path);
   std::vector<pid_t> out;
   DIR* proc = ::opendir("/proc");
   if (proc == nullptr) return out;
@@ -145,6 +146,14 @@ std::vector<pid_t> daemons_holding(const std::string& path) {
     std::string comm;
     std::ifstream(fmt::format("/proc/{}/comm", pid)) >> comm;
     if (comm != "vsfs-mount") continue;
+    if (rbd) {
+      std::ifstream cmdline(fmt::format("/proc/{}/cmdline", pid));
+      std::string arg;
+      while (std::getline(cmdline, arg, '\0') && arg != path) {
+      }
+      if (arg == path) out.push_back(static_cast<pid_t>(pid));
+      continue;
+    }
     const std::string fd_dir = fmt::format("/proc/{}/fd", pid);
     DIR* fds = ::opendir(fd_dir.c_str());
     if (fds == nullptr) continue;

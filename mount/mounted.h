@@ -32,7 +32,8 @@ std::optional<MountEntry> mount_from(const std::string& path);
 // Whether a mount in this namespace has `path` as its source.
 bool is_mount_source(const std::string& path);
 
-// vsfs-mount processes that hold `path` (the same file or device) open.
+// vsfs-mount processes that hold `path` (the same file or device) open; for an RBD image
+// (an rbd: name, which holds no descriptor), those with that name among their arguments.
 std::vector<pid_t> daemons_holding(const std::string& path);
 
 // The utab entry (util-linux's record of options the kernel does not keep) that makes

@@ -16,7 +16,7 @@
 #include <memory>
 #include <string>
 
-#include "device/uring_device.h"
+#include "device/open.h"
 #include "meta/lease.h"
 #include "mount/closing_daemon.h"
 #include "mount/leased.h"
@@ -118,7 +118,10 @@ int main(int argc, char** argv) {
       path, uo, kCloseWait, [](const std::string& line) { say(line); });
   if (!dev.ok()) {
     const auto& e = dev.error();
-    if (e.kind == vsfs::ErrorKind::kBusy) return cannot_run(path + " is in use (mounted?)");
+    if (e.kind == vsfs::ErrorKind::kBusy) {
+      if (vsfs::device::is_rbd_name(path)) return cannot_run(vsfs::mount::in_use_text(path, e));
+      return cannot_run(path + " is in use (mounted?)");
+    }
     if (e.kind == vsfs::ErrorKind::kNotFound) return cannot_run(path + ": no such file or device");
     if (e.errno_value == EROFS && repair) return cannot_run(e.message + "; check it without repairs (-n)");
     return cannot_run(path + ": " + e.message);

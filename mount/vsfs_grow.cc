@@ -15,7 +15,7 @@
 #include <cstring>
 #include <string>
 
-#include "device/uring_device.h"
+#include "device/open.h"
 #include "meta/meta_store.h"
 #include "mount/leased.h"
 #include "mount/mounted.h"
@@ -99,10 +99,13 @@ int grow_device(const std::string& path, uint64_t size, bool quiet, int progress
   if (auto m = vsfs::mount::mount_from(path); m && m->fstype == "fuse.vsfs") {
     return fail(fmt::format("{} is mounted at {}: run {} {}", path, m->target, kProg, m->target));
   }
-  auto dev = vsfs::device::open_uring_device(path, vsfs::device::UringOptions{});
+  auto dev = vsfs::device::open_device(path, vsfs::device::UringOptions{});
   if (!dev.ok()) {
     const auto& e = dev.error();
     if (e.kind == vsfs::ErrorKind::kBusy) {
+      if (vsfs::device::is_rbd_name(path)) {
+        return fail(vsfs::mount::in_use_text(path, e) + " (mounted? then run vsfs-grow on its mount point)");
+      }
       return fail(path + " is in use (mounted? then run vsfs-grow on its mount point)");
     }
     return fail(fmt::format("{}: {}", path, e.message));
@@ -174,6 +177,7 @@ int main(int argc, char** argv) {
     size = *v;
   }
   vsfs::set_log_level(vsfs::LogLevel::kWarn);
+  if (vsfs::device::is_rbd_name(target)) return grow_device(target, size, quiet, progress_fd);
   struct stat st {};
   if (::stat(target.c_str(), &st) != 0) return fail(fmt::format("{}: {}", target, std::strerror(errno)));
   if (S_ISDIR(st.st_mode)) return grow_mounted(target, size, quiet);

@@ -10,6 +10,7 @@
 #include <blkid/blkid.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "device/uring_device.h"
+#include "device/open.h"
 #include "mount/closing_daemon.h"
 #include "meta/lease.h"
 #include "mount/leased.h"
@@ -31,6 +32,7 @@
 #include "mount/size_arg.h"
 #include "format/format.h"
 #include "meta/meta_store.h"
+#include "util/aligned_buffer.h"
 #include "util/human.h"
 #include "util/units.h"
 #include "vsfs/datastore.h"
@@ -151,12 +153,7 @@ void look_for_everything(blkid_probe pr) {
 // What libblkid finds on `path` (blkid_do_safeprobe: every signature it knows, at the
 // start or at the end of the device), in words for the refusal; empty when nothing.
 // Errors: libblkid could not read the device.
-vsfs::Result<std::string> probe_signatures(const std::string& path) {
-  blkid_probe pr = blkid_new_probe_from_filename(path.c_str());
-  if (pr == nullptr) {
-    return vsfs::make_error(errno, vsfs::ErrorKind::kIo, "libblkid cannot open it: {}",
-                            std::strerror(errno));
-  }
+vsfs::Result<std::string> probe_signatures(blkid_probe pr) {
   std::unique_ptr<blkid_struct_probe, decltype(&blkid_free_probe)> owner(pr, blkid_free_probe);
   look_for_everything(pr);
   const int rc = blkid_do_safeprobe(pr);
@@ -180,6 +177,46 @@ vsfs::Result<std::string> probe_signatures(const std::string& path) {
     return fmt::format("a {} partition table", type);
   }
   return std::string("a signature libblkid recognises");
+}
+
+vsfs::Result<std::string> probe_signatures(const std::string& path) {
+  blkid_probe pr = blkid_new_probe_from_filename(path.c_str());
+  if (pr == nullptr) {
+    return vsfs::make_error(errno, vsfs::ErrorKind::kIo, "libblkid cannot open it: {}",
+                            std::strerror(errno));
+  }
+  return probe_signatures(pr);
+}
+
+// The same for a device libblkid cannot open (an RBD image): its first 8 MiB and last
+// 1 MiB, where signatures live, copied into a sparse memory file of the device's size.
+vsfs::Result<std::string> probe_signatures(vsfs::device::Device& dev) {
+  constexpr uint64_t kHead = 8 << 20, kTail = 1 << 20;
+  const uint64_t size = dev.size_bytes();
+  const int fd = ::memfd_create("vsfs-mkfs-probe", MFD_CLOEXEC);
+  if (fd < 0) return vsfs::make_error(errno, vsfs::ErrorKind::kIo, "memfd: {}", std::strerror(errno));
+  std::unique_ptr<int, void (*)(int*)> fd_owner(new int(fd), [](int* f) {
+    ::close(*f);
+    delete f;
+  });
+  if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    return vsfs::make_error(errno, vsfs::ErrorKind::kIo, "memfd: {}", std::strerror(errno));
+  }
+  vsfs::AlignedBuffer buf(kHead);
+  for (auto [at, len] : {std::pair{uint64_t{0}, std::min(kHead, size)},
+                         std::pair{size - std::min(kTail, size), std::min(kTail, size)}}) {
+    VSFS_TRY(vsfs::device::read_sync(dev, at, buf.data(), len));
+    if (::pwrite(fd, buf.data(), len, static_cast<off_t>(at)) != static_cast<ssize_t>(len)) {
+      return vsfs::make_error(EIO, vsfs::ErrorKind::kIo, "memfd: short write");
+    }
+  }
+  blkid_probe pr = blkid_new_probe();
+  if (pr == nullptr) return vsfs::make_error(ENOMEM, vsfs::ErrorKind::kIo, "libblkid: no probe");
+  if (blkid_probe_set_device(pr, fd, 0, 0) != 0) {
+    blkid_free_probe(pr);
+    return vsfs::make_error(EIO, vsfs::ErrorKind::kIo, "libblkid cannot probe it");
+  }
+  return probe_signatures(pr);
 }
 
 // Erases every signature libblkid finds on `path`, as wipefs -a does (mkfs -f on a
@@ -236,7 +273,8 @@ std::unique_ptr<vsfs::device::Device> open_or_report(const std::string& path, in
   if (dev.ok()) return std::move(dev).value();
   const auto& e = dev.error();
   if (e.kind == vsfs::ErrorKind::kBusy) {
-    status = fail(fmt::format("{} is in use", path));
+    status = fail(vsfs::device::is_rbd_name(path) ? vsfs::mount::in_use_text(path, e)
+                                                  : fmt::format("{} is in use", path));
   } else if (e.kind == vsfs::ErrorKind::kNotFound) {
     status = fail(fmt::format("{}: no such file or device (use -s SIZE to create a file)", path));
   } else if (e.errno_value == EROFS) {
@@ -255,7 +293,10 @@ int run(const Args& args) {
   }
   struct stat st {};
   bool created = false;
-  if (::stat(path.c_str(), &st) != 0) {
+  const bool rbd = vsfs::device::is_rbd_name(path);
+  if (rbd) {
+    // An RBD image is made with rbd create; vsfs-mkfs only formats it.
+  } else if (::stat(path.c_str(), &st) != 0) {
     if (errno != ENOENT) return fail(fmt::format("{}: {}", path, std::strerror(errno)));
     if (!args.size_bytes) {
       return fail(fmt::format("{}: no such file or device (use -s SIZE to create a file)", path));
@@ -313,7 +354,7 @@ int run(const Args& args) {
     if (!found->empty()) {
       return fail(fmt::format("{} holds a {}; use -f to overwrite it", path, *found));
     }
-    auto sig = probe_signatures(path);
+    auto sig = rbd ? probe_signatures(*dev) : probe_signatures(path);
     if (!sig.ok()) return fail(fmt::format("{}: {}", path, sig.error().message));
     if (!sig->empty()) {
       return fail(fmt::format("{} holds {}, found by libblkid; use -f to overwrite it", path,
@@ -356,7 +397,8 @@ int run(const Args& args) {
 
   // What a forced mkfs overwrites leaves no signature behind (nothing was found
   // without -f).
-  auto erased = erase_signatures(path);
+  auto erased = rbd ? vsfs::Result<std::vector<std::string>>(std::vector<std::string>())
+                    : erase_signatures(path);
   if (!erased.ok()) return fail(fmt::format("{}: {}", path, erased.error().message));
   for (const std::string& e : *erased) {
     std::printf("%s: erased the old %s\n", kProg, e.c_str());

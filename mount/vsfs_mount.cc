@@ -39,7 +39,7 @@
 #include <thread>
 #include <vector>
 
-#include "device/uring_device.h"
+#include "device/open.h"
 #include "fuse/fuse_fs.h"
 #include "fuse/session.h"
 #include "mount/closing_daemon.h"
@@ -157,10 +157,11 @@ class Reporter {
 // The checks that need no device open: nothing is changed by them.
 std::optional<std::string> preflight(const Args& a) {
   struct stat st;
-  if (::stat(a.device.c_str(), &st) != 0) {
+  if (vsfs::device::is_rbd_name(a.device)) {
+    if (auto name = vsfs::device::parse_rbd_name(a.device); !name.ok()) return name.error().message;
+  } else if (::stat(a.device.c_str(), &st) != 0) {
     return a.device + ": " + std::strerror(errno);
-  }
-  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+  } else if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
     return a.device + ": not a regular file or block device";
   }
   if (::stat(a.dir.c_str(), &st) != 0) {
@@ -172,7 +173,7 @@ std::optional<std::string> preflight(const Args& a) {
 
 vsfs::Result<std::unique_ptr<vsfs::device::Device>> open_device(const std::string& path,
                                                                  const vsfs::mount::Config& c) {
-  vsfs::device::UringOptions uo;
+  vsfs::device::UringOptions uo;  // for an RBD image too (device/open.h)
   uo.queue_depth = c.device.queue_depth;
   uo.exclusive = true;
   uo.read_only = c.read_only;
@@ -183,6 +184,11 @@ vsfs::Result<std::unique_ptr<vsfs::device::Device>> open_device(const std::strin
       [](const std::string& line) { std::fprintf(stderr, "%s: %s\n", kProg, line.c_str()); });
   if (!dev.ok()) {
     const vsfs::Error& e = dev.error();
+    if (vsfs::device::is_rbd_name(path) && e.kind == vsfs::ErrorKind::kBusy) {
+      return vsfs::make_error(EBUSY, vsfs::ErrorKind::kBusy,
+                              "datastore is already mounted ({})",
+                              vsfs::mount::in_use_text(path, e));
+    }
     if (e.kind == vsfs::ErrorKind::kBusy || e.errno_value == EBUSY ||
         e.errno_value == EWOULDBLOCK) {
       return vsfs::make_error(EBUSY, vsfs::ErrorKind::kBusy,

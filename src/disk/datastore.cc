@@ -24,7 +24,7 @@
 #include <mutex>
 
 #include "device/device.h"
-#include "device/uring_device.h"
+#include "device/open.h"
 #include "disk/cbt_view.h"
 #include "disk/change_gates.h"
 #include "disk/common.h"
@@ -384,7 +384,7 @@ Result<std::unique_ptr<Datastore>> open_datastore_path(const std::string& path,
                                                        const OpenOptions& options) {
   device::UringOptions uo;
   uo.read_only = options.read_only;
-  VSFS_ASSIGN_OR_RETURN(auto dev, device::open_uring_device(path, uo));
+  VSFS_ASSIGN_OR_RETURN(auto dev, device::open_device(path, uo));
   return Datastore::open(std::move(dev), options);
 }
 

@@ -101,11 +101,15 @@ int64_t valid_window(uint32_t lease_ms) { return int64_t{lease_ms} * 3 / 4; }
 
 Error busy(const std::string& what) { return make_error(EBUSY, ErrorKind::kBusy, "{}", what); }
 
+}  // namespace
+
 std::string heartbeat_age(const LeaseRecord& r) {
   const uint64_t now = realtime_ns();
   if (r.renewed_ns == 0 || r.renewed_ns > now) return "";
   return fmt::format(" (last heartbeat {:.1f} s ago by its clock)", (now - r.renewed_ns) / 1e9);
 }
+
+namespace {
 
 // Watches a held lease for its lease time (at least `lease_ms`). Returns the record
 // when it moved (a live holder; or free now: state kFree), nullopt when it stood still.

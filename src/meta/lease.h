@@ -55,6 +55,10 @@ struct LeaseOptions {
 // The holder a record names, for messages: "host (pid N)", with "this host" when it is.
 std::string lease_holder_text(const format::LeaseRecord& r);
 
+// " (last heartbeat N s ago by its clock)" for a record that says when it was renewed,
+// "" otherwise: for messages.
+std::string heartbeat_age(const format::LeaseRecord& r);
+
 // The lease as the device holds it now.
 Result<format::LeaseRecord> read_lease(device::Device& dev);
 

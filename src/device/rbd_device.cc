@@ -1,0 +1,510 @@
+// RbdDevice: see rbd_device.h.
+//
+// Threading: submit() runs on any thread. Under mu_ it admits requests while fewer than
+// queue_depth are in flight and queues the rest in a FIFO; it starts the admitted ones
+// with mu_ released (rbd_aio_* are thread-safe and may wait briefly). librbd completes
+// them on its own threads and, because the image has an eventfd for notifications,
+// queues them for rbd_poll_io_events and writes the eventfd. The completion thread
+// blocks reading that eventfd, collects completions, admits queued requests into the
+// freed slots and runs the callbacks with mu_ released. Requests that fail before they
+// reach librbd (invalid, fenced, refused by rbd_aio_*) go through the same thread: they
+// are put on a list and the eventfd is written, so no callback runs inside submit().
+#include "device/rbd_device.h"
+
+#include <rados/librados.h>
+#include <rbd/librbd.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "device/validate.h"
+#include "util/assert.h"
+#include "util/log.h"
+
+namespace vsfs::device {
+
+namespace {
+
+constexpr uint32_t kAlignBytes = 4096;
+constexpr uint32_t kMaxQueueDepth = 4096;
+constexpr int kPollBatch = 64;
+
+std::string strerror_text(int err) { return std::strerror(err < 0 ? -err : err); }
+
+// The cluster connection, the pool and the image, released in reverse order.
+struct Handles {
+  rados_t cluster = nullptr;
+  rados_ioctx_t io = nullptr;
+  rbd_image_t image = nullptr;
+  bool connected = false;
+
+  Handles() = default;
+  Handles(const Handles&) = delete;
+  Handles& operator=(const Handles&) = delete;
+  ~Handles() {
+    if (image != nullptr) rbd_close(image);  // releases the exclusive lock if held
+    if (io != nullptr) rados_ioctx_destroy(io);
+    if (cluster != nullptr) rados_shutdown(cluster);
+  }
+};
+
+// The owners of the image's lock, for a message: "127.0.0.1:0/12345" or "unknown".
+std::string lock_owners(rbd_image_t image) {
+  rbd_lock_mode_t mode{};
+  std::vector<char*> owners(8);
+  size_t count = owners.size();
+  if (rbd_lock_get_owners(image, &mode, owners.data(), &count) < 0 || count == 0) {
+    return "unknown";
+  }
+  std::string text;
+  for (size_t i = 0; i < count; ++i) text += (i ? ", " : "") + std::string(owners[i]);
+  rbd_lock_get_owners_cleanup(owners.data(), count);
+  return text;
+}
+
+class RbdDevice final : public Device {
+ public:
+  RbdDevice(std::string name, std::unique_ptr<Handles> h, uint64_t size, int event_fd,
+            const RbdOptions& o)
+      : name_(std::move(name)),
+        h_(std::move(h)),
+        size_bytes_(size),
+        event_fd_(event_fd),
+        queue_depth_(std::clamp<uint32_t>(o.queue_depth, 1, kMaxQueueDepth)),
+        read_only_(o.read_only) {
+    thread_ = std::thread([this] { run(); });
+  }
+
+  ~RbdDevice() override {
+    {
+      std::lock_guard lk(mu_);
+      stop_ = true;
+    }
+    wake();
+    thread_.join();
+    h_.reset();  // closes the image before its eventfd goes
+    ::close(event_fd_);
+  }
+
+  uint64_t size_bytes() const override { return size_bytes_.load(std::memory_order_acquire); }
+  Result<uint64_t> refresh_size() override {
+    uint64_t size = 0;
+    if (int r = rbd_get_size(h_->image, &size); r < 0) {
+      return make_error(-r, ErrorKind::kIo, "{}: cannot read its size: {}", name_,
+                        strerror_text(r));
+    }
+    uint64_t old = size_bytes_.load(std::memory_order_acquire);
+    while (size > old && !size_bytes_.compare_exchange_weak(old, size)) {
+    }
+    return size_bytes_.load(std::memory_order_acquire);
+  }
+  uint32_t alignment_bytes() const override { return kAlignBytes; }
+  bool discard_zeroes() const override { return true; }
+
+  void submit(std::span<IoRequest> requests) override {
+    if (requests.empty()) return;
+    std::vector<Op*> start;
+    bool refused = false;
+    {
+      std::lock_guard lk(mu_);
+      for (IoRequest& r : requests) {
+        const int err = refusal(r);
+        if (err != 0) {
+          failed_.emplace_back(new Op{std::move(r)}, err);
+          refused = true;
+        } else if (in_flight_ < queue_depth_) {
+          ++in_flight_;
+          start.push_back(new Op{std::move(r)});
+        } else {
+          fifo_.push_back(std::move(r));
+        }
+      }
+      note_depths();
+    }
+    if (refused) wake();
+    for (Op* op : start) issue(op);
+  }
+
+  DeviceCounters counters() const override {
+    std::lock_guard lk(mu_);
+    return counters_;
+  }
+
+  std::string describe() const override { return name_; }
+
+  bool in_completion_context() const override {
+    return std::this_thread::get_id() == thread_.get_id();
+  }
+
+  // Synchronous librbd calls on the calling thread; they do not go through the eventfd.
+  int64_t execute_inline(const IoRequest& r) override {
+    int64_t result;
+    {
+      std::lock_guard lk(mu_);
+      result = refusal(r);
+    }
+    if (result == 0) {
+      switch (r.kind) {
+        case OpKind::kRead:
+        case OpKind::kWrite: {
+          uint64_t at = r.offset_bytes;
+          for (int i = 0; i < r.iovcnt && result >= 0; ++i) {
+            const iovec& v = r.iov[i];
+            const ssize_t n =
+                r.kind == OpKind::kRead
+                    ? rbd_read(h_->image, at, v.iov_len, static_cast<char*>(v.iov_base))
+                    : rbd_write(h_->image, at, v.iov_len, static_cast<const char*>(v.iov_base));
+            if (n < 0) result = n;
+            else if (static_cast<size_t>(n) != v.iov_len) result = -EIO;
+            at += v.iov_len;
+          }
+          if (result == 0) result = static_cast<int64_t>(r.length_bytes);
+          break;
+        }
+        case OpKind::kFlush:
+          result = rbd_flush(h_->image);
+          break;
+        case OpKind::kDiscard:
+          result = rbd_discard(h_->image, r.offset_bytes, r.length_bytes);
+          break;
+        case OpKind::kWriteZeroes:
+          result = rbd_write_zeroes(h_->image, r.offset_bytes, r.length_bytes, 0, 0);
+          break;
+        case OpKind::kAllocate:
+          result = 0;  // RBD allocates as it writes; nothing to reserve
+          break;
+      }
+      result = settle(r, result);
+    }
+    std::lock_guard lk(mu_);
+    counters_.count(r.kind, result);
+    return result;
+  }
+
+ private:
+  struct Op {
+    IoRequest request;
+    rbd_completion_t completion = nullptr;
+  };
+
+  // 0, or the error `r` gets without reaching librbd. Under mu_.
+  int refusal(const IoRequest& r) const {
+    if (int invalid = detail::validate_request(r, size_bytes(), kAlignBytes); invalid != 0) {
+      return invalid;
+    }
+    if (fenced_) return -EIO;
+    if (read_only_ && detail::is_write_kind(r.kind)) return -EROFS;
+    return 0;
+  }
+
+  void note_depths() {
+    counters_.in_flight = in_flight_;
+    counters_.queued = fifo_.size();
+    counters_.in_flight_peak = std::max<uint64_t>(counters_.in_flight_peak, in_flight_);
+  }
+
+  void wake() {
+    const uint64_t one = 1;
+    ssize_t n;
+    do {
+      n = ::write(event_fd_, &one, sizeof(one));
+    } while (n < 0 && errno == EINTR);
+    VSFS_ASSERT(n == sizeof(one));
+  }
+
+  // Hands `op` to librbd. A call librbd refuses completes on the completion thread.
+  void issue(Op* op) {
+    const IoRequest& r = op->request;
+    int rc = rbd_aio_create_completion(op, nullptr, &op->completion);
+    if (rc == 0) {
+      switch (r.kind) {
+        case OpKind::kRead:
+          rc = rbd_aio_readv(h_->image, r.iov, r.iovcnt, r.offset_bytes, op->completion);
+          break;
+        case OpKind::kWrite:
+          rc = rbd_aio_writev(h_->image, r.iov, r.iovcnt, r.offset_bytes, op->completion);
+          break;
+        case OpKind::kFlush:
+          rc = rbd_aio_flush(h_->image, op->completion);
+          break;
+        case OpKind::kDiscard:
+          rc = rbd_aio_discard(h_->image, r.offset_bytes, r.length_bytes, op->completion);
+          break;
+        case OpKind::kWriteZeroes:
+          rc = rbd_aio_write_zeroes(h_->image, r.offset_bytes, r.length_bytes, op->completion,
+                                    0, 0);
+          break;
+        case OpKind::kAllocate:
+          rc = 1;  // nothing to do: completes below with its length
+          break;
+      }
+    }
+    if (rc == 0) return;
+    if (op->completion != nullptr) {
+      rbd_aio_release(op->completion);
+      op->completion = nullptr;
+    }
+    {
+      std::lock_guard lk(mu_);
+      --in_flight_;
+      failed_.emplace_back(op, rc > 0 ? 0 : rc);
+      note_depths();
+    }
+    wake();
+  }
+
+  // The result a caller sees for `r` from librbd's `rc`: the bytes moved, 0 for a flush,
+  // or -errno. The first sign that the cluster fenced this client ends all IO.
+  int64_t settle(const IoRequest& r, int64_t rc) {
+    if (rc == -ESHUTDOWN || (rc == -EROFS && !read_only_)) {
+      fence(static_cast<int>(-rc));
+      return -EIO;
+    }
+    if (rc < 0) return rc;
+    if (r.kind == OpKind::kFlush) return 0;
+    if (r.kind == OpKind::kRead && static_cast<uint64_t>(rc) != r.length_bytes) return -EIO;
+    return static_cast<int64_t>(r.length_bytes);
+  }
+
+  void fence(int err) {
+    bool first = false;
+    {
+      std::lock_guard lk(mu_);
+      first = !fenced_;
+      fenced_ = true;
+    }
+    if (!first) return;
+    VSFS_LOG_ERROR(
+        "{}: lost the datastore: the Ceph cluster {} ({}); another client has taken the "
+        "image over. Every IO fails with EIO from now on",
+        name_,
+        err == ESHUTDOWN ? "blocklisted this client" : "no longer lets this client write",
+        strerror_text(err));
+  }
+
+  void run() {
+    std::vector<rbd_completion_t> polled(kPollBatch);
+    std::vector<std::pair<Op*, int64_t>> finished;
+    std::vector<Op*> start;
+    for (;;) {
+      uint64_t count = 0;
+      ssize_t n = ::read(event_fd_, &count, sizeof(count));
+      if (n < 0 && errno != EINTR && errno != EAGAIN) {
+        VSFS_LOG_ERROR("{}: completion eventfd read failed: {}", name_, std::strerror(errno));
+      }
+      uint32_t polled_count = 0;
+      for (;;) {
+        const int got = rbd_poll_io_events(h_->image, polled.data(), kPollBatch);
+        for (int i = 0; i < got; ++i) {
+          Op* op = static_cast<Op*>(rbd_aio_get_arg(polled[i]));
+          const int64_t rc = rbd_aio_get_return_value(polled[i]);
+          rbd_aio_release(polled[i]);
+          finished.emplace_back(op, settle(op->request, rc));
+        }
+        polled_count += static_cast<uint32_t>(std::max(got, 0));
+        if (got < kPollBatch) break;
+      }
+      bool stop = false;
+      {
+        std::lock_guard lk(mu_);
+        in_flight_ -= polled_count;
+        for (auto& [op, result] : failed_) {
+          // Refused before librbd (result < 0), or done without it (an allocation).
+          finished.emplace_back(op, result < 0 ? result : settle(op->request, 0));
+        }
+        failed_.clear();
+        while (in_flight_ < queue_depth_ && !fifo_.empty()) {
+          IoRequest r = std::move(fifo_.front());
+          fifo_.pop_front();
+          if (const int err = refusal(r); err != 0) {
+            finished.emplace_back(new Op{std::move(r)}, err);
+          } else {
+            ++in_flight_;
+            start.push_back(new Op{std::move(r)});
+          }
+        }
+        for (const auto& [op, result] : finished) counters_.count(op->request.kind, result);
+        note_depths();
+        stop = stop_ && in_flight_ == 0 && fifo_.empty() && failed_.empty();
+      }
+      for (Op* op : start) issue(op);
+      start.clear();
+      for (auto& [op, result] : finished) {
+        if (op->request.done) op->request.done(result);
+        delete op;
+      }
+      finished.clear();
+      if (stop) return;
+    }
+  }
+
+  const std::string name_;
+  std::unique_ptr<Handles> h_;
+  std::atomic<uint64_t> size_bytes_;
+  const int event_fd_;
+  const uint32_t queue_depth_;
+  const bool read_only_;
+  std::thread thread_;
+
+  mutable std::mutex mu_;
+  std::deque<IoRequest> fifo_;                      // waiting for a slot
+  std::vector<std::pair<Op*, int64_t>> failed_;     // to complete without librbd
+  uint32_t in_flight_ = 0;                          // handed to librbd, not polled yet
+  DeviceCounters counters_;
+  bool fenced_ = false;
+  bool stop_ = false;
+};
+
+// Splits `text` at unescaped ':' and removes the escapes.
+std::vector<std::string> split_fields(std::string_view text) {
+  std::vector<std::string> fields(1);
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '\\' && i + 1 < text.size()) {
+      fields.back() += text[++i];
+    } else if (text[i] == ':') {
+      fields.emplace_back();
+    } else {
+      fields.back() += text[i];
+    }
+  }
+  return fields;
+}
+
+}  // namespace
+
+bool is_rbd_name(std::string_view name) { return name.starts_with("rbd:"); }
+
+Result<RbdName> parse_rbd_name(std::string_view name) {
+  auto bad = [&](std::string_view why) {
+    return make_error(EINVAL, ErrorKind::kInvalidArgument,
+                      "{}: not an RBD image name ({}); expected "
+                      "rbd:POOL/IMAGE[:id=USER][:conf=FILE]",
+                      name, why);
+  };
+  if (!is_rbd_name(name)) return bad("it does not start with rbd:");
+  std::vector<std::string> fields = split_fields(name.substr(4));
+  RbdName out;
+  std::vector<std::string> path;
+  for (size_t start = 0;;) {
+    const size_t slash = fields[0].find('/', start);
+    path.push_back(fields[0].substr(start, slash - start));
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  if (path.size() < 2 || path.size() > 3) return bad("give a pool and an image");
+  for (const std::string& part : path) {
+    if (part.empty()) return bad("an empty pool, namespace or image");
+  }
+  if (path.back().find('@') != std::string::npos) {
+    return bad("a snapshot cannot hold a datastore");
+  }
+  out.pool = path.front();
+  out.image = path.back();
+  if (path.size() == 3) out.name_space = path[1];
+  for (size_t i = 1; i < fields.size(); ++i) {
+    const size_t eq = fields[i].find('=');
+    if (eq == std::string::npos || eq == 0) return bad(fmt::format("option '{}'", fields[i]));
+    std::string key = fields[i].substr(0, eq);
+    std::string value = fields[i].substr(eq + 1);
+    if (key == "id") {
+      out.id = value;
+    } else if (key == "conf") {
+      out.conf = value;
+    } else {
+      if (key == "rbd_cache" && value != "false") {
+        return bad("vsfs runs with librbd's cache off (rbd_cache=false)");
+      }
+      out.options[key] = value;
+    }
+  }
+  return out;
+}
+
+Result<std::unique_ptr<Device>> open_rbd_device(const std::string& name,
+                                                const RbdOptions& options) {
+  VSFS_ASSIGN_OR_RETURN(RbdName n, parse_rbd_name(name));
+  auto fail = [&](int rc, ErrorKind kind, std::string_view what) {
+    return make_error(-rc, kind, "{}: {}: {}", name, what, strerror_text(rc));
+  };
+  auto h = std::make_unique<Handles>();
+  if (int r = rados_create(&h->cluster, n.id.empty() ? nullptr : n.id.c_str()); r < 0) {
+    h->cluster = nullptr;
+    return fail(r, ErrorKind::kIo, "cannot create a Ceph client");
+  }
+  if (int r = rados_conf_read_file(h->cluster, n.conf.empty() ? nullptr : n.conf.c_str());
+      r < 0) {
+    return fail(r, r == -ENOENT ? ErrorKind::kNotFound : ErrorKind::kInvalidArgument,
+                n.conf.empty() ? "cannot read a ceph.conf" : "cannot read " + n.conf);
+  }
+  rados_conf_parse_env(h->cluster, nullptr);  // CEPH_ARGS, as the ceph tools do
+  for (const auto& [key, value] : n.options) {
+    if (int r = rados_conf_set(h->cluster, key.c_str(), value.c_str()); r < 0) {
+      return fail(r, ErrorKind::kInvalidArgument, fmt::format("option {}={}", key, value));
+    }
+  }
+  // A fenced client must see its writes fail, not land in a cache; and a discarded
+  // range must read back as zeros even where it covers part of an object.
+  for (const char* key : {"rbd_cache", "rbd_skip_partial_discard"}) {
+    if (int r = rados_conf_set(h->cluster, key, "false"); r < 0) {
+      return fail(r, ErrorKind::kIo, fmt::format("cannot set {}", key));
+    }
+  }
+  if (int r = rados_connect(h->cluster); r < 0) {
+    return fail(r, ErrorKind::kIo, "cannot connect to the Ceph cluster");
+  }
+  if (int r = rados_ioctx_create(h->cluster, n.pool.c_str(), &h->io); r < 0) {
+    h->io = nullptr;
+    return fail(r, r == -ENOENT ? ErrorKind::kNotFound : ErrorKind::kIo,
+                fmt::format("pool {}", n.pool));
+  }
+  rados_ioctx_set_namespace(h->io, n.name_space.c_str());
+  const int opened = options.read_only
+                         ? rbd_open_read_only(h->io, n.image.c_str(), &h->image, nullptr)
+                         : rbd_open(h->io, n.image.c_str(), &h->image, nullptr);
+  if (opened < 0) {
+    h->image = nullptr;
+    return fail(opened, opened == -ENOENT ? ErrorKind::kNotFound : ErrorKind::kIo,
+                fmt::format("image {}", n.image));
+  }
+  if (!options.read_only && options.exclusive) {
+    const int r = rbd_lock_acquire(h->image, RBD_LOCK_MODE_EXCLUSIVE);
+    if (r == -EROFS || r == -EBUSY) {
+      return make_error(EBUSY, ErrorKind::kBusy,
+                        "{}: another client holds the image's exclusive lock ({})", name,
+                        lock_owners(h->image));
+    }
+    if (r == -EINVAL || r == -EOPNOTSUPP) {
+      return make_error(EOPNOTSUPP, ErrorKind::kUnsupported,
+                        "{}: the image has no exclusive-lock feature (rbd feature enable "
+                        "{}/{} exclusive-lock)",
+                        name, n.pool, n.image);
+    }
+    if (r < 0) return fail(r, ErrorKind::kIo, "cannot take the image's exclusive lock");
+  }
+  uint64_t size = 0;
+  if (int r = rbd_get_size(h->image, &size); r < 0) {
+    return fail(r, ErrorKind::kIo, "cannot read the image's size");
+  }
+  const int efd = ::eventfd(0, EFD_CLOEXEC);
+  if (efd < 0) return fail(-errno, ErrorKind::kIo, "eventfd");
+  if (int r = rbd_set_image_notification(h->image, efd, EVENT_TYPE_EVENTFD); r < 0) {
+    ::close(efd);
+    return fail(r, ErrorKind::kIo, "cannot have completions signalled");
+  }
+  std::string text = fmt::format("rbd:{}/{}{}", n.pool,
+                                 n.name_space.empty() ? "" : n.name_space + "/", n.image);
+  return std::unique_ptr<Device>(
+      std::make_unique<RbdDevice>(std::move(text), std::move(h), size, efd, options));
+}
+
+}  // namespace vsfs::device
