@@ -5,7 +5,7 @@
 // with mu_ released (rbd_aio_* are thread-safe and may wait briefly). librbd completes
 // them on its own threads and, because the image has an eventfd for notifications,
 // queues them for rbd_poll_io_events and writes the eventfd. The completion thread
-// blocks reading that eventfd, collects completions, admits queued requests into the
+// polls that eventfd (and the watched descriptor, /dev/fuse, which it serves too), collects completions, admits queued requests into the
 // freed slots and runs the callbacks with mu_ released. Requests that fail before they
 // reach librbd (invalid, fenced, refused by rbd_aio_*) go through the same thread: they
 // are put on a list and the eventfd is written, so no callback runs inside submit().
@@ -13,10 +13,13 @@
 
 #include <rados/librados.h>
 #include <rbd/librbd.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <functional>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -133,6 +136,28 @@ class RbdDevice final : public Device {
     }
     if (refused) wake();
     for (Op* op : start) issue(op);
+  }
+
+  bool watch_readable(int fd, std::function<bool()> on_ready) override {
+    {
+      std::lock_guard lk(mu_);
+      VSFS_ASSERT(!watch_fn_ && on_ready);
+      watch_fd_ = fd;
+      watch_fn_ = std::move(on_ready);
+    }
+    wake();  // the completion thread polls the new descriptor from its next pass
+    return true;
+  }
+
+  void unwatch() override {
+    VSFS_ASSERT(!in_completion_context());
+    {
+      std::unique_lock lk(mu_);
+      watch_cv_.wait(lk, [this] { return !watch_calling_; });
+      watch_fn_ = nullptr;
+      watch_fd_ = -1;
+    }
+    wake();
   }
 
   DeviceCounters counters() const override {
@@ -296,11 +321,21 @@ class RbdDevice final : public Device {
     std::vector<rbd_completion_t> polled(kPollBatch);
     std::vector<std::pair<Op*, int64_t>> finished;
     std::vector<Op*> start;
+    bool more = false;  // the watcher stopped early with more to read
     for (;;) {
-      uint64_t count = 0;
-      ssize_t n = ::read(event_fd_, &count, sizeof(count));
-      if (n < 0 && errno != EINTR && errno != EAGAIN) {
-        VSFS_LOG_ERROR("{}: completion eventfd read failed: {}", name_, std::strerror(errno));
+      int watch_fd;
+      {
+        std::lock_guard lk(mu_);
+        watch_fd = watch_fn_ ? watch_fd_ : -1;
+      }
+      pollfd fds[2] = {{event_fd_, POLLIN, 0}, {watch_fd, POLLIN, 0}};
+      const int ready = ::poll(fds, watch_fd >= 0 ? 2 : 1, more && watch_fd >= 0 ? 0 : -1);
+      if (ready < 0 && errno != EINTR) {
+        VSFS_LOG_ERROR("{}: poll failed: {}", name_, std::strerror(errno));
+      }
+      if (ready > 0 && (fds[0].revents & POLLIN) != 0) {
+        uint64_t count = 0;
+        (void)::read(event_fd_, &count, sizeof(count));  // non-blocking; only resets it
       }
       uint32_t polled_count = 0;
       for (;;) {
@@ -345,7 +380,26 @@ class RbdDevice final : public Device {
       }
       finished.clear();
       if (stop) return;
+      if (watch_fd >= 0 && (more || (ready > 0 && fds[1].revents != 0))) more = call_watcher();
     }
+  }
+
+  // Runs the watcher unless unwatch() came first; its answer (more to read).
+  bool call_watcher() {
+    std::function<bool()>* fn;
+    {
+      std::lock_guard lk(mu_);
+      if (!watch_fn_) return false;
+      watch_calling_ = true;
+      fn = &watch_fn_;
+    }
+    const bool more = (*fn)();
+    {
+      std::lock_guard lk(mu_);
+      watch_calling_ = false;
+    }
+    watch_cv_.notify_all();
+    return more;
   }
 
   const std::string name_;
@@ -363,6 +417,12 @@ class RbdDevice final : public Device {
   DeviceCounters counters_;
   bool fenced_ = false;
   bool stop_ = false;
+  // The watched descriptor (watch_readable) and its watcher; the watcher runs on the
+  // completion thread with mu_ released, watch_calling_ set meanwhile.
+  int watch_fd_ = -1;
+  std::function<bool()> watch_fn_;
+  bool watch_calling_ = false;
+  std::condition_variable watch_cv_;
 };
 
 // Splits `text` at unescaped ':' and removes the escapes.
@@ -495,7 +555,7 @@ Result<std::unique_ptr<Device>> open_rbd_device(const std::string& name,
   if (int r = rbd_get_size(h->image, &size); r < 0) {
     return fail(r, ErrorKind::kIo, "cannot read the image's size");
   }
-  const int efd = ::eventfd(0, EFD_CLOEXEC);
+  const int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (efd < 0) return fail(-errno, ErrorKind::kIo, "eventfd");
   if (int r = rbd_set_image_notification(h->image, efd, EVENT_TYPE_EVENTFD); r < 0) {
     ::close(efd);

@@ -18,7 +18,9 @@
 // (rbd_set_image_notification); the device's completion thread reads it, collects them
 // with rbd_poll_io_events and runs the callbacks, so callbacks run on one thread as
 // Device requires. Discard is rbd_aio_discard (RBD reads discarded ranges as zeros),
-// write-zeroes rbd_aio_write_zeroes, flush rbd_aio_flush.
+// write-zeroes rbd_aio_write_zeroes, flush rbd_aio_flush. A watched descriptor
+// (watch_readable: /dev/fuse) is polled by the same thread beside the eventfd. There are
+// no driver commands, so FUSE over io_uring is not offered on RBD.
 // Thread-safety: see Device.
 #pragma once
 
