@@ -12,6 +12,11 @@
 # up serving through the ring (.vsfs/stats fuse.transport) unless its options say
 # io_uring=false, or the caller expects otherwise (VSFS_IT_TRANSPORT=dev_fuse mount_fg
 # ...). Exit 77 when the kernel has no such parameter.
+#
+# VSFS_IT_RBD=1 runs the test on Ceph RBD: tests/ceph/with_cluster.sh starts a cluster
+# and names its ceph.conf in VSFS_CEPH_CONF. A datastore the test names by a file under
+# $T is then an RBD image (dev_of): mkfs_file creates it, and mount_fg, fsck_clean,
+# image_used_kb and wait_device_free take the file's name and use the image.
 
 set -u
 set -o pipefail
@@ -23,6 +28,10 @@ fi
 : "${VSFS_MOUNT:?VSFS_MOUNT must name the vsfs-mount binary}"
 : "${VSFS_MKFS:?VSFS_MKFS must name the vsfs-mkfs binary}"
 : "${VSFS_FSCK:=}"
+
+if [ "${VSFS_IT_RBD:-0}" = 1 ]; then
+	: "${VSFS_CEPH_CONF:?VSFS_IT_RBD=1 needs VSFS_CEPH_CONF (run through tests/ceph/with_cluster.sh)}"
+fi
 
 URING_PARAM=/sys/module/fuse/parameters/enable_uring
 URING_WAS=""
@@ -84,10 +93,37 @@ fail() {
 	exit 1
 }
 
+# dev_of FILE: the device name of the datastore the test calls FILE: FILE itself, or with
+# VSFS_IT_RBD=1 the RBD image named after it and this test's directory.
+dev_of() {
+	if [ "${VSFS_IT_RBD:-0}" = 1 ]; then
+		echo "rbd:rbd/$(basename "$T")-$(basename "$1"):conf=$VSFS_CEPH_CONF"
+	else
+		echo "$1"
+	fi
+}
+
+# rbd_image FILE: POOL/IMAGE of FILE's RBD image (VSFS_IT_RBD=1).
+rbd_image() {
+	echo "rbd/$(basename "$T")-$(basename "$1")"
+}
+
+# image_used_kb FILE: the KiB the datastore FILE takes from its backing store: the file's
+# allocated size (du), or what the RBD image has written.
+image_used_kb() {
+	if [ "${VSFS_IT_RBD:-0}" = 1 ]; then
+		rbd -c "$VSFS_CEPH_CONF" du --format json "$(rbd_image "$1")" |
+			python3 -c 'import json,sys; print(json.load(sys.stdin)["images"][0]["used_size"] // 1024)'
+	else
+		du -k "$1" | cut -f1
+	fi
+}
+
 # fsck_clean IMAGE WHAT [vsfs-fsck options]: vsfs-fsck -n finds IMAGE clean, else its
 # report and a failure naming WHAT.
 fsck_clean() {
-	local image=$1 what=$2
+	local image what=$2
+	image=$(dev_of "$1")
 	shift 2
 	[ -n "$VSFS_FSCK" ] || fail "VSFS_FSCK is not set: cannot check $what"
 	"$VSFS_FSCK" -n "$@" "$image" >"$T/fsck.log" 2>&1 || {
@@ -96,8 +132,18 @@ fsck_clean() {
 	}
 }
 
-# mkfs_file FILE [SIZE]: a new datastore in FILE.
+# mkfs_file FILE [SIZE]: a new datastore in FILE (in its RBD image, created here, with
+# VSFS_IT_RBD=1).
 mkfs_file() {
+	if [ "${VSFS_IT_RBD:-0}" = 1 ]; then
+		rbd -c "$VSFS_CEPH_CONF" create --size "${2:-1G}" "$(rbd_image "$1")" ||
+			fail "rbd create $(rbd_image "$1")"
+		"$VSFS_MKFS" "$(dev_of "$1")" >"$T/mkfs.log" 2>&1 || {
+			cat "$T/mkfs.log" >&2
+			fail "vsfs-mkfs $(dev_of "$1")"
+		}
+		return 0
+	fi
 	"$VSFS_MKFS" -s "${2:-1G}" "$1" >"$T/mkfs.log" 2>&1 || {
 		cat "$T/mkfs.log" >&2
 		fail "vsfs-mkfs $1"
@@ -115,9 +161,9 @@ new_mount() {
 	m=$T/mnt
 }
 
-# wait_mounted DIR: until DIR is a vsfs mount (10 s).
+# wait_mounted DIR: until DIR is a vsfs mount (10 s, or VSFS_IT_MOUNT_WAIT seconds).
 wait_mounted() {
-	for _ in $(seq 100); do
+	for _ in $(seq $((${VSFS_IT_MOUNT_WAIT:-10} * 10))); do
 		if grep -q " $(readlink -f "$1") fuse.vsfs " /proc/mounts; then return 0; fi
 		sleep 0.1
 	done
@@ -128,7 +174,8 @@ wait_mounted() {
 # background (its pid in DAEMON_PID, its log in DAEMON_LOG, $T/daemon.N.log) and waits
 # for the mount.
 mount_fg() {
-	local dev=$1 dir=$2
+	local dev dir=$2
+	dev=$(dev_of "$1")
 	shift 2
 	local log="$T/daemon.${#PIDS[@]}.log"
 	DAEMON_LOG=$log
@@ -204,6 +251,8 @@ PY
 # wait_device_free FILE: after a daemon was killed, the kernel may hold the device's
 # lock a moment longer (io_uring tears down asynchronously); wait until it is free (5 s).
 wait_device_free() {
+	# An RBD image's lock is broken by the next owner once the killed one's watch expires.
+	[ "${VSFS_IT_RBD:-0}" = 1 ] && return 0
 	for _ in $(seq 50); do
 		flock -n "$1" true 2>/dev/null && return 0
 		sleep 0.1
