@@ -260,16 +260,16 @@ wait_device_free() {
 	fail "$1 is still locked after the daemon exited"
 }
 
-# use_build_mount_helpers: mount(8) and umount(8) run /sbin/mount.fuse.vsfs (remount)
-# and /sbin/umount.vsfs (vsfs-mount records helper=vsfs in utab); libmount looks in /sbin
-# only. Makes those names run this build's helpers (beside $VSFS_MOUNT): links made here
-# go on exit; where the names exist already and are not this build's (an installed
-# vsfs), the test runs again in a private mount namespace with scripts that run this
-# build's helpers bound over them. Call it first.
+# use_build_mount_helpers: mount(8) and umount(8) run /sbin/mount.vsfs (mount -t vsfs),
+# /sbin/mount.fuse.vsfs (remount) and /sbin/umount.vsfs (vsfs-mount records helper=vsfs
+# in utab); libmount looks in /sbin only. Makes those names run this build's helpers
+# (beside $VSFS_MOUNT): links made here go on exit; where the names exist already and are
+# not this build's (an installed vsfs), the test runs again in a private mount namespace
+# with scripts that run this build's helpers bound over them. Call it first.
 use_build_mount_helpers() {
 	local bin name ours=1
 	bin=$(dirname "$(readlink -f "$VSFS_MOUNT")")
-	for name in mount.fuse.vsfs umount.vsfs; do
+	for name in mount.vsfs mount.fuse.vsfs umount.vsfs; do
 		[ -x "$bin/$name" ] || fail "$bin/$name is missing"
 		if [ -e "/sbin/$name" ] && [ "$(readlink -f "/sbin/$name")" != "$(readlink -f "$bin/$name")" ]; then
 			ours=0
@@ -280,7 +280,7 @@ use_build_mount_helpers() {
 		trap - EXIT
 		VSFS_IT_PRIVATE_NS=1 exec unshare -m --propagation private "$BASH" "$0" "$@"
 	fi
-	for name in mount.fuse.vsfs umount.vsfs; do
+	for name in mount.vsfs mount.fuse.vsfs umount.vsfs; do
 		if [ ! -e "/sbin/$name" ]; then
 			ln -s "$bin/$name" "/sbin/$name" || fail "linking /sbin/$name"
 			SBIN_LINKS+=("/sbin/$name")
