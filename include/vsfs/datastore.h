@@ -123,6 +123,9 @@ struct SpaceInfo {
   bool space_summary = false;
   uint64_t table_grains = 0, table_grains_loaded = 0;
   uint64_t formatted_bytes_total = 0;  // formatted by the background formatter
+  // Storage blocks listed as free whose block-table entry or reference counts say they
+  // are in use (damaged metadata): never handed out; vsfs-fsck -y repairs them.
+  uint64_t damaged_free_blocks = 0;
   uint64_t inodes = 0;           // live inodes
 };
 

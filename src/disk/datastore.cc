@@ -342,6 +342,7 @@ class DatastoreImpl final : public Datastore {
     s.table_grains_loaded = sp.table_grains_loaded;
     s.to_format_blocks = sp.to_format_blocks;
     s.formatted_bytes_total = sp.formatted_bytes_total;
+    s.damaged_free_blocks = sp.damaged_free_blocks;
     s.inodes = ms_->live_inodes_locked();
     return s;
   }

@@ -128,12 +128,13 @@ std::string render_stats_json(FuseFs& fs) {
                  "    \"space_summary\": {},\n"
                  "    \"block_table_grains\": {},\n"
                  "    \"block_table_grains_loaded\": {},\n"
+                 "    \"damaged_free_blocks\": {},\n"
                  "    \"inodes\": {}\n"
                  "  }},\n",
                  sp.total_bytes, sp.used_bytes, sp.free_bytes, sp.available_bytes, sp.formatted_blocks,
                  sp.to_format_blocks, sp.alloc_window, sp.alloc_window_end,
                  sp.crash_reformat_blocks, sp.space_summary, sp.table_grains,
-                 sp.table_grains_loaded, sp.inodes);
+                 sp.table_grains_loaded, sp.damaged_free_blocks, sp.inodes);
   fmt::format_to(it,
                  "  \"io\": {{\n"
                  "    \"read_requests\": {},\n"

@@ -389,6 +389,7 @@ class MetaStore {
     bool summary = false;                // the space summary is kept
     uint64_t table_grains = 0;           // of the block table
     uint64_t table_grains_loaded = 0;    // ... held in memory (describing space in use)
+    uint64_t damaged_free_blocks = 0;    // listed free, found in use: left alone
   };
   Space space_locked() const;
   MetaCounters counters_locked() const { return counters_; }
@@ -467,6 +468,9 @@ class MetaStore {
   Result<void> back_metadata_locked();
   // Turns a reservation into reference count 1.
   Result<void> take_reservation_locked(uint64_t grain);
+  // Whether `block`, on a free list, is free by its block-table entry and its grains'
+  // reference counts too; logs the damage when not (and counts it).
+  Result<bool> free_in_fact_locked(uint64_t block);
   bool grain_available_locked(uint64_t grain);
   void on_grain_freed_locked(uint64_t grain);
 
@@ -587,6 +591,7 @@ class MetaStore {
   uint64_t window_durable_ = 0;                 // of the last durable superblock
   std::optional<uint64_t> window_inflight_;     // of the commit being written
   std::set<uint64_t> beyond_window_;
+  uint64_t damaged_free_blocks_ = 0;  // free_in_fact_locked found them in use
   uint64_t taken_since_commit_ = 0;             // blocks taken since the last window
   uint64_t crash_reformat_blocks_ = 0;
   uint64_t used_grains_ = 0;

@@ -292,23 +292,55 @@ bool MetaStore::beyond_window_locked(uint64_t grain) const {
   return !beyond_window_.empty() && beyond_window_.count(block_of(PhysGrain{grain}).v) != 0;
 }
 
+Result<bool> MetaStore::free_in_fact_locked(uint64_t block) {
+  VSFS_TRY(ensure_group_locked(block));
+  const format::BlockEntry e = block_entry_locked(block);
+  std::string why;
+  if (e.used_grains != 0) {
+    why = fmt::format("its block-table entry counts {} grains in use", e.used_grains);
+  } else {
+    const uint64_t first = first_grain_of(BlockIndex{block}).v;
+    for (uint64_t g = first; g < first + kGrainsPerBlock && why.empty(); ++g) {
+      VSFS_ASSIGN_OR_RETURN(uint16_t c, refcount_locked(g));
+      if (c != 0) why = fmt::format("grain {} has reference count {}", g, c);
+    }
+  }
+  if (why.empty()) return true;
+  ++damaged_free_blocks_;
+  VSFS_LOG_ERROR("storage block {} is listed as free but {}: the datastore's metadata is "
+                 "damaged; vsfs leaves the block alone (run vsfs-fsck -y after unmounting)",
+                 block, why);
+  return false;
+}
+
 Result<uint64_t> MetaStore::take_free_block_locked(BlockState kind) {
-  std::optional<uint64_t> pick;
   FreeBlocks::Kind list = FreeBlocks::kFormatted;
   bool beyond = false;
-  const auto formatted = free_.first(FreeBlocks::kFormatted);
-  if (formatted && (!window_on_ || *formatted < window_allowed_locked())) {
-    pick = formatted;
-  } else if (auto to_format = free_.first(FreeBlocks::kToFormat)) {
-    // Every grain handed out from it is written in full before a map points at it, so
-    // the old contents can never be read: formatting on reallocation costs no IO here.
-    pick = to_format;
-    list = FreeBlocks::kToFormat;
-  } else if (formatted) {
-    // Past the window: its data waits for a commit that covers it (beyond_window_locked).
-    // Metadata needs no wait: it reaches its home only after the commit that took it.
-    pick = formatted;
-    beyond = kind == BlockState::kData;
+  auto choose = [&]() -> std::optional<uint64_t> {
+    list = FreeBlocks::kFormatted;
+    beyond = false;
+    const auto formatted = free_.first(FreeBlocks::kFormatted);
+    if (formatted && (!window_on_ || *formatted < window_allowed_locked())) return formatted;
+    if (auto to_format = free_.first(FreeBlocks::kToFormat)) {
+      // Every grain handed out from it is written in full before a map points at it, so
+      // the old contents can never be read: formatting on reallocation costs no IO here.
+      list = FreeBlocks::kToFormat;
+      return to_format;
+    }
+    // Past the window: its data waits for a commit that covers it
+    // (beyond_window_locked). Metadata needs no wait: it reaches its home only after the
+    // commit that took it.
+    beyond = formatted && kind == BlockState::kData;
+    return formatted;
+  };
+  std::optional<uint64_t> pick = choose();
+  // A free block whose counts say otherwise (damaged metadata) is never handed out:
+  // taken off the list, it stays as it is for fsck.
+  while (pick) {
+    VSFS_ASSIGN_OR_RETURN(bool free, free_in_fact_locked(*pick));
+    if (free) break;
+    free_.erase(list, *pick);
+    pick = choose();
   }
   Result<void> backed = ok_result();
   if (pick && kind == BlockState::kMeta) backed = back_blocks_locked(*pick, 1);
@@ -601,7 +633,8 @@ MetaStore::Space MetaStore::space_locked() const {
   s.data_blocks = sb_.total_blocks - sb_.first_data_block - format::growth_reserved_blocks(sb_);
   s.used_grains = used_grains_;
   // The unused grains of metadata blocks are metadata's room: a write cannot have them.
-  s.free_grains = s.data_blocks * kGrainsPerBlock - used_grains_ - meta_slack_grains_;
+  s.free_grains = s.data_blocks * kGrainsPerBlock - used_grains_ - meta_slack_grains_ -
+                  damaged_free_blocks_ * kGrainsPerBlock;
   s.formatted_blocks = free_.count(FreeBlocks::kFormatted);
   s.to_format_blocks = free_.count(FreeBlocks::kToFormat) + blocks_freed_committed_.size() +
                        blocks_freed_committing_.size() + blocks_freed_open_.size() + formatting_;
@@ -612,6 +645,7 @@ MetaStore::Space MetaStore::space_locked() const {
   s.summary = summary_on_;
   s.table_grains = sb_.block_table_grains;
   s.table_grains_loaded = free_.explicit_groups();
+  s.damaged_free_blocks = damaged_free_blocks_;
   return s;
 }
 

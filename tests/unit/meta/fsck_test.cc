@@ -1229,6 +1229,40 @@ TEST(Fsck, StaleCountsOverFreeSpaceAreFound) {
   EXPECT_CLEAN(check(*e.dev, false, true));
 }
 
+// The daemon never hands out a free block whose counts say it is in use (a stale count
+// fsck has not repaired yet): it logs the damage, counts the block in the stats and takes
+// another, where it used to stop on an assertion. Nothing is lost; fsck -y repairs.
+TEST(Fsck, TheDaemonLeavesADamagedFreeBlockAlone) {
+  auto dev = fresh_device(2ull << 30);
+  const auto sb = superblock(*dev);
+  const uint64_t next = sb.first_data_block + 1;  // the first block data is written to
+  ASSERT_EQ(block_entry(*dev, next).state, BlockState::kFormattedFree);
+  poke_refcount(*dev, next * kGrainsPerBlock + 7, 2);
+  auto e = open_engine(std::move(dev));
+  ASSERT_TRUE(e.ds);
+  auto file = e.ds->create(kRootIno, "a", 0644, 0, 0);
+  ASSERT_TRUE(file.ok());
+  auto data = pattern(3 * kBlockBytes, 2);
+  ASSERT_TRUE(e.ds->write_sync(file->ino, 0, data.data(), data.size()).ok());
+  EXPECT_EQ(1u, e.ds->space().damaged_free_blocks);
+  std::vector<uint8_t> back(data.size());
+  ASSERT_TRUE(e.ds->read_sync(file->ino, 0, back.size(), back.data()).ok());
+  EXPECT_EQ(data, back);
+  ASSERT_TRUE(e.ds->close().ok());
+  // The block was not used: its entry is as it was, and only the stale count is found.
+  EXPECT_EQ(block_entry(*e.dev, next).state, BlockState::kFormattedFree);
+  auto n = check(*e.dev, false, true);
+  ASSERT_EQ(2u, n.problems.size()) << joined(n.problems);
+  EXPECT_TRUE(has_line(n.problems, fmt::format("refcount of grain {} is 2 but 0 references",
+                                               next * kGrainsPerBlock + 7)))
+      << joined(n.problems);
+  EXPECT_TRUE(has_line(n.problems, fmt::format("block table: block {} has used_grains 0 but 1",
+                                               next)))
+      << joined(n.problems);
+  check(*e.dev, true, true);
+  EXPECT_CLEAN(check(*e.dev, false, true));
+}
+
 // A block that is not formatted free in a block-table grain whose summary bit is clear:
 // a mount would take it for formatted free space. Found where fsck reads the grain (the
 // sample reaches every grain of a device this small), and -y sets the bit.
