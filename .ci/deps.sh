@@ -4,7 +4,8 @@ set -euo pipefail
 pkgs=(cmake g++ make pkg-config libfuse3-dev fuse3 liburing-dev libfmt-dev
       libtomlplusplus-dev libgtest-dev libblkid-dev libmount-dev libsystemd-dev fio qemu-utils python3 e2fsprogs util-linux fdisk attr xz-utils
       clang libclang-rt-14-dev  # clang 14 and its libFuzzer runtime: tests/fuzz
-      ceph-mon ceph-osd ceph-mgr ceph-common librbd-dev)  # tests/ceph, the RBD backend
+      ceph-mon ceph-osd ceph-mgr ceph-common librbd-dev  # tests/ceph, the RBD backend
+      qemu-system-common qemu-block-extra)  # qemu-storage-daemon, its rbd driver: tests/perf/rbd_compare.sh
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
