@@ -38,7 +38,7 @@ ErrorKind kind_of_errno(int errno_value) {
 // One IO of one buffer, run to its end: submitted and waited for, or executed inline
 // (`now`, or on the completion thread, where its completion could never be delivered).
 int64_t run_one(Device& dev, OpKind kind, uint64_t offset_bytes, void* buf,
-                uint64_t length_bytes, bool now) {
+                uint64_t length_bytes, bool now, bool durable = false) {
   iovec iov{buf, static_cast<size_t>(length_bytes)};
   IoRequest request;
   request.kind = kind;
@@ -48,6 +48,7 @@ int64_t run_one(Device& dev, OpKind kind, uint64_t offset_bytes, void* buf,
     request.iov = &iov;
     request.iovcnt = 1;
   }
+  request.durable = durable;
   if (now || dev.in_completion_context()) return dev.execute_inline(request);
   auto promise = std::make_shared<std::promise<int64_t>>();
   std::future<int64_t> future = promise->get_future();
@@ -57,8 +58,8 @@ int64_t run_one(Device& dev, OpKind kind, uint64_t offset_bytes, void* buf,
 }
 
 Result<void> run_sync(Device& dev, OpKind kind, uint64_t offset_bytes, void* buf,
-                      uint64_t length_bytes, bool now = false) {
-  const int64_t result = run_one(dev, kind, offset_bytes, buf, length_bytes, now);
+                      uint64_t length_bytes, bool now = false, bool durable = false) {
+  const int64_t result = run_one(dev, kind, offset_bytes, buf, length_bytes, now, durable);
   if (result < 0) {
     int err = static_cast<int>(-result);
     return make_error(err, kind_of_errno(err), "{}: {} of {} bytes at offset {} failed: {}",
@@ -92,6 +93,12 @@ Result<void> write_sync(Device& dev, uint64_t offset_bytes, const void* buf,
                         uint64_t length_bytes) {
   // The device only reads from a write's buffer; iovec has no const variant.
   return run_sync(dev, OpKind::kWrite, offset_bytes, const_cast<void*>(buf), length_bytes);
+}
+
+Result<void> write_durable_sync(Device& dev, uint64_t offset_bytes, const void* buf,
+                                uint64_t length_bytes) {
+  return run_sync(dev, OpKind::kWrite, offset_bytes, const_cast<void*>(buf), length_bytes,
+                  /*now=*/false, /*durable=*/true);
 }
 
 Result<void> flush_sync(Device& dev) {

@@ -50,6 +50,9 @@ struct IoRequest {
   const iovec* iov = nullptr;  // read/write only; caller-owned until done
   int iovcnt = 0;
   Completion done;
+  // Write only: durable once done, as if a flush had followed it alone (FUA: RWF_DSYNC
+  // on a file or block device), without flushing what other writes left in a cache.
+  bool durable = false;
 };
 
 struct DeviceCounters {
@@ -160,6 +163,9 @@ int64_t run_io(Device& dev, OpKind kind, uint64_t offset_bytes, void* buf,
 Result<void> read_sync(Device& dev, uint64_t offset_bytes, void* buf, uint64_t length_bytes);
 Result<void> write_sync(Device& dev, uint64_t offset_bytes, const void* buf,
                         uint64_t length_bytes);
+// A durable write (IoRequest::durable): on stable storage when it returns.
+Result<void> write_durable_sync(Device& dev, uint64_t offset_bytes, const void* buf,
+                                uint64_t length_bytes);
 // Reads on the calling thread without going through the completion thread. For callers
 // that hold a lock a completion callback may wait for (metadata cache misses): waiting
 // for the completion thread there could deadlock.

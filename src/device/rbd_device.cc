@@ -256,7 +256,8 @@ class RbdDevice final : public Device {
         case OpKind::kRead:
           rc = rbd_aio_readv(h_->image, r.iov, r.iovcnt, r.offset_bytes, op->completion);
           break;
-        case OpKind::kWrite:
+        case OpKind::kWrite:  // durable or not: with librbd's cache off, a write is on
+                              // the OSDs' stable storage when it completes
           rc = rbd_aio_writev(h_->image, r.iov, r.iovcnt, r.offset_bytes, op->completion);
           break;
         case OpKind::kFlush:

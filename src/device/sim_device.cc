@@ -453,6 +453,19 @@ class SimDevice::Impl {
           at += r.iov[i].iov_len;
         }
         copy_in(current_, w.offset, w.data.data(), w.length);
+        if (r.durable) {
+          apply(durable_, w, 0, w.length);
+          // An older cached write of the same bytes can no longer land over them later:
+          // it carries the new bytes from now on.
+          for (VolatileWrite& v : volatile_) {
+            const uint64_t lo = std::max(v.offset, w.offset);
+            const uint64_t hi = std::min(v.offset + v.length, w.offset + w.length);
+            if (lo >= hi) continue;
+            if (v.data.empty()) v.data.assign(v.length, 0);
+            std::memcpy(v.data.data() + (lo - v.offset), w.data.data() + (lo - w.offset), hi - lo);
+          }
+          return static_cast<int64_t>(r.length_bytes);
+        }
         volatile_.push_back(std::move(w));
         return static_cast<int64_t>(r.length_bytes);
       }

@@ -4,7 +4,9 @@
 // Writes land in memory at completion and are "volatile" until a flush submitted after
 // their completion completes. power_loss() returns the image a real disk could hold
 // after a power cut: durable data, plus each volatile write either dropped, applied, or
-// torn (a random subset of its 512-byte sectors applied), chosen by a seed.
+// torn (a random subset of its 512-byte sectors applied), chosen by a seed. A durable
+// write (IoRequest::durable) is durable at completion, and an older volatile write of the
+// same bytes can no longer bring their old contents back.
 // A backing limit models a sparse file on a filesystem that fills up (SimOptions).
 // Faults: fail the Nth IO of a kind (once or from then on), "die" at the Nth IO overall
 // (that IO and every later one fails with EIO and changes nothing: the power is off),

@@ -336,7 +336,8 @@ class UringDevice final : public Device {
             const off_t at = static_cast<off_t>(r.offset_bytes + done);
             ssize_t n = r.kind == OpKind::kRead
                             ? ::preadv(fd, iov.data() + first, static_cast<int>(iov.size() - first), at)
-                            : ::pwritev(fd, iov.data() + first, static_cast<int>(iov.size() - first), at);
+                            : ::pwritev2(fd, iov.data() + first, static_cast<int>(iov.size() - first), at,
+                                         r.durable ? RWF_DSYNC : 0);
             if (n < 0 && errno == EINTR) continue;
             if (n <= 0) {
               result = n < 0 ? -errno : -EIO;
@@ -465,6 +466,7 @@ class UringDevice final : public Device {
       case OpKind::kWrite:
         io_uring_prep_writev(sqe, fd, s.iov.data() + s.iov_first,
                              static_cast<unsigned>(s.iov.size() - s.iov_first), offset);
+        if (r.durable) sqe->rw_flags = RWF_DSYNC;  // FUA on a block device
         break;
       case OpKind::kFlush:
         io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);

@@ -88,8 +88,9 @@ bool holder_gone(const LeaseRecord& r, const LeaseRecord& self) {
 Result<void> write_lease(device::Device& dev, const LeaseRecord& r) {
   AlignedBuffer buf(kGrainBytes);
   format::encode_lease(r, format::Grain(buf.data(), kGrainBytes));
-  VSFS_TRY(device::write_sync(dev, format::kLeaseGrain * kGrainBytes, buf.data(), kGrainBytes));
-  return device::flush_sync(dev);
+  // Durable by itself (FUA), so that renewing flushes nothing else of the datastore.
+  return device::write_durable_sync(dev, format::kLeaseGrain * kGrainBytes, buf.data(),
+                                    kGrainBytes);
 }
 
 // How long after a successful renewal was issued its holder may write. A taker writes

@@ -299,10 +299,21 @@ Result<bool> MetaStore::free_in_fact_locked(uint64_t block) {
   if (e.used_grains != 0) {
     why = fmt::format("its block-table entry counts {} grains in use", e.used_grains);
   } else {
+    // The block's counts lie in one or two refcount grains: each looked up once.
     const uint64_t first = first_grain_of(BlockIndex{block}).v;
-    for (uint64_t g = first; g < first + kGrainsPerBlock && why.empty(); ++g) {
-      VSFS_ASSIGN_OR_RETURN(uint16_t c, refcount_locked(g));
-      if (c != 0) why = fmt::format("grain {} has reference count {}", g, c);
+    for (uint64_t g = first; g < first + kGrainsPerBlock && why.empty();) {
+      VSFS_ASSIGN_OR_RETURN(CachedBlock * r,
+                            get_locked(refcount_grain_of(g), BlockType::kRefcountTable));
+      const uint64_t end = std::min(first + kGrainsPerBlock,
+                                    (g / format::kGrainsPerRefcountGrain + 1) *
+                                        format::kGrainsPerRefcountGrain);
+      for (; g < end; ++g) {
+        const uint16_t c = r->refs().counts[g % format::kGrainsPerRefcountGrain];
+        if (c != 0) {
+          why = fmt::format("grain {} has reference count {}", g, c);
+          break;
+        }
+      }
     }
   }
   if (why.empty()) return true;
