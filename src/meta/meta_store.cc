@@ -75,6 +75,14 @@ Result<std::unique_ptr<MetaStore>> MetaStore::open(device::Device& dev,
                       "datastore is {} bytes but the device only {}", sb.device_bytes,
                       dev.size_bytes());
   }
+  // Refused before anything is written (not even the journal's replay): the mark is set
+  // in the home superblock at every read-write open and cleared only by a clean close.
+  if (!options.read_only && (sb.state & format::kStateMounted) && options.mark_mounted &&
+      !options.force) {
+    return make_error(EBUSY, ErrorKind::kBusy,
+                      "datastore is marked mounted (in use elsewhere, or not unmounted "
+                      "cleanly)");
+  }
   if (!options.read_only) {
     // The fixed regions (superblocks, journal, tables) have their backing storage before
     // anything is written: on a sparse file whose filesystem filled up, no metadata
@@ -109,12 +117,6 @@ Result<std::unique_ptr<MetaStore>> MetaStore::open(device::Device& dev,
                       "superblock: features 0x{:x} this vsfs does not know allow reading only "
                       "(mount read-only)",
                       sb.ro_compat & ~format::kRoCompatKnown);
-  }
-  if (!options.read_only && (sb.state & format::kStateMounted) && options.mark_mounted &&
-      !options.force) {
-    return make_error(EBUSY, ErrorKind::kBusy,
-                      "datastore is marked mounted (in use elsewhere, or not unmounted "
-                      "cleanly)");
   }
   sb.journal_tail_grain = replay.end_grain;
   sb.journal_tail_seq = replay.end_seq;

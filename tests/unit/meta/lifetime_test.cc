@@ -276,3 +276,33 @@ TEST(Lifetime, ReadOnlyOpenDoesNotChangeThem) {
 
 }  // namespace
 }  // namespace vsfs::meta
+
+namespace vsfs::meta {
+namespace {
+
+// A datastore left marked mounted (its daemon died) is refused before anything is
+// written, the journal's replay included: the open that refuses it changes no byte, and
+// only the forced open that follows replays (once).
+TEST(MetaStoreOpen, AMarkedDatastoreIsRefusedBeforeItsJournalIsReplayed) {
+  auto dev = fresh_device();
+  auto ms = open_store(*dev);
+  ASSERT_TRUE(ms);
+  count_some(*ms, 1, "a");
+  ASSERT_TRUE(ms->commit().ok());  // in the journal, not home yet
+  auto image = dev->power_loss(device::PowerLossMode::kKeepAll, 1);
+  ms.reset();
+  const uint64_t writes = image->counters().ops[static_cast<int>(device::OpKind::kWrite)];
+  MetaOptions o;
+  auto refused = MetaStore::open(*image, o);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(ErrorKind::kBusy, refused.error().kind) << refused.error().to_string();
+  EXPECT_EQ(writes, image->counters().ops[static_cast<int>(device::OpKind::kWrite)])
+      << "the refused open wrote";
+  auto forced = open_store(*image, false, /*force=*/true);
+  ASSERT_TRUE(forced);
+  std::lock_guard lock(forced->mu());
+  EXPECT_EQ(1u, forced->lifetime_locked().this_mount.unclean_mounts);
+}
+
+}  // namespace
+}  // namespace vsfs::meta
