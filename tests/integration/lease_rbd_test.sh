@@ -17,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 [ "${VSFS_IT_RBD:-0}" = 1 ] || fail "run with VSFS_IT_RBD=1 (tests/ceph/with_cluster.sh)"
 export VSFS_IT_MOUNT_WAIT=60  # a takeover waits for the cluster's watch timeout and the lease
 
-lease_ms=2000
+lease_ms=3000  # renewed every 750 ms: room for a loaded machine (the test runs beside others)
 opts=(-o "lease.time_ms=$lease_ms")
 mkfs_file "$T/ds.img" 512M
 dev=$(dev_of "$T/ds.img")
