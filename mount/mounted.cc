@@ -17,6 +17,7 @@
 
 #include <fmt/format.h>
 
+#include "device/rbd_device.h"
 #include "vsfs/control.h"
 
 namespace vsfs::mount {
@@ -134,7 +135,7 @@ std::optional<MountEntry> mount_from(const std::string& path) {
 bool is_mount_source(const std::string& path) { return mount_from(path).has_value(); }
 
 std::vector<pid_t> daemons_holding(const std::string& path) {
-  const bool rbd = path.starts_with("rbd:");
+  const bool rbd = device::is_rbd_name(path);
   const std::string real = rbd ? path : real_path(path);
   std::vector<pid_t> out;
   DIR* proc = ::opendir("/proc");

@@ -6,8 +6,8 @@
 // them on its own threads and, because the image has an eventfd for notifications,
 // queues them for rbd_poll_io_events and writes the eventfd. The completion thread
 // polls that eventfd (and the watched descriptor, /dev/fuse, which it serves too), collects completions, admits queued requests into the
-// freed slots and runs the callbacks with mu_ released. Requests that fail before they
-// reach librbd (invalid, fenced, refused by rbd_aio_*) go through the same thread: they
+// freed slots and runs the callbacks with mu_ released. Requests done without librbd
+// (invalid, fenced, an allocation, refused by rbd_aio_*) go through the same thread: they
 // are put on a list and the eventfd is written, so no callback runs inside submit().
 #include "device/rbd_device.h"
 
@@ -24,6 +24,7 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -117,24 +118,23 @@ class RbdDevice final : public Device {
   void submit(std::span<IoRequest> requests) override {
     if (requests.empty()) return;
     std::vector<Op*> start;
-    bool refused = false;
+    bool local = false;
     {
       std::lock_guard lk(mu_);
       for (IoRequest& r : requests) {
-        const int err = refusal(r);
-        if (err != 0) {
-          failed_.emplace_back(new Op{std::move(r)}, err);
-          refused = true;
+        if (auto result = local_result(r)) {
+          local_.emplace_back(new Op(std::move(r)), *result);
+          local = true;
         } else if (in_flight_ < queue_depth_) {
           ++in_flight_;
-          start.push_back(new Op{std::move(r)});
+          start.push_back(new Op(std::move(r)));
         } else {
           fifo_.push_back(std::move(r));
         }
       }
       note_depths();
     }
-    if (refused) wake();
+    if (local) wake();
     for (Op* op : start) issue(op);
   }
 
@@ -173,12 +173,13 @@ class RbdDevice final : public Device {
 
   // Synchronous librbd calls on the calling thread; they do not go through the eventfd.
   int64_t execute_inline(const IoRequest& r) override {
-    int64_t result;
+    std::optional<int64_t> local;
     {
       std::lock_guard lk(mu_);
-      result = refusal(r);
+      local = local_result(r);
     }
-    if (result == 0) {
+    int64_t result = local.value_or(0);
+    if (!local) {
       switch (r.kind) {
         case OpKind::kRead:
         case OpKind::kWrite: {
@@ -205,8 +206,7 @@ class RbdDevice final : public Device {
         case OpKind::kWriteZeroes:
           result = rbd_write_zeroes(h_->image, r.offset_bytes, r.length_bytes, 0, 0);
           break;
-        case OpKind::kAllocate:
-          result = 0;  // RBD allocates as it writes; nothing to reserve
+        case OpKind::kAllocate:  // local_result answered it
           break;
       }
       result = settle(r, result);
@@ -217,19 +217,20 @@ class RbdDevice final : public Device {
   }
 
  private:
-  struct Op {
-    IoRequest request;
-    rbd_completion_t completion = nullptr;
-  };
+  // A request on its way: held on the heap, librbd's completion argument.
+  using Op = IoRequest;
 
-  // 0, or the error `r` gets without reaching librbd. Under mu_.
-  int refusal(const IoRequest& r) const {
+  // The result `r` gets without librbd, nullopt when librbd must do it: an invalid,
+  // fenced or read-only refusal, or an allocation (RBD allocates as it writes: done).
+  // Under mu_.
+  std::optional<int64_t> local_result(const IoRequest& r) const {
     if (int invalid = detail::validate_request(r, size_bytes(), kAlignBytes); invalid != 0) {
       return invalid;
     }
     if (fenced_) return -EIO;
     if (read_only_ && detail::is_write_kind(r.kind)) return -EROFS;
-    return 0;
+    if (r.kind == OpKind::kAllocate) return static_cast<int64_t>(r.length_bytes);
+    return std::nullopt;
   }
 
   void note_depths() {
@@ -249,41 +250,39 @@ class RbdDevice final : public Device {
 
   // Hands `op` to librbd. A call librbd refuses completes on the completion thread.
   void issue(Op* op) {
-    const IoRequest& r = op->request;
-    int rc = rbd_aio_create_completion(op, nullptr, &op->completion);
+    const IoRequest& r = *op;
+    rbd_completion_t c = nullptr;
+    int rc = rbd_aio_create_completion(op, nullptr, &c);
     if (rc == 0) {
       switch (r.kind) {
         case OpKind::kRead:
-          rc = rbd_aio_readv(h_->image, r.iov, r.iovcnt, r.offset_bytes, op->completion);
+          rc = rbd_aio_readv(h_->image, r.iov, r.iovcnt, r.offset_bytes, c);
           break;
         case OpKind::kWrite:  // durable or not: with librbd's cache off, a write is on
                               // the OSDs' stable storage when it completes
-          rc = rbd_aio_writev(h_->image, r.iov, r.iovcnt, r.offset_bytes, op->completion);
+          rc = rbd_aio_writev(h_->image, r.iov, r.iovcnt, r.offset_bytes, c);
           break;
         case OpKind::kFlush:
-          rc = rbd_aio_flush(h_->image, op->completion);
+          rc = rbd_aio_flush(h_->image, c);
           break;
         case OpKind::kDiscard:
-          rc = rbd_aio_discard(h_->image, r.offset_bytes, r.length_bytes, op->completion);
+          rc = rbd_aio_discard(h_->image, r.offset_bytes, r.length_bytes, c);
           break;
         case OpKind::kWriteZeroes:
-          rc = rbd_aio_write_zeroes(h_->image, r.offset_bytes, r.length_bytes, op->completion,
-                                    0, 0);
+          rc = rbd_aio_write_zeroes(h_->image, r.offset_bytes, r.length_bytes, c, 0, 0);
           break;
-        case OpKind::kAllocate:
-          rc = 1;  // nothing to do: completes below with its length
+        case OpKind::kAllocate:  // answered by local_result
+          rc = -EINVAL;
           break;
       }
     }
     if (rc == 0) return;
-    if (op->completion != nullptr) {
-      rbd_aio_release(op->completion);
-      op->completion = nullptr;
-    }
+    if (c != nullptr) rbd_aio_release(c);
+    const int64_t result = settle(r, rc);  // may fence, which takes mu_
     {
       std::lock_guard lk(mu_);
       --in_flight_;
-      failed_.emplace_back(op, rc > 0 ? 0 : rc);
+      local_.emplace_back(op, result);
       note_depths();
     }
     wake();
@@ -345,7 +344,7 @@ class RbdDevice final : public Device {
           Op* op = static_cast<Op*>(rbd_aio_get_arg(polled[i]));
           const int64_t rc = rbd_aio_get_return_value(polled[i]);
           rbd_aio_release(polled[i]);
-          finished.emplace_back(op, settle(op->request, rc));
+          finished.emplace_back(op, settle(*op, rc));
         }
         polled_count += static_cast<uint32_t>(std::max(got, 0));
         if (got < kPollBatch) break;
@@ -354,29 +353,26 @@ class RbdDevice final : public Device {
       {
         std::lock_guard lk(mu_);
         in_flight_ -= polled_count;
-        for (auto& [op, result] : failed_) {
-          // Refused before librbd (result < 0), or done without it (an allocation).
-          finished.emplace_back(op, result < 0 ? result : settle(op->request, 0));
-        }
-        failed_.clear();
+        finished.insert(finished.end(), local_.begin(), local_.end());
+        local_.clear();
         while (in_flight_ < queue_depth_ && !fifo_.empty()) {
           IoRequest r = std::move(fifo_.front());
           fifo_.pop_front();
-          if (const int err = refusal(r); err != 0) {
-            finished.emplace_back(new Op{std::move(r)}, err);
+          if (auto result = local_result(r)) {
+            finished.emplace_back(new Op(std::move(r)), *result);
           } else {
             ++in_flight_;
-            start.push_back(new Op{std::move(r)});
+            start.push_back(new Op(std::move(r)));
           }
         }
-        for (const auto& [op, result] : finished) counters_.count(op->request.kind, result);
+        for (const auto& [op, result] : finished) counters_.count(op->kind, result);
         note_depths();
-        stop = stop_ && in_flight_ == 0 && fifo_.empty() && failed_.empty();
+        stop = stop_ && in_flight_ == 0 && fifo_.empty() && local_.empty();
       }
       for (Op* op : start) issue(op);
       start.clear();
       for (auto& [op, result] : finished) {
-        if (op->request.done) op->request.done(result);
+        if (op->done) op->done(result);
         delete op;
       }
       finished.clear();
@@ -413,7 +409,7 @@ class RbdDevice final : public Device {
 
   mutable std::mutex mu_;
   std::deque<IoRequest> fifo_;                      // waiting for a slot
-  std::vector<std::pair<Op*, int64_t>> failed_;     // to complete without librbd
+  std::vector<std::pair<Op*, int64_t>> local_;      // done without librbd: their results
   uint32_t in_flight_ = 0;                          // handed to librbd, not polled yet
   DeviceCounters counters_;
   bool fenced_ = false;
